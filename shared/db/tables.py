@@ -1,0 +1,60 @@
+"""Tables every service database holds: outbox, inbox and audit log."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime, Index, Text, text
+from sqlmodel import Field, SQLModel
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+class OutboxMessage(SQLModel, table=True):
+    """A message written in the same transaction as the state it announces; the relay publishes it."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        # The relay only ever scans unpublished rows in order: keep that index small.
+        Index(
+            "ix_outbox_pending",
+            "seq",
+            postgresql_where=text("published_at IS NULL"),
+            sqlite_where=text("published_at IS NULL"),
+        ),
+    )
+
+    seq: int | None = Field(default=None, primary_key=True)
+    message_id: str = Field(max_length=64, unique=True)
+    topic: str = Field(max_length=200)
+    key: str = Field(max_length=200)
+    event_type: str = Field(max_length=100)
+    value: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    published_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
+
+class InboxMessage(SQLModel, table=True):
+    """One row per (consumer, message id) handled: the unique key turns redelivery into a no-op."""
+
+    __tablename__ = "inbox"
+
+    consumer: str = Field(primary_key=True, max_length=100)
+    message_id: str = Field(primary_key=True, max_length=64)
+    handled_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+class AuditEntry(SQLModel, table=True):
+    """Who did what to which resource, and whether it was allowed."""
+
+    __tablename__ = "audit_log"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False, index=True))
+    organisation_id: str | None = Field(default=None, max_length=100, index=True)
+    role: str | None = Field(default=None, max_length=20)
+    action: str = Field(max_length=100)
+    resource: str | None = Field(default=None, max_length=300)
+    outcome: str = Field(max_length=20)
+    detail: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+
+KERNEL_TABLES = (OutboxMessage.__table__, InboxMessage.__table__, AuditEntry.__table__)

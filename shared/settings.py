@@ -1,0 +1,118 @@
+"""Settings from the environment (pydantic-settings): one base class, one class per service."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import AliasChoices, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_SECRET = "relais-development-secret-do-not-use"
+
+
+class RelaisSettings(BaseSettings):
+    """What every service shares: environment, data directory, bus, secrets, limits."""
+
+    model_config = SettingsConfigDict(env_prefix="RELAIS_", env_file=".env", extra="ignore", populate_by_name=True)
+
+    service: ClassVar[str] = "relais"
+
+    environment: Literal["development", "test", "production"] = "development"
+    data_dir: Path = Path(".relais")
+    # Pseudonymous patient keys are HMACs under this secret; changing it re-keys every patient.
+    secret_key: str = DEV_SECRET
+    kafka_bootstrap_servers: str | None = Field(
+        default=None, validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "RELAIS_KAFKA_BOOTSTRAP_SERVERS")
+    )
+    # Old brokers (Apache Kafka 0.9) cannot be probed for their version: name it, e.g. "0.9".
+    kafka_api_version: str | None = None
+    kafka_session_timeout_ms: int = 10_000
+    # The embedded log (used when no Kafka is configured) lives in its own database.
+    bus_database_url: str | None = None
+    bus_database_schema: str | None = None
+    auth_database_url: str | None = None
+    auth_database_schema: str | None = None
+    max_body_bytes: int = 1_000_000
+    relay_batch_size: int = 200
+    relay_idle_seconds: float = 0.05
+    consumer_max_attempts: int = 5
+
+    @property
+    def uses_kafka(self) -> bool:
+        return bool(self.kafka_bootstrap_servers)
+
+    @property
+    def kafka_api_version_tuple(self) -> tuple[int, ...] | None:
+        if not self.kafka_api_version:
+            return None
+        return tuple(int(part) for part in self.kafka_api_version.split("."))
+
+    def sqlite_url(self, name: str) -> str:
+        return f"sqlite:///{(self.data_dir / f'{name}.sqlite').as_posix()}"
+
+    @property
+    def resolved_bus_url(self) -> str:
+        return self.bus_database_url or self.sqlite_url("bus")
+
+    @property
+    def resolved_auth_url(self) -> str:
+        return self.auth_database_url or self.sqlite_url("auth")
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_defaults_outside_development(self) -> RelaisSettings:
+        if self.environment == "production":
+            if self.secret_key == DEV_SECRET or len(self.secret_key) < 32:
+                raise ValueError("RELAIS_SECRET_KEY must be set to a secret of at least 32 characters in production")
+        return self
+
+
+class ServiceSettings(RelaisSettings):
+    """A service's own database; subclasses read `RELAIS_<SERVICE>_DATABASE_URL` and `..._SCHEMA`."""
+
+    database_url: str | None = None
+    database_schema: str | None = None
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or self.sqlite_url(self.service)
+
+    @model_validator(mode="after")
+    def _refuse_sqlite_in_production(self) -> ServiceSettings:
+        if self.environment == "production" and self.resolved_database_url.startswith("sqlite"):
+            raise ValueError(f"RELAIS_{self.service.upper()}_DATABASE_URL must name a server database in production")
+        return self
+
+
+def _env(service: str, name: str) -> AliasChoices:
+    return AliasChoices(f"RELAIS_{service.upper()}_{name}", name.lower())
+
+
+class AdmissionsSettings(ServiceSettings):
+    service: ClassVar[str] = "admissions"
+    database_url: str | None = Field(default=None, validation_alias=_env("admissions", "DATABASE_URL"))
+    database_schema: str | None = Field(default=None, validation_alias=_env("admissions", "DATABASE_SCHEMA"))
+
+
+class DischargeSettings(ServiceSettings):
+    service: ClassVar[str] = "discharge"
+    database_url: str | None = Field(default=None, validation_alias=_env("discharge", "DATABASE_URL"))
+    database_schema: str | None = Field(default=None, validation_alias=_env("discharge", "DATABASE_SCHEMA"))
+    handoff_expiry_hours: float = 48.0
+
+
+class SnpSettings(ServiceSettings):
+    service: ClassVar[str] = "snp"
+    database_url: str | None = Field(default=None, validation_alias=_env("snp", "DATABASE_URL"))
+    database_schema: str | None = Field(default=None, validation_alias=_env("snp", "DATABASE_SCHEMA"))
+
+
+class NotificationsSettings(ServiceSettings):
+    service: ClassVar[str] = "notifications"
+    database_url: str | None = Field(default=None, validation_alias=_env("notifications", "DATABASE_URL"))
+    database_schema: str | None = Field(default=None, validation_alias=_env("notifications", "DATABASE_SCHEMA"))
+
+
+SETTINGS_BY_SERVICE: dict[str, type[ServiceSettings]] = {
+    cls.service: cls for cls in (AdmissionsSettings, DischargeSettings, SnpSettings, NotificationsSettings)
+}
