@@ -1,0 +1,154 @@
+"""The Kafka bus on kafka-python: acks=all, one in-flight request per connection, manual offset commits."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.structs import OffsetAndMetadata
+
+from shared.bus.base import BusUnavailable, Record
+
+log = logging.getLogger(__name__)
+
+
+class KafkaBusProducer:
+    def __init__(self, producer: KafkaProducer) -> None:
+        self._producer = producer
+        self._futures: list = []
+
+    def send(self, topic: str, key: str, value: bytes) -> None:
+        try:
+            self._futures.append(self._producer.send(topic, key=key.encode(), value=value))
+        except KafkaError as exc:
+            self._futures.clear()
+            raise BusUnavailable(f"Kafka did not accept the message: {exc}") from exc
+
+    def flush(self, timeout: float = 30.0) -> None:
+        futures, self._futures = self._futures, []
+        try:
+            self._producer.flush(timeout=timeout)
+            for future in futures:
+                future.get(timeout=0)
+        except KafkaError as exc:
+            raise BusUnavailable(f"Kafka did not acknowledge the batch: {exc}") from exc
+
+    def close(self) -> None:
+        self._producer.close(timeout=5)
+
+
+class KafkaBusConsumer:
+    def __init__(self, consumer: KafkaConsumer) -> None:
+        self._consumer = consumer
+
+    def poll(self, max_records: int = 100, timeout: float = 0.5) -> list[Record]:
+        try:
+            batches = self._consumer.poll(timeout_ms=int(timeout * 1000), max_records=max_records)
+        except KafkaError as exc:
+            raise BusUnavailable(f"Kafka poll failed: {exc}") from exc
+        records: list[Record] = []
+        for messages in batches.values():
+            for message in messages:
+                key = message.key.decode() if message.key is not None else None
+                records.append(Record(message.topic, message.partition, message.offset, key, message.value))
+        return records
+
+    def commit(self, record: Record) -> None:
+        partition = TopicPartition(record.topic, record.partition)
+        try:
+            self._consumer.commit({partition: OffsetAndMetadata(record.offset + 1, "", -1)})
+        except KafkaError as exc:
+            raise BusUnavailable(f"Kafka offset commit failed: {exc}") from exc
+
+    def rewind(self, record: Record) -> None:
+        self._consumer.seek(TopicPartition(record.topic, record.partition), record.offset)
+
+    def close(self) -> None:
+        self._consumer.close(autocommit=False)
+
+
+class KafkaBus:
+    name = "kafka"
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        *,
+        api_version: tuple[int, ...] | None = None,
+        session_timeout_ms: int = 10_000,
+        client_id: str = "relais",
+        partitions: int = 3,
+    ) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.api_version = api_version
+        self.session_timeout_ms = session_timeout_ms
+        self.client_id = client_id
+        self.partitions = partitions
+
+    def _common(self) -> dict:
+        common: dict = {"bootstrap_servers": self.bootstrap_servers.split(","), "client_id": self.client_id}
+        if self.api_version:
+            common["api_version"] = self.api_version
+        return common
+
+    def producer(self) -> KafkaBusProducer:
+        try:
+            producer = KafkaProducer(
+                acks="all",
+                # One request in flight per connection keeps per-key order through retries.
+                max_in_flight_requests_per_connection=1,
+                retries=5,
+                linger_ms=2,
+                max_block_ms=5_000,
+                request_timeout_ms=10_000,
+                **self._common(),
+            )
+        except KafkaError as exc:
+            raise BusUnavailable(f"cannot reach Kafka at {self.bootstrap_servers}: {exc}") from exc
+        return KafkaBusProducer(producer)
+
+    def consumer(self, group_id: str, topics: Sequence[str]) -> KafkaBusConsumer:
+        try:
+            consumer = KafkaConsumer(
+                *topics,
+                group_id=group_id,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                session_timeout_ms=self.session_timeout_ms,
+                heartbeat_interval_ms=max(self.session_timeout_ms // 3, 100),
+                **self._common(),
+            )
+        except KafkaError as exc:
+            raise BusUnavailable(f"cannot reach Kafka at {self.bootstrap_servers}: {exc}") from exc
+        return KafkaBusConsumer(consumer)
+
+    def ensure_topics(self, topics: Sequence[str]) -> None:
+        if self.api_version and self.api_version < (0, 10):
+            return  # No admin API before 0.10: the broker auto-creates topics on first use.
+        from kafka.admin import KafkaAdminClient, NewTopic
+
+        admin = KafkaAdminClient(**self._common())
+        try:
+            existing = set(admin.list_topics())
+            wanted = [NewTopic(topic, self.partitions, 1) for topic in topics if topic not in existing]
+            if wanted:
+                admin.create_topics(wanted)
+        except TopicAlreadyExistsError:
+            pass
+        finally:
+            admin.close()
+
+    def ping(self) -> bool:
+        try:
+            consumer = KafkaConsumer(**self._common(), request_timeout_ms=3_000)
+        except KafkaError:
+            return False
+        try:
+            return consumer.bootstrap_connected()
+        finally:
+            consumer.close()
+
+    def close(self) -> None:
+        """Clients are owned by whoever asked for them."""

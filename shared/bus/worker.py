@@ -1,0 +1,228 @@
+"""Background workers: the outbox relay and the consumer loop (retry, dead-letter, commit after handling)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from prometheus_client import Counter
+from sqlalchemy import select, update
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlmodel import Session
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from shared.bus.base import Bus, BusUnavailable, Consumer, Producer, Record, dlq_topic
+from shared.bus.envelope import Envelope, PoisonMessage
+from shared.db.engine import is_postgres
+from shared.db.tables import OutboxMessage
+from shared.errors import TransientError
+
+log = logging.getLogger(__name__)
+
+RELAYED = Counter("relais_outbox_relayed_total", "Outbox messages published to the bus", ["source"])
+HANDLED = Counter("relais_messages_handled_total", "Bus messages handled", ["consumer", "outcome"])
+
+# Failures that say "try again later" rather than "this message is wrong".
+TRANSIENT = (TransientError, BusUnavailable, OperationalError)
+
+Handler = Callable[[Envelope], None]
+
+
+class OutboxRelay:
+    """Publishes unpublished outbox rows in order and marks them published; crashes only cause re-sends."""
+
+    def __init__(self, session_factory: Callable[[], Session], bus: Bus, source: str, batch_size: int = 200) -> None:
+        self._session_factory = session_factory
+        self._bus = bus
+        self._source = source
+        self._batch_size = batch_size
+        self._producer: Producer | None = None
+
+    def relay_once(self) -> int:
+        with self._session_factory() as session:
+            query = select(OutboxMessage).where(OutboxMessage.published_at.is_(None)).order_by(OutboxMessage.seq)
+            query = query.limit(self._batch_size)
+            if is_postgres(session.get_bind()):
+                # A second replica waits here instead of publishing the same rows out of order.
+                query = query.with_for_update()
+            rows = list(session.execute(query).scalars())
+            if not rows:
+                session.rollback()
+                return 0
+            try:
+                producer = self._get_producer()
+                for row in rows:
+                    producer.send(row.topic, row.key, row.value.encode())
+                producer.flush()
+            except BusUnavailable:
+                self._reset_producer()
+                session.rollback()
+                raise
+            seqs = [row.seq for row in rows]
+            session.execute(
+                update(OutboxMessage).where(OutboxMessage.seq.in_(seqs)).values(published_at=datetime.now(UTC))
+            )
+            session.commit()
+        RELAYED.labels(self._source).inc(len(rows))
+        return len(rows)
+
+    def pending(self) -> int:
+        with self._session_factory() as session:
+            query = select(OutboxMessage.seq).where(OutboxMessage.published_at.is_(None))
+            return len(session.execute(query).all())
+
+    def _get_producer(self) -> Producer:
+        if self._producer is None:
+            self._producer = self._bus.producer()
+        return self._producer
+
+    def _reset_producer(self) -> None:
+        if self._producer is not None:
+            try:
+                self._producer.close()
+            except Exception:  # noqa: BLE001 - a broken producer may fail to close; we drop it anyway
+                log.debug("closing a broken producer failed", exc_info=True)
+        self._producer = None
+
+    def close(self) -> None:
+        self._reset_producer()
+
+    def run(self, stop: threading.Event, wakeup: Callable[[float], bool] | None = None, idle: float = 0.05) -> None:
+        backoff = idle
+        while not stop.is_set():
+            try:
+                sent = self.relay_once()
+                backoff = idle
+            except (BusUnavailable, OperationalError, DBAPIError) as exc:
+                log.warning("outbox relay for %s waiting for the bus: %s", self._source, exc)
+                sent, backoff = 0, min(backoff * 2 if backoff > idle else 0.2, 5.0)
+                stop.wait(backoff)
+                continue
+            if sent == 0:
+                if wakeup is not None:
+                    wakeup(idle)
+                else:
+                    stop.wait(idle)
+        self.close()
+
+
+class ConsumerLoop:
+    """Handles each record, commits its offset only after the handler's own commit.
+
+    Transient failure: retried with backoff, then rewound so the offset does not advance.
+    Anything else: the record goes to `<topic>.dlq` with the error, and the stream goes on.
+    """
+
+    def __init__(
+        self,
+        bus: Bus,
+        group_id: str,
+        handlers: dict[str, Handler],
+        *,
+        max_attempts: int = 5,
+        backoff_seconds: float = 0.05,
+    ) -> None:
+        self._bus = bus
+        self.group_id = group_id
+        self._handlers = handlers
+        self._max_attempts = max_attempts
+        self._backoff = backoff_seconds
+        self._consumer: Consumer | None = None
+        self._dlq: Producer | None = None
+
+    @property
+    def consumer(self) -> Consumer:
+        if self._consumer is None:
+            self._consumer = self._bus.consumer(self.group_id, list(self._handlers))
+        return self._consumer
+
+    def run_once(self, timeout: float = 0.5, max_records: int = 100) -> int:
+        """Process one poll; returns how many records were committed."""
+        records = self.consumer.poll(max_records=max_records, timeout=timeout)
+        for index, record in enumerate(records):
+            try:
+                self._process(record)
+            except TRANSIENT as exc:
+                log.warning("%s: will retry %s@%s: %s", self.group_id, record.topic, record.offset, exc)
+                HANDLED.labels(self.group_id, "retry").inc()
+                self._rewind(records[index:])
+                if isinstance(exc, BusUnavailable):
+                    raise
+                return index
+        return len(records)
+
+    def _process(self, record: Record) -> None:
+        try:
+            self._handle_with_retries(record)
+        except TRANSIENT:
+            raise
+        except Exception as exc:  # noqa: BLE001 - anything not transient is a poison message
+            log.error("%s: poison message at %s@%s: %s", self.group_id, record.topic, record.offset, exc)
+            self._dead_letter(record, exc)
+            HANDLED.labels(self.group_id, "dead-letter").inc()
+        else:
+            HANDLED.labels(self.group_id, "ok").inc()
+        self.consumer.commit(record)
+
+    def _rewind(self, unprocessed: list[Record]) -> None:
+        """Every partition goes back to its first unprocessed record, so nothing fetched is skipped."""
+        first: dict[tuple[str, int], Record] = {}
+        for record in unprocessed:
+            first.setdefault((record.topic, record.partition), record)
+        for record in first.values():
+            self.consumer.rewind(record)
+
+    def _handle_with_retries(self, record: Record) -> None:
+        envelope = record.envelope()
+        handler = self._handlers[record.topic]
+        retrying = Retrying(
+            retry=retry_if_exception_type(TRANSIENT),
+            stop=stop_after_attempt(self._max_attempts),
+            wait=wait_exponential(multiplier=self._backoff, max=2.0),
+            reraise=True,
+        )
+        for attempt in retrying:
+            with attempt:
+                handler(envelope)
+
+    def _dead_letter(self, record: Record, error: Exception) -> None:
+        if self._dlq is None:
+            self._dlq = self._bus.producer()
+        body = {
+            "topic": record.topic,
+            "partition": record.partition,
+            "offset": record.offset,
+            "key": record.key,
+            "value_b64": base64.b64encode(record.value).decode(),
+            "error": f"{type(error).__name__}: {error}",
+            "poison": isinstance(error, PoisonMessage),
+            "consumer": self.group_id,
+            "failed_at": datetime.now(UTC).isoformat(),
+        }
+        self._dlq.send(dlq_topic(record.topic), record.key or "", json.dumps(body).encode())
+        self._dlq.flush()
+
+    def run(self, stop: threading.Event, timeout: float = 0.5) -> None:
+        backoff = self._backoff
+        while not stop.is_set():
+            try:
+                self.run_once(timeout=timeout)
+                backoff = self._backoff
+            except BusUnavailable as exc:
+                log.warning("%s: bus unavailable: %s", self.group_id, exc)
+                backoff = min(backoff * 2, 5.0)
+                stop.wait(backoff)
+        self.close()
+
+    def close(self) -> None:
+        for client in (self._consumer, self._dlq):
+            if client is not None:
+                try:
+                    client.close()
+                except Exception:  # noqa: BLE001 - closing during shutdown is best effort
+                    log.debug("closing a bus client failed", exc_info=True)
+        self._consumer = self._dlq = None

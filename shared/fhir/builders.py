@@ -1,0 +1,174 @@
+"""Builders for the FHIR messages Relais sends: event messages and `$process-message` responses."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from shared.events import RELAIS_EVENT_SYSTEM, EventType, spec
+from shared.fhir.intake import check_codes
+from shared.fhir.models import Bundle, MessageHeader, to_json
+
+RELAIS_ENDPOINT = "https://relais.example.org/fhir"  # default MessageHeader.source.endpoint of Relais
+ResponseCode = Literal["ok", "transient-error", "fatal-error"]
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def now_instant() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _entry(resource: dict[str, Any]) -> dict[str, Any]:
+    # fullUrl is urn:uuid of the id when it is a UUID, so senders can use either reference style
+    rid = resource.get("id")
+    full_url = f"urn:uuid:{rid}" if rid and _is_uuid(rid) else f"urn:uuid:{new_id()}"
+    return {"fullUrl": full_url, "resource": resource}
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _reference_to(entry: dict[str, Any]) -> dict[str, str]:
+    resource = entry["resource"]
+    if resource.get("id"):
+        return {"reference": f"{resource['resourceType']}/{resource['id']}"}
+    return {"reference": entry["fullUrl"]}
+
+
+def _destinations(destination: str | dict | Sequence[str | dict] | None) -> list[dict[str, Any]]:
+    if destination is None:
+        return []
+    items = [destination] if isinstance(destination, str | dict) else list(destination)
+    return [d if isinstance(d, dict) else {"endpoint": d} for d in items]
+
+
+def _validated(bundle: dict[str, Any]) -> dict[str, Any]:
+    # building wrong FHIR is a programming error: fail loudly here, not at the receiver
+    model = Bundle.model_validate(bundle)
+    bad_codes = check_codes(model, "Bundle")
+    if bad_codes:
+        raise ValueError(f"Built Bundle has invalid codes: {bad_codes}")
+    return to_json(model)
+
+
+def event_coding(event_type: EventType | str) -> dict[str, str]:
+    event_spec = spec(event_type)
+    return {"system": RELAIS_EVENT_SYSTEM, "code": event_spec.code, "display": event_spec.description}
+
+
+def message_bundle(
+    event_type: EventType | str,
+    *,
+    source_endpoint: str,
+    focus: Sequence[dict[str, Any]],
+    sender: dict[str, Any] | None = None,
+    destination: str | dict | Sequence[str | dict] | None = None,
+    extra_resources: Iterable[dict[str, Any]] = (),
+    message_id: str | None = None,
+    timestamp: str | None = None,
+) -> dict[str, Any]:
+    """A validated FHIR message Bundle: MessageHeader first (Relais event code), then focus and extras.
+
+    `sender` is either a Reference dict or a resource dict (then bundled and referenced).
+    Bundle.id and MessageHeader.id are both the message id.
+    """
+    if not focus:
+        raise ValueError("a message needs at least one focus resource")
+    mid = message_id or new_id()
+    focus_entries = [_entry(r) for r in focus]
+    extra_entries = [_entry(r) for r in extra_resources]
+    header: dict[str, Any] = {
+        "resourceType": "MessageHeader",
+        "id": mid,
+        "eventCoding": event_coding(event_type),
+        "source": {"name": "Relais", "endpoint": source_endpoint},
+        "focus": [_reference_to(e) for e in focus_entries],
+    }
+    if destinations := _destinations(destination):
+        header["destination"] = destinations
+    if sender is not None:
+        if "resourceType" in sender:
+            sender_entry = _entry(sender)
+            extra_entries.append(sender_entry)
+            header["sender"] = _reference_to(sender_entry)
+        else:
+            header["sender"] = sender
+    MessageHeader.model_validate(header)  # fail on the header first: clearer than a Bundle-wide error
+    return _validated(
+        {
+            "resourceType": "Bundle",
+            "id": mid,
+            "type": "message",
+            "timestamp": timestamp or now_instant(),
+            "entry": [
+                {
+                    "fullUrl": f"urn:uuid:{mid}" if _is_uuid(mid) else f"urn:uuid:{new_id()}",
+                    "resource": header,
+                },
+                *focus_entries,
+                *extra_entries,
+            ],
+        }
+    )
+
+
+def _header_dict(request_header: MessageHeader | dict[str, Any] | None) -> dict[str, Any]:
+    if request_header is None:
+        return {}
+    if isinstance(request_header, MessageHeader):
+        return to_json(request_header)
+    return request_header
+
+
+def message_response(
+    request_message_id: str,
+    request_header: MessageHeader | dict[str, Any] | None,
+    code: ResponseCode,
+    outcome: dict[str, Any] | None = None,
+    *,
+    source_endpoint: str = RELAIS_ENDPOINT,
+    message_id: str | None = None,
+    timestamp: str | None = None,
+) -> dict[str, Any]:
+    """The response message to a processed message: same event, response.identifier = the request's id.
+
+    R4 defines response.identifier as the request's MessageHeader.id; when the header has none we use the
+    request Bundle.id (Relais' message id). The OperationOutcome, if any, is an entry named by details.
+    """
+    request = _header_dict(request_header)
+    mid = message_id or new_id()
+    event = request.get("eventCoding")
+    header: dict[str, Any] = {
+        "resourceType": "MessageHeader",
+        "id": mid,
+        **({"eventCoding": event} if event else {"eventUri": request.get("eventUri", RELAIS_EVENT_SYSTEM)}),
+        "source": {"name": "Relais", "endpoint": source_endpoint},
+        "response": {"identifier": request.get("id") or request_message_id, "code": code},
+    }
+    # reply to whoever sent the request
+    if request_source := (request.get("source") or {}).get("endpoint"):
+        header["destination"] = [{"endpoint": request_source}]
+    entries: list[dict[str, Any]] = [{"fullUrl": f"urn:uuid:{new_id()}", "resource": header}]
+    if outcome is not None:
+        outcome_entry = {"fullUrl": f"urn:uuid:{new_id()}", "resource": outcome}
+        header["response"]["details"] = {"reference": outcome_entry["fullUrl"]}
+        entries.append(outcome_entry)
+    return _validated(
+        {
+            "resourceType": "Bundle",
+            "id": mid,
+            "type": "message",
+            "timestamp": timestamp or now_instant(),
+            "entry": entries,
+        }
+    )
