@@ -1,0 +1,135 @@
+"""The `relais` command: run, serve, org, db."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from relais.services import SERVICE_NAMES, bootstrapper
+from shared.auth import Directory
+from shared.events import Role
+from shared.settings import SETTINGS_BY_SERVICE, RelaisSettings
+
+app = typer.Typer(help="Relais: the ville–hôpital coordination backend.", no_args_is_help=True)
+org_app = typer.Typer(help="Organisations and their API tokens.", no_args_is_help=True)
+db_app = typer.Typer(help="Databases and migrations.", no_args_is_help=True)
+app.add_typer(org_app, name="org")
+app.add_typer(db_app, name="db")
+console = Console()
+
+
+def _configure_logging() -> None:
+    level = os.environ.get("RELAIS_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _directory() -> Directory:
+    settings = RelaisSettings()
+    return Directory(settings.resolved_auth_url, settings.auth_database_schema)
+
+
+@app.command()
+def run(
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
+    data_dir: Annotated[Path | None, typer.Option(help="Where SQLite files live (RELAIS_DATA_DIR)")] = None,
+) -> None:
+    """Every service in one process, on SQLite and the embedded log unless configured otherwise."""
+    import uvicorn
+
+    from relais.combined import combined_app
+
+    _configure_logging()
+    if data_dir is not None:
+        os.environ["RELAIS_DATA_DIR"] = str(data_dir)
+    directory = _directory()
+    services = []
+    with console.status("starting services") as status:
+        for name in SERVICE_NAMES:
+            status.update(f"starting {name} (migrating its database)")
+            services.append(bootstrapper(name)(directory=directory))
+    settings = RelaisSettings()
+    bus = "Kafka at " + settings.kafka_bootstrap_servers if settings.uses_kafka else "the embedded log"
+    console.print(f"Relais on http://{host}:{port} — data in {settings.data_dir.resolve()}, bus: {bus}")
+    if not directory.list():
+        console.print("No organisation yet: add one with `relais org add --role hospital --id FINESS --name NAME`.")
+    uvicorn.run(combined_app(services), host=host, port=port, log_level="warning")
+
+
+@app.command()
+def serve(
+    service: Annotated[str, typer.Argument(help="admissions, discharge, snp or notifications")],
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
+) -> None:
+    """One service, configured by the environment (database URL, Kafka)."""
+    import uvicorn
+
+    _configure_logging()
+    if service not in SERVICE_NAMES:
+        raise typer.BadParameter(f"choose one of {', '.join(SERVICE_NAMES)}", param_hint="SERVICE")
+    instance = bootstrapper(service)()
+    uvicorn.run(instance.app, host=host, port=port, log_level="warning")
+
+
+@org_app.command("add")
+def org_add(
+    role: Annotated[Role, typer.Option(help="The organisation's role")],
+    id: Annotated[str, typer.Option("--id", help="Identifier (a hospital's FINESS, a team's FINESS or SIRET...)")],
+    name: Annotated[str, typer.Option(help="Display name")],
+) -> None:
+    """Register an organisation and print its bearer token (shown once, stored hashed)."""
+    token = _directory().add(role, id, name)
+    console.print(f"[green]registered[/] {role.value} {id} ({name}). Its token, shown once:")
+    typer.echo(token)
+
+
+@org_app.command("list")
+def org_list() -> None:
+    """List registered organisations (never their tokens)."""
+    table = Table("id", "role", "name")
+    for principal in _directory().list():
+        table.add_row(principal.organisation_id, principal.role.value, principal.name)
+    console.print(table)
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    services: Annotated[list[str] | None, typer.Argument(help="Services to migrate (default: all)")] = None,
+) -> None:
+    """Apply each service's Alembic migrations to its own database."""
+    from shared.db import migrate
+    from shared.db.engine import make_engine
+
+    for name in services or SERVICE_NAMES:
+        settings = SETTINGS_BY_SERVICE[name]()
+        engine = make_engine(settings.resolved_database_url, settings.database_schema)
+        with console.status(f"migrating {name}"):
+            migrate.upgrade(name, engine, settings.database_schema)
+        engine.dispose()
+        console.print(f"[green]✓[/] {name}: {settings.resolved_database_url.split('@')[-1]}")
+
+
+@db_app.command("revision", hidden=True)
+def db_revision(
+    service: Annotated[str, typer.Argument()],
+    message: Annotated[str, typer.Option("-m", "--message")],
+) -> None:
+    """Autogenerate a migration for one service (developers)."""
+    from shared.db import migrate
+    from shared.db.engine import make_engine
+
+    settings = SETTINGS_BY_SERVICE[service]()
+    engine = make_engine(settings.resolved_database_url, settings.database_schema)
+    migrate.upgrade(service, engine, settings.database_schema)
+    migrate.revision(service, engine, message, settings.database_schema)
+
+
+if __name__ == "__main__":
+    app()

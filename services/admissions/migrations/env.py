@@ -1,0 +1,6 @@
+"""Alembic environment of the admissions service."""
+
+from services.admissions.adapters.orm import TABLES
+from shared.db.alembic_env import run_migrations
+
+run_migrations(TABLES)

@@ -1,0 +1,5 @@
+"""Tables of the discharge service database."""
+
+from shared.db.tables import KERNEL_TABLES
+
+TABLES = (*KERNEL_TABLES,)

@@ -1,0 +1,6 @@
+"""Alembic environment of the notifications service."""
+
+from services.notifications.adapters.orm import TABLES
+from shared.db.alembic_env import run_migrations
+
+run_migrations(TABLES)

@@ -1,0 +1,5 @@
+"""Tables of the snp service database."""
+
+from shared.db.tables import KERNEL_TABLES
+
+TABLES = (*KERNEL_TABLES,)

@@ -1,0 +1,47 @@
+"""What every service's composition root returns: its runtime (database, bus, workers) and its HTTP app."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+
+from shared.api.app import capability_statement, create_service_app
+from shared.runtime import Runtime
+
+
+@dataclass
+class Service:
+    runtime: Runtime
+    app: FastAPI
+
+    @property
+    def name(self) -> str:
+        return self.runtime.name
+
+
+def service_app(
+    runtime: Runtime,
+    *,
+    title: str,
+    description: str,
+    routers: Sequence[APIRouter] = (),
+    resources: Sequence[dict[str, Any]] = (),
+    messaging: bool = False,
+) -> FastAPI:
+    app = create_service_app(
+        service=runtime.name,
+        title=title,
+        description=description,
+        routers=routers,
+        max_body_bytes=runtime.settings.max_body_bytes,
+        ready_checks={"database": runtime.database_ready, "bus": runtime.bus.ping},
+        capability=capability_statement(runtime.name, resources, messaging),
+        lifespan_start=runtime.start,
+        lifespan_stop=runtime.stop,
+    )
+    app.state.runtime = runtime
+    app.state.directory = runtime.directory
+    return app
