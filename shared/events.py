@@ -111,12 +111,12 @@ CATALOGUE: dict[EventType, EventSpec] = {
         _spec(
             _E.HANDOFF_PROPOSED,
             "The hospital referent proposed handing the patient to a team referent.",
-            TOPIC_CARETEAM,
+            TOPIC_DISCHARGE,
             "Task",
         ),
-        _spec(_E.HANDOFF_ACCEPTED, "The team referent accepted the handoff.", TOPIC_CARETEAM, "Task"),
-        _spec(_E.HANDOFF_DECLINED, "The team referent declined the handoff.", TOPIC_CARETEAM, "Task"),
-        _spec(_E.HANDOFF_EXPIRED, "Nobody answered the handoff before its deadline.", TOPIC_CARETEAM, "Task"),
+        _spec(_E.HANDOFF_ACCEPTED, "The team referent accepted the handoff.", TOPIC_DISCHARGE, "Task"),
+        _spec(_E.HANDOFF_DECLINED, "The team referent declined the handoff.", TOPIC_DISCHARGE, "Task"),
+        _spec(_E.HANDOFF_EXPIRED, "Nobody answered the handoff before its deadline.", TOPIC_DISCHARGE, "Task"),
         _spec(
             _E.FOLLOWUP_DUE, "A post-discharge follow-up action is due.", TOPIC_DISCHARGE, "Task", "CarePlan"
         ),
