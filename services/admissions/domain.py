@@ -1,0 +1,305 @@
+"""Admissions domain: commands, events and the pure rules of intake, correction and the care-team registry."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from shared.errors import Conflict, Unprocessable
+from shared.events import TOPIC_ADMISSIONS, EventType
+from shared.routing import ADMISSION_EVENTS, DISCHARGE_EVENTS, Detail, Recipient
+from shared.events import Role
+
+# Relais' own code system for care-team participant roles (the ANS "Cercle de soins" roles we use).
+CARETEAM_ROLE_SYSTEM = "https://relais.example.org/fhir/CodeSystem/careteam-role"
+ROLE_REFERENT = "referent"  # référent MSP, the team's single point of contact ("guichet unique")
+ROLE_MEDECIN_TRAITANT = "medecin-traitant"
+ROLE_MEMBER = "member"
+ROLE_DISPLAY = {
+    ROLE_REFERENT: "Référent de l'équipe traitante",
+    ROLE_MEDECIN_TRAITANT: "Médecin traitant",
+    ROLE_MEMBER: "Membre de l'équipe traitante",
+}
+
+DISCHARGE_ENDPOINT = "/discharge/fhir/$process-message"
+# Namespace of the deterministic ids Relais derives from a request message id (notifications, events).
+_NAMESPACE = uuid.UUID("6f1c1a52-8f55-4b43-9d0f-3a4f7e0e2d11")
+
+# Encounter.class codes (v3 ActCode) Relais takes as an admission: inpatient, day case, emergency.
+ADMISSION_CLASSES = frozenset({"IMP", "ACUTE", "NONAC", "SS", "AMB", "EMER", "OBSENC"})
+ADMISSION_STATUSES = frozenset({"arrived", "triaged", "in-progress", "onleave"})
+# A cancellation may carry the encounter as the hospital now records it.
+CANCELLATION_STATUSES = ADMISSION_STATUSES | {"cancelled", "entered-in-error"}
+
+
+class AdmissionStatus:
+    RECORDED = "recorded"
+    CORRECTED = "corrected"
+    CANCELLED = "cancelled"
+
+
+# --- value objects ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PatientIdentity:
+    system: str
+    value: str  # normalised (validated when the system is known)
+
+
+@dataclass(frozen=True)
+class Referent:
+    """The hospital referent to call: a PractitionerRole with a phone or an MSSanté address."""
+
+    name: str | None
+    phone: str | None
+    mssante: str | None
+    rpps: str | None = None
+
+
+@dataclass(frozen=True)
+class AdmissionFacts:
+    """What an admission message says, extracted and validated; `resources` keep the FHIR for the team."""
+
+    hospital_org_id: str  # the FINESS of the sending hospital
+    encounter_key: str  # "system|value" of the Encounter identifier
+    encounter_status: str
+    encounter_class: str
+    started_at: str
+    patient: PatientIdentity
+    birth_date: str | None
+    postal_code: str | None
+    commune: str | None
+    referent: Referent | None
+    has_reason: bool
+    focus: dict[str, Any] = field(repr=False)
+    resources: tuple[dict[str, Any], ...] = field(default=(), repr=False)
+
+
+# --- commands (imperative) ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _AdmissionMessage:
+    message_id: str
+    fingerprint: str
+    event_type: EventType
+    caller_org_id: str
+    facts: AdmissionFacts
+    request_header: dict[str, Any] = field(repr=False)
+
+
+class RecordAdmission(_AdmissionMessage):
+    pass
+
+
+class ReviseAdmission(_AdmissionMessage):
+    pass
+
+
+class CancelAdmission(_AdmissionMessage):
+    pass
+
+
+@dataclass(frozen=True)
+class Participant:
+    role: str
+    member_system: str
+    member_value: str
+    member_display: str | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+
+
+@dataclass(frozen=True)
+class EnrolPatient:
+    team_org_id: str
+    patient: PatientIdentity
+    participants: tuple[Participant, ...]
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class EndEnrolment:
+    team_org_id: str
+    careteam_id: str
+
+
+@dataclass(frozen=True)
+class ChangeReferent:
+    team_org_id: str
+    careteam_id: str
+    referent: Participant
+
+
+@dataclass(frozen=True)
+class OpenDacCase:
+    dac_org_id: str
+    patient: PatientIdentity
+
+
+@dataclass(frozen=True)
+class CloseDacCase:
+    dac_org_id: str
+    case_id: str
+
+
+@dataclass(frozen=True)
+class RecordConsent:
+    patient: PatientIdentity
+    opposed: bool
+    recorded_by: str
+
+
+@dataclass(frozen=True)
+class SetTerritory:
+    postal_code: str
+    cpts_org_id: str | None
+    dac_org_id: str | None
+
+
+# --- events (past tense) ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PatientAdmitted:
+    event: EventType
+    admission_id: str
+    patient_key: str
+    hospital_org_id: str
+    encounter_key: str
+    started_at: str
+    recipients: tuple[str, ...]
+
+    topic = TOPIC_ADMISSIONS
+
+    def data(self) -> dict[str, Any]:
+        # Domain topics stay free of clinical detail: other services learn that, not why.
+        return {
+            "event": self.event.value,
+            "admission_id": self.admission_id,
+            "patient_key": self.patient_key,
+            "hospital": self.hospital_org_id,
+            "encounter": self.encounter_key,
+            "started_at": self.started_at,
+            "recipients": list(self.recipients),
+        }
+
+
+# --- rules --------------------------------------------------------------------------------------------
+
+
+def command_for(event_type: EventType) -> type[_AdmissionMessage]:
+    """The command an intake event asks for; a discharge or another service's event is a 422."""
+    if event_type in DISCHARGE_EVENTS:
+        raise Unprocessable(
+            f"{event_type.value} is a discharge message: send it to {DISCHARGE_ENDPOINT}",
+            issue_code="not-supported",
+            expression=["Bundle.entry[0].resource.eventCoding"],
+        )
+    if event_type not in ADMISSION_EVENTS:
+        raise Unprocessable(
+            f"{event_type.value} is not an admission event; this endpoint takes admissions, "
+            "their corrections and cancellations",
+            issue_code="not-supported",
+            expression=["Bundle.entry[0].resource.eventCoding"],
+        )
+    return {
+        EventType.ADMISSION_RECORDED: RecordAdmission,
+        EventType.ADMISSION_CORRECTED: ReviseAdmission,
+        EventType.ADMISSION_CANCELLED: CancelAdmission,
+    }[event_type]
+
+
+def fingerprint(message: dict[str, Any]) -> str:
+    """Content hash of a request, independent of key order and whitespace: same id + other hash = 409."""
+    canonical = json.dumps(message, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def check_replay(stored_fingerprint: str, fingerprint_: str, message_id: str) -> None:
+    """A message id already used: fine when the content is the same, a conflict otherwise."""
+    if stored_fingerprint != fingerprint_:
+        raise Conflict(
+            f"message {message_id} was already received with different content; "
+            "send a new Bundle.id for a new message",
+            expression=["Bundle.id"],
+        )
+
+
+def derived_id(request_message_id: str, *parts: str) -> str:
+    """Deterministic id for what a request causes, so a replayed request can never cause it twice."""
+    return str(uuid.uuid5(_NAMESPACE, "|".join((request_message_id, *parts))))
+
+
+def notification_id(request_message_id: str, recipient: Recipient) -> str:
+    return derived_id(request_message_id, recipient.organisation_id, recipient.role.value)
+
+
+def recipients_to_json(recipients: list[Recipient]) -> list[dict[str, str]]:
+    return [
+        {
+            "role": r.role.value,
+            "organisation_id": r.organisation_id,
+            "detail": r.detail.value,
+            "topic": r.topic,
+            "reason": r.reason,
+        }
+        for r in recipients
+    ]
+
+
+def recipients_from_json(items: list[dict[str, str]]) -> list[Recipient]:
+    return [
+        Recipient(Role(i["role"]), i["organisation_id"], Detail(i["detail"]), i["topic"], i["reason"]) for i in items
+    ]
+
+
+def correction_recipients(original: list[Recipient], event_type: EventType) -> list[Recipient]:
+    """A correction or cancellation goes to the original's recipients, nobody else, at the same detail."""
+    reason = f"{event_type.value}/original-recipient"
+    return [Recipient(r.role, r.organisation_id, r.detail, r.topic, reason) for r in original]
+
+
+def check_correction_target(original_status: str | None, encounter_key: str, event_type: EventType) -> None:
+    if original_status is None:
+        raise Unprocessable(
+            f"no admission is known for encounter {encounter_key}: a {event_type.value} needs the original first",
+            expression=["Encounter.identifier"],
+        )
+    if original_status == AdmissionStatus.CANCELLED:
+        raise Conflict(f"the admission for encounter {encounter_key} was cancelled", expression=["Encounter.identifier"])
+
+
+def check_encounter_status(event_type: EventType, status: str) -> None:
+    allowed = CANCELLATION_STATUSES if event_type is EventType.ADMISSION_CANCELLED else ADMISSION_STATUSES
+    if status not in allowed:
+        raise Unprocessable(
+            f"Encounter.status {status!r} does not describe a current admission; expected one of "
+            + ", ".join(sorted(allowed)),
+            expression=["Encounter.status"],
+        )
+
+
+def check_encounter_class(code: str | None) -> str:
+    if not code or code.upper() not in ADMISSION_CLASSES:
+        raise Unprocessable(
+            f"Encounter.class {code!r} is not an admission class; expected one of "
+            + ", ".join(sorted(ADMISSION_CLASSES)),
+            expression=["Encounter.class"],
+        )
+    return code.upper()
+
+
+def check_enrolment(participants: tuple[Participant, ...]) -> None:
+    """A treating team names exactly one current referent (its guichet unique)."""
+    referents = [p for p in participants if p.role == ROLE_REFERENT and p.end is None]
+    if len(referents) != 1:
+        raise Unprocessable(
+            f"a CareTeam needs exactly one current participant with role {ROLE_REFERENT!r}, got {len(referents)}",
+            expression=["CareTeam.participant"],
+        )
