@@ -1,0 +1,65 @@
+"""Organisations, tokens and settings."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+from sqlalchemy import select
+
+from shared.auth import Directory, organisations
+from shared.errors import Conflict
+from shared.events import Role
+from shared.settings import AdmissionsSettings, DischargeSettings, RelaisSettings
+
+
+def test_a_token_authenticates_its_organisation_and_is_stored_only_hashed(tmp_path):
+    directory = Directory(f"sqlite:///{tmp_path / 'auth.sqlite'}")
+    token = directory.add(Role.TEAM, "msp-monthureux", "MSP de Monthureux-sur-Saône")
+    principal = directory.authenticate(token)
+    assert principal is not None and principal.organisation_id == "msp-monthureux" and principal.role is Role.TEAM
+    assert directory.authenticate(token + "x") is None
+    with directory.engine.connect() as connection:
+        stored = connection.execute(select(organisations.c.token_hash)).scalar_one()
+    assert token not in stored and len(stored) == 64
+
+
+def test_an_organisation_cannot_be_registered_twice(tmp_path):
+    directory = Directory(f"sqlite:///{tmp_path / 'auth.sqlite'}")
+    directory.add(Role.CPTS, "cpts-plaine", "CPTS de la Plaine")
+    with pytest.raises(Conflict):
+        directory.add(Role.CPTS, "cpts-plaine", "again")
+
+
+def test_rotating_a_token_revokes_the_old_one(tmp_path):
+    directory = Directory(f"sqlite:///{tmp_path / 'auth.sqlite'}", cache_seconds=0)
+    old = directory.add(Role.DAC, "dac-88", "DAC Vosges")
+    new = directory.rotate("dac-88")
+    assert directory.authenticate(old) is None
+    assert directory.authenticate(new).organisation_id == "dac-88"
+
+
+def test_each_service_reads_its_own_database_url(monkeypatch):
+    monkeypatch.setenv("RELAIS_ADMISSIONS_DATABASE_URL", "postgresql+psycopg://db/adm")
+    monkeypatch.setenv("RELAIS_DISCHARGE_DATABASE_URL", "postgresql+psycopg://db/dis")
+    assert AdmissionsSettings().resolved_database_url.endswith("/adm")
+    assert DischargeSettings().resolved_database_url.endswith("/dis")
+
+
+def test_no_kafka_configured_means_the_embedded_log(monkeypatch):
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    assert not RelaisSettings().uses_kafka
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+    monkeypatch.setenv("RELAIS_KAFKA_API_VERSION", "0.9")
+    settings = RelaisSettings()
+    assert settings.uses_kafka and settings.kafka_api_version_tuple == (0, 9)
+
+
+def test_production_refuses_the_development_secret_and_sqlite(monkeypatch):
+    monkeypatch.setenv("RELAIS_ENVIRONMENT", "production")
+    with pytest.raises(ValidationError, match="RELAIS_SECRET_KEY"):
+        RelaisSettings()
+    monkeypatch.setenv("RELAIS_SECRET_KEY", "s" * 40)
+    with pytest.raises(ValidationError, match="DATABASE_URL"):
+        AdmissionsSettings()
+    monkeypatch.setenv("RELAIS_ADMISSIONS_DATABASE_URL", "postgresql+psycopg://db/adm")
+    assert AdmissionsSettings().environment == "production"
