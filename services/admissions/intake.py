@@ -1,0 +1,248 @@
+"""From validated FHIR to commands: what the entrypoints hand to the handlers. Pure (no I/O)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from services.admissions import domain
+from services.admissions.domain import AdmissionFacts, Participant, PatientIdentity, Referent
+from shared.errors import BadRequest, Forbidden, Unprocessable
+from shared.fhir.intake import MessageBundle, check_codes
+from shared.fhir.models import CareTeam, Consent, Encounter, Organization, Parameters, Patient, to_json
+from shared.fhir.outcome import outcome_from_validation_error
+from shared.identifiers import FINESS, INS_SYSTEMS, RPPS, validate_finess, validate_identifier
+
+
+def _iso(value: date | datetime | str | None) -> str | None:
+    if value is None:
+        return None
+    return value.isoformat() if isinstance(value, date | datetime) else str(value)
+
+
+def _patient_identity(identifiers: list[Any] | None, where: str) -> PatientIdentity:
+    usable = [i for i in identifiers or [] if i.system and i.value]
+    if not usable:
+        raise Unprocessable(f"{where} needs an identifier with system and value (INS-NIR or local)", expression=[where])
+    # The INS is the national identity: prefer it over a hospital's local number.
+    chosen = next((i for i in usable if i.system in INS_SYSTEMS), usable[0])
+    return PatientIdentity(chosen.system, validate_identifier(chosen.system, chosen.value))
+
+
+def patient_identity_from_reference(reference: Any, where: str) -> PatientIdentity:
+    identifier = getattr(reference, "identifier", None) if reference is not None else None
+    return _patient_identity([identifier] if identifier else [], f"{where}.identifier")
+
+
+def _finess_of(org: Organization) -> str:
+    for identifier in org.identifier or []:
+        if identifier.system == FINESS and identifier.value:
+            return validate_finess(identifier.value)
+    raise Unprocessable("the hospital Organization needs a FINESS identifier", expression=["Organization.identifier"])
+
+
+def _hospital(msg: MessageBundle, encounter: Encounter) -> Organization:
+    for ref in (encounter.serviceProvider, msg.header.sender):
+        found = msg.resource(ref.reference) if ref is not None else None
+        if found is not None and found.get_resource_type() == "Organization":
+            return found
+    organisations = msg.all("Organization")
+    if len(organisations) == 1:
+        return organisations[0]
+    raise Unprocessable(
+        "name the hospital: Encounter.serviceProvider must point at the Organization in the Bundle",
+        expression=["Encounter.serviceProvider"],
+    )
+
+
+def _referent(msg: MessageBundle, encounter: Encounter) -> Referent | None:
+    for participant in encounter.participant or []:
+        if participant.individual is None:
+            continue
+        role = msg.resource(participant.individual.reference)
+        if role is None or role.get_resource_type() != "PractitionerRole":
+            continue
+        phone = next((t.value for t in role.telecom or [] if t.system == "phone" and t.value), None)
+        mail = next((t.value for t in role.telecom or [] if t.system == "email" and t.value), None)
+        if not phone and not mail:
+            raise Unprocessable(
+                "the hospital referent (PractitionerRole) needs a phone or an MSSanté address",
+                expression=["PractitionerRole.telecom"],
+            )
+        practitioner = msg.resource(role.practitioner.reference) if role.practitioner else None
+        name, rpps = None, None
+        if practitioner is not None and practitioner.get_resource_type() == "Practitioner":
+            if practitioner.name:
+                human = practitioner.name[0]
+                name = human.text or " ".join([*(human.given or []), human.family or ""]).strip() or None
+            for identifier in practitioner.identifier or []:
+                if identifier.system == RPPS and identifier.value:
+                    rpps = validate_identifier(RPPS, identifier.value)
+        return Referent(name=name, phone=phone, mssante=mail, rpps=rpps)
+    return None
+
+
+def admission_facts(msg: MessageBundle, caller_org_id: str) -> AdmissionFacts:
+    """Validated facts of an admission message; 422 for what Relais cannot act on, 403 for another's FINESS."""
+    encounter = next((r for r in msg.focus if r.get_resource_type() == "Encounter"), None)
+    if encounter is None:  # the kernel checks the focus type; kept for a clear message if that changes
+        raise Unprocessable("the MessageHeader.focus must be the Encounter", expression=["MessageHeader.focus"])
+    if encounter.subject is None or not encounter.subject.reference:
+        raise Unprocessable("Encounter.subject is required: the admitted Patient", expression=["Encounter.subject"])
+    patient = msg.resource(encounter.subject.reference)
+    if patient is None or not isinstance(patient, Patient):
+        raise Unprocessable("Encounter.subject must point at a Patient in the Bundle", expression=["Encounter.subject"])
+    identity = _patient_identity(patient.identifier, "Patient.identifier")
+    hospital = _hospital(msg, encounter)
+    finess = _finess_of(hospital)
+    if finess != caller_org_id:
+        raise Forbidden(
+            f"the message names hospital FINESS {finess}, but your organisation is {caller_org_id}",
+            expression=["Organization.identifier"],
+        )
+    encounter_id = next((i for i in encounter.identifier or [] if i.system and i.value), None)
+    if encounter_id is None:
+        raise Unprocessable(
+            "Encounter.identifier (system and value, e.g. the NDA) is required to match corrections",
+            expression=["Encounter.identifier"],
+        )
+    domain.check_encounter_status(msg.event_type, encounter.status)
+    encounter_class = domain.check_encounter_class(encounter.class_fhir.code if encounter.class_fhir else None)
+    started = _iso(encounter.period.start if encounter.period else None) or _iso(msg.bundle.timestamp)
+    if not started:
+        raise Unprocessable("Encounter.period.start is required", expression=["Encounter.period.start"])
+    address = (patient.address or [None])[0]
+    resources = tuple(
+        to_json(entry.resource)
+        for entry in msg.bundle.entry[1:]
+        if entry.resource is not None and entry.resource is not encounter
+    )
+    return AdmissionFacts(
+        hospital_org_id=finess,
+        encounter_key=f"{encounter_id.system}|{encounter_id.value}",
+        encounter_status=encounter.status,
+        encounter_class=encounter_class,
+        started_at=started,
+        patient=identity,
+        birth_date=_iso(patient.birthDate),
+        postal_code=(address.postalCode if address else None),
+        commune=(address.city if address else None),
+        referent=_referent(msg, encounter),
+        has_reason=bool(msg.all("Condition")),
+        focus=to_json(encounter),
+        resources=resources,
+    )
+
+
+def admission_command(msg: MessageBundle, caller_org_id: str) -> domain._AdmissionMessage:
+    command = domain.command_for(msg.event_type)
+    facts = admission_facts(msg, caller_org_id)
+    return command(
+        message_id=msg.message_id,
+        fingerprint=domain.fingerprint(msg.raw),
+        event_type=msg.event_type,
+        caller_org_id=caller_org_id,
+        facts=facts,
+        request_header=to_json(msg.header),
+    )
+
+
+# --- CareTeam, Parameters, Consent ---------------------------------------------------------------------
+
+
+def validated(model: type, data: dict[str, Any]) -> Any:
+    """An R4B resource of the expected type, or a 400 OperationOutcome listing every issue."""
+    name = model.__name__
+    if data.get("resourceType") != name:
+        raise BadRequest(f"expected a {name} resource, got {data.get('resourceType')!r}", expression=["resourceType"])
+    try:
+        resource = model.model_validate(data)
+    except ValidationError as exc:
+        err = BadRequest(f"{name} is not valid FHIR R4", expression=[name])
+        err.issues = outcome_from_validation_error(exc, name)  # type: ignore[attr-defined]
+        raise err from exc
+    issues = check_codes(resource, name)
+    if issues:
+        err = BadRequest(f"{name} has invalid codes", expression=[issues[0]["expression"][0]])
+        err.issues = issues  # type: ignore[attr-defined]
+        raise err
+    return resource
+
+
+def _role_code(participant: Any) -> str:
+    for concept in participant.role or []:
+        for coding in concept.coding or []:
+            if coding.code in domain.ROLE_DISPLAY:
+                return coding.code
+    return domain.ROLE_MEMBER
+
+
+def _member(reference: Any, where: str) -> tuple[str, str, str | None]:
+    identifier = getattr(reference, "identifier", None) if reference is not None else None
+    if identifier is None or not identifier.system or not identifier.value:
+        raise Unprocessable(f"{where} needs an identifier (RPPS or IDNPS)", expression=[where])
+    return identifier.system, validate_identifier(identifier.system, identifier.value), reference.display
+
+
+def participant_from(part: Any, index: int, now: datetime) -> Participant:
+    system, value, display = _member(part.member, f"CareTeam.participant[{index}].member")
+    start = part.period.start if part.period and part.period.start else now
+    end = part.period.end if part.period and part.period.end else None
+    return Participant(_role_code(part), system, value, display, start, end)
+
+
+def enrol_command(data: dict[str, Any], team_org_id: str, now: datetime) -> domain.EnrolPatient:
+    careteam = validated(CareTeam, data)
+    if careteam.status not in (None, "active", "proposed"):
+        raise Unprocessable("a new enrolment is active; send status 'active'", expression=["CareTeam.status"])
+    patient = patient_identity_from_reference(careteam.subject, "CareTeam.subject")
+    for org in careteam.managingOrganization or []:
+        value = org.identifier.value if org.identifier else None
+        if value and value != team_org_id:
+            raise Forbidden(
+                f"a team enrols patients for itself: managingOrganization {value} is not {team_org_id}",
+                expression=["CareTeam.managingOrganization"],
+            )
+    participants = tuple(participant_from(p, i, now) for i, p in enumerate(careteam.participant or []))
+    domain.check_enrolment(participants)
+    return domain.EnrolPatient(team_org_id, patient, participants, careteam.name)
+
+
+def change_referent_command(
+    data: dict[str, Any], team_org_id: str, careteam_id: str, now: datetime
+) -> domain.ChangeReferent:
+    params = validated(Parameters, data)
+    by_name = {p.name: p for p in params.parameter or []}
+    part = by_name.get("referent")
+    if part is None:
+        raise Unprocessable("Parameters needs a 'referent' parameter (valueReference or valueIdentifier)",
+                            expression=["Parameters.parameter"])
+    if part.valueReference is not None:
+        system, value, display = _member(part.valueReference, "Parameters.parameter[referent].valueReference")
+    elif part.valueIdentifier is not None and part.valueIdentifier.system and part.valueIdentifier.value:
+        system = part.valueIdentifier.system
+        value = validate_identifier(system, part.valueIdentifier.value)
+        display = None
+    else:
+        raise Unprocessable("the 'referent' parameter needs an identifier (RPPS or IDNPS)",
+                            expression=["Parameters.parameter[referent]"])
+    if "name" in by_name and by_name["name"].valueString:
+        display = by_name["name"].valueString
+    return domain.ChangeReferent(
+        team_org_id, careteam_id, Participant(domain.ROLE_REFERENT, system, value, display, now, None)
+    )
+
+
+def consent_command(data: dict[str, Any], caller_org_id: str) -> domain.RecordConsent:
+    consent = validated(Consent, data)
+    if consent.status != "active":
+        raise Unprocessable("only an active Consent is recorded", expression=["Consent.status"])
+    patient = patient_identity_from_reference(consent.patient, "Consent.patient")
+    if consent.provision is None or consent.provision.type not in ("deny", "permit"):
+        raise Unprocessable(
+            "Consent.provision.type must say 'deny' (opposition to sharing beyond the care team) or 'permit'",
+            expression=["Consent.provision.type"],
+        )
+    return domain.RecordConsent(patient, consent.provision.type == "deny", caller_org_id)

@@ -1,0 +1,96 @@
+"""Read models: rows rendered as validated FHIR (CareTeam, searchset) or plain JSON (DAC case, territory)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from services.admissions import domain
+from services.admissions.adapters.orm import CareTeamParticipantRow, CareTeamRow, DacCase, Territory
+from shared.fhir.models import Bundle, CareTeam, to_json
+
+IDNST_OR_LOCAL = "https://relais.example.org/fhir/NamingSystem/organisation"
+# Category "Cercle de soins" of a treating team (LOINC "Longitudinal care-coordination focused care team").
+CARETEAM_CATEGORY = {"system": "http://loinc.org", "code": "LA27976-2", "display": "Longitudinal care-coordination focused care team"}
+BASE = "/admissions/fhir"
+
+
+def _instant(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    # SQLite hands timestamps back naive; they were stored in UTC.
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).isoformat()
+
+
+def _period(start: datetime | None, end: datetime | None) -> dict[str, str]:
+    period = {"start": _instant(start)}
+    if end is not None:
+        period["end"] = _instant(end)
+    return {k: v for k, v in period.items() if v}
+
+
+def careteam(team: CareTeamRow, participants: Sequence[CareTeamParticipantRow]) -> dict[str, Any]:
+    resource = {
+        "resourceType": "CareTeam",
+        "id": team.id,
+        "meta": {"versionId": str(team.version)},
+        "status": team.status,
+        "category": [{"coding": [CARETEAM_CATEGORY]}],
+        "name": team.name or "Équipe traitante",
+        "subject": {"identifier": {"system": team.subject_system, "value": team.subject_value}},
+        "period": _period(team.started_at, team.ended_at),
+        "participant": [
+            {
+                "role": [
+                    {
+                        "coding": [
+                            {
+                                "system": domain.CARETEAM_ROLE_SYSTEM,
+                                "code": p.role,
+                                "display": domain.ROLE_DISPLAY.get(p.role, p.role),
+                            }
+                        ]
+                    }
+                ],
+                "member": {
+                    "identifier": {"system": p.member_system, "value": p.member_value},
+                    **({"display": p.member_display} if p.member_display else {}),
+                },
+                "onBehalfOf": {"identifier": {"system": IDNST_OR_LOCAL, "value": team.team_org_id}},
+                "period": _period(p.period_start, p.period_end),
+            }
+            for p in participants
+        ],
+        "managingOrganization": [{"identifier": {"system": IDNST_OR_LOCAL, "value": team.team_org_id}}],
+    }
+    return to_json(CareTeam.model_validate(resource))
+
+
+def searchset(resources: Sequence[dict[str, Any]], self_url: str) -> dict[str, Any]:
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": len(resources),
+        "link": [{"relation": "self", "url": self_url}],
+        "entry": [
+            {"fullUrl": f"{BASE}/{r['resourceType']}/{r['id']}", "resource": r, "search": {"mode": "match"}}
+            for r in resources
+        ],
+    }
+    return to_json(Bundle.model_validate(bundle))
+
+
+def dac_case(case: DacCase) -> dict[str, Any]:
+    return {
+        "id": case.id,
+        "patient_key": case.patient_key,
+        "dac": case.dac_org_id,
+        "opened_at": _instant(case.opened_at),
+        "closed_at": _instant(case.closed_at),
+        "status": "open" if case.closed_at is None else "closed",
+    }
+
+
+def territory(row: Territory) -> dict[str, Any]:
+    return {"postal_code": row.postal_code, "cpts": row.cpts_org_id, "dac": row.dac_org_id}
