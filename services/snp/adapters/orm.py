@@ -1,5 +1,162 @@
-"""Tables of the snp service database."""
+"""Tables of the snp service database: effecteurs' schedules and slots, SAS requests, appointments,
+the care-team and territory mirrors, and the minimised facts the CPTS dashboard reads."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Column, DateTime, Index, text
+from sqlmodel import Field, SQLModel
 
 from shared.db.tables import KERNEL_TABLES
 
-TABLES = (*KERNEL_TABLES,)
+
+def _ts(nullable: bool = False) -> Any:
+    return Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=nullable))
+
+
+class ScheduleRow(SQLModel, table=True):
+    """An effecteur's SNP agenda (FHIR Schedule); its commune places its slots in a territory."""
+
+    __tablename__ = "snp_schedule"
+
+    id: str = Field(primary_key=True, max_length=36)
+    org_id: str = Field(max_length=100, index=True)
+    client_id: str = Field(max_length=64)
+    commune: str = Field(max_length=5)
+    territory: str = Field(max_length=40)
+    updated_at: datetime = _ts()
+
+
+class SlotRow(SQLModel, table=True):
+    """A free SNP slot; placement claims it with a conditional UPDATE free -> busy."""
+
+    __tablename__ = "snp_slot"
+    __table_args__ = (
+        # Pool placement: free slots of one territory, earliest first, read with LIMIT.
+        Index("ix_snp_slot_status_territory_start", "status", "territory", "start"),
+        # Own-team placement: the free slots of one organisation, earliest first.
+        Index("ix_snp_slot_org_status_start", "org_id", "status", "start"),
+    )
+
+    id: str = Field(primary_key=True, max_length=36)
+    schedule_id: str = Field(max_length=36, index=True)
+    org_id: str = Field(max_length=100)
+    client_id: str = Field(max_length=64)
+    commune: str = Field(max_length=5)
+    territory: str = Field(max_length=40)
+    status: str = Field(max_length=20)  # free | busy | withdrawn
+    start: datetime = _ts()
+    end: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class RequestRow(SQLModel, table=True):
+    """A SAS request (FHIR ServiceRequest). The patient identifier stays here for the effecteur's full view."""
+
+    __tablename__ = "snp_request"
+    __table_args__ = (
+        Index("uq_snp_request_identifier", "sas_org_id", "identifier", unique=True),
+        # The expiry worker and the retry loop scan waiting requests by deadline.
+        Index("ix_snp_request_state_deadline", "state", "deadline_at"),
+    )
+
+    id: str = Field(primary_key=True, max_length=36)
+    sas_org_id: str = Field(max_length=100)
+    identifier: str = Field(max_length=100)
+    patient_key: str = Field(max_length=64, index=True)
+    patient_system: str = Field(max_length=200)
+    patient_value: str = Field(max_length=100)
+    commune: str = Field(max_length=5)
+    territory: str = Field(max_length=40)
+    urgency: str = Field(max_length=20)
+    reason: str = Field(max_length=40)
+    state: str = Field(max_length=20)
+    requested_at: datetime = _ts()
+    deadline_at: datetime = _ts()
+    expired_at: datetime | None = _ts(nullable=True)
+
+
+class AppointmentRow(SQLModel, table=True):
+    __tablename__ = "snp_appointment"
+    __table_args__ = (
+        # Two live appointments can never hold one slot, whatever the code above does.
+        Index(
+            "uq_snp_appointment_live_slot",
+            "slot_id",
+            unique=True,
+            postgresql_where=text("status <> 'cancelled'"),
+            sqlite_where=text("status <> 'cancelled'"),
+        ),
+        Index("ix_snp_appointment_org_status", "org_id", "status"),
+    )
+
+    id: str = Field(primary_key=True, max_length=36)
+    request_id: str = Field(max_length=36, index=True)
+    slot_id: str = Field(max_length=36)
+    org_id: str = Field(max_length=100)
+    via: str = Field(max_length=20)
+    status: str = Field(max_length=20)
+    start: datetime = _ts()
+    end: datetime = _ts()
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class CareTeamMirrorRow(SQLModel, table=True):
+    """The last `careteam.changed` seen for a patient (docs/events.md)."""
+
+    __tablename__ = "snp_careteam"
+
+    patient_key: str = Field(primary_key=True, max_length=64)
+    careteam_id: str | None = Field(default=None, max_length=64)
+    team_org_id: str | None = Field(default=None, max_length=100)
+    status: str = Field(max_length=20)
+    consent_opposed: bool = False
+    dac_case_open: bool = False
+    dac_org_id: str | None = Field(default=None, max_length=100)
+    postal_code: str | None = Field(default=None, max_length=10)
+    updated_at: datetime = _ts()
+
+
+class TerritoryMirrorRow(SQLModel, table=True):
+    """The last `territory.changed` seen for a postal code: which CPTS (and DAC) covers it."""
+
+    __tablename__ = "snp_territory"
+
+    postal_code: str = Field(primary_key=True, max_length=10)
+    cpts_org_id: str | None = Field(default=None, max_length=100, index=True)
+    dac_org_id: str | None = Field(default=None, max_length=100)
+    updated_at: datetime = _ts()
+
+
+class FactRow(SQLModel, table=True):
+    """The dashboard's only source: one row per request, no patient identity, no free text."""
+
+    __tablename__ = "snp_fact"
+    __table_args__ = (Index("ix_snp_fact_territory_requested", "territory", "requested_at"),)
+
+    request_id: str = Field(primary_key=True, max_length=36)
+    territory: str = Field(max_length=40)
+    commune: str = Field(max_length=5)
+    urgency: str = Field(max_length=20)
+    reason: str = Field(max_length=40)
+    state: str = Field(max_length=20)
+    requested_at: datetime = _ts()
+    deadline_at: datetime = _ts()
+    appointment_start: datetime | None = _ts(nullable=True)
+    appointment_status: str | None = Field(default=None, max_length=20)
+    effecteur_org_id: str | None = Field(default=None, max_length=100)
+
+
+TABLES = (
+    *KERNEL_TABLES,
+    ScheduleRow.__table__,
+    SlotRow.__table__,
+    RequestRow.__table__,
+    AppointmentRow.__table__,
+    CareTeamMirrorRow.__table__,
+    TerritoryMirrorRow.__table__,
+    FactRow.__table__,
+)
