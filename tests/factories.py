@@ -266,3 +266,61 @@ def discharge_message(
 def body(bundle: dict[str, Any]) -> bytes:
     """The bytes a client would POST."""
     return json.dumps(bundle, ensure_ascii=False).encode("utf-8")
+
+
+# --- admissions registry: CareTeam (ANS "Cercle de soins"), Consent, $change-referent Parameters ---
+
+CARETEAM_ROLE_SYSTEM = "https://relais.example.org/fhir/CodeSystem/careteam-role"
+
+
+def careteam_resource(
+    *,
+    nir: str = DEFAULT_NIR,
+    nir_system: str = INS_NIR_TEST,
+    referent_rpps: str = DEFAULT_RPPS,
+    referent_name: str = "Dr Claire PETIT",
+    medecin_traitant_rpps: str | None = None,
+    managing_org: str | None = None,
+) -> dict[str, Any]:
+    """A treating team's enrolment of a patient: one team referent, optionally the médecin traitant."""
+
+    def participant(code: str, rpps: str, display: str) -> dict[str, Any]:
+        return {
+            "role": [{"coding": [{"system": CARETEAM_ROLE_SYSTEM, "code": code}]}],
+            "member": {"identifier": {"system": RPPS, "value": rpps}, "display": display},
+        }
+
+    participants = [participant("referent", referent_rpps, referent_name)]
+    if medecin_traitant_rpps:
+        participants.append(participant("medecin-traitant", medecin_traitant_rpps, "Dr Luc MOREAU"))
+    resource: dict[str, Any] = {
+        "resourceType": "CareTeam",
+        "status": "active",
+        "name": "MSP des Lilas",
+        "subject": {"identifier": {"system": nir_system, "value": nir}},
+        "participant": participants,
+    }
+    if managing_org:
+        resource["managingOrganization"] = [{"identifier": {"value": managing_org}}]
+    return resource
+
+
+def consent_resource(*, nir: str = DEFAULT_NIR, nir_system: str = INS_NIR_TEST, opposed: bool = True) -> dict:
+    """The patient's opposition (deny) or agreement (permit) to sharing beyond the care team."""
+    return {
+        "resourceType": "Consent",
+        "status": "active",
+        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "patient": {"identifier": {"system": nir_system, "value": nir}},
+        "provision": {"type": "deny" if opposed else "permit"},
+    }
+
+
+def change_referent_parameters(*, rpps: str, name: str = "Dr Nadia BENALI") -> dict[str, Any]:
+    return {
+        "resourceType": "Parameters",
+        "parameter": [
+            {"name": "referent", "valueReference": {"identifier": {"system": RPPS, "value": rpps}, "display": name}}
+        ],
+    }

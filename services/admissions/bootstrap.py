@@ -19,7 +19,12 @@ RESOURCES = (
     {
         "type": "CareTeam",
         "interaction": [{"code": "create"}, {"code": "read"}, {"code": "search-type"}, {"code": "delete"}],
-        "operation": [{"name": "change-referent", "definition": "https://relais.example.org/fhir/OperationDefinition/CareTeam-change-referent"}],
+        "operation": [
+            {
+                "name": "change-referent",
+                "definition": "https://relais.example.org/fhir/OperationDefinition/CareTeam-change-referent",
+            }
+        ],
     },
     {"type": "Consent", "interaction": [{"code": "create"}]},
     {"type": "MessageHeader", "interaction": []},

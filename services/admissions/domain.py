@@ -10,9 +10,8 @@ from datetime import datetime
 from typing import Any
 
 from shared.errors import Conflict, Unprocessable
-from shared.events import TOPIC_ADMISSIONS, EventType
+from shared.events import TOPIC_ADMISSIONS, EventType, Role
 from shared.routing import ADMISSION_EVENTS, DISCHARGE_EVENTS, Detail, Recipient
-from shared.events import Role
 
 # Relais' own code system for care-team participant roles (the ANS "Cercle de soins" roles we use).
 CARETEAM_ROLE_SYSTEM = "https://relais.example.org/fhir/CodeSystem/careteam-role"
@@ -255,7 +254,8 @@ def recipients_to_json(recipients: list[Recipient]) -> list[dict[str, str]]:
 
 def recipients_from_json(items: list[dict[str, str]]) -> list[Recipient]:
     return [
-        Recipient(Role(i["role"]), i["organisation_id"], Detail(i["detail"]), i["topic"], i["reason"]) for i in items
+        Recipient(Role(i["role"]), i["organisation_id"], Detail(i["detail"]), i["topic"], i["reason"])
+        for i in items
     ]
 
 
@@ -272,7 +272,9 @@ def check_correction_target(original_status: str | None, encounter_key: str, eve
             expression=["Encounter.identifier"],
         )
     if original_status == AdmissionStatus.CANCELLED:
-        raise Conflict(f"the admission for encounter {encounter_key} was cancelled", expression=["Encounter.identifier"])
+        raise Conflict(
+            f"the admission for encounter {encounter_key} was cancelled", expression=["Encounter.identifier"]
+        )
 
 
 def check_encounter_status(event_type: EventType, status: str) -> None:

@@ -24,7 +24,7 @@ from services.admissions.domain import AdmissionStatus, PatientIdentity
 from services.admissions.uow import AdmissionsUnitOfWork
 from shared.auth import Principal
 from shared.errors import Conflict, NotFound, Unprocessable
-from shared.events import TOPIC_ADMISSIONS, TOPIC_CARETEAM, EventType
+from shared.events import TOPIC_CARETEAM, EventType
 from shared.fhir.builders import RELAIS_ENDPOINT, message_bundle, message_response
 from shared.identifiers import FINESS, patient_key
 from shared.minimise import minimise, shape_for
@@ -41,7 +41,9 @@ def _key(identity: PatientIdentity, secret: str) -> str:
     return patient_key(identity.system, identity.value, secret)
 
 
-def patient_context(uow: AdmissionsUnitOfWork, key: str, hospital: str | None, postal_code: str | None) -> PatientContext:
+def patient_context(
+    uow: AdmissionsUnitOfWork, key: str, hospital: str | None, postal_code: str | None
+) -> PatientContext:
     """What routing needs, read from the registry: team, open DAC case, consent, territory of residence."""
     team = uow.careteams.active_for_patient(key)
     case = uow.dac_cases.open_for_patient(key)
@@ -108,7 +110,10 @@ def _notify(
 
 
 def _publish_domain_event(
-    uow: AdmissionsUnitOfWork, cmd: domain._AdmissionMessage, admission: Admission, recipients: list[Recipient]
+    uow: AdmissionsUnitOfWork,
+    cmd: domain._AdmissionMessage,
+    admission: Admission,
+    recipients: list[Recipient],
 ) -> None:
     event = domain.PatientAdmitted(
         event=cmd.event_type,
@@ -146,7 +151,9 @@ def _response(cmd: domain._AdmissionMessage, now: datetime) -> dict[str, Any]:
     )
 
 
-def _commit_or_replay(uow: AdmissionsUnitOfWork, cmd: domain._AdmissionMessage, response: dict[str, Any]) -> dict[str, Any]:
+def _commit_or_replay(
+    uow: AdmissionsUnitOfWork, cmd: domain._AdmissionMessage, response: dict[str, Any]
+) -> dict[str, Any]:
     try:
         uow.commit()
     except IntegrityError:
@@ -162,7 +169,9 @@ def _commit_or_replay(uow: AdmissionsUnitOfWork, cmd: domain._AdmissionMessage, 
     return response
 
 
-def record_admission(cmd: domain.RecordAdmission, uow: AdmissionsUnitOfWork, clock: Clock, secret: str) -> dict[str, Any]:
+def record_admission(
+    cmd: domain.RecordAdmission, uow: AdmissionsUnitOfWork, clock: Clock, secret: str
+) -> dict[str, Any]:
     facts = cmd.facts
     key = _key(facts.patient, secret)
     with uow:
@@ -177,7 +186,9 @@ def record_admission(cmd: domain.RecordAdmission, uow: AdmissionsUnitOfWork, clo
                 expression=["Encounter.identifier"],
             )
         now = clock()
-        recipients = route(cmd.event_type, patient_context(uow, key, facts.hospital_org_id, facts.postal_code))
+        recipients = route(
+            cmd.event_type, patient_context(uow, key, facts.hospital_org_id, facts.postal_code)
+        )
         response = _response(cmd, now)
         admission = Admission(
             id=domain.derived_id(cmd.message_id, "admission"),
@@ -202,7 +213,9 @@ def record_admission(cmd: domain.RecordAdmission, uow: AdmissionsUnitOfWork, clo
         return _commit_or_replay(uow, cmd, response)
 
 
-def _message_row(cmd: domain._AdmissionMessage, admission_id: str, response: dict[str, Any], now: datetime) -> AdmissionMessageRow:
+def _message_row(
+    cmd: domain._AdmissionMessage, admission_id: str, response: dict[str, Any], now: datetime
+) -> AdmissionMessageRow:
     return AdmissionMessageRow(
         message_id=cmd.message_id,
         fingerprint=cmd.fingerprint,
@@ -225,10 +238,14 @@ def amend_admission(
         if replay is not None:
             return replay
         original = uow.admissions.by_encounter(facts.hospital_org_id, facts.encounter_key)
-        domain.check_correction_target(original.status if original else None, facts.encounter_key, cmd.event_type)
+        domain.check_correction_target(
+            original.status if original else None, facts.encounter_key, cmd.event_type
+        )
         assert original is not None
         now = clock()
-        recipients = domain.correction_recipients(domain.recipients_from_json(original.recipients), cmd.event_type)
+        recipients = domain.correction_recipients(
+            domain.recipients_from_json(original.recipients), cmd.event_type
+        )
         if isinstance(cmd, domain.CancelAdmission):
             original.status = AdmissionStatus.CANCELLED
         else:
@@ -267,7 +284,11 @@ def _careteam_changed(uow: AdmissionsUnitOfWork, team: CareTeamRow, change: str,
             "team": team.team_org_id,
             "status": team.status,
             "referent": (
-                {"system": referent.member_system, "value": referent.member_value, "display": referent.member_display}
+                {
+                    "system": referent.member_system,
+                    "value": referent.member_value,
+                    "display": referent.member_display,
+                }
                 if referent
                 else None
             ),
@@ -281,7 +302,9 @@ def _render(uow: AdmissionsUnitOfWork, team: CareTeamRow) -> CareTeamView:
     return CareTeamView(views.careteam(team, uow.careteams.participants(team.id)), team.id)
 
 
-def _own_careteam(uow: AdmissionsUnitOfWork, principal: Principal, careteam_id: str, action: str) -> CareTeamRow:
+def _own_careteam(
+    uow: AdmissionsUnitOfWork, principal: Principal, careteam_id: str, action: str
+) -> CareTeamRow:
     """The caller's care team; another team's looks absent (404) and the attempt is audited."""
     team = uow.careteams.get(careteam_id)
     if team is None:
@@ -301,7 +324,9 @@ def _own_careteam(uow: AdmissionsUnitOfWork, principal: Principal, careteam_id: 
     return team
 
 
-def enrol_patient(cmd: domain.EnrolPatient, uow: AdmissionsUnitOfWork, clock: Clock, secret: str) -> CareTeamView:
+def enrol_patient(
+    cmd: domain.EnrolPatient, uow: AdmissionsUnitOfWork, clock: Clock, secret: str
+) -> CareTeamView:
     key = _key(cmd.patient, secret)
     with uow:
         current = uow.careteams.active_for_patient(key)
@@ -334,7 +359,9 @@ def enrol_patient(cmd: domain.EnrolPatient, uow: AdmissionsUnitOfWork, clock: Cl
             uow.commit()
         except IntegrityError:
             uow.rollback()
-            raise Conflict("the patient was just enrolled with a treating team", expression=["CareTeam.subject"]) from None
+            raise Conflict(
+                "the patient was just enrolled with a treating team", expression=["CareTeam.subject"]
+            ) from None
         return view
 
 
@@ -350,7 +377,9 @@ def _participant_row(careteam_id: str, p: domain.Participant, now: datetime) -> 
     )
 
 
-def end_enrolment(cmd: domain.EndEnrolment, principal: Principal, uow: AdmissionsUnitOfWork, clock: Clock) -> CareTeamView:
+def end_enrolment(
+    cmd: domain.EndEnrolment, principal: Principal, uow: AdmissionsUnitOfWork, clock: Clock
+) -> CareTeamView:
     with uow:
         team = _own_careteam(uow, principal, cmd.careteam_id, "careteam.end")
         if team.status != "active":
@@ -371,21 +400,38 @@ def end_enrolment(cmd: domain.EndEnrolment, principal: Principal, uow: Admission
         return view
 
 
-def change_referent(cmd: domain.ChangeReferent, principal: Principal, uow: AdmissionsUnitOfWork, clock: Clock) -> CareTeamView:
+def change_referent(
+    cmd: domain.ChangeReferent, principal: Principal, uow: AdmissionsUnitOfWork, clock: Clock
+) -> CareTeamView:
     """Ends the current referent's participant period and starts the new one's (Cercle de soins periods)."""
     with uow:
         team = _own_careteam(uow, principal, cmd.careteam_id, "careteam.change-referent")
         if team.status != "active":
-            raise Conflict(f"CareTeam {team.id} has ended; enrol the patient again", expression=["CareTeam.status"])
+            raise Conflict(
+                f"CareTeam {team.id} has ended; enrol the patient again", expression=["CareTeam.status"]
+            )
         now = clock()
         current = uow.careteams.current_referent(team.id)
         new = cmd.referent
-        if current is not None and (current.member_system, current.member_value) == (new.member_system, new.member_value):
-            raise Unprocessable("this practitioner is already the referent", expression=["Parameters.parameter[referent]"])
+        if current is not None and (current.member_system, current.member_value) == (
+            new.member_system,
+            new.member_value,
+        ):
+            raise Unprocessable(
+                "this practitioner is already the referent", expression=["Parameters.parameter[referent]"]
+            )
         if current is not None:
             current.period_end = now
             uow.careteams.add(current)
-        uow.careteams.add(_participant_row(team.id, domain.Participant(new.role, new.member_system, new.member_value, new.member_display, now, None), now))
+        uow.careteams.add(
+            _participant_row(
+                team.id,
+                domain.Participant(
+                    new.role, new.member_system, new.member_value, new.member_display, now, None
+                ),
+                now,
+            )
+        )
         team.version += 1
         uow.careteams.add(team)
         uow.careteams.flush()
@@ -400,7 +446,9 @@ def get_careteam(careteam_id: str, principal: Principal, uow: AdmissionsUnitOfWo
         return _render(uow, _own_careteam(uow, principal, careteam_id, "careteam.read"))
 
 
-def list_careteams(principal: Principal, uow: AdmissionsUnitOfWork, status: str | None = None) -> list[CareTeamView]:
+def list_careteams(
+    principal: Principal, uow: AdmissionsUnitOfWork, status: str | None = None
+) -> list[CareTeamView]:
     with uow:
         return [_render(uow, team) for team in uow.careteams.for_team(principal.organisation_id, status)]
 
@@ -408,7 +456,9 @@ def list_careteams(principal: Principal, uow: AdmissionsUnitOfWork, status: str 
 # --- DAC cases, consent, territory ------------------------------------------------------------------------
 
 
-def open_dac_case(cmd: domain.OpenDacCase, uow: AdmissionsUnitOfWork, clock: Clock, secret: str) -> dict[str, Any]:
+def open_dac_case(
+    cmd: domain.OpenDacCase, uow: AdmissionsUnitOfWork, clock: Clock, secret: str
+) -> dict[str, Any]:
     key = _key(cmd.patient, secret)
     with uow:
         now = clock()
@@ -423,7 +473,9 @@ def open_dac_case(cmd: domain.OpenDacCase, uow: AdmissionsUnitOfWork, clock: Clo
         return view
 
 
-def close_dac_case(cmd: domain.CloseDacCase, principal: Principal, uow: AdmissionsUnitOfWork, clock: Clock) -> dict[str, Any]:
+def close_dac_case(
+    cmd: domain.CloseDacCase, principal: Principal, uow: AdmissionsUnitOfWork, clock: Clock
+) -> dict[str, Any]:
     with uow:
         case = uow.dac_cases.get(cmd.case_id)
         if case is None or case.dac_org_id != cmd.dac_org_id:
@@ -451,7 +503,9 @@ def record_consent(cmd: domain.RecordConsent, uow: AdmissionsUnitOfWork, clock: 
         now = clock()
         row = uow.consents.get(key)
         if row is None:
-            row = ConsentRow(patient_key=key, opposed=cmd.opposed, recorded_by=cmd.recorded_by, recorded_at=now)
+            row = ConsentRow(
+                patient_key=key, opposed=cmd.opposed, recorded_by=cmd.recorded_by, recorded_at=now
+            )
         else:
             row.opposed, row.recorded_by, row.recorded_at = cmd.opposed, cmd.recorded_by, now
         uow.consents.add(row)
@@ -461,7 +515,9 @@ def record_consent(cmd: domain.RecordConsent, uow: AdmissionsUnitOfWork, clock: 
 
 def set_territory(cmd: domain.SetTerritory, uow: AdmissionsUnitOfWork, clock: Clock) -> dict[str, Any]:
     with uow:
-        row = uow.territories.get(cmd.postal_code) or Territory(postal_code=cmd.postal_code, updated_at=clock())
+        row = uow.territories.get(cmd.postal_code) or Territory(
+            postal_code=cmd.postal_code, updated_at=clock()
+        )
         row.cpts_org_id, row.dac_org_id, row.updated_at = cmd.cpts_org_id, cmd.dac_org_id, clock()
         uow.territories.add(row)
         view = views.territory(row)
@@ -476,5 +532,7 @@ ADMISSION_HANDLERS: dict[type, Callable[..., dict[str, Any]]] = {
 }
 
 
-def handle_admission_message(cmd: domain._AdmissionMessage, uow: AdmissionsUnitOfWork, clock: Clock, secret: str) -> dict[str, Any]:
+def handle_admission_message(
+    cmd: domain._AdmissionMessage, uow: AdmissionsUnitOfWork, clock: Clock, secret: str
+) -> dict[str, Any]:
     return ADMISSION_HANDLERS[type(cmd)](cmd, uow, clock, secret)

@@ -25,7 +25,9 @@ def _iso(value: date | datetime | str | None) -> str | None:
 def _patient_identity(identifiers: list[Any] | None, where: str) -> PatientIdentity:
     usable = [i for i in identifiers or [] if i.system and i.value]
     if not usable:
-        raise Unprocessable(f"{where} needs an identifier with system and value (INS-NIR or local)", expression=[where])
+        raise Unprocessable(
+            f"{where} needs an identifier with system and value (INS-NIR or local)", expression=[where]
+        )
     # The INS is the national identity: prefer it over a hospital's local number.
     chosen = next((i for i in usable if i.system in INS_SYSTEMS), usable[0])
     return PatientIdentity(chosen.system, validate_identifier(chosen.system, chosen.value))
@@ -40,7 +42,9 @@ def _finess_of(org: Organization) -> str:
     for identifier in org.identifier or []:
         if identifier.system == FINESS and identifier.value:
             return validate_finess(identifier.value)
-    raise Unprocessable("the hospital Organization needs a FINESS identifier", expression=["Organization.identifier"])
+    raise Unprocessable(
+        "the hospital Organization needs a FINESS identifier", expression=["Organization.identifier"]
+    )
 
 
 def _hospital(msg: MessageBundle, encounter: Encounter) -> Organization:
@@ -88,12 +92,18 @@ def admission_facts(msg: MessageBundle, caller_org_id: str) -> AdmissionFacts:
     """Validated facts of an admission message; 422 for what Relais cannot act on, 403 for another's FINESS."""
     encounter = next((r for r in msg.focus if r.get_resource_type() == "Encounter"), None)
     if encounter is None:  # the kernel checks the focus type; kept for a clear message if that changes
-        raise Unprocessable("the MessageHeader.focus must be the Encounter", expression=["MessageHeader.focus"])
+        raise Unprocessable(
+            "the MessageHeader.focus must be the Encounter", expression=["MessageHeader.focus"]
+        )
     if encounter.subject is None or not encounter.subject.reference:
-        raise Unprocessable("Encounter.subject is required: the admitted Patient", expression=["Encounter.subject"])
+        raise Unprocessable(
+            "Encounter.subject is required: the admitted Patient", expression=["Encounter.subject"]
+        )
     patient = msg.resource(encounter.subject.reference)
     if patient is None or not isinstance(patient, Patient):
-        raise Unprocessable("Encounter.subject must point at a Patient in the Bundle", expression=["Encounter.subject"])
+        raise Unprocessable(
+            "Encounter.subject must point at a Patient in the Bundle", expression=["Encounter.subject"]
+        )
     identity = _patient_identity(patient.identifier, "Patient.identifier")
     hospital = _hospital(msg, encounter)
     finess = _finess_of(hospital)
@@ -109,7 +119,9 @@ def admission_facts(msg: MessageBundle, caller_org_id: str) -> AdmissionFacts:
             expression=["Encounter.identifier"],
         )
     domain.check_encounter_status(msg.event_type, encounter.status)
-    encounter_class = domain.check_encounter_class(encounter.class_fhir.code if encounter.class_fhir else None)
+    encounter_class = domain.check_encounter_class(
+        encounter.class_fhir.code if encounter.class_fhir else None
+    )
     started = _iso(encounter.period.start if encounter.period else None) or _iso(msg.bundle.timestamp)
     if not started:
         raise Unprocessable("Encounter.period.start is required", expression=["Encounter.period.start"])
@@ -156,7 +168,9 @@ def validated(model: type, data: dict[str, Any]) -> Any:
     """An R4B resource of the expected type, or a 400 OperationOutcome listing every issue."""
     name = model.__name__
     if data.get("resourceType") != name:
-        raise BadRequest(f"expected a {name} resource, got {data.get('resourceType')!r}", expression=["resourceType"])
+        raise BadRequest(
+            f"expected a {name} resource, got {data.get('resourceType')!r}", expression=["resourceType"]
+        )
     try:
         resource = model.model_validate(data)
     except ValidationError as exc:
@@ -217,8 +231,10 @@ def change_referent_command(
     by_name = {p.name: p for p in params.parameter or []}
     part = by_name.get("referent")
     if part is None:
-        raise Unprocessable("Parameters needs a 'referent' parameter (valueReference or valueIdentifier)",
-                            expression=["Parameters.parameter"])
+        raise Unprocessable(
+            "Parameters needs a 'referent' parameter (valueReference or valueIdentifier)",
+            expression=["Parameters.parameter"],
+        )
     if part.valueReference is not None:
         system, value, display = _member(part.valueReference, "Parameters.parameter[referent].valueReference")
     elif part.valueIdentifier is not None and part.valueIdentifier.system and part.valueIdentifier.value:
@@ -226,8 +242,10 @@ def change_referent_command(
         value = validate_identifier(system, part.valueIdentifier.value)
         display = None
     else:
-        raise Unprocessable("the 'referent' parameter needs an identifier (RPPS or IDNPS)",
-                            expression=["Parameters.parameter[referent]"])
+        raise Unprocessable(
+            "the 'referent' parameter needs an identifier (RPPS or IDNPS)",
+            expression=["Parameters.parameter[referent]"],
+        )
     if "name" in by_name and by_name["name"].valueString:
         display = by_name["name"].valueString
     return domain.ChangeReferent(

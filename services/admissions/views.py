@@ -12,7 +12,11 @@ from shared.fhir.models import Bundle, CareTeam, to_json
 
 IDNST_OR_LOCAL = "https://relais.example.org/fhir/NamingSystem/organisation"
 # Category "Cercle de soins" of a treating team (LOINC "Longitudinal care-coordination focused care team").
-CARETEAM_CATEGORY = {"system": "http://loinc.org", "code": "LA27976-2", "display": "Longitudinal care-coordination focused care team"}
+CARETEAM_CATEGORY = {
+    "system": "http://loinc.org",
+    "code": "LA27976-2",
+    "display": "Longitudinal care-coordination focused care team",
+}
 BASE = "/admissions/fhir"
 
 

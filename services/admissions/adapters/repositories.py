@@ -48,7 +48,9 @@ class CareTeamRepository(_Repository):
         return self.session.get(CareTeamRow, careteam_id)
 
     def active_for_patient(self, patient_key: str) -> CareTeamRow | None:
-        query = select(CareTeamRow).where(CareTeamRow.patient_key == patient_key, CareTeamRow.status == "active")
+        query = select(CareTeamRow).where(
+            CareTeamRow.patient_key == patient_key, CareTeamRow.status == "active"
+        )
         return self.session.execute(query).scalars().first()
 
     def for_team(self, team_org_id: str, status: str | None = None) -> list[CareTeamRow]:

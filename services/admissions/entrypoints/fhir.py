@@ -57,7 +57,9 @@ def allow(*roles: Role) -> Callable[..., Principal]:
         if principal.role not in allowed:
             _audit_denied(request, principal, f"{request.method} {request.scope.get('route').path}", "role")
             names = ", ".join(sorted(r.value for r in allowed))
-            raise Forbidden(f"this operation is for the {names} role; your organisation is a {principal.role.value}")
+            raise Forbidden(
+                f"this operation is for the {names} role; your organisation is a {principal.role.value}"
+            )
         return principal
 
     return dependency
@@ -76,14 +78,18 @@ router = APIRouter(prefix="/admissions", tags=["admissions"])
     summary="Hospital admission, correction or cancellation (FHIR message Bundle)",
     response_class=FhirResponse,
 )
-async def process_message(request: Request, principal: Principal = Depends(allow(Role.HOSPITAL))) -> FhirResponse:
+async def process_message(
+    request: Request, principal: Principal = Depends(allow(Role.HOSPITAL))
+) -> FhirResponse:
     ctx = _ctx(request)
     body = await request.body()
     message = parse_message_bundle(body, request.headers.get("content-type"), ctx.max_body_bytes)
     try:
         command = intake.admission_command(message, principal.organisation_id)
     except Forbidden as exc:
-        await run_in_threadpool(_audit_denied, request, principal, "admission.process-message", exc.diagnostics)
+        await run_in_threadpool(
+            _audit_denied, request, principal, "admission.process-message", exc.diagnostics
+        )
         raise
     response = await run_in_threadpool(
         handlers.handle_admission_message, command, ctx.unit_of_work(), ctx.clock, ctx.secret
@@ -98,8 +104,12 @@ def _location(careteam_id: str) -> str:
     return f"{views.BASE}/CareTeam/{careteam_id}"
 
 
-@router.post("/fhir/CareTeam", summary="A treating team enrols a patient (ANS Cercle de soins)", status_code=201,
-             response_class=FhirResponse)
+@router.post(
+    "/fhir/CareTeam",
+    summary="A treating team enrols a patient (ANS Cercle de soins)",
+    status_code=201,
+    response_class=FhirResponse,
+)
 async def create_careteam(request: Request, principal: Principal = Depends(allow(Role.TEAM))) -> FhirResponse:
     ctx = _ctx(request)
     data = await _fhir_json(request)
@@ -122,8 +132,12 @@ def search_careteams(
     return FhirResponse(views.searchset([v.resource for v in found], str(request.url)))
 
 
-@router.get("/fhir/CareTeam/{careteam_id}", summary="One of the caller's care teams", response_class=FhirResponse)
-def read_careteam(request: Request, careteam_id: str, principal: Principal = Depends(allow(Role.TEAM))) -> FhirResponse:
+@router.get(
+    "/fhir/CareTeam/{careteam_id}", summary="One of the caller's care teams", response_class=FhirResponse
+)
+def read_careteam(
+    request: Request, careteam_id: str, principal: Principal = Depends(allow(Role.TEAM))
+) -> FhirResponse:
     return FhirResponse(handlers.get_careteam(careteam_id, principal, _ctx(request).unit_of_work()).resource)
 
 
@@ -138,12 +152,16 @@ async def change_referent(
     ctx = _ctx(request)
     data = await _fhir_json(request)
     command = intake.change_referent_command(data, principal.organisation_id, careteam_id, ctx.clock())
-    view = await run_in_threadpool(handlers.change_referent, command, principal, ctx.unit_of_work(), ctx.clock)
+    view = await run_in_threadpool(
+        handlers.change_referent, command, principal, ctx.unit_of_work(), ctx.clock
+    )
     return FhirResponse(view.resource)
 
 
 @router.delete("/fhir/CareTeam/{careteam_id}", summary="End the enrolment", response_class=FhirResponse)
-def end_careteam(request: Request, careteam_id: str, principal: Principal = Depends(allow(Role.TEAM))) -> FhirResponse:
+def end_careteam(
+    request: Request, careteam_id: str, principal: Principal = Depends(allow(Role.TEAM))
+) -> FhirResponse:
     ctx = _ctx(request)
     command = domain.EndEnrolment(principal.organisation_id, careteam_id)
     return FhirResponse(handlers.end_enrolment(command, principal, ctx.unit_of_work(), ctx.clock).resource)
@@ -152,17 +170,26 @@ def end_careteam(request: Request, careteam_id: str, principal: Principal = Depe
 # --- Consent -------------------------------------------------------------------------------------------
 
 
-@router.post("/fhir/Consent", summary="Record the patient's opposition (deny) or agreement (permit) to sharing",
-             status_code=201, response_class=FhirResponse)
+@router.post(
+    "/fhir/Consent",
+    summary="Record the patient's opposition (deny) or agreement (permit) to sharing",
+    status_code=201,
+    response_class=FhirResponse,
+)
 async def create_consent(
     request: Request, principal: Principal = Depends(allow(Role.TEAM, Role.HOSPITAL))
 ) -> FhirResponse:
     ctx = _ctx(request)
     data = await _fhir_json(request)
     command = intake.consent_command(data, principal.organisation_id)
-    consent_id = await run_in_threadpool(handlers.record_consent, command, ctx.unit_of_work(), ctx.clock, ctx.secret)
-    return FhirResponse({**data, "id": consent_id}, status_code=201,
-                        headers={"Location": f"{views.BASE}/Consent/{consent_id}"})
+    consent_id = await run_in_threadpool(
+        handlers.record_consent, command, ctx.unit_of_work(), ctx.clock, ctx.secret
+    )
+    return FhirResponse(
+        {**data, "id": consent_id},
+        status_code=201,
+        headers={"Location": f"{views.BASE}/Consent/{consent_id}"},
+    )
 
 
 # --- DAC cases and territories (plain JSON) ---------------------------------------------------------------
@@ -178,25 +205,37 @@ class DacCaseIn(BaseModel):
 
 
 class TerritoryIn(BaseModel):
-    cpts: str | None = Field(default=None, description="organisation id of the CPTS covering this postal code")
+    cpts: str | None = Field(
+        default=None, description="organisation id of the CPTS covering this postal code"
+    )
     dac: str | None = Field(default=None, description="organisation id of the DAC covering this postal code")
 
 
 @router.post("/dac-cases", summary="The DAC opens a complex case for a patient", status_code=201)
-def open_dac_case(request: Request, body: DacCaseIn, principal: Principal = Depends(allow(Role.DAC))) -> Response:
+def open_dac_case(
+    request: Request, body: DacCaseIn, principal: Principal = Depends(allow(Role.DAC))
+) -> Response:
     ctx = _ctx(request)
     identity = intake.patient_identity_from_reference(_Ref(body.patient), "patient")
-    view = handlers.open_dac_case(domain.OpenDacCase(principal.organisation_id, identity), ctx.unit_of_work(),
-                                  ctx.clock, ctx.secret)
-    return FhirResponse(view, status_code=201, media_type="application/json",
-                        headers={"Location": f"/admissions/dac-cases/{view['id']}"})
+    view = handlers.open_dac_case(
+        domain.OpenDacCase(principal.organisation_id, identity), ctx.unit_of_work(), ctx.clock, ctx.secret
+    )
+    return FhirResponse(
+        view,
+        status_code=201,
+        media_type="application/json",
+        headers={"Location": f"/admissions/dac-cases/{view['id']}"},
+    )
 
 
 @router.delete("/dac-cases/{case_id}", summary="The DAC closes its case")
-def close_dac_case(request: Request, case_id: str, principal: Principal = Depends(allow(Role.DAC))) -> Response:
+def close_dac_case(
+    request: Request, case_id: str, principal: Principal = Depends(allow(Role.DAC))
+) -> Response:
     ctx = _ctx(request)
-    view = handlers.close_dac_case(domain.CloseDacCase(principal.organisation_id, case_id), principal,
-                                   ctx.unit_of_work(), ctx.clock)
+    view = handlers.close_dac_case(
+        domain.CloseDacCase(principal.organisation_id, case_id), principal, ctx.unit_of_work(), ctx.clock
+    )
     return FhirResponse(view, media_type="application/json")
 
 
@@ -204,10 +243,12 @@ def close_dac_case(request: Request, case_id: str, principal: Principal = Depend
 def put_territory(
     request: Request, postal_code: str, body: TerritoryIn, principal: Principal = Depends(allow(Role.ADMIN))
 ) -> Response:
-    if not (postal_code.isdigit() and len(postal_code) == 5) and not postal_code[:2] in ("2A", "2B"):
+    if not (postal_code.isdigit() and len(postal_code) == 5) and postal_code[:2] not in ("2A", "2B"):
         raise BadRequest("postal code must be 5 digits", expression=["postal_code"])
     ctx = _ctx(request)
-    view = handlers.set_territory(domain.SetTerritory(postal_code, body.cpts, body.dac), ctx.unit_of_work(), ctx.clock)
+    view = handlers.set_territory(
+        domain.SetTerritory(postal_code, body.cpts, body.dac), ctx.unit_of_work(), ctx.clock
+    )
     return FhirResponse(view, media_type="application/json")
 
 

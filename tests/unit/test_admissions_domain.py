@@ -1,0 +1,136 @@
+"""Pure rules of the admissions service: idempotence, corrections, message translation."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.admissions import domain, intake
+from shared.errors import Conflict, Forbidden, Unprocessable
+from shared.events import TOPIC_NOTIFY_CPTS, TOPIC_NOTIFY_TEAM, EventType, Role
+from shared.fhir.intake import parse_message_bundle
+from shared.identifiers import make_finess
+from shared.routing import Detail, Recipient
+from tests import factories as f
+
+HOSPITAL = f.DEFAULT_FINESS
+
+
+def parsed(bundle: dict):
+    return parse_message_bundle(f.body(bundle), "application/fhir+json")
+
+
+def test_fingerprint_ignores_key_order_but_not_content():
+    a = {"id": "1", "entry": [{"x": 1, "y": 2}]}
+    b = {"entry": [{"y": 2, "x": 1}], "id": "1"}
+    assert domain.fingerprint(a) == domain.fingerprint(b)
+    assert domain.fingerprint(a) != domain.fingerprint({"id": "1", "entry": [{"x": 1, "y": 3}]})
+
+
+def test_replay_with_other_content_is_a_conflict():
+    domain.check_replay("abc", "abc", "m1")
+    with pytest.raises(Conflict):
+        domain.check_replay("abc", "abd", "m1")
+
+
+def test_notification_ids_are_deterministic_and_distinct_per_recipient():
+    team = Recipient(Role.TEAM, "msp-x", Detail.FULL, TOPIC_NOTIFY_TEAM, "r")
+    cpts = Recipient(Role.CPTS, "cpts-1", Detail.MINIMISED, TOPIC_NOTIFY_CPTS, "r")
+    assert domain.notification_id("m1", team) == domain.notification_id("m1", team)
+    assert domain.notification_id("m1", team) != domain.notification_id("m1", cpts)
+    assert domain.notification_id("m1", team) != domain.notification_id("m2", team)
+
+
+def test_a_correction_goes_to_the_original_recipients_and_nobody_else():
+    original = [
+        Recipient(
+            Role.TEAM, "msp-x", Detail.FULL, TOPIC_NOTIFY_TEAM, "admission.recorded/team/full/has_team"
+        ),
+    ]
+    stored = domain.recipients_to_json(original)
+    again = domain.correction_recipients(domain.recipients_from_json(stored), EventType.ADMISSION_CANCELLED)
+    assert [(r.role, r.organisation_id, r.detail, r.topic) for r in again] == [
+        (Role.TEAM, "msp-x", Detail.FULL, TOPIC_NOTIFY_TEAM)
+    ]
+
+
+def test_a_correction_without_its_original_is_refused():
+    with pytest.raises(Unprocessable):
+        domain.check_correction_target(None, "sys|1", EventType.ADMISSION_CORRECTED)
+    with pytest.raises(Conflict):
+        domain.check_correction_target("cancelled", "sys|1", EventType.ADMISSION_CORRECTED)
+
+
+def test_a_discharge_sent_to_admissions_names_the_discharge_endpoint():
+    with pytest.raises(Unprocessable) as err:
+        domain.command_for(EventType.DISCHARGE_RECORDED)
+    assert "/discharge/fhir/$process-message" in err.value.diagnostics
+
+
+def test_admission_codes_map_to_their_commands():
+    assert domain.command_for(EventType.ADMISSION_RECORDED) is domain.RecordAdmission
+    assert domain.command_for(EventType.ADMISSION_CORRECTED) is domain.ReviseAdmission
+    assert domain.command_for(EventType.ADMISSION_CANCELLED) is domain.CancelAdmission
+
+
+def test_an_admission_message_becomes_a_record_command_with_its_facts():
+    command = intake.admission_command(parsed(f.admission_message(conditions=[("E11", "Diabète")])), HOSPITAL)
+    assert isinstance(command, domain.RecordAdmission)
+    facts = command.facts
+    assert facts.hospital_org_id == HOSPITAL
+    assert facts.patient.value == f.DEFAULT_NIR
+    assert facts.postal_code == "75014"
+    assert facts.encounter_class == "IMP"
+    assert facts.referent is not None and facts.referent.phone
+    assert facts.has_reason
+
+
+def test_another_hospitals_finess_is_forbidden():
+    with pytest.raises(Forbidden):
+        intake.admission_command(parsed(f.admission_message()), make_finess("13000001"))
+
+
+def test_encounter_without_subject_is_refused():
+    bundle = f.admission_message()
+    del bundle["entry"][1]["resource"]["subject"]
+    with pytest.raises(Unprocessable):
+        intake.admission_command(parsed(bundle), HOSPITAL)
+
+
+def test_patient_without_identifier_is_refused():
+    bundle = f.admission_message()
+    del bundle["entry"][2]["resource"]["identifier"]
+    with pytest.raises(Unprocessable):
+        intake.admission_command(parsed(bundle), HOSPITAL)
+
+
+def test_a_local_patient_identifier_is_accepted():
+    bundle = f.admission_message()
+    bundle["entry"][2]["resource"]["identifier"] = [
+        {"system": "https://hopital.example.org/ipp", "value": "IPP-42"}
+    ]
+    command = intake.admission_command(parsed(bundle), HOSPITAL)
+    assert command.facts.patient.value == "IPP-42"
+
+
+def test_a_referent_without_phone_or_mssante_is_refused():
+    bundle = f.admission_message()
+    role = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "PractitionerRole")
+    del role["telecom"]
+    with pytest.raises(Unprocessable):
+        intake.admission_command(parsed(bundle), HOSPITAL)
+
+
+def test_a_finished_encounter_is_not_an_admission():
+    with pytest.raises(Unprocessable):
+        intake.admission_command(parsed(f.admission_message(encounter_status="finished")), HOSPITAL)
+
+
+def test_an_enrolment_needs_exactly_one_current_referent():
+    now = None
+    member = domain.Participant(domain.ROLE_MEMBER, "https://rpps.esante.gouv.fr", "1", None, now, None)
+    with pytest.raises(Unprocessable):
+        domain.check_enrolment((member,))
+    referent = domain.Participant(domain.ROLE_REFERENT, "https://rpps.esante.gouv.fr", "2", None, now, None)
+    domain.check_enrolment((member, referent))
+    with pytest.raises(Unprocessable):
+        domain.check_enrolment((referent, referent))
