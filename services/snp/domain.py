@@ -213,8 +213,17 @@ def parse_status(value: str) -> AppointmentStatus:
     return AppointmentStatus(normalised)
 
 
-def can_move(current: AppointmentStatus, target: AppointmentStatus) -> bool:
-    return target in TRANSITIONS[current]
+# Outcomes of the visit itself can only be told once the appointment time has come.
+AFTER_START = frozenset({AppointmentStatus.FULFILLED, AppointmentStatus.NOSHOW})
+
+
+def can_move(
+    current: AppointmentStatus, target: AppointmentStatus, *, now: datetime | None = None,
+    start: datetime | None = None,
+) -> bool:
+    if target not in TRANSITIONS[current]:
+        return False
+    return not (target in AFTER_START and now is not None and start is not None and now < start)
 
 
 class RequestState(StrEnum):

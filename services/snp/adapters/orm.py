@@ -3,17 +3,37 @@ the care-team and territory mirrors, and the minimised facts the CPTS dashboard 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Column, DateTime, Index, text
+from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
 from shared.db.tables import KERNEL_TABLES
 
 
+class UtcDateTime(TypeDecorator):
+    """Stored in UTC, read back timezone-aware on every database (SQLite forgets the offset)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 def _ts(nullable: bool = False) -> Any:
-    return Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=nullable))
+    return Field(default=None, sa_column=Column(UtcDateTime(), nullable=nullable))
 
 
 class ScheduleRow(SQLModel, table=True):

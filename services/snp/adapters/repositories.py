@@ -1,0 +1,179 @@
+"""Queries of the snp service; they add and read, only the unit of work commits."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlmodel import Session
+
+from services.snp.adapters.orm import (
+    AppointmentRow,
+    CareTeamMirrorRow,
+    FactRow,
+    RequestRow,
+    ScheduleRow,
+    SlotRow,
+    TerritoryMirrorRow,
+)
+from services.snp.domain import AppointmentStatus, RequestState, SlotCandidate
+
+FREE, BUSY, WITHDRAWN = "free", "busy", "withdrawn"
+# How many earliest slots a placement reads: the ranking needs the head of the queue, never the whole pool.
+CANDIDATES = 50
+# Slots sharing the boundary start time are all read (up to this cap) so distance and load can break the tie.
+TIE_CAP = 500
+LIVE_APPOINTMENT = (AppointmentStatus.PENDING.value, AppointmentStatus.BOOKED.value)
+
+
+class _Repository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, row: object) -> None:
+        self.session.add(row)
+
+    def flush(self) -> None:
+        self.session.flush()
+
+
+def _candidate(row: SlotRow) -> SlotCandidate:
+    return SlotCandidate(row.id, row.org_id, row.commune, row.start)
+
+
+class ScheduleRepository(_Repository):
+    def get(self, schedule_id: str) -> ScheduleRow | None:
+        return self.session.get(ScheduleRow, schedule_id)
+
+
+class SlotRepository(_Repository):
+    def get(self, slot_id: str) -> SlotRow | None:
+        return self.session.get(SlotRow, slot_id)
+
+    def free_of_org(self, org_id: str, now: datetime, deadline: datetime, limit: int = 5) -> list[SlotCandidate]:
+        query = (
+            select(SlotRow)
+            .where(SlotRow.org_id == org_id, SlotRow.status == FREE, SlotRow.start >= now, SlotRow.start <= deadline)
+            .order_by(SlotRow.start)
+            .limit(limit)
+        )
+        return [_candidate(row) for row in self.session.execute(query).scalars()]
+
+    def earliest_free_in_territory(
+        self, territory: str, now: datetime, deadline: datetime, limit: int = CANDIDATES
+    ) -> list[SlotCandidate]:
+        """The head of the territory's free-slot queue (index: status, territory, start), ties at the edge included."""
+        base = select(SlotRow).where(
+            SlotRow.status == FREE, SlotRow.territory == territory, SlotRow.start >= now, SlotRow.start <= deadline
+        )
+        rows = list(self.session.execute(base.order_by(SlotRow.start).limit(limit)).scalars())
+        if len(rows) == limit:
+            edge = rows[-1].start
+            seen = {row.id for row in rows}
+            ties = self.session.execute(base.where(SlotRow.start == edge).limit(TIE_CAP)).scalars()
+            rows.extend(row for row in ties if row.id not in seen)
+        return [_candidate(row) for row in rows]
+
+    def claim(self, slot_id: str, now: datetime) -> bool:
+        """free -> busy, only if still free: of two concurrent placements exactly one sees rowcount 1."""
+        result = self.session.execute(
+            update(SlotRow)
+            .where(SlotRow.id == slot_id, SlotRow.status == FREE)
+            .values(status=BUSY, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        return result.rowcount == 1
+
+    def release(self, slot_id: str, now: datetime) -> None:
+        self.session.execute(
+            update(SlotRow)
+            .where(SlotRow.id == slot_id, SlotRow.status == BUSY, SlotRow.start > now)
+            .values(status=FREE, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+
+    def withdraw(self, slot_id: str, org_id: str, now: datetime) -> bool:
+        result = self.session.execute(
+            update(SlotRow)
+            .where(SlotRow.id == slot_id, SlotRow.org_id == org_id, SlotRow.status == FREE)
+            .values(status=WITHDRAWN, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        return result.rowcount == 1
+
+
+class RequestRepository(_Repository):
+    def get(self, request_id: str) -> RequestRow | None:
+        return self.session.get(RequestRow, request_id)
+
+    def by_identifier(self, sas_org_id: str, identifier: str) -> RequestRow | None:
+        query = select(RequestRow).where(RequestRow.sas_org_id == sas_org_id, RequestRow.identifier == identifier)
+        return self.session.execute(query).scalars().first()
+
+    def waiting(self, *, due_before: datetime | None = None, open_after: datetime | None = None,
+                limit: int = 100) -> list[RequestRow]:
+        query = select(RequestRow).where(RequestRow.state == RequestState.WAITING.value)
+        if due_before is not None:
+            query = query.where(RequestRow.deadline_at <= due_before)
+        if open_after is not None:
+            query = query.where(RequestRow.deadline_at > open_after)
+        return list(self.session.execute(query.order_by(RequestRow.deadline_at).limit(limit)).scalars())
+
+    def move(self, request_id: str, source: RequestState, target: RequestState, **values: object) -> bool:
+        """Conditional state change: the claim that makes expiry (and placement) happen once."""
+        result = self.session.execute(
+            update(RequestRow)
+            .where(RequestRow.id == request_id, RequestRow.state == source.value)
+            .values(state=target.value, **values)
+            .execution_options(synchronize_session=False)
+        )
+        return result.rowcount == 1
+
+
+class AppointmentRepository(_Repository):
+    def get(self, appointment_id: str) -> AppointmentRow | None:
+        return self.session.get(AppointmentRow, appointment_id)
+
+    def for_request(self, request_id: str) -> AppointmentRow | None:
+        query = (
+            select(AppointmentRow)
+            .where(AppointmentRow.request_id == request_id)
+            .order_by(AppointmentRow.created_at.desc())
+        )
+        return self.session.execute(query).scalars().first()
+
+    def loads(self, org_ids: Iterable[str]) -> dict[str, int]:
+        """Live (pending or booked) appointments per effecteur (index: org_id, status)."""
+        ids = sorted(set(org_ids))
+        if not ids:
+            return {}
+        query = (
+            select(AppointmentRow.org_id, func.count())
+            .where(AppointmentRow.org_id.in_(ids), AppointmentRow.status.in_(LIVE_APPOINTMENT))
+            .group_by(AppointmentRow.org_id)
+        )
+        return {org: count for org, count in self.session.execute(query).all()}
+
+
+class MirrorRepository(_Repository):
+    def careteam(self, patient_key: str) -> CareTeamMirrorRow | None:
+        return self.session.get(CareTeamMirrorRow, patient_key)
+
+    def territory(self, postal_code: str) -> TerritoryMirrorRow | None:
+        return self.session.get(TerritoryMirrorRow, postal_code)
+
+    def postal_codes_of_cpts(self, cpts_org_id: str) -> set[str]:
+        query = select(TerritoryMirrorRow.postal_code).where(TerritoryMirrorRow.cpts_org_id == cpts_org_id)
+        return set(self.session.execute(query).scalars())
+
+
+class FactRepository(_Repository):
+    def get(self, request_id: str) -> FactRow | None:
+        return self.session.get(FactRow, request_id)
+
+    def in_period(self, territory: str, start: datetime, end: datetime) -> list[FactRow]:
+        query = select(FactRow).where(
+            FactRow.territory == territory, FactRow.requested_at >= start, FactRow.requested_at < end
+        )
+        return list(self.session.execute(query.order_by(FactRow.requested_at)).scalars())

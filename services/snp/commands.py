@@ -1,0 +1,67 @@
+"""Commands the snp entrypoints build and the handlers carry out (imperative names)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from services.snp.domain import AppointmentStatus, Urgency
+
+
+@dataclass(frozen=True)
+class ScheduleInput:
+    entry: int
+    client_id: str
+    commune: str
+    references: tuple[str, ...]  # how slots of the same Bundle may point at it (fullUrl, Schedule/id)
+
+
+@dataclass(frozen=True)
+class SlotInput:
+    entry: int
+    client_id: str
+    schedule_reference: str
+    start: datetime
+    end: datetime
+
+
+@dataclass(frozen=True)
+class EntryError:
+    entry: int
+    status: int
+    diagnostics: str
+
+
+@dataclass(frozen=True)
+class PublishAvailability:
+    org_id: str
+    atomic: bool  # transaction: all or nothing; batch: entry by entry
+    schedules: tuple[ScheduleInput, ...]
+    slots: tuple[SlotInput, ...]
+    errors: tuple[EntryError, ...] = field(default_factory=tuple)
+    entries: int = 0
+
+
+@dataclass(frozen=True)
+class WithdrawSlot:
+    org_id: str
+    slot_id: str
+
+
+@dataclass(frozen=True)
+class RequestSnp:
+    sas_org_id: str
+    identifier: str | None
+    patient_system: str
+    patient_value: str
+    commune: str
+    urgency: Urgency
+    reason: str
+
+
+@dataclass(frozen=True)
+class ChangeAppointmentStatus:
+    org_id: str
+    role: str
+    appointment_id: str
+    status: AppointmentStatus
