@@ -324,3 +324,97 @@ def change_referent_parameters(*, rpps: str, name: str = "Dr Nadia BENALI") -> d
             {"name": "referent", "valueReference": {"identifier": {"system": RPPS, "value": rpps}, "display": name}}
         ],
     }
+
+
+# --- discharge: follow-up plan, liaison letter, complexity flags (added for the discharge service) ---
+
+RELAIS_COMPLEXITY_SYSTEM = "https://relais.example.org/fhir/CodeSystem/complexity-criterion"
+RELAIS_COMPLEXITY_EXTENSION = "https://relais.example.org/fhir/StructureDefinition/complexity-criterion"
+RELAIS_FOLLOWUP_SYSTEM = "https://relais.example.org/fhir/CodeSystem/followup-activity"
+LOINC = "http://loinc.org"
+# PRADO-like plan: (code, display, delay after discharge in hours)
+PRADO_PLAN: tuple[tuple[str, str, float], ...] = (
+    ("nurse-visit", "Passage infirmier à domicile", 48.0),
+    ("gp-visit", "Consultation du médecin traitant sous 7 jours", 7 * 24.0),
+    ("specialist-visit", "Consultation du spécialiste à 1 mois", 30 * 24.0),
+)
+
+
+def _shift(instant: str, hours: float) -> str:
+    from datetime import datetime, timedelta
+
+    return (datetime.fromisoformat(instant) + timedelta(hours=hours)).isoformat()
+
+
+def care_plan(
+    *, patient_ref: str, encounter_ref: str, discharged_at: str,
+    plan: tuple[tuple[str, str, float], ...] = PRADO_PLAN, complexity: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """The post-discharge follow-up plan: one activity per item, its due time in scheduledPeriod.end."""
+    resource: dict[str, Any] = {
+        "resourceType": "CarePlan",
+        "id": new_id(),
+        "status": "active",
+        "intent": "plan",
+        "title": "Plan de suivi de sortie",
+        "subject": {"reference": patient_ref},
+        "encounter": {"reference": encounter_ref},
+        "activity": [
+            {
+                "detail": {
+                    "status": "scheduled",
+                    "code": {"coding": [{"system": RELAIS_FOLLOWUP_SYSTEM, "code": code, "display": display}]},
+                    "scheduledPeriod": {"start": discharged_at, "end": _shift(discharged_at, hours)},
+                }
+            }
+            for code, display, hours in plan
+        ],
+    }
+    if complexity:
+        resource["category"] = [{"coding": [{"system": RELAIS_COMPLEXITY_SYSTEM, "code": c} for c in complexity]}]
+    return resource
+
+
+def liaison_letter(*, patient_ref: str, url: str = "https://dpi.chu-exemple.fr/fhir/Binary/lettre-123") -> dict[str, Any]:
+    return {
+        "resourceType": "DocumentReference",
+        "id": new_id(),
+        "status": "current",
+        "type": {"coding": [{"system": LOINC, "code": "34133-9", "display": "Summary of episode note"}]},
+        "subject": {"reference": patient_ref},
+        "content": [{"attachment": {"contentType": "application/pdf", "url": url, "title": "Lettre de liaison"}}],
+    }
+
+
+def full_discharge_message(
+    *,
+    end: str = "2024-05-09T11:00:00+02:00",
+    plan: tuple[tuple[str, str, float], ...] | None = PRADO_PLAN,
+    complexity: tuple[str, ...] = (),
+    dac_request: bool = False,
+    letter: bool = True,
+    nda: str | None = None,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """A discharge with its follow-up plan (CarePlan), liaison letter and complexity flags.
+
+    plan=None sends no CarePlan (the service then applies its default GP visit within 7 days);
+    complexity: criterion codes put on the CarePlan category; dac_request: the hospital asks for the DAC.
+    """
+    bundle = discharge_message(end=end, **kwargs)
+    resources = {e["resource"]["resourceType"]: e["resource"] for e in bundle["entry"]}
+    pat, enc = resources["Patient"], resources["Encounter"]
+    pat_ref, enc_ref = f"Patient/{pat['id']}", f"Encounter/{enc['id']}"
+    if nda:
+        enc["identifier"][0]["value"] = nda
+    extra: list[dict[str, Any]] = []
+    if plan is not None:
+        extra.append(care_plan(patient_ref=pat_ref, encounter_ref=enc_ref, discharged_at=end, plan=plan, complexity=complexity))
+    elif complexity:
+        enc.setdefault("extension", []).extend({"url": RELAIS_COMPLEXITY_EXTENSION, "valueCode": c} for c in complexity)
+    if dac_request:
+        enc.setdefault("extension", []).append({"url": RELAIS_COMPLEXITY_EXTENSION, "valueCode": "hospital-request"})
+    if letter:
+        extra.append(liaison_letter(patient_ref=pat_ref))
+    bundle["entry"].extend({"fullUrl": f"urn:uuid:{r['id']}", "resource": r} for r in extra)
+    return bundle

@@ -1,0 +1,131 @@
+"""Queries of the discharge service; they add and read, only the unit of work commits."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlmodel import Session
+
+from services.discharge.adapters.orm import (
+    CareTeamMirrorRow,
+    DischargeMessageRow,
+    DischargeRow,
+    FollowupRow,
+    HandoffRow,
+    TerritoryMirrorRow,
+    TimerRow,
+)
+from shared.db.engine import is_postgres
+
+
+class _Repository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(self, row: object) -> None:
+        self.session.add(row)
+
+    def flush(self) -> None:
+        self.session.flush()
+
+
+class MessageRepository(_Repository):
+    def get(self, message_id: str) -> DischargeMessageRow | None:
+        return self.session.get(DischargeMessageRow, message_id)
+
+
+class DischargeRepository(_Repository):
+    def get(self, discharge_id: str) -> DischargeRow | None:
+        return self.session.get(DischargeRow, discharge_id)
+
+    def by_encounter(self, hospital_org_id: str, encounter_key: str) -> DischargeRow | None:
+        query = select(DischargeRow).where(
+            DischargeRow.hospital_org_id == hospital_org_id, DischargeRow.encounter_key == encounter_key
+        )
+        return self.session.execute(query).scalars().first()
+
+    def discharge_times(self, patient_key: str, exclude_id: str | None = None) -> list[datetime]:
+        """When the patient left hospital before (cancelled discharges never happened)."""
+        query = select(DischargeRow.discharged_at).where(
+            DischargeRow.patient_key == patient_key, DischargeRow.status != "cancelled"
+        )
+        if exclude_id:
+            query = query.where(DischargeRow.id != exclude_id)
+        return [row[0] for row in self.session.execute(query).all()]
+
+
+class HandoffRepository(_Repository):
+    def get(self, task_id: str, *, for_update: bool = False) -> HandoffRow | None:
+        query = select(HandoffRow).where(HandoffRow.id == task_id)
+        if for_update and is_postgres(self.session.get_bind()):
+            query = query.with_for_update()
+        return self.session.execute(query).scalars().first()
+
+    def for_discharge(self, discharge_id: str) -> list[HandoffRow]:
+        query = select(HandoffRow).where(HandoffRow.discharge_id == discharge_id).order_by(HandoffRow.requested_at)
+        return list(self.session.execute(query).scalars())
+
+
+class FollowupRepository(_Repository):
+    def get(self, task_id: str, *, for_update: bool = False) -> FollowupRow | None:
+        query = select(FollowupRow).where(FollowupRow.id == task_id)
+        if for_update and is_postgres(self.session.get_bind()):
+            query = query.with_for_update()
+        return self.session.execute(query).scalars().first()
+
+    def for_discharge(self, discharge_id: str) -> list[FollowupRow]:
+        query = select(FollowupRow).where(FollowupRow.discharge_id == discharge_id).order_by(FollowupRow.due_at)
+        return list(self.session.execute(query).scalars())
+
+
+class TimerRepository(_Repository):
+    def get(self, timer_id: str) -> TimerRow | None:
+        return self.session.get(TimerRow, timer_id)
+
+    def next_due(self, now: datetime) -> TimerRow | None:
+        """The earliest unfired timer due by `now`; on Postgres a row another replica holds is skipped."""
+        query = (
+            select(TimerRow)
+            .where(TimerRow.fired_at.is_(None), TimerRow.due_at <= now)
+            .order_by(TimerRow.due_at, TimerRow.id)
+            .limit(1)
+        )
+        if is_postgres(self.session.get_bind()):
+            query = query.with_for_update(skip_locked=True)
+        return self.session.execute(query).scalars().first()
+
+    def claim(self, timer_id: str, now: datetime, worker: str, outcome: str = "fired") -> bool:
+        """Mark the timer fired unless someone did already; True only for the one caller that did."""
+        result = self.session.execute(
+            update(TimerRow)
+            .where(TimerRow.id == timer_id, TimerRow.fired_at.is_(None))
+            .values(fired_at=now, fired_by=worker, outcome=outcome)
+        )
+        return result.rowcount == 1
+
+    def set_outcome(self, timer_id: str, outcome: str) -> None:
+        self.session.execute(update(TimerRow).where(TimerRow.id == timer_id).values(outcome=outcome))
+
+    def cancel_for(self, subject_id: str, now: datetime, outcome: str = "cancelled") -> int:
+        result = self.session.execute(
+            update(TimerRow)
+            .where(TimerRow.subject_id == subject_id, TimerRow.fired_at.is_(None))
+            .values(fired_at=now, fired_by="cancel", outcome=outcome)
+        )
+        return result.rowcount
+
+    def for_subject(self, subject_id: str) -> list[TimerRow]:
+        query = select(TimerRow).where(TimerRow.subject_id == subject_id).order_by(TimerRow.level)
+        return list(self.session.execute(query).scalars())
+
+    def pending_count(self) -> int:
+        return len(self.session.execute(select(TimerRow.id).where(TimerRow.fired_at.is_(None))).all())
+
+
+class MirrorRepository(_Repository):
+    def careteam(self, patient_key: str) -> CareTeamMirrorRow | None:
+        return self.session.get(CareTeamMirrorRow, patient_key)
+
+    def territory(self, postal_code: str | None) -> TerritoryMirrorRow | None:
+        return self.session.get(TerritoryMirrorRow, postal_code) if postal_code else None

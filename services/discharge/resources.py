@@ -1,0 +1,102 @@
+"""FHIR views of this service's state: the handoff and follow-up items as Tasks, validated on build."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.fhir.models import Task, to_json
+from shared.identifiers import FINESS
+
+from services.discharge.adapters.orm import DischargeRow, FollowupRow, HandoffRow
+from services.discharge.domain import (
+    FOLLOWUP_SYSTEM,
+    ORGANISATION_SYSTEM,
+    TASK_CODE_SYSTEM,
+    FollowupStatus,
+    fhir_instant,
+)
+
+HANDOFF_DISPLAY = "Relai hôpital → équipe traitante (référent hospitalier vers référent de l'équipe)"
+
+
+def _encounter_identifier(discharge: DischargeRow) -> dict[str, str]:
+    system, _, value = discharge.encounter_key.partition("|")
+    return {"system": system, "value": value}
+
+
+def _common(discharge: DischargeRow) -> dict[str, Any]:
+    return {
+        "focus": {"type": "Encounter", "identifier": _encounter_identifier(discharge)},
+        "for": {
+            "type": "Patient",
+            "identifier": {"system": discharge.patient_system, "value": discharge.patient_value},
+        },
+        "requester": {"type": "Organization", "identifier": {"system": FINESS, "value": discharge.hospital_org_id}},
+    }
+
+
+def _owner(org_id: str | None) -> dict[str, Any]:
+    return {"owner": {"type": "Organization", "identifier": {"system": ORGANISATION_SYSTEM, "value": org_id}}} if org_id else {}
+
+
+def _validated(task: dict[str, Any]) -> dict[str, Any]:
+    return to_json(Task.model_validate(task))
+
+
+def handoff_task(handoff: HandoffRow, discharge: DischargeRow, letter: str | None = None) -> dict[str, Any]:
+    referent = handoff.hospital_referent or {}
+    inputs: list[dict[str, Any]] = []
+    if referent.get("name"):
+        inputs.append({"type": {"text": "hospital-referent"}, "valueString": referent["name"]})
+    if referent.get("phone"):
+        inputs.append({"type": {"text": "hospital-referent-phone"}, "valueContactPoint": {"system": "phone", "value": referent["phone"]}})
+    if referent.get("mssante"):
+        inputs.append({"type": {"text": "hospital-referent-mssante"}, "valueContactPoint": {"system": "email", "value": referent["mssante"]}})
+    if letter:
+        inputs.append({"type": {"text": "liaison-letter"}, "valueReference": {"reference": letter, "type": "DocumentReference"}})
+    task: dict[str, Any] = {
+        "resourceType": "Task",
+        "id": handoff.id,
+        "status": handoff.status,
+        "intent": "order",
+        "priority": "urgent" if discharge.complex_case else "routine",
+        "code": {"coding": [{"system": TASK_CODE_SYSTEM, "code": "handoff", "display": HANDOFF_DISPLAY}]},
+        **_common(discharge),
+        **_owner(handoff.team_org_id),
+        "authoredOn": fhir_instant(handoff.requested_at),
+        "lastModified": fhir_instant(handoff.updated_at),
+        "restriction": {"period": {"end": fhir_instant(handoff.expires_at)}},
+    }
+    if handoff.business_status:
+        task["businessStatus"] = {"text": handoff.business_status}
+    if handoff.reason:
+        task["statusReason"] = {"text": handoff.reason}
+    if inputs:
+        task["input"] = inputs
+    if handoff.team_referent:
+        team_ref = handoff.team_referent
+        task["output"] = [{"type": {"text": "team-referent"}, "valueString": team_ref.get("name") or team_ref.get("rpps") or "référent"}]
+    return _validated(task)
+
+
+def followup_task(item: FollowupRow, discharge: DischargeRow, team_org_id: str | None) -> dict[str, Any]:
+    task: dict[str, Any] = {
+        "resourceType": "Task",
+        "id": item.id,
+        "status": item.status,
+        "intent": "plan",
+        "code": {"coding": [{"system": FOLLOWUP_SYSTEM, "code": item.code, "display": item.display}]},
+        "description": item.display,
+        **_common(discharge),
+        **_owner(team_org_id),
+        "authoredOn": fhir_instant(discharge.recorded_at),
+        "lastModified": fhir_instant(item.updated_at),
+        "restriction": {"period": {"end": fhir_instant(item.due_at)}},
+    }
+    if item.handoff_id:
+        task["partOf"] = [{"reference": f"Task/{item.handoff_id}"}]
+    if item.completed_at:
+        task["executionPeriod"] = {"end": fhir_instant(item.completed_at)}
+    elif item.status == FollowupStatus.REQUESTED and item.escalation_level is not None:
+        task["businessStatus"] = {"text": "overdue" if item.escalation_level == 0 else "overdue-escalated"}
+    return _validated(task)
