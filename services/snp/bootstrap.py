@@ -17,11 +17,17 @@ from shared.settings import SnpSettings
 NAME = "snp"
 RESOURCES = [
     {"type": "Schedule", "interaction": [{"code": "create"}]},
-    {"type": "Slot", "interaction": [{"code": "create"}, {"code": "delete"}],
-     "operation": [{"name": "bulk", "definition": "Bundle of Schedules and Slots (transaction or batch)"}]},
+    {
+        "type": "Slot",
+        "interaction": [{"code": "create"}, {"code": "delete"}],
+        "operation": [{"name": "bulk", "definition": "Bundle of Schedules and Slots (transaction or batch)"}],
+    },
     {"type": "ServiceRequest", "interaction": [{"code": "create"}, {"code": "read"}]},
-    {"type": "Appointment", "interaction": [{"code": "read"}],
-     "operation": [{"name": "status", "definition": "booked | fulfilled | noshow | cancelled"}]},
+    {
+        "type": "Appointment",
+        "interaction": [{"code": "read"}],
+        "operation": [{"name": "status", "definition": "booked | fulfilled | noshow | cancelled"}],
+    },
 ]
 DESCRIPTION = (
     "Unscheduled care (soins non programmés): effecteurs publish free SNP slots, the SAS posts requests, "
@@ -45,7 +51,9 @@ def bootstrap(
     runtime.add_consumer(careteam_handlers(uow_factory, clock))
     runtime.extra_workers.append(deadline_worker(uow_factory, clock, worker_interval))
     router = build_router(uow_factory, clock, settings.secret_key)
-    app = service_app(runtime, title="Relais SNP", description=DESCRIPTION, routers=[router], resources=RESOURCES)
+    app = service_app(
+        runtime, title="Relais SNP", description=DESCRIPTION, routers=[router], resources=RESOURCES
+    )
     app.state.uow_factory = uow_factory
     app.state.clock = clock
     return Service(runtime, app)

@@ -62,7 +62,9 @@ def deadline_for(urgency: Urgency, requested_at: datetime) -> datetime:
     if urgency is Urgency.WITHIN_48H:
         return requested_at + timedelta(hours=48)
     local = requested_at.astimezone(PARIS)
-    end_of_day = datetime.combine(local.date(), time(23, 59, 59), tzinfo=PARIS).astimezone(requested_at.tzinfo)
+    end_of_day = datetime.combine(local.date(), time(23, 59, 59), tzinfo=PARIS).astimezone(
+        requested_at.tzinfo
+    )
     # A late-evening "same day" request still gets a 2-hour window rather than minutes.
     return max(end_of_day, requested_at + timedelta(hours=2))
 
@@ -218,7 +220,10 @@ AFTER_START = frozenset({AppointmentStatus.FULFILLED, AppointmentStatus.NOSHOW})
 
 
 def can_move(
-    current: AppointmentStatus, target: AppointmentStatus, *, now: datetime | None = None,
+    current: AppointmentStatus,
+    target: AppointmentStatus,
+    *,
+    now: datetime | None = None,
     start: datetime | None = None,
 ) -> bool:
     if target not in TRANSITIONS[current]:

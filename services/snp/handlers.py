@@ -72,8 +72,12 @@ class EntryErrors(Unprocessable):
     def __init__(self, errors: list[EntryError]) -> None:
         super().__init__(f"{len(errors)} entries were refused; nothing was stored")
         self.issues = [
-            {"severity": "error", "code": "processing" if e.status == 422 else "invalid",
-             "diagnostics": e.diagnostics, "expression": [f"Bundle.entry[{e.entry}]"]}
+            {
+                "severity": "error",
+                "code": "processing" if e.status == 422 else "invalid",
+                "diagnostics": e.diagnostics,
+                "expression": [f"Bundle.entry[{e.entry}]"],
+            }
             for e in errors
         ]
 
@@ -113,14 +117,21 @@ def _notify(
     occurred_at: datetime,
 ) -> int:
     minimal = minimise(
-        {}, event_type=event, patient_key=request.patient_key, commune=request.commune,
-        birth_date=None, occurred_at=occurred_at, recorded_at=now,
+        {},
+        event_type=event,
+        patient_key=request.patient_key,
+        commune=request.commune,
+        birth_date=None,
+        occurred_at=occurred_at,
+        recorded_at=now,
     )
     recipients = route(event, ctx)
     for recipient in recipients:
         if recipient.detail is Detail.FULL:
             payload = message_bundle(
-                event, source_endpoint=RELAIS_ENDPOINT, focus=focus,
+                event,
+                source_endpoint=RELAIS_ENDPOINT,
+                focus=focus,
                 message_id=stable_id(source_id, "bundle", recipient.organisation_id),
             )
         else:
@@ -142,8 +153,13 @@ def _notify(
     return len(recipients)
 
 
-def _domain_event(uow: SnpUnitOfWork, event: EventType, request: RequestRow, source_id: str,
-                  appointment: AppointmentRow | None = None) -> None:
+def _domain_event(
+    uow: SnpUnitOfWork,
+    event: EventType,
+    request: RequestRow,
+    source_id: str,
+    appointment: AppointmentRow | None = None,
+) -> None:
     data = {
         "request_id": request.id,
         "state": request.state,
@@ -154,8 +170,13 @@ def _domain_event(uow: SnpUnitOfWork, event: EventType, request: RequestRow, sou
         "deadline_at": request.deadline_at.isoformat(),
     }
     if appointment is not None:
-        data |= {"appointment_id": appointment.id, "status": appointment.status, "effecteur": appointment.org_id,
-                 "start": appointment.start.isoformat(), "via": appointment.via}
+        data |= {
+            "appointment_id": appointment.id,
+            "status": appointment.status,
+            "effecteur": appointment.org_id,
+            "start": appointment.start.isoformat(),
+            "via": appointment.via,
+        }
     uow.outbox.add(TOPIC_SNP, request.patient_key, event.value, data, message_id=stable_id(source_id))
 
 
@@ -181,14 +202,22 @@ def publish_availability(uow: SnpUnitOfWork, command: PublishAvailability, clock
         for schedule in command.schedules:
             commune = communes().get(schedule.commune)
             if commune is None:
-                errors.append(EntryError(schedule.entry, 422,
-                                         f"commune {schedule.commune} is not in a territory Relais serves"))
+                errors.append(
+                    EntryError(
+                        schedule.entry, 422, f"commune {schedule.commune} is not in a territory Relais serves"
+                    )
+                )
                 continue
             row = uow.schedules.get(stable_id(command.org_id, "schedule", schedule.client_id))
             if row is None:
-                row = ScheduleRow(id=stable_id(command.org_id, "schedule", schedule.client_id),
-                                  org_id=command.org_id, client_id=schedule.client_id,
-                                  commune=commune.insee, territory=commune.territory, updated_at=now)
+                row = ScheduleRow(
+                    id=stable_id(command.org_id, "schedule", schedule.client_id),
+                    org_id=command.org_id,
+                    client_id=schedule.client_id,
+                    commune=commune.insee,
+                    territory=commune.territory,
+                    updated_at=now,
+                )
                 uow.schedules.add(row)
             else:
                 row.commune, row.territory, row.updated_at = commune.insee, commune.territory, now
@@ -197,31 +226,57 @@ def publish_availability(uow: SnpUnitOfWork, command: PublishAvailability, clock
             schedule_rows[schedule.entry] = row
             by_reference[f"Schedule/{row.id}"] = row
         for slot in command.slots:
-            schedule = by_reference.get(slot.schedule_reference) or _known_schedule(uow, command.org_id,
-                                                                                    slot.schedule_reference)
+            schedule = by_reference.get(slot.schedule_reference) or _known_schedule(
+                uow, command.org_id, slot.schedule_reference
+            )
             if schedule is None:
-                errors.append(EntryError(slot.entry, 422, f"Slot.schedule {slot.schedule_reference} is neither in "
-                                                          "this Bundle nor a Schedule of your organisation"))
+                errors.append(
+                    EntryError(
+                        slot.entry,
+                        422,
+                        f"Slot.schedule {slot.schedule_reference} is neither in "
+                        "this Bundle nor a Schedule of your organisation",
+                    )
+                )
                 continue
             slot_id = stable_id(command.org_id, "slot", slot.client_id)
             row = uow.slots.get(slot_id)
             if row is None:
-                uow.slots.add(SlotRow(id=slot_id, schedule_id=schedule.id, org_id=command.org_id,
-                                      client_id=slot.client_id, commune=schedule.commune,
-                                      territory=schedule.territory, status=FREE, start=slot.start,
-                                      end=slot.end, updated_at=now))
+                uow.slots.add(
+                    SlotRow(
+                        id=slot_id,
+                        schedule_id=schedule.id,
+                        org_id=command.org_id,
+                        client_id=slot.client_id,
+                        commune=schedule.commune,
+                        territory=schedule.territory,
+                        status=FREE,
+                        start=slot.start,
+                        end=slot.end,
+                        updated_at=now,
+                    )
+                )
                 results.append(EntryResult(slot.entry, 201, f"Slot/{slot_id}"))
             elif row.status == BUSY:
                 # A booked slot keeps its time: moving it would move a patient's appointment.
                 errors.append(EntryError(slot.entry, 409, f"Slot {slot_id} is booked and cannot change"))
             else:
-                row.schedule_id, row.commune, row.territory = schedule.id, schedule.commune, schedule.territory
+                row.schedule_id, row.commune, row.territory = (
+                    schedule.id,
+                    schedule.commune,
+                    schedule.territory,
+                )
                 row.status, row.start, row.end, row.updated_at = FREE, slot.start, slot.end, now
                 results.append(EntryResult(slot.entry, 200, f"Slot/{slot_id}"))
         if errors and command.atomic:
             raise EntryErrors(sorted(errors, key=lambda e: e.entry))
-        uow.audit.record("snp.publish-availability", outcome="ok", organisation_id=command.org_id, role="team",
-                         detail={"slots": len(results), "refused": len(errors)})
+        uow.audit.record(
+            "snp.publish-availability",
+            outcome="ok",
+            organisation_id=command.org_id,
+            role="team",
+            detail={"slots": len(results), "refused": len(errors)},
+        )
         uow.commit()
     results.extend(EntryResult(e.entry, e.status, diagnostics=e.diagnostics) for e in errors)
     results.extend(EntryResult(entry, 200, f"Schedule/{row.id}") for entry, row in schedule_rows.items())
@@ -248,8 +303,13 @@ def withdraw_slot(uow: SnpUnitOfWork, command: WithdrawSlot, clock: Clock) -> No
             return
         if not uow.slots.withdraw(command.slot_id, command.org_id, now):
             raise Conflict(f"Slot {command.slot_id} is booked; cancel the appointment instead")
-        uow.audit.record("snp.withdraw-slot", outcome="ok", organisation_id=command.org_id, role="team",
-                         resource=f"Slot/{command.slot_id}")
+        uow.audit.record(
+            "snp.withdraw-slot",
+            outcome="ok",
+            organisation_id=command.org_id,
+            role="team",
+            resource=f"Slot/{command.slot_id}",
+        )
         uow.commit()
 
 
@@ -263,18 +323,42 @@ class RequestView:
     created: bool
 
     def bundle(self) -> dict[str, Any]:
-        entries = [{"fullUrl": f"ServiceRequest/{self.request.id}",
-                    "resource": service_request_resource(self.request)}]
+        entries = [
+            {
+                "fullUrl": f"ServiceRequest/{self.request.id}",
+                "resource": service_request_resource(self.request),
+            }
+        ]
         if self.appointment is not None:
-            entries.append({"fullUrl": f"Appointment/{self.appointment.id}",
-                            "resource": appointment_resource(self.appointment, self.request)})
+            entries.append(
+                {
+                    "fullUrl": f"Appointment/{self.appointment.id}",
+                    "resource": appointment_resource(self.appointment, self.request),
+                }
+            )
         return {"resourceType": "Bundle", "type": "collection", "entry": entries}
 
 
+def _view(
+    uow: SnpUnitOfWork, request: RequestRow, appointment: AppointmentRow | None, created: bool
+) -> RequestView:
+    # Leaving the unit of work rolls back, which would expire these rows; callers read them afterwards.
+    uow.session.flush()
+    uow.session.expunge_all()
+    return RequestView(request, appointment, created)
+
+
 def _fact(request: RequestRow) -> FactRow:
-    return FactRow(request_id=request.id, territory=request.territory, commune=request.commune,
-                   urgency=request.urgency, reason=request.reason, state=request.state,
-                   requested_at=request.requested_at, deadline_at=request.deadline_at)
+    return FactRow(
+        request_id=request.id,
+        territory=request.territory,
+        commune=request.commune,
+        urgency=request.urgency,
+        reason=request.reason,
+        state=request.state,
+        requested_at=request.requested_at,
+        deadline_at=request.deadline_at,
+    )
 
 
 def _place(uow: SnpUnitOfWork, request: RequestRow, now: datetime) -> AppointmentRow | None:
@@ -286,25 +370,34 @@ def _place(uow: SnpUnitOfWork, request: RequestRow, now: datetime) -> Appointmen
         if not own and not pool:
             return None
         loads = uow.appointments.loads(s.org_id for s in pool)
-        ranked = placement_order(own, pool, patient_commune=request.commune, loads=loads,
-                                 now=now, deadline=request.deadline_at)
+        ranked = placement_order(
+            own, pool, patient_commune=request.commune, loads=loads, now=now, deadline=request.deadline_at
+        )
         for choice in ranked:
             # Losing a race here is normal under load: try the next best slot.
             if not uow.slots.claim(choice.slot.slot_id, now):
                 continue
             slot = uow.slots.get(choice.slot.slot_id)
             appointment = AppointmentRow(
-                id=stable_id("appointment", request.id, slot.id), request_id=request.id, slot_id=slot.id,
-                org_id=slot.org_id, via=choice.via, status=AppointmentStatus.PENDING.value,
-                start=slot.start, end=slot.end, created_at=now, updated_at=now,
+                id=stable_id("appointment", request.id, slot.id),
+                request_id=request.id,
+                slot_id=slot.id,
+                org_id=slot.org_id,
+                via=choice.via,
+                status=AppointmentStatus.PENDING.value,
+                start=slot.start,
+                end=slot.end,
+                created_at=now,
+                updated_at=now,
             )
             uow.appointments.add(appointment)
             return appointment
     return None
 
 
-def _record_placement(uow: SnpUnitOfWork, request: RequestRow, appointment: AppointmentRow,
-                      now: datetime) -> None:
+def _record_placement(
+    uow: SnpUnitOfWork, request: RequestRow, appointment: AppointmentRow, now: datetime
+) -> None:
     fact = uow.facts.get(request.id)
     if fact is not None:
         fact.state = RequestState.PLACED.value
@@ -312,31 +405,51 @@ def _record_placement(uow: SnpUnitOfWork, request: RequestRow, appointment: Appo
         fact.effecteur_org_id = appointment.org_id
     source_id = f"snp:{appointment.id}:{EventType.SNP_OFFERED.value}"
     _domain_event(uow, EventType.SNP_OFFERED, request, source_id, appointment)
-    _notify(uow, EventType.SNP_OFFERED, _context(uow, request, team_org_id=appointment.org_id),
-            source_id=source_id, request=request, subject=f"Appointment/{appointment.id}",
-            focus=[appointment_resource(appointment, request), service_request_resource(request)],
-            now=now, occurred_at=now)
+    _notify(
+        uow,
+        EventType.SNP_OFFERED,
+        _context(uow, request, team_org_id=appointment.org_id),
+        source_id=source_id,
+        request=request,
+        subject=f"Appointment/{appointment.id}",
+        focus=[appointment_resource(appointment, request), service_request_resource(request)],
+        now=now,
+        occurred_at=now,
+    )
 
 
 def request_snp(uow: SnpUnitOfWork, command: RequestSnp, clock: Clock, secret: str) -> RequestView:
     now = clock()
     commune = communes().get(command.commune)
     if commune is None:
-        raise Unprocessable(f"commune {command.commune} is not in a territory Relais serves",
-                            expression=["ServiceRequest.locationCode"])
+        raise Unprocessable(
+            f"commune {command.commune} is not in a territory Relais serves",
+            expression=["ServiceRequest.locationCode"],
+        )
     key = patient_key(command.patient_system, command.patient_value, secret)
     with uow:
         if command.identifier:
             existing = uow.requests.by_identifier(command.sas_org_id, command.identifier)
             if existing is not None:
-                return RequestView(existing, uow.appointments.for_request(existing.id), created=False)
-        request_id = (stable_id("request", command.sas_org_id, command.identifier) if command.identifier
-                      else str(uuid.uuid4()))
+                return _view(uow, existing, uow.appointments.for_request(existing.id), created=False)
+        request_id = (
+            stable_id("request", command.sas_org_id, command.identifier)
+            if command.identifier
+            else str(uuid.uuid4())
+        )
         request = RequestRow(
-            id=request_id, sas_org_id=command.sas_org_id, identifier=command.identifier or request_id,
-            patient_key=key, patient_system=command.patient_system, patient_value=command.patient_value,
-            commune=commune.insee, territory=commune.territory, urgency=command.urgency.value,
-            reason=command.reason, state=RequestState.WAITING.value, requested_at=now,
+            id=request_id,
+            sas_org_id=command.sas_org_id,
+            identifier=command.identifier or request_id,
+            patient_key=key,
+            patient_system=command.patient_system,
+            patient_value=command.patient_value,
+            commune=commune.insee,
+            territory=commune.territory,
+            urgency=command.urgency.value,
+            reason=command.reason,
+            state=RequestState.WAITING.value,
+            requested_at=now,
             deadline_at=deadline_for(command.urgency, now),
         )
         uow.requests.add(request)
@@ -344,17 +457,30 @@ def request_snp(uow: SnpUnitOfWork, command: RequestSnp, clock: Clock, secret: s
         uow.requests.flush()
         source_id = f"snp:{request.id}:{EventType.SNP_REQUESTED.value}"
         _domain_event(uow, EventType.SNP_REQUESTED, request, source_id)
-        _notify(uow, EventType.SNP_REQUESTED, _context(uow, request), source_id=source_id, request=request,
-                subject=f"ServiceRequest/{request.id}", focus=[service_request_resource(request)],
-                now=now, occurred_at=now)
+        _notify(
+            uow,
+            EventType.SNP_REQUESTED,
+            _context(uow, request),
+            source_id=source_id,
+            request=request,
+            subject=f"ServiceRequest/{request.id}",
+            focus=[service_request_resource(request)],
+            now=now,
+            occurred_at=now,
+        )
         appointment = _place(uow, request, now)
         if appointment is not None:
             request.state = RequestState.PLACED.value
             _record_placement(uow, request, appointment, now)
-        uow.audit.record("snp.request", outcome="ok", organisation_id=command.sas_org_id, role="sas",
-                         resource=f"ServiceRequest/{request.id}")
+        uow.audit.record(
+            "snp.request",
+            outcome="ok",
+            organisation_id=command.sas_org_id,
+            role="sas",
+            resource=f"ServiceRequest/{request.id}",
+        )
         uow.commit()
-        return RequestView(request, appointment, created=True)
+        return _view(uow, request, appointment, created=True)
 
 
 def retry_waiting(uow_factory: UowFactory, clock: Clock, limit: int = 100) -> int:
@@ -400,9 +526,17 @@ def expire_due(uow_factory: UowFactory, clock: Clock, limit: int = 100) -> int:
                 fact.state = RequestState.EXPIRED.value
             source_id = f"snp:{request.id}:{EventType.SNP_EXPIRED.value}"
             _domain_event(uow, EventType.SNP_EXPIRED, request, source_id)
-            _notify(uow, EventType.SNP_EXPIRED, _context(uow, request), source_id=source_id, request=request,
-                    subject=f"ServiceRequest/{request.id}", focus=[service_request_resource(request)],
-                    now=now, occurred_at=request.deadline_at)
+            _notify(
+                uow,
+                EventType.SNP_EXPIRED,
+                _context(uow, request),
+                source_id=source_id,
+                request=request,
+                subject=f"ServiceRequest/{request.id}",
+                focus=[service_request_resource(request)],
+                now=now,
+                occurred_at=request.deadline_at,
+            )
             uow.commit()
             expired += 1
     return expired
@@ -415,7 +549,9 @@ STATUS_EVENTS = {
 }
 
 
-def change_appointment_status(uow: SnpUnitOfWork, command: ChangeAppointmentStatus, clock: Clock) -> RequestView:
+def change_appointment_status(
+    uow: SnpUnitOfWork, command: ChangeAppointmentStatus, clock: Clock
+) -> RequestView:
     now = clock()
     with uow:
         appointment = uow.appointments.get(command.appointment_id)
@@ -429,10 +565,12 @@ def change_appointment_status(uow: SnpUnitOfWork, command: ChangeAppointmentStat
             raise Forbidden("only the effecteur holding the appointment or the requesting SAS may change it")
         current = AppointmentStatus(appointment.status)
         if current == command.status:
-            return RequestView(request, appointment, created=False)
+            return _view(uow, request, appointment, created=False)
         if not can_move(current, command.status, now=now, start=appointment.start):
-            raise Conflict(f"an appointment {current.value} cannot become {command.status.value}"
-                           + (" before its start" if command.status.value in ("fulfilled", "noshow") else ""))
+            raise Conflict(
+                f"an appointment {current.value} cannot become {command.status.value}"
+                + (" before its start" if command.status.value in ("fulfilled", "noshow") else "")
+            )
         appointment.status, appointment.updated_at = command.status.value, now
         if command.status is AppointmentStatus.CANCELLED:
             uow.slots.release(appointment.slot_id, now)
@@ -443,14 +581,27 @@ def change_appointment_status(uow: SnpUnitOfWork, command: ChangeAppointmentStat
         if event is not None:
             source_id = f"snp:{appointment.id}:{event.value}"
             _domain_event(uow, event, request, source_id, appointment)
-            _notify(uow, event, _context(uow, request, team_org_id=appointment.org_id), source_id=source_id,
-                    request=request, subject=f"Appointment/{appointment.id}",
-                    focus=[appointment_resource(appointment, request)], now=now, occurred_at=now)
-        uow.audit.record("snp.appointment-status", outcome="ok", organisation_id=command.org_id,
-                         role=str(command.role), resource=f"Appointment/{appointment.id}",
-                         detail={"from": current.value, "to": command.status.value})
+            _notify(
+                uow,
+                event,
+                _context(uow, request, team_org_id=appointment.org_id),
+                source_id=source_id,
+                request=request,
+                subject=f"Appointment/{appointment.id}",
+                focus=[appointment_resource(appointment, request)],
+                now=now,
+                occurred_at=now,
+            )
+        uow.audit.record(
+            "snp.appointment-status",
+            outcome="ok",
+            organisation_id=command.org_id,
+            role=str(command.role),
+            resource=f"Appointment/{appointment.id}",
+            detail={"from": current.value, "to": command.status.value},
+        )
         uow.commit()
-        return RequestView(request, appointment, created=False)
+        return _view(uow, request, appointment, created=False)
 
 
 def get_request(uow: SnpUnitOfWork, request_id: str, org_id: str, role: str) -> RequestView:
@@ -464,7 +615,7 @@ def get_request(uow: SnpUnitOfWork, request_id: str, org_id: str, role: str) -> 
         )
         if not visible:
             raise NotFound(f"no ServiceRequest {request_id}")
-        return RequestView(request, appointment, created=False)
+        return _view(uow, request, appointment, created=False)
 
 
 def get_appointment(uow: SnpUnitOfWork, appointment_id: str, org_id: str, role: str) -> RequestView:
@@ -472,11 +623,12 @@ def get_appointment(uow: SnpUnitOfWork, appointment_id: str, org_id: str, role: 
         appointment = uow.appointments.get(appointment_id)
         request = uow.requests.get(appointment.request_id) if appointment else None
         visible = appointment is not None and (
-            (role == Role.TEAM and appointment.org_id == org_id) or (role == Role.SAS and request.sas_org_id == org_id)
+            (role == Role.TEAM and appointment.org_id == org_id)
+            or (role == Role.SAS and request.sas_org_id == org_id)
         )
         if not visible:
             raise NotFound(f"no Appointment {appointment_id}")
-        return RequestView(request, appointment, created=False)
+        return _view(uow, request, appointment, created=False)
 
 
 # --- mirrors (relais.careteam) ------------------------------------------------------------------
@@ -485,9 +637,13 @@ def get_appointment(uow: SnpUnitOfWork, appointment_id: str, org_id: str, role: 
 def on_careteam_message(uow: SnpUnitOfWork, envelope: Envelope, clock: Clock) -> bool:
     """`careteam.changed` and `territory.changed`, each handled once (inbox on the envelope id)."""
     if envelope.type == EventType.CARETEAM_CHANGED.value:
-        return handle_once(uow, CARETEAM_CONSUMER, envelope.id, lambda u: _mirror_careteam(u, envelope.data, clock()))
+        return handle_once(
+            uow, CARETEAM_CONSUMER, envelope.id, lambda u: _mirror_careteam(u, envelope.data, clock())
+        )
     if envelope.type == "territory.changed":
-        return handle_once(uow, CARETEAM_CONSUMER, envelope.id, lambda u: _mirror_territory(u, envelope.data, clock()))
+        return handle_once(
+            uow, CARETEAM_CONSUMER, envelope.id, lambda u: _mirror_territory(u, envelope.data, clock())
+        )
     return False
 
 
@@ -528,26 +684,38 @@ def territories_of(uow: SnpUnitOfWork, cpts_org_id: str) -> set[str]:
     return {c.territory for c in communes().values() if c.postal_code in postal_codes}
 
 
-def territory_dashboard(uow: SnpUnitOfWork, cpts_org_id: str, territory: str | None,
-                        start: datetime, end: datetime) -> dict[str, Any]:
+def territory_dashboard(
+    uow: SnpUnitOfWork, cpts_org_id: str, territory: str | None, start: datetime, end: datetime
+) -> dict[str, Any]:
     with uow:
         own = territories_of(uow, cpts_org_id)
         if territory is None:
             if len(own) != 1:
-                raise Unprocessable("name the territory: ?territory=" + "|".join(sorted(own)) if own else
-                                    "no territory is attached to your CPTS yet (territory.changed)")
+                raise Unprocessable(
+                    "name the territory: ?territory=" + "|".join(sorted(own))
+                    if own
+                    else "no territory is attached to your CPTS yet (territory.changed)"
+                )
             territory = next(iter(own))
         if territory not in own:
             raise Forbidden(f"territory {territory} is not your CPTS's territory")
-        rows = uow.facts.in_period(territory, start, end)
-    facts = [
-        Fact(urgency=r.urgency, commune=r.commune, requested_at=r.requested_at,
-             deadline_at=r.deadline_at, state=r.state,
-             appointment_start=r.appointment_start,
-             appointment_status=r.appointment_status, effecteur_org_id=r.effecteur_org_id)
-        for r in rows
-    ]
+        facts = [
+            Fact(
+                urgency=r.urgency,
+                commune=r.commune,
+                requested_at=r.requested_at,
+                deadline_at=r.deadline_at,
+                state=r.state,
+                appointment_start=r.appointment_start,
+                appointment_status=r.appointment_status,
+                effecteur_org_id=r.effecteur_org_id,
+            )
+            for r in uow.facts.in_period(territory, start, end)
+        ]
     names = {c.insee: c.name for c in communes().values()}
-    return {"territory": territory, "from": start.isoformat(), "to": end.isoformat(), **dashboard(facts, names)}
-
-
+    return {
+        "territory": territory,
+        "from": start.isoformat(),
+        "to": end.isoformat(),
+        **dashboard(facts, names),
+    }

@@ -67,7 +67,15 @@ def service_request_resource(row: RequestRow, *, with_patient: bool = True) -> d
                 "intent": "order",
                 "priority": "urgent" if urgency is Urgency.WITHIN_2H else "asap",
                 "category": [
-                    {"coding": [{"system": URGENCY_SYSTEM, "code": urgency.value, "display": URGENCY_DISPLAY[urgency]}]}
+                    {
+                        "coding": [
+                            {
+                                "system": URGENCY_SYSTEM,
+                                "code": urgency.value,
+                                "display": URGENCY_DISPLAY[urgency],
+                            }
+                        ]
+                    }
                 ],
                 "code": {"text": "Soins non programmés"},
                 "subject": subject,

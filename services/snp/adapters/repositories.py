@@ -51,10 +51,17 @@ class SlotRepository(_Repository):
     def get(self, slot_id: str) -> SlotRow | None:
         return self.session.get(SlotRow, slot_id)
 
-    def free_of_org(self, org_id: str, now: datetime, deadline: datetime, limit: int = 5) -> list[SlotCandidate]:
+    def free_of_org(
+        self, org_id: str, now: datetime, deadline: datetime, limit: int = 5
+    ) -> list[SlotCandidate]:
         query = (
             select(SlotRow)
-            .where(SlotRow.org_id == org_id, SlotRow.status == FREE, SlotRow.start >= now, SlotRow.start <= deadline)
+            .where(
+                SlotRow.org_id == org_id,
+                SlotRow.status == FREE,
+                SlotRow.start >= now,
+                SlotRow.start <= deadline,
+            )
             .order_by(SlotRow.start)
             .limit(limit)
         )
@@ -65,7 +72,10 @@ class SlotRepository(_Repository):
     ) -> list[SlotCandidate]:
         """The head of the territory's free-slot queue (index: status, territory, start), ties at the edge included."""
         base = select(SlotRow).where(
-            SlotRow.status == FREE, SlotRow.territory == territory, SlotRow.start >= now, SlotRow.start <= deadline
+            SlotRow.status == FREE,
+            SlotRow.territory == territory,
+            SlotRow.start >= now,
+            SlotRow.start <= deadline,
         )
         rows = list(self.session.execute(base.order_by(SlotRow.start).limit(limit)).scalars())
         if len(rows) == limit:
@@ -108,11 +118,14 @@ class RequestRepository(_Repository):
         return self.session.get(RequestRow, request_id)
 
     def by_identifier(self, sas_org_id: str, identifier: str) -> RequestRow | None:
-        query = select(RequestRow).where(RequestRow.sas_org_id == sas_org_id, RequestRow.identifier == identifier)
+        query = select(RequestRow).where(
+            RequestRow.sas_org_id == sas_org_id, RequestRow.identifier == identifier
+        )
         return self.session.execute(query).scalars().first()
 
-    def waiting(self, *, due_before: datetime | None = None, open_after: datetime | None = None,
-                limit: int = 100) -> list[RequestRow]:
+    def waiting(
+        self, *, due_before: datetime | None = None, open_after: datetime | None = None, limit: int = 100
+    ) -> list[RequestRow]:
         query = select(RequestRow).where(RequestRow.state == RequestState.WAITING.value)
         if due_before is not None:
             query = query.where(RequestRow.deadline_at <= due_before)

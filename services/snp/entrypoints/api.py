@@ -25,8 +25,14 @@ from shared.fhir.intake import check_content_type, parse_json
 from shared.fhir.outcome import operation_outcome
 
 PAGE = Path(__file__).resolve().parent / "dashboard.html"
-_REASONS = {200: "200 OK", 201: "201 Created", 400: "400 Bad Request", 403: "403 Forbidden",
-            409: "409 Conflict", 422: "422 Unprocessable Entity"}
+_REASONS = {
+    200: "200 OK",
+    201: "201 Created",
+    400: "400 Bad Request",
+    403: "403 Forbidden",
+    409: "409 Conflict",
+    422: "422 Unprocessable Entity",
+}
 
 Team = Annotated[Principal, Depends(require_role(Role.TEAM))]
 Sas = Annotated[Principal, Depends(require_role(Role.SAS))]
@@ -71,7 +77,9 @@ def build_router(uow_factory: Callable[[], SnpUnitOfWork], clock: handlers.Clock
         kind = "transaction-response" if command.atomic else "batch-response"
         return FhirResponse({"resourceType": "Bundle", "type": kind, "entry": entries})
 
-    @router.post("/fhir", tags=["availability"], summary="Publish Schedules and free SNP Slots (transaction or batch)")
+    @router.post(
+        "/fhir", tags=["availability"], summary="Publish Schedules and free SNP Slots (transaction or batch)"
+    )
     async def post_bundle(request: Request, principal: Team) -> FhirResponse:
         return publish(await _body(request), principal)
 
@@ -79,8 +87,12 @@ def build_router(uow_factory: Callable[[], SnpUnitOfWork], clock: handlers.Clock
     async def post_slots(request: Request, principal: Team) -> FhirResponse:
         return publish(await _body(request), principal)
 
-    @router.delete("/fhir/Slot/{slot_id}", tags=["availability"], summary="Withdraw one of your free slots",
-                   status_code=204)
+    @router.delete(
+        "/fhir/Slot/{slot_id}",
+        tags=["availability"],
+        summary="Withdraw one of your free slots",
+        status_code=204,
+    )
     def delete_slot(slot_id: str, principal: Team) -> Response:
         handlers.withdraw_slot(uow_factory(), WithdrawSlot(principal.organisation_id, slot_id), clock)
         return Response(status_code=204)
@@ -103,11 +115,16 @@ def build_router(uow_factory: Callable[[], SnpUnitOfWork], clock: handlers.Clock
 
     @router.get("/fhir/Appointment/{appointment_id}", tags=["appointments"])
     def get_appointment(appointment_id: str, principal: TeamOrSas) -> FhirResponse:
-        view = handlers.get_appointment(uow_factory(), appointment_id, principal.organisation_id, principal.role)
+        view = handlers.get_appointment(
+            uow_factory(), appointment_id, principal.organisation_id, principal.role
+        )
         return FhirResponse(appointment_resource(view.appointment, view.request))
 
-    @router.post("/fhir/Appointment/{appointment_id}/$status", tags=["appointments"],
-                 summary="Effecteur or SAS: booked, fulfilled, noshow or cancelled")
+    @router.post(
+        "/fhir/Appointment/{appointment_id}/$status",
+        tags=["appointments"],
+        summary="Effecteur or SAS: booked, fulfilled, noshow or cancelled",
+    )
     async def post_status(appointment_id: str, request: Request, principal: TeamOrSas) -> FhirResponse:
         status = status_of(await _body(request))
         command = ChangeAppointmentStatus(principal.organisation_id, principal.role, appointment_id, status)
@@ -129,11 +146,19 @@ def build_router(uow_factory: Callable[[], SnpUnitOfWork], clock: handlers.Clock
         body = handlers.territory_dashboard(uow_factory(), principal.organisation_id, territory, since, to)
         return JSONResponse(body)
 
-    @router.get("/dashboard/page", tags=["dashboard"], summary="CPTS coordinators' web page (no data inside)",
-                response_class=HTMLResponse)
+    @router.get(
+        "/dashboard/page",
+        tags=["dashboard"],
+        summary="CPTS coordinators' web page (no data inside)",
+        response_class=HTMLResponse,
+    )
     def get_page() -> HTMLResponse:
-        return HTMLResponse(PAGE.read_text(encoding="utf-8"),
-                            headers={"Content-Security-Policy": "default-src 'self'; script-src 'unsafe-inline'; "
-                                     "style-src 'unsafe-inline'; img-src 'self' data:; connect-src 'self'"})
+        return HTMLResponse(
+            PAGE.read_text(encoding="utf-8"),
+            headers={
+                "Content-Security-Policy": "default-src 'self'; script-src 'unsafe-inline'; "
+                "style-src 'unsafe-inline'; img-src 'self' data:; connect-src 'self'"
+            },
+        )
 
     return router

@@ -39,8 +39,10 @@ class InvalidResource(BadRequest):
 
 def _validate(model: Any, data: dict[str, Any], root: str) -> Any:
     if data.get("resourceType") != root:
-        raise BadRequest(f"expected a {root}, got {data.get('resourceType') or 'no resourceType'}",
-                         expression=["resourceType"])
+        raise BadRequest(
+            f"expected a {root}, got {data.get('resourceType') or 'no resourceType'}",
+            expression=["resourceType"],
+        )
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -93,7 +95,9 @@ def publish_command(data: dict[str, Any], org_id: str) -> PublishAvailability:
     """A transaction or batch Bundle of Schedules and free SNP Slots, as a command."""
     bundle = _validate(Bundle, data, "Bundle")
     if bundle.type not in ("transaction", "batch"):
-        raise Unprocessable(f"Bundle.type must be transaction or batch, got {bundle.type}", expression=["Bundle.type"])
+        raise Unprocessable(
+            f"Bundle.type must be transaction or batch, got {bundle.type}", expression=["Bundle.type"]
+        )
     schedules: list[ScheduleInput] = []
     slots: list[SlotInput] = []
     errors: list[EntryError] = []
@@ -109,11 +113,19 @@ def publish_command(data: dict[str, Any], org_id: str) -> PublishAvailability:
             elif not client_id:
                 errors.append(EntryError(index, 400, "Schedule needs an id or a fullUrl"))
             elif not commune:
-                errors.append(EntryError(index, 422, "Schedule.actor must name the effecteur's commune: "
-                                                     f"{{'type': 'Location', 'identifier': {{'system': "
-                                                     f"'{INSEE_COMMUNE_SYSTEM}', 'value': INSEE code}}}}"))
+                errors.append(
+                    EntryError(
+                        index,
+                        422,
+                        "Schedule.actor must name the effecteur's commune: "
+                        f"{{'type': 'Location', 'identifier': {{'system': "
+                        f"'{INSEE_COMMUNE_SYSTEM}', 'value': INSEE code}}}}",
+                    )
+                )
             else:
-                references = tuple(r for r in (entry.fullUrl, f"Schedule/{resource.id}" if resource.id else None) if r)
+                references = tuple(
+                    r for r in (entry.fullUrl, f"Schedule/{resource.id}" if resource.id else None) if r
+                )
                 schedules.append(ScheduleInput(index, client_id, commune, references))
         elif kind == "Slot":
             client_id = resource.id or entry.fullUrl
@@ -121,19 +133,36 @@ def publish_command(data: dict[str, Any], org_id: str) -> PublishAvailability:
             if not client_id:
                 errors.append(EntryError(index, 400, "Slot needs an id or a fullUrl"))
             elif resource.status != "free":
-                errors.append(EntryError(index, 422, f"publish free slots only (status {resource.status}); "
-                                                     "withdraw a slot with DELETE /snp/fhir/Slot/{id}"))
+                errors.append(
+                    EntryError(
+                        index,
+                        422,
+                        f"publish free slots only (status {resource.status}); "
+                        "withdraw a slot with DELETE /snp/fhir/Slot/{id}",
+                    )
+                )
             elif not _is_snp(resource):
-                errors.append(EntryError(index, 422, "not an SNP slot: add meta.security code "
-                                                     f"'{SNP_SLOT_TYPE_CODE}' (SAS slot type)"))
+                errors.append(
+                    EntryError(
+                        index,
+                        422,
+                        f"not an SNP slot: add meta.security code '{SNP_SLOT_TYPE_CODE}' (SAS slot type)",
+                    )
+                )
             elif not start or not end or end <= start:
                 errors.append(EntryError(index, 422, "Slot.end must be after Slot.start"))
             else:
                 slots.append(SlotInput(index, client_id, resource.schedule.reference or "", start, end))
         else:
             errors.append(EntryError(index, 422, f"only Schedule and Slot entries are accepted, got {kind}"))
-    return PublishAvailability(org_id, bundle.type == "transaction", tuple(schedules), tuple(slots),
-                               tuple(errors), len(bundle.entry or []))
+    return PublishAvailability(
+        org_id,
+        bundle.type == "transaction",
+        tuple(schedules),
+        tuple(slots),
+        tuple(errors),
+        len(bundle.entry or []),
+    )
 
 
 def request_command(data: dict[str, Any], sas_org_id: str) -> RequestSnp:
@@ -141,24 +170,36 @@ def request_command(data: dict[str, Any], sas_org_id: str) -> RequestSnp:
     request = _validate(ServiceRequest, data, "ServiceRequest")
     subject = request.subject.identifier if request.subject else None
     if subject is None or not subject.value:
-        raise Unprocessable("ServiceRequest.subject.identifier (INS-NIR or a local identifier) is required",
-                            expression=["ServiceRequest.subject.identifier"])
+        raise Unprocessable(
+            "ServiceRequest.subject.identifier (INS-NIR or a local identifier) is required",
+            expression=["ServiceRequest.subject.identifier"],
+        )
     system = subject.system or "urn:relais:local"
     value = validate_identifier(system, subject.value)
     urgencies = [code for sys, code in _codes(request.category) if sys == URGENCY_SYSTEM]
     if not urgencies or urgencies[0] not in {u.value for u in Urgency}:
-        raise Unprocessable(f"ServiceRequest.category needs a code of {URGENCY_SYSTEM}: "
-                            + ", ".join(u.value for u in Urgency), expression=["ServiceRequest.category"])
+        raise Unprocessable(
+            f"ServiceRequest.category needs a code of {URGENCY_SYSTEM}: "
+            + ", ".join(u.value for u in Urgency),
+            expression=["ServiceRequest.category"],
+        )
     reasons = [code for sys, code in _codes(request.reasonCode) if sys == REASON_SYSTEM]
     if not reasons or reasons[0] not in REASON_CATEGORIES:
-        raise Unprocessable(f"ServiceRequest.reasonCode needs a code of {REASON_SYSTEM}: "
-                            + ", ".join(REASON_CATEGORIES), expression=["ServiceRequest.reasonCode"])
+        raise Unprocessable(
+            f"ServiceRequest.reasonCode needs a code of {REASON_SYSTEM}: " + ", ".join(REASON_CATEGORIES),
+            expression=["ServiceRequest.reasonCode"],
+        )
     communes = [code for sys, code in _codes(request.locationCode) if sys in (INSEE_COMMUNE_SYSTEM, None)]
     if not communes:
-        raise Unprocessable(f"ServiceRequest.locationCode needs the patient's commune (system "
-                            f"{INSEE_COMMUNE_SYSTEM}, INSEE code)", expression=["ServiceRequest.locationCode"])
+        raise Unprocessable(
+            f"ServiceRequest.locationCode needs the patient's commune (system "
+            f"{INSEE_COMMUNE_SYSTEM}, INSEE code)",
+            expression=["ServiceRequest.locationCode"],
+        )
     identifier = next((i.value for i in request.identifier or [] if i.value), None)
-    return RequestSnp(sas_org_id, identifier, system, value, communes[0].strip(), Urgency(urgencies[0]), reasons[0])
+    return RequestSnp(
+        sas_org_id, identifier, system, value, communes[0].strip(), Urgency(urgencies[0]), reasons[0]
+    )
 
 
 def status_of(data: dict[str, Any]) -> AppointmentStatus:
@@ -166,13 +207,18 @@ def status_of(data: dict[str, Any]) -> AppointmentStatus:
     raw: str | None = None
     if data.get("resourceType") == "Parameters":
         parameters = _validate(Parameters, data, "Parameters")
-        raw = next((p.valueCode or p.valueString for p in parameters.parameter or [] if p.name == "status"), None)
+        raw = next(
+            (p.valueCode or p.valueString for p in parameters.parameter or [] if p.name == "status"), None
+        )
     else:
         raw = data.get("status")
     if not raw:
-        raise BadRequest("send Parameters with parameter 'status' (valueCode)", expression=["Parameters.parameter"])
+        raise BadRequest(
+            "send Parameters with parameter 'status' (valueCode)", expression=["Parameters.parameter"]
+        )
     try:
         return parse_status(raw)
     except ValueError:
-        raise Unprocessable(f"unknown appointment status {raw!r}; use "
-                            + ", ".join(s.value for s in AppointmentStatus)) from None
+        raise Unprocessable(
+            f"unknown appointment status {raw!r}; use " + ", ".join(s.value for s in AppointmentStatus)
+        ) from None
