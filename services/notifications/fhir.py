@@ -24,7 +24,7 @@ from services.notifications.domain import (
     parse_filter,
 )
 from shared.errors import Unprocessable
-from shared.fhir.models import Bundle, Subscription, to_json
+from shared.fhir.models import Bundle, Parameters, Subscription, to_json
 from shared.fhir.outcome import outcome_from_validation_error
 
 RELAIS_FHIR_BASE = "https://relais.example.org/fhir"
@@ -120,6 +120,11 @@ def notification_parameters(n: Any) -> dict[str, Any]:
         "meta": {"profile": [NOTIFICATION_PROFILE]},
         "parameter": params,
     }
+
+
+def notification_resource(n: Any) -> dict[str, Any]:
+    """One notification as a validated Parameters resource (the answer to `$ack`)."""
+    return to_json(Parameters.model_validate(notification_parameters(n)))
 
 
 def _validated_bundle(bundle: dict[str, Any]) -> dict[str, Any]:

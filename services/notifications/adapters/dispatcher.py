@@ -75,15 +75,26 @@ class Dispatcher:
 
     # --- the loop ---------------------------------------------------------------------------
 
+    def _http(self) -> httpx.Client:
+        if self._client is None:
+            workers = self._settings.webhook_workers
+            self._client = httpx.Client(
+                timeout=httpx.Timeout(self._settings.webhook_timeout_seconds),
+                follow_redirects=False,
+                limits=httpx.Limits(max_connections=workers * 2, max_keepalive_connections=workers),
+                transport=self._transport,
+            )
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
     def run(self, stop: threading.Event) -> None:
-        workers = self._settings.webhook_workers
-        self._client = httpx.Client(
-            timeout=httpx.Timeout(self._settings.webhook_timeout_seconds),
-            follow_redirects=False,
-            limits=httpx.Limits(max_connections=workers * 2, max_keepalive_connections=workers),
-            transport=self._transport,
+        pool = ThreadPoolExecutor(
+            max_workers=self._settings.webhook_workers, thread_name_prefix="notifications-delivery"
         )
-        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="notifications-delivery")
         try:
             while not stop.is_set():
                 try:
@@ -97,7 +108,11 @@ class Dispatcher:
         finally:
             # In-flight requests end within their timeout; unfinished leases expire for the next instance.
             pool.shutdown(wait=True, cancel_futures=True)
-            self._client.close()
+            self.close()
+
+    def run_due(self, limit: int = 100) -> list[Attempt]:
+        """Deliver, one by one in this thread, whatever is due now (tests and one-shot tools)."""
+        return [self.deliver(item) for item in self.claim(limit)]
 
     def _maybe_heartbeats(self) -> None:
         now = time.monotonic()
@@ -155,8 +170,7 @@ class Dispatcher:
         if item.target_kind == "webhook":
             headers[SIGNATURE_HEADER] = signature_header(headers.pop("_secret"), int(time.time()), body)
         try:
-            assert self._client is not None
-            response = self._client.post(item.url, content=body, headers=headers)
+            response = self._http().post(item.url, content=body, headers=headers)
             attempt = Attempt(
                 200 <= response.status_code < 300,
                 response.status_code,

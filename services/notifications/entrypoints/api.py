@@ -1,4 +1,4 @@
-"""HTTP routes: feed and ack, receipts, webhooks, deliveries, FHIR Subscriptions. Thin: parse, call a handler."""
+"""HTTP routes: feed, ack, receipts, webhooks, deliveries, FHIR Subscriptions. Thin: parse, call a handler."""
 
 from __future__ import annotations
 
@@ -114,9 +114,7 @@ def build_router(
     def ack(notification_id: str, principal: Principal = Depends(current_principal)) -> FhirResponse:
         with uow_factory() as uow:
             row = handlers.acknowledge(uow, handlers.AcknowledgeNotification(principal, notification_id))
-            return FhirResponse(
-                fhir.to_json(fhir.Parameters.model_validate(fhir.notification_parameters(row)))
-            )
+            return FhirResponse(fhir.notification_resource(row))
 
     @router.get(
         "/receipts",
