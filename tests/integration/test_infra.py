@@ -1,0 +1,114 @@
+"""Smoke tests for the real parts the other tests stand on: each server starts, serves and stops."""
+
+from __future__ import annotations
+
+import uuid
+
+import psycopg
+import pytest
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from sqlalchemy import create_engine, text
+
+from tests.infra.wait import wait_for
+
+
+def _produce(broker, topic: str, values: list[bytes]) -> None:
+    producer = KafkaProducer(**broker.client_config(), acks="all", max_block_ms=10_000)
+    try:
+        for value in values:
+            producer.send(topic, key=b"k", value=value).get(timeout=10)
+    finally:
+        producer.close(timeout=5)
+
+
+def _consume_all(broker, topic: str, expected: int, timeout: float = 30.0) -> list[bytes]:
+    """Read every partition of ``topic`` from the beginning until ``expected`` values arrived."""
+    consumer = KafkaConsumer(**broker.client_config(), enable_auto_commit=False,
+                             consumer_timeout_ms=500, request_timeout_ms=5000)
+    try:
+        partitions = wait_for(lambda: consumer.partitions_for_topic(topic), timeout=timeout,
+                              message=f"partitions of {topic}")
+        consumer.assign([TopicPartition(topic, p) for p in partitions])
+        consumer.seek_to_beginning()
+        values: list[bytes] = []
+
+        def got_all() -> bool:
+            for records in consumer.poll(timeout_ms=200).values():
+                values.extend(record.value for record in records)
+            return len(values) >= expected
+
+        wait_for(got_all, timeout=timeout, interval=0, message=f"{expected} message(s) on {topic}")
+        return values
+    finally:
+        consumer.close()
+
+
+def test_postgres_url_connects_and_selects(postgres_url):
+    engine = create_engine(postgres_url)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(text("select 1")).scalar() == 1
+            assert conn.execute(text("select current_database()")).scalar() == postgres_url.rsplit("/", 1)[1]
+    finally:
+        engine.dispose()
+
+
+def test_postgres_restart_keeps_committed_rows(postgres):
+    if not postgres.restartable:
+        pytest.fail(f"this PostgreSQL ({postgres.kind}) cannot be restarted by the tests")
+    url = postgres.create_database(f"restart_{uuid.uuid4().hex[:8]}")
+    database = url.rsplit("/", 1)[1]
+    with postgres.connect(database, autocommit=True) as conn:
+        conn.execute("create table kept (n int primary key)")
+        conn.execute("insert into kept select generate_series(1, 100)")
+    postgres.restart()
+    assert postgres.running
+    with postgres.connect(database) as conn:
+        assert conn.execute("select count(*), sum(n) from kept").fetchone() == (100, 5050)
+    postgres.restart(mode="immediate")  # crash-like stop: WAL recovery on start
+    with postgres.connect(database) as conn:
+        assert conn.execute("select count(*) from kept").fetchone() == (100,)
+
+
+def test_postgres_connection_fails_while_stopped(postgres):
+    postgres.stop()
+    try:
+        with pytest.raises(psycopg.OperationalError):
+            postgres.connect().close()
+    finally:
+        postgres.start()
+    with postgres.connect() as conn:
+        assert conn.execute("select 1").fetchone() == (1,)
+
+
+def test_tansu_produce_then_consume_one_message(tansu):
+    assert tansu.api_version is None
+    topic = f"smoke-{uuid.uuid4().hex[:8]}"
+    _produce(tansu, topic, [b"hello"])
+    assert _consume_all(tansu, topic, expected=1) == [b"hello"]
+
+
+def test_apache_kafka_keeps_messages_across_a_broker_restart(apache_kafka):
+    assert apache_kafka.api_version == (0, 9)
+    topic = f"smoke-{uuid.uuid4().hex[:8]}"
+    _produce(apache_kafka, topic, [b"before-restart"])
+    data_dir = apache_kafka.log_dirs
+    apache_kafka.stop()
+    assert not apache_kafka.running
+    apache_kafka.start()
+    assert apache_kafka.log_dirs == data_dir
+    assert _consume_all(apache_kafka, topic, expected=1) == [b"before-restart"]
+
+
+def test_apache_kafka_recovers_from_a_broker_crash(apache_kafka):
+    topic = f"smoke-{uuid.uuid4().hex[:8]}"
+    _produce(apache_kafka, topic, [b"one", b"two"])
+    apache_kafka.kill()
+    apache_kafka.start()
+    assert _consume_all(apache_kafka, topic, expected=2) == [b"one", b"two"]
+
+
+def test_kafka_broker_contract_smoke(kafka_broker):
+    topic = f"smoke-{uuid.uuid4().hex[:8]}"
+    _produce(kafka_broker, topic, [b"a", b"b", b"c"])
+    assert _consume_all(kafka_broker, topic, expected=3) == [b"a", b"b", b"c"]
