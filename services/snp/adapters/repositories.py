@@ -70,7 +70,7 @@ class SlotRepository(_Repository):
     def earliest_free_in_territory(
         self, territory: str, now: datetime, deadline: datetime, limit: int = CANDIDATES
     ) -> list[SlotCandidate]:
-        """The head of the territory's free-slot queue (index: status, territory, start), ties at the edge included."""
+        """The head of the territory's free-slot queue (index: status, territory, start), read with LIMIT."""
         base = select(SlotRow).where(
             SlotRow.status == FREE,
             SlotRow.territory == territory,
@@ -78,10 +78,11 @@ class SlotRepository(_Repository):
             SlotRow.start <= deadline,
         )
         rows = list(self.session.execute(base.order_by(SlotRow.start).limit(limit)).scalars())
-        if len(rows) == limit:
-            edge = rows[-1].start
+        # Only the earliest start time competes on distance and load; the rest are fallbacks for lost
+        # races. If the whole head shares that start, read every slot at it so the tie is broken fairly.
+        if len(rows) == limit and rows[0].start == rows[-1].start:
             seen = {row.id for row in rows}
-            ties = self.session.execute(base.where(SlotRow.start == edge).limit(TIE_CAP)).scalars()
+            ties = self.session.execute(base.where(SlotRow.start == rows[0].start).limit(TIE_CAP)).scalars()
             rows.extend(row for row in ties if row.id not in seen)
         return [_candidate(row) for row in rows]
 
