@@ -24,6 +24,9 @@ ROLE_DISPLAY = {
     ROLE_MEMBER: "Membre de l'équipe traitante",
 }
 
+# Published on relais.careteam (docs/events.md "Care-team mirror"); shared.events has no member for it.
+TERRITORY_CHANGED = "territory.changed"
+
 DISCHARGE_ENDPOINT = "/discharge/fhir/$process-message"
 # Namespace of the deterministic ids Relais derives from a request message id (notifications, events).
 _NAMESPACE = uuid.UUID("6f1c1a52-8f55-4b43-9d0f-3a4f7e0e2d11")
@@ -112,6 +115,7 @@ class Participant:
     member_display: str | None = None
     start: datetime | None = None
     end: datetime | None = None
+    telecom: tuple[dict[str, str], ...] = ()  # [{"system": "phone", "value": ...}]
 
 
 @dataclass(frozen=True)
@@ -120,6 +124,7 @@ class EnrolPatient:
     patient: PatientIdentity
     participants: tuple[Participant, ...]
     name: str | None = None
+    postal_code: str | None = None  # from a contained Patient's address, when the team sends one
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from shared.auth import Principal
 from shared.errors import Conflict, NotFound, Unprocessable
 from shared.events import TOPIC_CARETEAM, EventType
 from shared.fhir.builders import RELAIS_ENDPOINT, message_bundle, message_response
-from shared.identifiers import FINESS, patient_key
+from shared.identifiers import FINESS, RPPS, patient_key
 from shared.minimise import minimise, shape_for
 from shared.routing import Detail, PatientContext, Recipient, route
 
@@ -189,6 +189,9 @@ def record_admission(
         recipients = route(
             cmd.event_type, patient_context(uow, key, facts.hospital_org_id, facts.postal_code)
         )
+        # Before the admission rows are added: this flushes, and only the commit below may meet a duplicate.
+        if _learn_postal_code(uow, key, facts.postal_code, now):
+            _careteam_changed(uow, key, "postal-code", now)
         response = _response(cmd, now)
         admission = Admission(
             id=domain.derived_id(cmd.message_id, "admission"),
@@ -246,6 +249,12 @@ def amend_admission(
         recipients = domain.correction_recipients(
             domain.recipients_from_json(original.recipients), cmd.event_type
         )
+        # A correction may carry a new address; a cancellation (maybe of the wrong patient) teaches nothing.
+        # Before the message row is added: this flushes, and only the commit may meet a duplicate.
+        if isinstance(cmd, domain.ReviseAdmission) and _learn_postal_code(
+            uow, original.patient_key, facts.postal_code, now
+        ):
+            _careteam_changed(uow, original.patient_key, "postal-code", now)
         if isinstance(cmd, domain.CancelAdmission):
             original.status = AdmissionStatus.CANCELLED
         else:
@@ -270,32 +279,56 @@ class CareTeamView:
     id: str
 
 
-def _careteam_changed(uow: AdmissionsUnitOfWork, team: CareTeamRow, change: str, now: datetime) -> None:
-    referent = uow.careteams.current_referent(team.id) if team.status == "active" else None
+def careteam_context(uow: AdmissionsUnitOfWork, key: str) -> dict[str, Any]:
+    """The patient's whole coordination context, read from the registry (docs/events.md "Care-team mirror").
+
+    Every `careteam.changed` is built here, whatever caused it, so mirrors always get the same snapshot.
+    """
+    team = uow.careteams.latest_for_patient(key)
+    active = team is not None and team.status == "active"
+    referent = uow.careteams.current_referent(team.id) if active and team is not None else None
+    consent = uow.consents.get(key)
+    case = uow.dac_cases.open_for_patient(key)
+    return {
+        "patient_key": key,
+        "careteam_id": team.id if team is not None else None,
+        "team_org_id": team.team_org_id if active and team is not None else None,
+        "status": "active" if active else "inactive",
+        "referent": (
+            {
+                "rpps": referent.member_value if referent.member_system == RPPS else None,
+                "name": referent.member_display,
+                "telecom": list(referent.telecom or []),
+            }
+            if referent is not None
+            else None
+        ),
+        "consent_opposed": bool(consent and consent.opposed),
+        "dac_case_open": case is not None,
+        "dac_org_id": case.dac_org_id if case is not None else None,
+        "postal_code": uow.patients.postal_code(key),
+    }
+
+
+def _careteam_changed(uow: AdmissionsUnitOfWork, key: str, change: str, now: datetime) -> None:
+    """Publish the patient's current context on relais.careteam (key: patient key); flushes first."""
+    uow.careteams.flush()
     uow.outbox.add(
         TOPIC_CARETEAM,
-        team.patient_key,
+        key,
         EventType.CARETEAM_CHANGED.value,
         {
             "event": EventType.CARETEAM_CHANGED.value,
             "change": change,
-            "careteam_id": team.id,
-            "patient_key": team.patient_key,
-            "team": team.team_org_id,
-            "status": team.status,
-            "referent": (
-                {
-                    "system": referent.member_system,
-                    "value": referent.member_value,
-                    "display": referent.member_display,
-                }
-                if referent
-                else None
-            ),
-            "version": team.version,
+            **careteam_context(uow, key),
             "at": _instant(now),
         },
     )
+
+
+def _learn_postal_code(uow: AdmissionsUnitOfWork, key: str, postal_code: str | None, now: datetime) -> bool:
+    """Record the patient's last known postal code; True when that changed the patient's context."""
+    return bool(postal_code) and uow.patients.record_postal_code(key, str(postal_code), now)
 
 
 def _render(uow: AdmissionsUnitOfWork, team: CareTeamRow) -> CareTeamView:
@@ -348,14 +381,14 @@ def enrol_patient(
             started_at=now,
             version=1,
         )
-        uow.careteams.add(team)
-        uow.careteams.flush()
-        for p in cmd.participants:
-            uow.careteams.add(_participant_row(team.id, p, now))
-        uow.careteams.flush()
-        _careteam_changed(uow, team, "enrolled", now)
-        view = _render(uow, team)
         try:
+            uow.careteams.add(team)
+            uow.careteams.flush()  # the one-active-team index may refuse it here already
+            for p in cmd.participants:
+                uow.careteams.add(_participant_row(team.id, p, now))
+            _learn_postal_code(uow, key, cmd.postal_code, now)
+            _careteam_changed(uow, key, "enrolled", now)
+            view = _render(uow, team)
             uow.commit()
         except IntegrityError:
             uow.rollback()
@@ -372,6 +405,7 @@ def _participant_row(careteam_id: str, p: domain.Participant, now: datetime) -> 
         member_system=p.member_system,
         member_value=p.member_value,
         member_display=p.member_display,
+        telecom=list(p.telecom) or None,
         period_start=p.start or now,
         period_end=p.end,
     )
@@ -394,7 +428,7 @@ def end_enrolment(
                 uow.careteams.add(p)
         uow.careteams.add(team)
         uow.careteams.flush()
-        _careteam_changed(uow, team, "ended", now)
+        _careteam_changed(uow, team.patient_key, "ended", now)
         view = _render(uow, team)
         uow.commit()
         return view
@@ -427,7 +461,7 @@ def change_referent(
             _participant_row(
                 team.id,
                 domain.Participant(
-                    new.role, new.member_system, new.member_value, new.member_display, now, None
+                    new.role, new.member_system, new.member_value, new.member_display, now, None, new.telecom
                 ),
                 now,
             )
@@ -435,7 +469,7 @@ def change_referent(
         team.version += 1
         uow.careteams.add(team)
         uow.careteams.flush()
-        _careteam_changed(uow, team, "referent-changed", now)
+        _careteam_changed(uow, team.patient_key, "referent-changed", now)
         view = _render(uow, team)
         uow.commit()
         return view
@@ -466,6 +500,8 @@ def open_dac_case(
         uow.dac_cases.add(case)
         view = views.dac_case(case)
         try:
+            uow.dac_cases.flush()
+            _careteam_changed(uow, key, "dac-case-opened", now)
             uow.commit()
         except IntegrityError:
             uow.rollback()
@@ -489,9 +525,11 @@ def close_dac_case(
                 )
                 uow.commit()
             raise NotFound(f"no DAC case {cmd.case_id}")
-        if case.closed_at is None:
-            case.closed_at = clock()
+        if case.closed_at is None:  # closing twice is a no-op, and publishes nothing
+            now = clock()
+            case.closed_at = now
             uow.dac_cases.add(case)
+            _careteam_changed(uow, case.patient_key, "dac-case-closed", now)
         view = views.dac_case(case)
         uow.commit()
         return view
@@ -509,18 +547,31 @@ def record_consent(cmd: domain.RecordConsent, uow: AdmissionsUnitOfWork, clock: 
         else:
             row.opposed, row.recorded_by, row.recorded_at = cmd.opposed, cmd.recorded_by, now
         uow.consents.add(row)
+        _careteam_changed(uow, key, "consent-recorded", now)
         uow.commit()
         return domain.derived_id(key, "consent")
 
 
 def set_territory(cmd: domain.SetTerritory, uow: AdmissionsUnitOfWork, clock: Clock) -> dict[str, Any]:
     with uow:
-        row = uow.territories.get(cmd.postal_code) or Territory(
-            postal_code=cmd.postal_code, updated_at=clock()
-        )
-        row.cpts_org_id, row.dac_org_id, row.updated_at = cmd.cpts_org_id, cmd.dac_org_id, clock()
+        now = clock()
+        row = uow.territories.get(cmd.postal_code) or Territory(postal_code=cmd.postal_code, updated_at=now)
+        row.cpts_org_id, row.dac_org_id, row.updated_at = cmd.cpts_org_id, cmd.dac_org_id, now
         uow.territories.add(row)
         view = views.territory(row)
+        # Mirrored by the services that route by territory (docs/events.md), key: postal code.
+        uow.outbox.add(
+            TOPIC_CARETEAM,
+            cmd.postal_code,
+            domain.TERRITORY_CHANGED,
+            {
+                "event": domain.TERRITORY_CHANGED,
+                "postal_code": cmd.postal_code,
+                "cpts_org_id": cmd.cpts_org_id,
+                "dac_org_id": cmd.dac_org_id,
+                "at": _instant(now),
+            },
+        )
         uow.commit()
         return view
 

@@ -200,11 +200,48 @@ def _member(reference: Any, where: str) -> tuple[str, str, str | None]:
     return identifier.system, validate_identifier(identifier.system, identifier.value), reference.display
 
 
-def participant_from(part: Any, index: int, now: datetime) -> Participant:
+def _telecom(points: list[Any] | None) -> tuple[dict[str, str], ...]:
+    return tuple(
+        {"system": point.system, "value": point.value}
+        for point in points or []
+        if point.system and point.value
+    )
+
+
+def _contained(careteam: Any) -> dict[str, Any]:
+    """The CareTeam's contained resources by local reference ("#id")."""
+    return {f"#{r.id}": r for r in careteam.contained or [] if getattr(r, "id", None)}
+
+
+def _member_telecom(reference: Any, contained: dict[str, Any]) -> tuple[dict[str, str], ...]:
+    """Phones and MSSanté addresses of a member given as a contained PractitionerRole or Practitioner."""
+    found = contained.get(getattr(reference, "reference", None) or "")
+    if found is None or found.get_resource_type() not in ("PractitionerRole", "Practitioner"):
+        return ()
+    return _telecom(found.telecom)
+
+
+def _postal_code(careteam: Any, contained: dict[str, Any]) -> str | None:
+    """The postal code of the CareTeam's contained Patient (the subject's, else the only one), if any."""
+    subject = contained.get(getattr(careteam.subject, "reference", None) or "")
+    patients = [r for r in contained.values() if r.get_resource_type() == "Patient"]
+    patient = subject if subject is not None and subject.get_resource_type() == "Patient" else None
+    if patient is None and len(patients) == 1:
+        patient = patients[0]
+    for address in (patient.address or []) if patient is not None else []:
+        if address.postalCode:
+            return str(address.postalCode)
+    return None
+
+
+def participant_from(
+    part: Any, index: int, now: datetime, contained: dict[str, Any] | None = None
+) -> Participant:
     system, value, display = _member(part.member, f"CareTeam.participant[{index}].member")
     start = part.period.start if part.period and part.period.start else now
     end = part.period.end if part.period and part.period.end else None
-    return Participant(_role_code(part), system, value, display, start, end)
+    telecom = _member_telecom(part.member, contained or {})
+    return Participant(_role_code(part), system, value, display, start, end, telecom)
 
 
 def enrol_command(data: dict[str, Any], team_org_id: str, now: datetime) -> domain.EnrolPatient:
@@ -219,9 +256,14 @@ def enrol_command(data: dict[str, Any], team_org_id: str, now: datetime) -> doma
                 f"a team enrols patients for itself: managingOrganization {value} is not {team_org_id}",
                 expression=["CareTeam.managingOrganization"],
             )
-    participants = tuple(participant_from(p, i, now) for i, p in enumerate(careteam.participant or []))
+    contained = _contained(careteam)
+    participants = tuple(
+        participant_from(p, i, now, contained) for i, p in enumerate(careteam.participant or [])
+    )
     domain.check_enrolment(participants)
-    return domain.EnrolPatient(team_org_id, patient, participants, careteam.name)
+    return domain.EnrolPatient(
+        team_org_id, patient, participants, careteam.name, _postal_code(careteam, contained)
+    )
 
 
 def change_referent_command(
@@ -248,8 +290,14 @@ def change_referent_command(
         )
     if "name" in by_name and by_name["name"].valueString:
         display = by_name["name"].valueString
+    # How to reach the new referent: any number of 'telecom' parameters (valueContactPoint).
+    telecom = _telecom(
+        [p.valueContactPoint for p in params.parameter or [] if p.name == "telecom" and p.valueContactPoint]
+    )
     return domain.ChangeReferent(
-        team_org_id, careteam_id, Participant(domain.ROLE_REFERENT, system, value, display, now, None)
+        team_org_id,
+        careteam_id,
+        Participant(domain.ROLE_REFERENT, system, value, display, now, None, telecom),
     )
 
 

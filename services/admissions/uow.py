@@ -10,6 +10,7 @@ from services.admissions.adapters.repositories import (
     ConsentRepository,
     DacCaseRepository,
     MessageRepository,
+    PatientRepository,
     TerritoryRepository,
 )
 from shared.db.uow import UnitOfWork
@@ -22,6 +23,7 @@ class AdmissionsUnitOfWork(UnitOfWork):
     dac_cases: DacCaseRepository
     consents: ConsentRepository
     territories: TerritoryRepository
+    patients: PatientRepository
 
     def _open_repositories(self, session: Session) -> None:
         self.messages = MessageRepository(session)
@@ -30,3 +32,4 @@ class AdmissionsUnitOfWork(UnitOfWork):
         self.dac_cases = DacCaseRepository(session)
         self.consents = ConsentRepository(session)
         self.territories = TerritoryRepository(session)
+        self.patients = PatientRepository(session)

@@ -19,7 +19,7 @@ from shared.db.tables import AuditEntry, OutboxMessage
 from shared.errors import Conflict, NotFound
 from shared.events import RELAIS_EVENT_SYSTEM, Role
 from shared.fhir.intake import parse_message_bundle
-from shared.identifiers import make_rpps
+from shared.identifiers import make_rpps, patient_key
 from tests import factories as f
 
 SECRET = "unit-test-secret"
@@ -243,3 +243,207 @@ def test_ending_an_enrolment_frees_the_patient_for_another_team(uow, sessions, c
             text("select team_org_id from admissions_careteam where status='active'")
         ).all()
     assert active == [("msp-y",)]
+
+
+# --- care-team mirror (docs/events.md "Care-team mirror"): what relais.careteam carries -------------------
+
+CONTEXT_KEYS = {
+    "patient_key", "careteam_id", "team_org_id", "status", "referent",
+    "consent_opposed", "dac_case_open", "dac_org_id", "postal_code",
+}
+IDENTITY = domain.PatientIdentity(f.INS_NIR_TEST, f.DEFAULT_NIR)
+KEY = patient_key(f.INS_NIR_TEST, f.DEFAULT_NIR, SECRET)
+
+
+def careteam_events(sessions) -> list[dict]:
+    """The careteam.changed rows: each keyed by the patient and carrying the whole context."""
+    events = []
+    for topic, key, envelope in outbox(sessions):
+        if topic == "relais.careteam" and envelope["type"] == "careteam.changed":
+            data = envelope["data"]
+            assert key == data["patient_key"] and CONTEXT_KEYS <= data.keys()
+            events.append(data)
+    return events
+
+
+def context(data: dict) -> dict:
+    return {k: data[k] for k in CONTEXT_KEYS}
+
+
+def enrolment_with_contact(postal_code: str | None = "88410") -> dict:
+    """A CareTeam naming its referent's contact (contained PractitionerRole) and the patient's address."""
+    resource = f.careteam_resource()
+    resource["contained"] = [
+        {
+            "resourceType": "PractitionerRole",
+            "id": "ref",
+            "telecom": [
+                {"system": "phone", "value": "0329000000"},
+                {"system": "email", "value": "claire.petit@msp.mssante.fr"},
+            ],
+        }
+    ]
+    resource["participant"][0]["member"]["reference"] = "#ref"
+    if postal_code:
+        resource["contained"].append(
+            {"resourceType": "Patient", "id": "pat", "address": [{"postalCode": postal_code}]}
+        )
+        resource["subject"]["reference"] = "#pat"
+    return resource
+
+
+def enrol_with_contact(uow, clock, postal_code: str | None = "88410"):
+    cmd = intake.enrol_command(enrolment_with_contact(postal_code), "msp-x", clock())
+    return handlers.enrol_patient(cmd, uow(), clock, SECRET)
+
+
+def test_enrolment_publishes_the_whole_context(uow, sessions, clock):
+    view = enrol_with_contact(uow, clock)
+    [event] = careteam_events(sessions)
+    assert event["change"] == "enrolled"
+    assert context(event) == {
+        "patient_key": KEY,
+        "careteam_id": view.id,
+        "team_org_id": "msp-x",
+        "status": "active",
+        "referent": {
+            "rpps": f.DEFAULT_RPPS,
+            "name": "Dr Claire PETIT",
+            "telecom": [
+                {"system": "phone", "value": "0329000000"},
+                {"system": "email", "value": "claire.petit@msp.mssante.fr"},
+            ],
+        },
+        "consent_opposed": False,
+        "dac_case_open": False,
+        "dac_org_id": None,
+        "postal_code": "88410",
+    }
+    assert "team" not in event  # the old name is gone: team_org_id
+
+
+def test_end_of_enrolment_publishes_an_inactive_context_without_team_or_referent(uow, sessions, clock):
+    view = enrol_with_contact(uow, clock)
+    handlers.end_enrolment(domain.EndEnrolment("msp-x", view.id), TEAM_X, uow(), clock)
+    ended = careteam_events(sessions)[-1]
+    assert ended["change"] == "ended"
+    assert context(ended) == {
+        "patient_key": KEY,
+        "careteam_id": view.id,
+        "team_org_id": None,
+        "status": "inactive",
+        "referent": None,
+        "consent_opposed": False,
+        "dac_case_open": False,
+        "dac_org_id": None,
+        "postal_code": "88410",
+    }
+
+
+def test_referent_change_publishes_the_new_referent_and_keeps_the_rest(uow, sessions, clock):
+    view = enrol_with_contact(uow, clock)
+    handlers.record_consent(domain.RecordConsent(IDENTITY, True, "msp-x"), uow(), clock, SECRET)
+    new_rpps = make_rpps("1000999999")
+    params = f.change_referent_parameters(rpps=new_rpps)
+    phone = {"system": "phone", "value": "0329111111"}
+    params["parameter"].append({"name": "telecom", "valueContactPoint": phone})
+    cmd = intake.change_referent_command(params, "msp-x", view.id, clock())
+    handlers.change_referent(cmd, TEAM_X, uow(), clock)
+    changed = careteam_events(sessions)[-1]
+    assert changed["change"] == "referent-changed"
+    assert changed["referent"] == {
+        "rpps": new_rpps,
+        "name": "Dr Nadia BENALI",
+        "telecom": [{"system": "phone", "value": "0329111111"}],
+    }
+    assert (changed["team_org_id"], changed["status"], changed["careteam_id"]) == ("msp-x", "active", view.id)
+    assert changed["consent_opposed"] is True and changed["postal_code"] == "88410"
+
+
+def test_recording_consent_publishes_the_context(uow, sessions, clock):
+    enrol_with_contact(uow, clock)
+    handlers.record_consent(domain.RecordConsent(IDENTITY, True, "msp-x"), uow(), clock, SECRET)
+    opposed = careteam_events(sessions)[-1]
+    assert opposed["change"] == "consent-recorded"
+    assert opposed["consent_opposed"] is True
+    assert (opposed["team_org_id"], opposed["referent"]["rpps"]) == ("msp-x", f.DEFAULT_RPPS)
+    handlers.record_consent(domain.RecordConsent(IDENTITY, False, "msp-x"), uow(), clock, SECRET)
+    assert careteam_events(sessions)[-1]["consent_opposed"] is False
+
+
+def test_consent_of_a_patient_without_a_team_publishes_a_teamless_context(uow, sessions, clock):
+    handlers.record_consent(domain.RecordConsent(IDENTITY, True, "hospital"), uow(), clock, SECRET)
+    [event] = careteam_events(sessions)
+    assert context(event) == {
+        "patient_key": KEY,
+        "careteam_id": None,
+        "team_org_id": None,
+        "status": "inactive",
+        "referent": None,
+        "consent_opposed": True,
+        "dac_case_open": False,
+        "dac_org_id": None,
+        "postal_code": None,
+    }
+
+
+def test_opening_and_closing_a_dac_case_publish_the_context(uow, sessions, clock):
+    enrol_with_contact(uow, clock)
+    case = handlers.open_dac_case(domain.OpenDacCase("dac-88", IDENTITY), uow(), clock, SECRET)
+    opened = careteam_events(sessions)[-1]
+    assert opened["change"] == "dac-case-opened"
+    assert (opened["dac_case_open"], opened["dac_org_id"]) == (True, "dac-88")
+    assert (opened["team_org_id"], opened["postal_code"]) == ("msp-x", "88410")
+    dac = Principal("dac-88", Role.DAC, "DAC 88")
+    handlers.close_dac_case(domain.CloseDacCase("dac-88", case["id"]), dac, uow(), clock)
+    closed = careteam_events(sessions)[-1]
+    assert closed["change"] == "dac-case-closed"
+    assert (closed["dac_case_open"], closed["dac_org_id"]) == (False, None)
+    count = len(careteam_events(sessions))
+    handlers.close_dac_case(domain.CloseDacCase("dac-88", case["id"]), dac, uow(), clock)
+    assert len(careteam_events(sessions)) == count  # closing twice changes nothing, publishes nothing
+
+
+def test_a_refused_dac_case_publishes_nothing(uow, sessions, clock):
+    handlers.open_dac_case(domain.OpenDacCase("dac-88", IDENTITY), uow(), clock, SECRET)
+    with pytest.raises(Conflict):
+        handlers.open_dac_case(domain.OpenDacCase("dac-88", IDENTITY), uow(), clock, SECRET)
+    assert [e["change"] for e in careteam_events(sessions)] == ["dac-case-opened"]
+
+
+def test_an_admission_teaches_the_postal_code_once_and_later_events_carry_it(uow, sessions, clock):
+    enrol_with_contact(uow, clock, postal_code=None)
+    assert careteam_events(sessions)[-1]["postal_code"] is None
+    admit(uow, clock, message("NDA-1", postal_code="88140"))
+    learnt = careteam_events(sessions)[-1]
+    assert (learnt["change"], learnt["postal_code"]) == ("postal-code", "88140")
+    assert learnt["team_org_id"] == "msp-x"
+    admit(uow, clock, message("NDA-2", postal_code="88140"))
+    assert len(careteam_events(sessions)) == 2  # same postal code: the context did not change
+    handlers.record_consent(domain.RecordConsent(IDENTITY, True, "msp-x"), uow(), clock, SECRET)
+    assert careteam_events(sessions)[-1]["postal_code"] == "88140"
+
+
+def test_a_replayed_admission_publishes_no_second_context(uow, sessions, clock):
+    bundle = message("NDA-1", postal_code="88140")
+    admit(uow, clock, bundle)
+    admit(uow, clock, bundle)
+    assert [e["change"] for e in careteam_events(sessions)] == ["postal-code"]
+
+
+def test_setting_a_territory_publishes_territory_changed_keyed_by_postal_code(uow, sessions, clock):
+    handlers.set_territory(domain.SetTerritory("88410", "cpts-vosges", "dac-88"), uow(), clock)
+    rows = [(t, k, v) for t, k, v in outbox(sessions) if v["type"] == "territory.changed"]
+    [(topic, key, envelope)] = rows
+    assert (topic, key) == ("relais.careteam", "88410")
+    data = envelope["data"]
+    assert {k: data[k] for k in ("postal_code", "cpts_org_id", "dac_org_id")} == {
+        "postal_code": "88410",
+        "cpts_org_id": "cpts-vosges",
+        "dac_org_id": "dac-88",
+    }
+    handlers.set_territory(domain.SetTerritory("88410", "cpts-vosges", None), uow(), clock)
+    assert [v["data"]["dac_org_id"] for _, _, v in outbox(sessions) if v["type"] == "territory.changed"] == [
+        "dac-88",
+        None,
+    ]

@@ -88,6 +88,8 @@ class CareTeamParticipantRow(SQLModel, table=True):
     member_system: str = Field(max_length=200)
     member_value: str = Field(max_length=100)
     member_display: str | None = Field(default=None, max_length=200)
+    # How to reach the member ([{"system": "phone", "value": ...}]), from the CareTeam's contained resource.
+    telecom: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     period_start: datetime = _ts()
     period_end: datetime | None = _ts(nullable=True)
 
@@ -123,6 +125,16 @@ class ConsentRow(SQLModel, table=True):
     recorded_at: datetime = _ts()
 
 
+class PatientRow(SQLModel, table=True):
+    """What admissions last learnt of where the patient lives (admission Patient.address, CareTeam)."""
+
+    __tablename__ = "admissions_patient"
+
+    patient_key: str = Field(primary_key=True, max_length=64)
+    postal_code: str | None = Field(default=None, max_length=10)
+    updated_at: datetime = _ts()
+
+
 class Territory(SQLModel, table=True):
     """Which CPTS and DAC cover a postal code."""
 
@@ -142,5 +154,6 @@ TABLES = (
     CareTeamParticipantRow.__table__,
     DacCase.__table__,
     ConsentRow.__table__,
+    PatientRow.__table__,
     Territory.__table__,
 )

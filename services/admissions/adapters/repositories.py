@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
 from services.admissions.adapters.orm import (
@@ -12,6 +15,7 @@ from services.admissions.adapters.orm import (
     CareTeamRow,
     ConsentRow,
     DacCase,
+    PatientRow,
     Territory,
 )
 
@@ -50,6 +54,15 @@ class CareTeamRepository(_Repository):
     def active_for_patient(self, patient_key: str) -> CareTeamRow | None:
         query = select(CareTeamRow).where(
             CareTeamRow.patient_key == patient_key, CareTeamRow.status == "active"
+        )
+        return self.session.execute(query).scalars().first()
+
+    def latest_for_patient(self, patient_key: str) -> CareTeamRow | None:
+        """The active team, else the most recently started one (its id names the ended enrolment)."""
+        query = (
+            select(CareTeamRow)
+            .where(CareTeamRow.patient_key == patient_key)
+            .order_by((CareTeamRow.status == "active").desc(), CareTeamRow.started_at.desc(), CareTeamRow.id)
         )
         return self.session.execute(query).scalars().first()
 
@@ -97,3 +110,29 @@ class ConsentRepository(_Repository):
 class TerritoryRepository(_Repository):
     def get(self, postal_code: str) -> Territory | None:
         return self.session.get(Territory, postal_code)
+
+
+class PatientRepository(_Repository):
+    def postal_code(self, patient_key: str) -> str | None:
+        """The last known postal code (read from the table, not the session's identity map)."""
+        return self.session.execute(
+            select(PatientRow.postal_code).where(PatientRow.patient_key == patient_key)
+        ).scalar_one_or_none()
+
+    def record_postal_code(self, patient_key: str, postal_code: str, now: datetime) -> bool:
+        """Store the last known postal code; True when it differs from the one known before.
+
+        An upsert, so that two messages about the same patient at once never collide on the row.
+        """
+        if self.postal_code(patient_key) == postal_code:
+            return False
+        dialect = self.session.get_bind().dialect.name
+        insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect]
+        statement = insert(PatientRow.__table__).values(
+            patient_key=patient_key, postal_code=postal_code, updated_at=now
+        )
+        statement = statement.on_conflict_do_update(
+            index_elements=["patient_key"], set_={"postal_code": postal_code, "updated_at": now}
+        )
+        self.session.execute(statement)
+        return True
