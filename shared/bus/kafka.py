@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Sequence
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -88,7 +89,12 @@ class KafkaBus:
         self.partitions = partitions
 
     def _common(self) -> dict:
-        common: dict = {"bootstrap_servers": self.bootstrap_servers.split(","), "client_id": self.client_id}
+        common: dict = {
+            "bootstrap_servers": self.bootstrap_servers.split(","),
+            "client_id": self.client_id,
+            # Retry a dead broker every second at most, so a returning broker is found quickly.
+            "reconnect_backoff_max_ms": 1_000,
+        }
         if self.api_version:
             common["api_version"] = self.api_version
         return common
@@ -103,6 +109,8 @@ class KafkaBus:
                 linger_ms=2,
                 max_block_ms=5_000,
                 request_timeout_ms=10_000,
+                # Fail within seconds on a dead broker, so the relay backs off instead of hanging.
+                bootstrap_timeout_ms=5_000,
                 **self._common(),
             )
         except KafkaError as exc:
@@ -118,6 +126,7 @@ class KafkaBus:
                 auto_offset_reset="earliest",
                 session_timeout_ms=self.session_timeout_ms,
                 heartbeat_interval_ms=max(self.session_timeout_ms // 3, 100),
+                bootstrap_timeout_ms=5_000,
                 **self._common(),
             )
         except KafkaError as exc:
@@ -141,14 +150,15 @@ class KafkaBus:
             admin.close()
 
     def ping(self) -> bool:
-        try:
-            consumer = KafkaConsumer(**self._common(), request_timeout_ms=3_000)
-        except KafkaError:
-            return False
-        try:
-            return consumer.bootstrap_connected()
-        finally:
-            consumer.close()
+        """A broker of the bootstrap list accepts connections (readiness, not a full metadata round trip)."""
+        for server in self.bootstrap_servers.split(","):
+            host, _, port = server.strip().rpartition(":")
+            try:
+                with socket.create_connection((host.strip("[]"), int(port)), timeout=2):
+                    return True
+            except OSError:
+                continue
+        return False
 
     def close(self) -> None:
         """Clients are owned by whoever asked for them."""
