@@ -84,4 +84,6 @@ def bootstrap(
         resources=RESOURCES,
         messaging=True,
     )
-    return DischargeService(runtime, app, clock=clock, policy=policy, timers=timers, careteam_consumer=consumer)
+    return DischargeService(
+        runtime, app, clock=clock, policy=policy, timers=timers, careteam_consumer=consumer
+    )

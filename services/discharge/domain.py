@@ -317,14 +317,18 @@ def criteria_from_condition(codes: Iterable[tuple[str | None, str | None]]) -> s
     return found
 
 
-def is_readmission(prior_discharges: Iterable[datetime], started_at: datetime | None, window: timedelta) -> bool:
+def is_readmission(
+    prior_discharges: Iterable[datetime], started_at: datetime | None, window: timedelta
+) -> bool:
     """Admitted again within `window` after an earlier discharge of the same patient."""
     if started_at is None:
         return False
     return any(d <= started_at and started_at - d <= window for d in prior_discharges)
 
 
-def complexity(flags: Iterable[str], readmission: bool, criteria: frozenset[str]) -> tuple[frozenset[str], bool]:
+def complexity(
+    flags: Iterable[str], readmission: bool, criteria: frozenset[str]
+) -> tuple[frozenset[str], bool]:
     """All criteria met (readmission counts as one) and whether they make the case complex."""
     met = {f.strip().lower() for f in flags}
     if readmission:
@@ -419,7 +423,8 @@ def recipients_to_json(recipients: Iterable[Recipient]) -> list[dict[str, str]]:
 
 def recipients_from_json(items: Iterable[Mapping[str, str]]) -> list[Recipient]:
     return [
-        Recipient(Role(i["role"]), i["organisation_id"], Detail(i["detail"]), i["topic"], i["reason"]) for i in items
+        Recipient(Role(i["role"]), i["organisation_id"], Detail(i["detail"]), i["topic"], i["reason"])
+        for i in items
     ]
 
 

@@ -9,15 +9,6 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
-from shared.errors import Conflict, NotFound, Unprocessable
-from shared.events import TOPIC_DISCHARGE, EventType, Role
-from shared.fhir.builders import message_bundle, message_response
-from shared.fhir.models import Bundle
-from shared.fhir.outcome import issue, outcome_from_issues
-from shared.identifiers import FINESS
-from shared.minimise import minimise
-from shared.routing import Recipient, route
-
 from services.discharge import domain
 from services.discharge.adapters.orm import (
     CareTeamMirrorRow,
@@ -48,6 +39,14 @@ from services.discharge.domain import (
 )
 from services.discharge.resources import followup_task, handoff_task
 from services.discharge.uow import DischargeUnitOfWork
+from shared.errors import Conflict, NotFound, Unprocessable
+from shared.events import TOPIC_DISCHARGE, EventType, Role
+from shared.fhir.builders import message_bundle, message_response
+from shared.fhir.models import Bundle
+from shared.fhir.outcome import issue, outcome_from_issues
+from shared.identifiers import FINESS
+from shared.minimise import minimise
+from shared.routing import Recipient, route
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +104,9 @@ def _context(
     return ctx
 
 
-def _minimal(discharge: DischargeRow, event: EventType, occurred_at: datetime, now: datetime) -> dict[str, Any]:
+def _minimal(
+    discharge: DischargeRow, event: EventType, occurred_at: datetime, now: datetime
+) -> dict[str, Any]:
     return minimise(
         {},
         event_type=event,
@@ -164,17 +165,35 @@ def _domain_event(
         "encounter": discharge.encounter_key,
         **extra,
     }
-    uow.outbox.add(TOPIC_DISCHARGE, discharge.patient_key, event, data, message_id=domain.derived_id(source_id, "domain", event))
+    uow.outbox.add(
+        TOPIC_DISCHARGE,
+        discharge.patient_key,
+        event,
+        data,
+        message_id=domain.derived_id(source_id, "domain", event),
+    )
 
 
-def _task_bundle(event: EventType, task: dict[str, Any], policy: Policy, sender_org: str | None, extra=()) -> dict[str, Any]:
-    sender = {"identifier": {"system": domain.ORGANISATION_SYSTEM, "value": sender_org}} if sender_org else None
-    return message_bundle(event, source_endpoint=policy.source_endpoint, focus=[task], sender=sender, extra_resources=extra)
+def _task_bundle(
+    event: EventType, task: dict[str, Any], policy: Policy, sender_org: str | None, extra=()
+) -> dict[str, Any]:
+    sender = (
+        {"identifier": {"system": domain.ORGANISATION_SYSTEM, "value": sender_org}} if sender_org else None
+    )
+    return message_bundle(
+        event, source_endpoint=policy.source_endpoint, focus=[task], sender=sender, extra_resources=extra
+    )
 
 
 def _schedule(uow: DischargeUnitOfWork, kind: str, subject_id: str, level: int, due_at: datetime) -> None:
     uow.timers.add(
-        TimerRow(id=domain.derived_id(subject_id, kind, str(level)), kind=kind, subject_id=subject_id, level=level, due_at=due_at)
+        TimerRow(
+            id=domain.derived_id(subject_id, kind, str(level)),
+            kind=kind,
+            subject_id=subject_id,
+            level=level,
+            due_at=due_at,
+        )
     )
 
 
@@ -184,7 +203,7 @@ def _declined_teams(uow: DischargeUnitOfWork, discharge_id: str) -> set[str]:
 
 
 def followup_team(uow: DischargeUnitOfWork, item: FollowupRow, discharge: DischargeRow) -> str | None:
-    """Who owns a follow-up item: the team handed the patient, else the patient's current team unless it let go."""
+    """Who owns a follow-up item: the team handed the patient, else the current team unless it let go."""
     if item.team_org_id:
         return item.team_org_id
     mirror = _mirror_state(uow, discharge.patient_key)
@@ -206,7 +225,11 @@ def process_discharge_message(
 ) -> dict[str, Any]:
     """Any discharge message: a replay gets the stored answer, a new one is recorded, revised or cancelled."""
     domain.check_hospital(cmd.caller_org_id, cmd.facts.hospital_org_id)
-    handler = {RecordDischarge: record_discharge, ReviseDischarge: revise_discharge, CancelDischarge: cancel_discharge}[type(cmd)]
+    handler = {
+        RecordDischarge: record_discharge,
+        ReviseDischarge: revise_discharge,
+        CancelDischarge: cancel_discharge,
+    }[type(cmd)]
     for _attempt in range(2):
         with uow:
             stored = uow.messages.get(cmd.message_id)
@@ -220,7 +243,9 @@ def process_discharge_message(
                 uow.rollback()
                 continue  # a concurrent delivery won: the next pass answers from what it stored
             return response
-    raise Conflict(f"message {cmd.message_id} is being processed concurrently; retry", expression=["Bundle.id"])
+    raise Conflict(
+        f"message {cmd.message_id} is being processed concurrently; retry", expression=["Bundle.id"]
+    )
 
 
 def _response(
@@ -243,7 +268,9 @@ def _response(
     return response
 
 
-def _store_message(uow: DischargeUnitOfWork, cmd, discharge_id: str, response: dict[str, Any], now: datetime) -> None:
+def _store_message(
+    uow: DischargeUnitOfWork, cmd, discharge_id: str, response: dict[str, Any], now: datetime
+) -> None:
     uow.messages.add(
         DischargeMessageRow(
             message_id=cmd.message_id,
@@ -265,7 +292,9 @@ def _store_message(uow: DischargeUnitOfWork, cmd, discharge_id: str, response: d
     )
 
 
-def _full_bundle(event: EventType, discharge: DischargeRow, tasks: list[dict[str, Any]], policy: Policy, message_id: str) -> dict[str, Any]:
+def _full_bundle(
+    event: EventType, discharge: DischargeRow, tasks: list[dict[str, Any]], policy: Policy, message_id: str
+) -> dict[str, Any]:
     stored = discharge.payload
     return message_bundle(
         event,
@@ -346,8 +375,12 @@ def record_discharge(
         flags=sorted(met),
         complex_case=complex_case,
         readmission=readmission,
-        payload={"encounter": facts.encounter, "resources": list(facts.resources), "letter": facts.letter,
-                 "referent": facts.referent.to_json()},
+        payload={
+            "encounter": facts.encounter,
+            "resources": list(facts.resources),
+            "letter": facts.letter,
+            "referent": facts.referent.to_json(),
+        },
         recipients=[],
         recorded_at=now,
         updated_at=now,
@@ -372,12 +405,21 @@ def record_discharge(
         )
         uow.handoffs.add(handoff)
         _schedule(uow, TimerKind.HANDOFF_EXPIRY, handoff.id, 0, handoff.expires_at)
-        notes.append(f"handoff Task/{handoff.id} requested from team {team}, due by {domain.fhir_instant(handoff.expires_at)}")
+        notes.append(
+            f"handoff Task/{handoff.id} requested from team {team}, "
+            f"due by {domain.fhir_instant(handoff.expires_at)}"
+        )
     else:
         notes.append("no treating team is known for this patient: the CPTS is asked to find one")
     followups = _create_followups(
-        uow, discharge, facts.followups, source_id=cmd.message_id, handoff_id=handoff.id if handoff else None,
-        team_org_id=team, now=now, policy=policy,
+        uow,
+        discharge,
+        facts.followups,
+        source_id=cmd.message_id,
+        handoff_id=handoff.id if handoff else None,
+        team_org_id=team,
+        now=now,
+        policy=policy,
     )
     if readmission:
         notes.append("readmission within 30 days of an earlier discharge: counted as a complexity criterion")
@@ -391,8 +433,14 @@ def record_discharge(
     event = EventType.DISCHARGE_RECORDED
     recipients = route(event, ctx)
     _notify(
-        uow, recipients, event, source_id=cmd.message_id, discharge=discharge, sender=facts.hospital_org_id,
-        subject=facts.encounter_key, full=_full_bundle(event, discharge, tasks, policy, cmd.message_id),
+        uow,
+        recipients,
+        event,
+        source_id=cmd.message_id,
+        discharge=discharge,
+        sender=facts.hospital_org_id,
+        subject=facts.encounter_key,
+        full=_full_bundle(event, discharge, tasks, policy, cmd.message_id),
         minimal=_minimal(discharge, event, facts.discharged_at, now),
     )
     discharge.recipients = domain.recipients_to_json(recipients)
@@ -401,14 +449,25 @@ def record_discharge(
         proposed = EventType.HANDOFF_PROPOSED
         task = tasks[0]
         _notify(
-            uow, route(proposed, _context(uow, discharge, team_org_id=team)), proposed, source_id=cmd.message_id,
-            discharge=discharge, sender=facts.hospital_org_id, subject=handoff.id,
+            uow,
+            route(proposed, _context(uow, discharge, team_org_id=team)),
+            proposed,
+            source_id=cmd.message_id,
+            discharge=discharge,
+            sender=facts.hospital_org_id,
+            subject=handoff.id,
             full=_task_bundle(proposed, task, policy, facts.hospital_org_id),
             minimal=_minimal(discharge, proposed, now, now),
         )
     _domain_event(
-        uow, event.value, cmd.message_id, discharge, discharged_at=domain.fhir_instant(facts.discharged_at),
-        complex=complex_case, readmission=readmission, handoff=handoff.id if handoff else None,
+        uow,
+        event.value,
+        cmd.message_id,
+        discharge,
+        discharged_at=domain.fhir_instant(facts.discharged_at),
+        complex=complex_case,
+        readmission=readmission,
+        handoff=handoff.id if handoff else None,
         recipients=[r.organisation_id for r in recipients],
     )
     response = _response(cmd, discharge_id, tasks, notes, now)
@@ -420,11 +479,15 @@ def _original(uow: DischargeUnitOfWork, cmd) -> DischargeRow:
     original = uow.discharges.by_encounter(cmd.facts.hospital_org_id, cmd.facts.encounter_key)
     if original is None:
         raise Unprocessable(
-            f"no discharge is known for encounter {cmd.facts.encounter_key}: a {cmd.event_type.value} needs the original first",
+            f"no discharge is known for encounter {cmd.facts.encounter_key}: "
+            f"a {cmd.event_type.value} needs the original first",
             expression=["Encounter.identifier"],
         )
     if original.status == DischargeStatus.CANCELLED:
-        raise Conflict(f"the discharge of encounter {cmd.facts.encounter_key} was cancelled", expression=["Encounter.identifier"])
+        raise Conflict(
+            f"the discharge of encounter {cmd.facts.encounter_key} was cancelled",
+            expression=["Encounter.identifier"],
+        )
     return original
 
 
@@ -446,8 +509,12 @@ def revise_discharge(
     discharge.discharged_at = facts.discharged_at
     discharge.flags = sorted(met)
     discharge.complex_case = complex_case
-    discharge.payload = {"encounter": facts.encounter, "resources": list(facts.resources), "letter": facts.letter,
-                         "referent": facts.referent.to_json()}
+    discharge.payload = {
+        "encounter": facts.encounter,
+        "resources": list(facts.resources),
+        "letter": facts.letter,
+        "referent": facts.referent.to_json(),
+    }
     discharge.updated_at = now
     # The new plan replaces what is still open; what the team already did stays done.
     _cancel_open_followups(uow, discharge.id, now)
@@ -455,8 +522,14 @@ def revise_discharge(
     live = next((h for h in handoffs if h.status in (HandoffStatus.REQUESTED, HandoffStatus.ACCEPTED)), None)
     team = live.team_org_id if live else None
     followups = _create_followups(
-        uow, discharge, facts.followups, source_id=cmd.message_id, handoff_id=live.id if live else None,
-        team_org_id=team, now=now, policy=policy,
+        uow,
+        discharge,
+        facts.followups,
+        source_id=cmd.message_id,
+        handoff_id=live.id if live else None,
+        team_org_id=team,
+        now=now,
+        policy=policy,
     )
     tasks = ([handoff_task(live, discharge, facts.letter)] if live else []) + [
         followup_task(f, discharge, team) for f in followups
@@ -464,12 +537,22 @@ def revise_discharge(
     event = cmd.event_type
     recipients = domain.correction_recipients(domain.recipients_from_json(discharge.recipients), event)
     _notify(
-        uow, recipients, event, source_id=cmd.message_id, discharge=discharge, sender=facts.hospital_org_id,
-        subject=facts.encounter_key, full=_full_bundle(event, discharge, tasks, policy, cmd.message_id),
+        uow,
+        recipients,
+        event,
+        source_id=cmd.message_id,
+        discharge=discharge,
+        sender=facts.hospital_org_id,
+        subject=facts.encounter_key,
+        full=_full_bundle(event, discharge, tasks, policy, cmd.message_id),
         minimal=_minimal(discharge, event, facts.discharged_at, now),
     )
-    _domain_event(uow, event.value, cmd.message_id, discharge, recipients=[r.organisation_id for r in recipients])
-    response = _response(cmd, discharge.id, tasks, [f"{event.value} accepted; open follow-up items replaced"], now)
+    _domain_event(
+        uow, event.value, cmd.message_id, discharge, recipients=[r.organisation_id for r in recipients]
+    )
+    response = _response(
+        cmd, discharge.id, tasks, [f"{event.value} accepted; open follow-up items replaced"], now
+    )
     _store_message(uow, cmd, discharge.id, response, now)
     return response
 
@@ -491,12 +574,22 @@ def cancel_discharge(
     event = cmd.event_type
     recipients = domain.correction_recipients(domain.recipients_from_json(discharge.recipients), event)
     _notify(
-        uow, recipients, event, source_id=cmd.message_id, discharge=discharge, sender=discharge.hospital_org_id,
-        subject=discharge.encounter_key, full=_full_bundle(event, discharge, [], policy, cmd.message_id),
+        uow,
+        recipients,
+        event,
+        source_id=cmd.message_id,
+        discharge=discharge,
+        sender=discharge.hospital_org_id,
+        subject=discharge.encounter_key,
+        full=_full_bundle(event, discharge, [], policy, cmd.message_id),
         minimal=_minimal(discharge, event, discharge.discharged_at, now),
     )
-    _domain_event(uow, event.value, cmd.message_id, discharge, recipients=[r.organisation_id for r in recipients])
-    response = _response(cmd, discharge.id, [], [f"{event.value} accepted; the handoff and follow-up plan are cancelled"], now)
+    _domain_event(
+        uow, event.value, cmd.message_id, discharge, recipients=[r.organisation_id for r in recipients]
+    )
+    response = _response(
+        cmd, discharge.id, [], [f"{event.value} accepted; the handoff and follow-up plan are cancelled"], now
+    )
     _store_message(uow, cmd, discharge.id, response, now)
     return response
 
@@ -547,32 +640,53 @@ def _handoff_transition(
         failed = action in ("decline", "expire")
         ctx = _context(uow, discharge, team_org_id=handoff.team_org_id, handoff_failed=failed)
         _notify(
-            uow, route(event, ctx), event, source_id=source_id, discharge=discharge, sender=actor, subject=handoff.id,
-            full=_task_bundle(event, task, policy, actor), minimal=_minimal(discharge, event, now, now),
+            uow,
+            route(event, ctx),
+            event,
+            source_id=source_id,
+            discharge=discharge,
+            sender=actor,
+            subject=handoff.id,
+            full=_task_bundle(event, task, policy, actor),
+            minimal=_minimal(discharge, event, now, now),
         )
         _domain_event(uow, event.value, source_id, discharge, task=handoff.id, status=handoff.status)
     else:
         _domain_event(uow, "handoff.cancelled", source_id, discharge, task=handoff.id, status=handoff.status)
     uow.audit.record(
-        f"handoff.{action}", outcome="ok", organisation_id=actor, resource=f"Task/{handoff.id}", detail={"status": handoff.status}
+        f"handoff.{action}",
+        outcome="ok",
+        organisation_id=actor,
+        resource=f"Task/{handoff.id}",
+        detail={"status": handoff.status},
     )
     return task
 
 
-def accept_handoff(uow: DischargeUnitOfWork, cmd: AcceptHandoff, *, clock: Clock, policy: Policy) -> dict[str, Any]:
+def accept_handoff(
+    uow: DischargeUnitOfWork, cmd: AcceptHandoff, *, clock: Clock, policy: Policy
+) -> dict[str, Any]:
     with uow:
         handoff = _handoff_for_team(uow, cmd.task_id, cmd.team_org_id)
         discharge = uow.discharges.get(handoff.discharge_id)
         if handoff.status == HandoffStatus.ACCEPTED:
             return handoff_task(handoff, discharge, discharge.payload.get("letter"))  # a retried accept
         task = _handoff_transition(
-            uow, handoff, "accept", actor=cmd.team_org_id, now=clock(), policy=policy, source_id=f"{handoff.id}:accept"
+            uow,
+            handoff,
+            "accept",
+            actor=cmd.team_org_id,
+            now=clock(),
+            policy=policy,
+            source_id=f"{handoff.id}:accept",
         )
         uow.commit()
     return task
 
 
-def decline_handoff(uow: DischargeUnitOfWork, cmd: DeclineHandoff, *, clock: Clock, policy: Policy) -> dict[str, Any]:
+def decline_handoff(
+    uow: DischargeUnitOfWork, cmd: DeclineHandoff, *, clock: Clock, policy: Policy
+) -> dict[str, Any]:
     reason = domain.check_decline_reason(cmd.reason)
     with uow:
         handoff = _handoff_for_team(uow, cmd.task_id, cmd.team_org_id)
@@ -580,14 +694,22 @@ def decline_handoff(uow: DischargeUnitOfWork, cmd: DeclineHandoff, *, clock: Clo
         if handoff.status == HandoffStatus.REJECTED:
             return handoff_task(handoff, discharge, discharge.payload.get("letter"))
         task = _handoff_transition(
-            uow, handoff, "decline", actor=cmd.team_org_id, now=clock(), policy=policy,
-            source_id=f"{handoff.id}:decline", reason=reason,
+            uow,
+            handoff,
+            "decline",
+            actor=cmd.team_org_id,
+            now=clock(),
+            policy=policy,
+            source_id=f"{handoff.id}:decline",
+            reason=reason,
         )
         uow.commit()
     return task
 
 
-def cancel_handoff(uow: DischargeUnitOfWork, cmd: CancelHandoff, *, clock: Clock, policy: Policy) -> dict[str, Any]:
+def cancel_handoff(
+    uow: DischargeUnitOfWork, cmd: CancelHandoff, *, clock: Clock, policy: Policy
+) -> dict[str, Any]:
     with uow:
         handoff = uow.handoffs.get(cmd.task_id, for_update=True)
         if handoff is None or handoff.hospital_org_id != cmd.hospital_org_id:
@@ -596,8 +718,14 @@ def cancel_handoff(uow: DischargeUnitOfWork, cmd: CancelHandoff, *, clock: Clock
         if handoff.status == HandoffStatus.CANCELLED:
             return handoff_task(handoff, discharge, discharge.payload.get("letter"))
         task = _handoff_transition(
-            uow, handoff, "cancel", actor=cmd.hospital_org_id, now=clock(), policy=policy,
-            source_id=f"{handoff.id}:cancel", reason=cmd.reason,
+            uow,
+            handoff,
+            "cancel",
+            actor=cmd.hospital_org_id,
+            now=clock(),
+            policy=policy,
+            source_id=f"{handoff.id}:cancel",
+            reason=cmd.reason,
         )
         uow.commit()
     return task
@@ -618,7 +746,9 @@ def complete_followup(uow: DischargeUnitOfWork, cmd: CompleteFollowup, *, clock:
             now = clock()
             done_at = cmd.done_at or now
             if done_at > now:
-                raise Unprocessable("a follow-up cannot be done in the future", expression=["Parameters.completedAt"])
+                raise Unprocessable(
+                    "a follow-up cannot be done in the future", expression=["Parameters.completedAt"]
+                )
             item.status = FollowupStatus.COMPLETED
             item.completed_at = done_at
             item.team_org_id = cmd.team_org_id
@@ -626,7 +756,10 @@ def complete_followup(uow: DischargeUnitOfWork, cmd: CompleteFollowup, *, clock:
             # Done before the deadline: its pending escalations have nothing left to say.
             uow.timers.cancel_for(item.id, now, outcome="obsolete")
             uow.audit.record(
-                "followup.complete", outcome="ok", organisation_id=cmd.team_org_id, role=Role.TEAM.value,
+                "followup.complete",
+                outcome="ok",
+                organisation_id=cmd.team_org_id,
+                role=Role.TEAM.value,
                 resource=f"Task/{item.id}",
             )
         task = followup_task(item, discharge, item.team_org_id)
@@ -700,7 +833,9 @@ def set_timer_aside(uow: DischargeUnitOfWork, timer_id: str, *, clock: Clock, wo
         uow.commit()
 
 
-def _expire_handoff(uow: DischargeUnitOfWork, task_id: str, *, now: datetime, policy: Policy, source_id: str) -> bool:
+def _expire_handoff(
+    uow: DischargeUnitOfWork, task_id: str, *, now: datetime, policy: Policy, source_id: str
+) -> bool:
     handoff = uow.handoffs.get(task_id, for_update=True)
     if handoff is None or handoff.status != HandoffStatus.REQUESTED:
         return False
@@ -722,15 +857,29 @@ def _escalate_followup(
     ctx = _context(uow, discharge, team_org_id=team, pin_team=True, escalation_level=level)
     task = followup_task(item, discharge, team)
     recipients = _notify(
-        uow, route(event, ctx), event, source_id=source_id, discharge=discharge, sender=None, subject=item.id,
-        full=_task_bundle(event, task, policy, None), minimal=_minimal(discharge, event, item.due_at, now),
+        uow,
+        route(event, ctx),
+        event,
+        source_id=source_id,
+        discharge=discharge,
+        sender=None,
+        subject=item.id,
+        full=_task_bundle(event, task, policy, None),
+        minimal=_minimal(discharge, event, item.due_at, now),
     )
     _domain_event(
-        uow, event.value, source_id, discharge, task=item.id, level=level,
+        uow,
+        event.value,
+        source_id,
+        discharge,
+        task=item.id,
+        level=level,
         recipients=[r.organisation_id for r in recipients],
     )
     uow.audit.record(
-        "followup.escalate", outcome="ok", resource=f"Task/{item.id}",
+        "followup.escalate",
+        outcome="ok",
+        resource=f"Task/{item.id}",
         detail={"level": level, "recipients": [r.organisation_id for r in recipients]},
     )
     return True

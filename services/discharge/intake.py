@@ -5,12 +5,6 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from shared.errors import BadRequest, Unprocessable
-from shared.events import EventType
-from shared.fhir.intake import MessageBundle
-from shared.fhir.models import Resource, to_json
-from shared.identifiers import FINESS, INS_SYSTEMS, RPPS, validate_identifier
-
 from services.discharge.domain import (
     COMPLEXITY_EXTENSION,
     COMPLEXITY_SYSTEM,
@@ -24,6 +18,11 @@ from services.discharge.domain import (
     criteria_from_condition,
     default_followups,
 )
+from shared.errors import BadRequest, Unprocessable
+from shared.events import EventType
+from shared.fhir.intake import MessageBundle
+from shared.fhir.models import Resource, to_json
+from shared.identifiers import FINESS, INS_SYSTEMS, RPPS, validate_identifier
 
 _SKIPPED_ACTIVITY_STATUSES = frozenset({"completed", "cancelled", "stopped", "entered-in-error"})
 
@@ -68,7 +67,9 @@ def _extension_flags(resource: Resource | None) -> set[str]:
 def _patient(msg: MessageBundle, encounter: Resource) -> tuple[PatientIdentity, Resource]:
     patient = msg.resource(_ref(encounter.subject)) or msg.first("Patient")
     if patient is None or patient.get_resource_type() != "Patient":
-        raise Unprocessable("the discharge needs the Patient in the Bundle (Encounter.subject)", expression=["Patient"])
+        raise Unprocessable(
+            "the discharge needs the Patient in the Bundle (Encounter.subject)", expression=["Patient"]
+        )
     for identifier in patient.identifier or []:
         if identifier.system in INS_SYSTEMS:
             value = validate_identifier(identifier.system, identifier.value)
@@ -89,7 +90,9 @@ def _hospital(msg: MessageBundle, encounter: Resource) -> str:
     for identifier in org.identifier or []:
         if identifier.system == FINESS:
             return validate_identifier(FINESS, identifier.value)
-    raise Unprocessable("the hospital Organization needs a FINESS identifier", expression=["Organization.identifier"])
+    raise Unprocessable(
+        "the hospital Organization needs a FINESS identifier", expression=["Organization.identifier"]
+    )
 
 
 def _referent(msg: MessageBundle, encounter: Resource) -> HospitalReferent:
@@ -109,7 +112,8 @@ def _referent(msg: MessageBundle, encounter: Resource) -> HospitalReferent:
     mail = next((t.value for t in role.telecom or [] if t.system == "email"), None)
     if not phone and not mail:
         raise Unprocessable(
-            "the hospital referent needs a phone or an MSSanté address", expression=["PractitionerRole.telecom"]
+            "the hospital referent needs a phone or an MSSanté address",
+            expression=["PractitionerRole.telecom"],
         )
     practitioner = msg.resource(_ref(role.practitioner))
     name, rpps = None, None
@@ -143,7 +147,9 @@ def _followups(msg: MessageBundle, discharged_at: datetime) -> tuple[FollowupPla
             path = f"CarePlan[{p}].activity[{a}]"
             detail = activity.detail
             if detail is None:
-                raise Unprocessable(f"{path} needs a detail (references are not supported)", expression=[path])
+                raise Unprocessable(
+                    f"{path} needs a detail (references are not supported)", expression=[path]
+                )
             if detail.status in _SKIPPED_ACTIVITY_STATUSES:
                 continue
             period = detail.scheduledPeriod
@@ -161,7 +167,9 @@ def _followups(msg: MessageBundle, discharged_at: datetime) -> tuple[FollowupPla
                 or detail.description
                 or code
             )
-            items.append(FollowupPlanItem(code, display, _aware(period.end, f"{path}.detail.scheduledPeriod.end")))
+            items.append(
+                FollowupPlanItem(code, display, _aware(period.end, f"{path}.detail.scheduledPeriod.end"))
+            )
     return tuple(sorted(items, key=lambda item: item.due_at))
 
 
@@ -169,8 +177,16 @@ def _flags(msg: MessageBundle, encounter: Resource) -> frozenset[str]:
     flags = _extension_flags(encounter)
     for plan in msg.all("CarePlan"):
         flags |= _extension_flags(plan)
-        flags |= {code.lower() for system, code in _codings(plan.category or []) if system == COMPLEXITY_SYSTEM and code}
-    flags |= {code.lower() for system, code in _codings(encounter.type or []) if system == COMPLEXITY_SYSTEM and code}
+        flags |= {
+            code.lower()
+            for system, code in _codings(plan.category or [])
+            if system == COMPLEXITY_SYSTEM and code
+        }
+    flags |= {
+        code.lower()
+        for system, code in _codings(encounter.type or [])
+        if system == COMPLEXITY_SYSTEM and code
+    }
     for condition in msg.all("Condition"):
         flags |= criteria_from_condition(_codings(condition.code) + _codings(condition.category or []))
     return frozenset(flags)
@@ -180,16 +196,24 @@ def discharge_facts(msg: MessageBundle, event_type: EventType) -> DischargeFacts
     """Validated facts of a discharge message, or the 422 that says what is missing."""
     encounter = next((r for r in msg.focus if r.get_resource_type() == "Encounter"), None)
     if encounter is None:
-        raise Unprocessable("a discharge message focuses on the Encounter", expression=["MessageHeader.focus"])
+        raise Unprocessable(
+            "a discharge message focuses on the Encounter", expression=["MessageHeader.focus"]
+        )
     check_encounter_status(event_type, encounter.status)
     identifier = next((i for i in encounter.identifier or [] if i.system and i.value), None)
     if identifier is None:
-        raise Unprocessable("the Encounter needs an identifier (system and value)", expression=["Encounter.identifier"])
+        raise Unprocessable(
+            "the Encounter needs an identifier (system and value)", expression=["Encounter.identifier"]
+        )
     if encounter.period is None or encounter.period.end is None:
-        raise Unprocessable("the Encounter needs period.end, the discharge time", expression=["Encounter.period.end"])
+        raise Unprocessable(
+            "the Encounter needs period.end, the discharge time", expression=["Encounter.period.end"]
+        )
     discharged_at = _aware(encounter.period.end, "Encounter.period.end")
     started_at = _aware(encounter.period.start, "Encounter.period.start") if encounter.period.start else None
-    disposition_concept = encounter.hospitalization.dischargeDisposition if encounter.hospitalization else None
+    disposition_concept = (
+        encounter.hospitalization.dischargeDisposition if encounter.hospitalization else None
+    )
     if disposition_concept is None and event_type is not EventType.DISCHARGE_CANCELLED:
         raise Unprocessable(
             "the Encounter needs hospitalization.dischargeDisposition (where the patient goes)",

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.fhir.models import Task, to_json
-from shared.identifiers import FINESS
-
 from services.discharge.adapters.orm import DischargeRow, FollowupRow, HandoffRow
 from services.discharge.domain import (
     FOLLOWUP_SYSTEM,
@@ -15,6 +12,8 @@ from services.discharge.domain import (
     FollowupStatus,
     fhir_instant,
 )
+from shared.fhir.models import Task, to_json
+from shared.identifiers import FINESS
 
 HANDOFF_DISPLAY = "Relai hôpital → équipe traitante (référent hospitalier vers référent de l'équipe)"
 
@@ -31,12 +30,19 @@ def _common(discharge: DischargeRow) -> dict[str, Any]:
             "type": "Patient",
             "identifier": {"system": discharge.patient_system, "value": discharge.patient_value},
         },
-        "requester": {"type": "Organization", "identifier": {"system": FINESS, "value": discharge.hospital_org_id}},
+        "requester": {
+            "type": "Organization",
+            "identifier": {"system": FINESS, "value": discharge.hospital_org_id},
+        },
     }
 
 
 def _owner(org_id: str | None) -> dict[str, Any]:
-    return {"owner": {"type": "Organization", "identifier": {"system": ORGANISATION_SYSTEM, "value": org_id}}} if org_id else {}
+    return (
+        {"owner": {"type": "Organization", "identifier": {"system": ORGANISATION_SYSTEM, "value": org_id}}}
+        if org_id
+        else {}
+    )
 
 
 def _validated(task: dict[str, Any]) -> dict[str, Any]:
@@ -49,11 +55,26 @@ def handoff_task(handoff: HandoffRow, discharge: DischargeRow, letter: str | Non
     if referent.get("name"):
         inputs.append({"type": {"text": "hospital-referent"}, "valueString": referent["name"]})
     if referent.get("phone"):
-        inputs.append({"type": {"text": "hospital-referent-phone"}, "valueContactPoint": {"system": "phone", "value": referent["phone"]}})
+        inputs.append(
+            {
+                "type": {"text": "hospital-referent-phone"},
+                "valueContactPoint": {"system": "phone", "value": referent["phone"]},
+            }
+        )
     if referent.get("mssante"):
-        inputs.append({"type": {"text": "hospital-referent-mssante"}, "valueContactPoint": {"system": "email", "value": referent["mssante"]}})
+        inputs.append(
+            {
+                "type": {"text": "hospital-referent-mssante"},
+                "valueContactPoint": {"system": "email", "value": referent["mssante"]},
+            }
+        )
     if letter:
-        inputs.append({"type": {"text": "liaison-letter"}, "valueReference": {"reference": letter, "type": "DocumentReference"}})
+        inputs.append(
+            {
+                "type": {"text": "liaison-letter"},
+                "valueReference": {"reference": letter, "type": "DocumentReference"},
+            }
+        )
     task: dict[str, Any] = {
         "resourceType": "Task",
         "id": handoff.id,
@@ -75,7 +96,12 @@ def handoff_task(handoff: HandoffRow, discharge: DischargeRow, letter: str | Non
         task["input"] = inputs
     if handoff.team_referent:
         team_ref = handoff.team_referent
-        task["output"] = [{"type": {"text": "team-referent"}, "valueString": team_ref.get("name") or team_ref.get("rpps") or "référent"}]
+        task["output"] = [
+            {
+                "type": {"text": "team-referent"},
+                "valueString": team_ref.get("name") or team_ref.get("rpps") or "référent",
+            }
+        ]
     return _validated(task)
 
 

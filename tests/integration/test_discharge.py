@@ -65,7 +65,9 @@ class Notifications:
     def __init__(self, bus: KafkaBus, mine) -> None:
         self.seen: list[Envelope] = []
         self._mine = mine  # Tansu lives for the whole session: keep to this test's organisations
-        self.loop = ConsumerLoop(bus, f"test-{uuid.uuid4().hex[:8]}", {t: self.seen.append for t in NOTIFY_TOPICS})
+        self.loop = ConsumerLoop(
+            bus, f"test-{uuid.uuid4().hex[:8]}", {t: self.seen.append for t in NOTIFY_TOPICS}
+        )
 
     def poll(self) -> list[Envelope]:
         self.loop.run_once(timeout=0.2)
@@ -73,12 +75,15 @@ class Notifications:
 
     def of(self, event: str, subject: str | None = None) -> list[dict]:
         return [
-            e.data for e in self.seen
+            e.data
+            for e in self.seen
             if e.type == event and self._mine(e.data) and (subject is None or e.data["subject"] == subject)
         ]
 
     def wait(self, predicate, message: str, timeout: float = 30.0) -> None:
-        wait_for(lambda: self.poll() is not None and predicate(), timeout=timeout, interval=0, message=message)
+        wait_for(
+            lambda: self.poll() is not None and predicate(), timeout=timeout, interval=0, message=message
+        )
 
     def settle(self) -> None:
         """Drain for a short bounded while (10 polls of 0.2 s), so a duplicate would have arrived too."""
@@ -90,8 +95,12 @@ class World:
     def __init__(self, postgres_url: str, tansu, tmp_path) -> None:
         api = ".".join(map(str, tansu.api_version)) if tansu.api_version else None
         self.settings = DischargeSettings(
-            database_url=postgres_url, kafka_bootstrap_servers=tansu.bootstrap, kafka_api_version=api,
-            kafka_session_timeout_ms=2000, environment="test", data_dir=tmp_path,
+            database_url=postgres_url,
+            kafka_bootstrap_servers=tansu.bootstrap,
+            kafka_api_version=api,
+            kafka_session_timeout_ms=2000,
+            environment="test",
+            data_dir=tmp_path,
         )
         self.bus = KafkaBus(tansu.bootstrap, api_version=tansu.api_version, session_timeout_ms=2000)
         self.bus.ensure_topics([*NOTIFY_TOPICS, TOPIC_CARETEAM, TOPIC_DISCHARGE])
@@ -107,7 +116,8 @@ class World:
         self.clock = FakeClock(DISCHARGED_AT + timedelta(hours=1))
         self.keys: set[str] = set()
         self.notifications = Notifications(
-            self.bus, lambda d: d["recipient"] in (self.team, self.cpts, self.dac) or d["patient_key"] in self.keys
+            self.bus,
+            lambda d: d["recipient"] in (self.team, self.cpts, self.dac) or d["patient_key"] in self.keys,
         )
 
     def auth(self, org: str) -> dict[str, str]:
@@ -135,10 +145,19 @@ class World:
         key = self.key(nir)
         self.keys.add(key)
         careteam = {
-            "patient_key": key, "careteam_id": str(uuid.uuid4()) if team else None,
-            "team_org_id": self.team if team else None, "status": "active" if team else "inactive",
-            "referent": {"rpps": "10001234565", "name": "Dr Référent", "telecom": [{"system": "phone", "value": "0329000000"}]},
-            "consent_opposed": False, "dac_case_open": False, "dac_org_id": None, "postal_code": self.postal_code,
+            "patient_key": key,
+            "careteam_id": str(uuid.uuid4()) if team else None,
+            "team_org_id": self.team if team else None,
+            "status": "active" if team else "inactive",
+            "referent": {
+                "rpps": "10001234565",
+                "name": "Dr Référent",
+                "telecom": [{"system": "phone", "value": "0329000000"}],
+            },
+            "consent_opposed": False,
+            "dac_case_open": False,
+            "dac_org_id": None,
+            "postal_code": self.postal_code,
         }
         territory = {"postal_code": self.postal_code, "cpts_org_id": self.cpts, "dac_org_id": self.dac}
         self.publish(
@@ -148,14 +167,19 @@ class World:
 
         def mirrored() -> bool:
             with service.unit_of_work() as uow:
-                return uow.mirror.careteam(key) is not None and uow.mirror.territory(self.postal_code) is not None
+                return (
+                    uow.mirror.careteam(key) is not None
+                    and uow.mirror.territory(self.postal_code) is not None
+                )
 
         wait_for(mirrored, timeout=30, message="care-team mirror seeded from relais.careteam")
 
     def discharge(self, client, nir: str, **kwargs) -> dict[str, list[str]]:
         kwargs.setdefault("nda", f"NDA-{nir}")
         bundle = f.full_discharge_message(nir=nir, postal_code=self.postal_code, **kwargs)
-        response = client.post("/discharge/fhir/$process-message", content=f.body(bundle), headers={**FHIR, **self.auth(FINESS)})
+        response = client.post(
+            "/discharge/fhir/$process-message", content=f.body(bundle), headers={**FHIR, **self.auth(FINESS)}
+        )
         assert response.status_code == 200, response.text
         tasks: dict[str, list[str]] = {}
         for entry in response.json()["entry"]:
@@ -186,7 +210,9 @@ def test_discharge_gives_the_team_the_full_notification_and_the_hospital_sees_it
         tasks = world.discharge(client, nir(1))
         handoff = tasks["handoff"][0]
         n = world.notifications
-        n.wait(lambda: n.of("discharge.recorded") and n.of("handoff.proposed", handoff), "discharge notification")
+        n.wait(
+            lambda: n.of("discharge.recorded") and n.of("handoff.proposed", handoff), "discharge notification"
+        )
         [recorded] = n.of("discharge.recorded")
         assert (recorded["recipient"], recorded["detail"]) == (world.team, "full")
         assert any(e["resource"].get("id") == handoff for e in recorded["payload"]["entry"])
@@ -201,8 +227,15 @@ def test_a_declined_complex_handoff_reaches_the_cpts_minimised_and_the_dac(world
     with world.service() as (service, client):
         world.seed(service, nir(2))
         handoff = world.discharge(client, nir(2), complexity=("frailty",))["handoff"][0]
-        params = {"resourceType": "Parameters", "parameter": [{"name": "reason", "valueString": "Hors secteur"}]}
-        declined = client.post(f"/discharge/fhir/Task/{handoff}/$decline", json=params, headers={**FHIR, **world.auth(world.team)})
+        params = {
+            "resourceType": "Parameters",
+            "parameter": [{"name": "reason", "valueString": "Hors secteur"}],
+        }
+        declined = client.post(
+            f"/discharge/fhir/Task/{handoff}/$decline",
+            json=params,
+            headers={**FHIR, **world.auth(world.team)},
+        )
         assert declined.status_code == 200 and declined.json()["status"] == "rejected"
         n = world.notifications
         n.wait(lambda: len(n.of("handoff.declined")) == 4, "decline notifications")
@@ -221,8 +254,13 @@ def test_an_unanswered_handoff_expires_exactly_once(world):
         n = world.notifications
         n.wait(lambda: len(n.of("handoff.expired", handoff)) >= 3, "expiry notifications")
         n.settle()
-        assert Counter(d["recipient"] for d in n.of("handoff.expired", handoff)) == Counter({world.team: 1, FINESS: 1, world.cpts: 1})
-        assert client.get(f"/discharge/fhir/Task/{handoff}", headers=world.auth(FINESS)).json()["status"] == "failed"
+        assert Counter(d["recipient"] for d in n.of("handoff.expired", handoff)) == Counter(
+            {world.team: 1, FINESS: 1, world.cpts: 1}
+        )
+        assert (
+            client.get(f"/discharge/fhir/Task/{handoff}", headers=world.auth(FINESS)).json()["status"]
+            == "failed"
+        )
 
 
 def test_follow_up_done_in_time_is_not_escalated(world):
@@ -231,7 +269,9 @@ def test_follow_up_done_in_time_is_not_escalated(world):
         tasks = world.discharge(client, nir(4), plan=GP_ONLY)
         client.post(f"/discharge/fhir/Task/{tasks['handoff'][0]}/$accept", headers=world.auth(world.team))
         world.clock.set(DISCHARGED_AT + timedelta(days=3))
-        done = client.post(f"/discharge/fhir/Task/{tasks['gp-visit'][0]}/$complete", headers=world.auth(world.team))
+        done = client.post(
+            f"/discharge/fhir/Task/{tasks['gp-visit'][0]}/$complete", headers=world.auth(world.team)
+        )
         assert done.status_code == 200 and done.json()["status"] == "completed"
         world.clock.set(DISCHARGED_AT + timedelta(days=40))
         assert service.timers.run_once() == 0
@@ -288,7 +328,11 @@ def test_two_replicas_racing_fire_each_deadline_exactly_once(world):
             t.join(timeout=60)
         assert len(fired) == 2 and sum(fired) <= 2 * len(items)  # the background workers may take some
         with first.unit_of_work() as uow:
-            rows = uow.session.execute(select(TimerRow).where(TimerRow.kind == "followup-missed")).scalars().all()
+            rows = (
+                uow.session.execute(select(TimerRow).where(TimerRow.kind == "followup-missed"))
+                .scalars()
+                .all()
+            )
             timers = [(t.fired_at is not None, t.outcome) for t in rows]
         assert timers == [(True, "fired")] * (2 * len(items))
         n = world.notifications

@@ -50,7 +50,9 @@ def test_handoff_transitions(status, action, expected):
     assert next_handoff_status(status, action, "t") == expected
 
 
-@pytest.mark.parametrize(("status", "action"), [("accepted", "decline"), ("rejected", "accept"), ("accepted", "expire")])
+@pytest.mark.parametrize(
+    ("status", "action"), [("accepted", "decline"), ("rejected", "accept"), ("accepted", "expire")]
+)
 def test_handoff_refuses_moves_from_a_settled_state(status, action):
     with pytest.raises(Conflict):
         next_handoff_status(status, action, "t")
@@ -58,7 +60,10 @@ def test_handoff_refuses_moves_from_a_settled_state(status, action):
 
 def test_icd10_codes_map_to_criteria_by_prefix():
     icd = "http://hl7.org/fhir/sid/icd-10"
-    assert criteria_from_condition([(icd, "E11.9"), (icd, "N18.4"), (icd, "J18")]) == {"diabetes", "renal-failure"}
+    assert criteria_from_condition([(icd, "E11.9"), (icd, "N18.4"), (icd, "J18")]) == {
+        "diabetes",
+        "renal-failure",
+    }
     assert criteria_from_condition([(domain.COMPLEXITY_SYSTEM, "Precarity")]) == {"precarity"}
 
 
@@ -87,18 +92,29 @@ def test_an_open_dac_case_points_at_the_dac_that_follows_the_patient():
 
 def test_an_inactive_team_is_no_team():
     ctx = patient_context(
-        mirror=MirrorState(team_org_id="t", team_active=False), territory=None, hospital_org_id="h", complex_case=False
+        mirror=MirrorState(team_org_id="t", team_active=False),
+        territory=None,
+        hospital_org_id="h",
+        complex_case=False,
     )
     assert ctx.team_org_id is None
 
 
 def test_follow_up_escalation_levels_follow_the_routing_table():
-    base = dict(mirror=MirrorState(team_org_id="t", team_active=True), territory=TerritoryState("cpts", "dac"),
-                hospital_org_id="h", complex_case=True)
+    base = dict(
+        mirror=MirrorState(team_org_id="t", team_active=True),
+        territory=TerritoryState("cpts", "dac"),
+        hospital_org_id="h",
+        complex_case=True,
+    )
     level0 = route(EventType.FOLLOWUP_MISSED, patient_context(**base, escalation_level=0))
     level1 = route(EventType.FOLLOWUP_MISSED, patient_context(**base, escalation_level=1))
     assert [(r.role, r.organisation_id) for r in level0] == [(Role.TEAM, "t")]
-    assert [(r.role, r.detail) for r in level1] == [(Role.TEAM, Detail.FULL), (Role.CPTS, Detail.MINIMISED), (Role.DAC, Detail.FULL)]
+    assert [(r.role, r.detail) for r in level1] == [
+        (Role.TEAM, Detail.FULL),
+        (Role.CPTS, Detail.MINIMISED),
+        (Role.DAC, Detail.FULL),
+    ]
 
 
 def test_notification_ids_differ_by_event_and_repeat_for_the_same_inputs():

@@ -1,4 +1,4 @@
-"""Discharge service on SQLite and the embedded log: intake, handoff Task, mirror, notifications (no servers)."""
+"""Discharge service on SQLite and the embedded log: intake, handoff Task, mirror, notifications."""
 
 from __future__ import annotations
 
@@ -57,20 +57,28 @@ class Harness:
             "/discharge/fhir/$process-message", content=f.body(bundle), headers={**FHIR, **self.auth(org)}
         )
 
-    def careteam(self, *, team: str | None = TEAM, status: str = "active", nir: str = f.DEFAULT_NIR, **extra) -> None:
+    def careteam(
+        self, *, team: str | None = TEAM, status: str = "active", nir: str = f.DEFAULT_NIR, **extra
+    ) -> None:
         data = {
             "patient_key": self.key(nir),
             "careteam_id": "ct-1" if team else None,
             "team_org_id": team,
             "status": status,
-            "referent": {"rpps": "10001234565", "name": "Dr Référent", "telecom": [{"system": "phone", "value": "0329000000"}]},
+            "referent": {
+                "rpps": "10001234565",
+                "name": "Dr Référent",
+                "telecom": [{"system": "phone", "value": "0329000000"}],
+            },
             "consent_opposed": False,
             "dac_case_open": False,
             "dac_org_id": None,
             "postal_code": "75014",
             **extra,
         }
-        self.deliver(Envelope(type="careteam.changed", key=data["patient_key"], data=data, source="admissions"))
+        self.deliver(
+            Envelope(type="careteam.changed", key=data["patient_key"], data=data, source="admissions")
+        )
 
     def territory(self, postal_code: str = "75014", cpts: str | None = CPTS, dac: str | None = DAC) -> None:
         data = {"postal_code": postal_code, "cpts_org_id": cpts, "dac_org_id": dac}
@@ -161,7 +169,16 @@ def test_notification_ids_are_deterministic_per_message_recipient_role_and_event
     recipient = Recipient(Role.TEAM, TEAM, Detail.FULL, "relais.notify.team", "x")
     assert message["id"] == notification_id("m-det", recipient, EventType.DISCHARGE_RECORDED)
     assert message["key"] == TEAM and message["topic"] == "relais.notify.team"
-    assert set(message["data"]) == {"recipient", "role", "detail", "event", "patient_key", "sender", "subject", "payload"}
+    assert set(message["data"]) == {
+        "recipient",
+        "role",
+        "detail",
+        "event",
+        "patient_key",
+        "sender",
+        "subject",
+        "payload",
+    }
 
 
 def test_a_replayed_message_gets_the_stored_answer_and_sends_nothing_new(harness):
@@ -218,7 +235,14 @@ def test_a_patient_without_a_team_is_signalled_minimised_to_the_cpts(harness):
     assert "handoff" not in task_ids(response.json())
     [cpts] = harness.notifications("discharge.recorded")
     assert (cpts["recipient"], cpts["detail"]) == (CPTS, "minimised")
-    assert set(cpts["payload"]) == {"event", "patient_key", "commune", "age_band", "occurred_at", "recorded_at"}
+    assert set(cpts["payload"]) == {
+        "event",
+        "patient_key",
+        "commune",
+        "age_band",
+        "occurred_at",
+        "recorded_at",
+    }
     assert cpts["payload"]["age_band"] == "60-74" and "MARTIN" not in json.dumps(cpts)
 
 
@@ -267,8 +291,12 @@ def test_a_discharge_without_a_prior_admission_is_accepted(harness):
 def test_no_care_plan_means_the_default_gp_visit_within_seven_days(harness):
     harness.careteam()
     response = harness.post_message(f.full_discharge_message(plan=None))
-    [item] = [e["resource"] for e in response.json()["entry"] if e["resource"]["resourceType"] == "Task"
-              and e["resource"]["code"]["coding"][0]["code"] == "gp-visit"]
+    [item] = [
+        e["resource"]
+        for e in response.json()["entry"]
+        if e["resource"]["resourceType"] == "Task"
+        and e["resource"]["code"]["coding"][0]["code"] == "gp-visit"
+    ]
     assert item["restriction"]["period"]["end"] == "2024-05-16T09:00:00Z"
 
 
@@ -313,11 +341,29 @@ def test_team_accepts_and_the_hospital_reads_accepted(harness):
 def test_strangers_cannot_see_or_act_on_a_task(harness):
     harness.careteam()
     task_id = _handoff(harness)
-    assert harness.client.get(f"/discharge/fhir/Task/{task_id}", headers=harness.auth(OTHER_TEAM)).status_code == 404
-    assert harness.client.get(f"/discharge/fhir/Task/{task_id}", headers=harness.auth(CPTS)).status_code == 404
-    assert harness.client.get(f"/discharge/fhir/Task/{task_id}", headers=harness.auth(OTHER_FINESS)).status_code == 404
-    assert harness.client.post(f"/discharge/fhir/Task/{task_id}/$accept", headers=harness.auth(OTHER_TEAM)).status_code == 404
-    assert harness.client.post(f"/discharge/fhir/Task/{task_id}/$accept", headers=harness.auth(FINESS)).status_code == 403
+    assert (
+        harness.client.get(f"/discharge/fhir/Task/{task_id}", headers=harness.auth(OTHER_TEAM)).status_code
+        == 404
+    )
+    assert (
+        harness.client.get(f"/discharge/fhir/Task/{task_id}", headers=harness.auth(CPTS)).status_code == 404
+    )
+    assert (
+        harness.client.get(f"/discharge/fhir/Task/{task_id}", headers=harness.auth(OTHER_FINESS)).status_code
+        == 404
+    )
+    assert (
+        harness.client.post(
+            f"/discharge/fhir/Task/{task_id}/$accept", headers=harness.auth(OTHER_TEAM)
+        ).status_code
+        == 404
+    )
+    assert (
+        harness.client.post(
+            f"/discharge/fhir/Task/{task_id}/$accept", headers=harness.auth(FINESS)
+        ).status_code
+        == 403
+    )
 
 
 def test_decline_needs_a_reason_and_asks_the_cpts_and_the_dac_if_complex(harness):
@@ -326,12 +372,18 @@ def test_decline_needs_a_reason_and_asks_the_cpts_and_the_dac_if_complex(harness
     task_id = _handoff(harness, dac_request=True)
     url = f"/discharge/fhir/Task/{task_id}/$decline"
     assert harness.client.post(url, headers=harness.auth(TEAM)).status_code == 422
-    params = {"resourceType": "Parameters", "parameter": [{"name": "reason", "valueString": "Patientèle complète"}]}
+    params = {
+        "resourceType": "Parameters",
+        "parameter": [{"name": "reason", "valueString": "Patientèle complète"}],
+    }
     declined = harness.client.post(url, json=params, headers={**FHIR, **harness.auth(TEAM)})
     assert declined.status_code == 200 and declined.json()["status"] == "rejected"
     assert declined.json()["statusReason"]["text"] == "Patientèle complète"
     assert harness.recipients("handoff.declined") == {
-        (TEAM, "team", "full"), (FINESS, "hospital", "full"), (CPTS, "cpts", "minimised"), (DAC, "dac", "full")
+        (TEAM, "team", "full"),
+        (FINESS, "hospital", "full"),
+        (CPTS, "cpts", "minimised"),
+        (DAC, "dac", "full"),
     }
     again = harness.client.post(f"/discharge/fhir/Task/{task_id}/$accept", headers=harness.auth(TEAM))
     assert again.status_code == 409
@@ -359,10 +411,20 @@ def test_a_domain_event_is_published_per_discharge_keyed_by_patient(harness):
 
 def test_the_mirror_is_idempotent_and_ignores_older_messages(harness):
     key = harness.key()
-    newer = Envelope(type="careteam.changed", key=key, source="admissions", time="2026-01-02T00:00:00+00:00",
-                     data={"patient_key": key, "team_org_id": TEAM, "status": "active"})
-    older = Envelope(type="careteam.changed", key=key, source="admissions", time="2026-01-01T00:00:00+00:00",
-                     data={"patient_key": key, "team_org_id": OTHER_TEAM, "status": "active"})
+    newer = Envelope(
+        type="careteam.changed",
+        key=key,
+        source="admissions",
+        time="2026-01-02T00:00:00+00:00",
+        data={"patient_key": key, "team_org_id": TEAM, "status": "active"},
+    )
+    older = Envelope(
+        type="careteam.changed",
+        key=key,
+        source="admissions",
+        time="2026-01-01T00:00:00+00:00",
+        data={"patient_key": key, "team_org_id": OTHER_TEAM, "status": "active"},
+    )
     harness.deliver(newer)
     harness.deliver(newer)
     harness.deliver(older)

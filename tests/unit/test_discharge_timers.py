@@ -11,15 +11,10 @@ from services.discharge.adapters.orm import TimerRow
 from services.discharge.bootstrap import bootstrap
 from services.discharge.entrypoints.timers import TimerWorker
 from tests import factories as f
-from tests.unit.test_discharge_handlers import (  # noqa: F401 - the fixture is used by name
-    CPTS,
-    DAC,
-    DISCHARGED_AT,
-    FINESS,
-    TEAM,
-    harness,
-    task_ids,
-)
+from tests.unit import test_discharge_handlers as handlers_suite
+from tests.unit.test_discharge_handlers import CPTS, DAC, DISCHARGED_AT, FINESS, TEAM, task_ids
+
+harness = handlers_suite.harness  # the same SQLite service fixture
 
 PLAN = (("gp-visit", "Consultation du médecin traitant sous 7 jours", 7 * 24.0),)
 
@@ -44,7 +39,11 @@ def test_an_unanswered_handoff_expires_once_and_asks_the_cpts(harness):
     harness.clock.advance(hours=48, seconds=1)
     assert harness.fire() == 1
     assert harness.fire() == 0
-    assert harness.recipients("handoff.expired") == {(TEAM, "team", "full"), (FINESS, "hospital", "full"), (CPTS, "cpts", "minimised")}
+    assert harness.recipients("handoff.expired") == {
+        (TEAM, "team", "full"),
+        (FINESS, "hospital", "full"),
+        (CPTS, "cpts", "minimised"),
+    }
     assert len(harness.notifications("handoff.expired")) == 3
     read = harness.client.get(f"/discharge/fhir/Task/{tasks['handoff'][0]}", headers=harness.auth(FINESS))
     assert read.json()["status"] == "failed" and read.json()["businessStatus"]["text"] == "expired"
@@ -62,7 +61,9 @@ def test_follow_up_done_in_time_is_never_escalated(harness):
     tasks = _discharge(harness)
     harness.client.post(f"/discharge/fhir/Task/{tasks['handoff'][0]}/$accept", headers=harness.auth(TEAM))
     harness.clock.advance(days=5)
-    done = harness.client.post(f"/discharge/fhir/Task/{tasks['gp-visit'][0]}/$complete", headers=harness.auth(TEAM))
+    done = harness.client.post(
+        f"/discharge/fhir/Task/{tasks['gp-visit'][0]}/$complete", headers=harness.auth(TEAM)
+    )
     assert done.status_code == 200 and done.json()["status"] == "completed"
     harness.clock.advance(days=30)
     harness.fire()
@@ -80,7 +81,11 @@ def test_a_missed_follow_up_goes_to_the_team_first_then_after_the_grace_to_cpts_
     harness.clock.advance(hours=48)
     assert harness.fire() == 1
     level1 = [n for n in harness.notifications("followup.missed")][1:]
-    assert {(n["recipient"], n["detail"]) for n in level1} == {(TEAM, "full"), (CPTS, "minimised"), (DAC, "full")}
+    assert {(n["recipient"], n["detail"]) for n in level1} == {
+        (TEAM, "full"),
+        (CPTS, "minimised"),
+        (DAC, "full"),
+    }
     assert harness.fire() == 0
 
 
@@ -100,8 +105,9 @@ def test_a_missed_follow_up_fires_once_across_a_restart(harness, tmp_path):
     harness.clock.now = DISCHARGED_AT + timedelta(days=7, minutes=1)
     assert harness.fire() == 1
     runtime = harness.service.runtime
-    again = bootstrap(runtime.settings, bus=runtime.bus, directory=runtime.directory, run_workers=False,
-                      clock=harness.clock)
+    again = bootstrap(
+        runtime.settings, bus=runtime.bus, directory=runtime.directory, run_workers=False, clock=harness.clock
+    )
     try:
         assert again.timers.run_once() == 0  # level 0 already fired before the "restart"
         harness.clock.advance(hours=48)
@@ -119,8 +125,12 @@ def test_two_workers_racing_fire_each_timer_exactly_once(harness):
         harness.careteam()
         assert harness.post_message(f.full_discharge_message(plan=PLAN, nda=f"NDA-{n}")).status_code == 200
     harness.clock.now = DISCHARGED_AT + timedelta(days=30)
-    workers = [TimerWorker(harness.service.unit_of_work, clock=harness.clock, policy=harness.service.policy,
-                           name=f"w{i}") for i in range(2)]
+    workers = [
+        TimerWorker(
+            harness.service.unit_of_work, clock=harness.clock, policy=harness.service.policy, name=f"w{i}"
+        )
+        for i in range(2)
+    ]
     counts: list[int] = []
     barrier = threading.Barrier(2)
 

@@ -63,7 +63,11 @@ class HandoffRepository(_Repository):
         return self.session.execute(query).scalars().first()
 
     def for_discharge(self, discharge_id: str) -> list[HandoffRow]:
-        query = select(HandoffRow).where(HandoffRow.discharge_id == discharge_id).order_by(HandoffRow.requested_at)
+        query = (
+            select(HandoffRow)
+            .where(HandoffRow.discharge_id == discharge_id)
+            .order_by(HandoffRow.requested_at)
+        )
         return list(self.session.execute(query).scalars())
 
 
@@ -75,7 +79,9 @@ class FollowupRepository(_Repository):
         return self.session.execute(query).scalars().first()
 
     def for_discharge(self, discharge_id: str) -> list[FollowupRow]:
-        query = select(FollowupRow).where(FollowupRow.discharge_id == discharge_id).order_by(FollowupRow.due_at)
+        query = (
+            select(FollowupRow).where(FollowupRow.discharge_id == discharge_id).order_by(FollowupRow.due_at)
+        )
         return list(self.session.execute(query).scalars())
 
 

@@ -73,7 +73,7 @@ def build_router(deps: ApiDeps) -> APIRouter:
 
     @router.post(
         "/$process-message",
-        summary="Hospital discharge message (SOR / notification-discharge, revise-discharge, cancel-discharge)",
+        summary="Hospital discharge message (SOR, notification-discharge, revise-/cancel-discharge)",
         response_class=FhirResponse,
     )
     async def process_message(
@@ -93,23 +93,37 @@ def build_router(deps: ApiDeps) -> APIRouter:
         )
         key = patient_key(facts.patient.system, facts.patient.value, deps.secret_key)
         response = await run_in_threadpool(
-            handlers.process_discharge_message, deps.unit_of_work(), cmd,
-            patient_key=key, clock=deps.clock, policy=deps.policy,
+            handlers.process_discharge_message,
+            deps.unit_of_work(),
+            cmd,
+            patient_key=key,
+            clock=deps.clock,
+            policy=deps.policy,
         )
         return FhirResponse(response)
 
-    @router.get("/Task/{task_id}", summary="A handoff or follow-up Task (its hospital and its team only)",
-                response_class=FhirResponse)
+    @router.get(
+        "/Task/{task_id}",
+        summary="A handoff or follow-up Task (its hospital and its team only)",
+        response_class=FhirResponse,
+    )
     def read_task(task_id: str, principal: Principal = Depends(current_principal)) -> FhirResponse:
         return FhirResponse(handlers.read_task(deps.unit_of_work(), task_id, principal.organisation_id))
 
-    @router.post("/Task/{task_id}/$accept", summary="The team accepts the handoff", response_class=FhirResponse)
+    @router.post(
+        "/Task/{task_id}/$accept", summary="The team accepts the handoff", response_class=FhirResponse
+    )
     def accept(task_id: str, principal: Principal = Depends(require_role(Role.TEAM))) -> FhirResponse:
         cmd = AcceptHandoff(task_id, principal.organisation_id)
-        return FhirResponse(handlers.accept_handoff(deps.unit_of_work(), cmd, clock=deps.clock, policy=deps.policy))
+        return FhirResponse(
+            handlers.accept_handoff(deps.unit_of_work(), cmd, clock=deps.clock, policy=deps.policy)
+        )
 
-    @router.post("/Task/{task_id}/$decline", summary="The team declines the handoff, with a reason",
-                 response_class=FhirResponse)
+    @router.post(
+        "/Task/{task_id}/$decline",
+        summary="The team declines the handoff, with a reason",
+        response_class=FhirResponse,
+    )
     async def decline(
         task_id: str, request: Request, principal: Principal = Depends(require_role(Role.TEAM))
     ) -> FhirResponse:
@@ -120,7 +134,9 @@ def build_router(deps: ApiDeps) -> APIRouter:
         )
         return FhirResponse(task)
 
-    @router.post("/Task/{task_id}/$cancel", summary="The hospital cancels its handoff", response_class=FhirResponse)
+    @router.post(
+        "/Task/{task_id}/$cancel", summary="The hospital cancels its handoff", response_class=FhirResponse
+    )
     async def cancel(
         task_id: str, request: Request, principal: Principal = Depends(require_role(Role.HOSPITAL))
     ) -> FhirResponse:
@@ -132,13 +148,18 @@ def build_router(deps: ApiDeps) -> APIRouter:
         )
         return FhirResponse(task)
 
-    @router.post("/Task/{task_id}/$complete", summary="The team records a follow-up item as done",
-                 response_class=FhirResponse)
+    @router.post(
+        "/Task/{task_id}/$complete",
+        summary="The team records a follow-up item as done",
+        response_class=FhirResponse,
+    )
     async def complete(
         task_id: str, request: Request, principal: Principal = Depends(require_role(Role.TEAM))
     ) -> FhirResponse:
         params = await _parameters(request)
-        cmd = CompleteFollowup(task_id, principal.organisation_id, _datetime(params.get("completedAt"), "completedAt"))
+        cmd = CompleteFollowup(
+            task_id, principal.organisation_id, _datetime(params.get("completedAt"), "completedAt")
+        )
         task = await run_in_threadpool(handlers.complete_followup, deps.unit_of_work(), cmd, clock=deps.clock)
         return FhirResponse(task)
 

@@ -20,7 +20,9 @@ CARETEAM_CHANGED = "careteam.changed"
 TERRITORY_CHANGED = "territory.changed"
 
 
-def careteam_handlers(unit_of_work: Callable[[], DischargeUnitOfWork], clock: handlers.Clock) -> dict[str, Handler]:
+def careteam_handlers(
+    unit_of_work: Callable[[], DischargeUnitOfWork], clock: handlers.Clock
+) -> dict[str, Handler]:
     def on_careteam(envelope: Envelope) -> None:
         if envelope.type == CARETEAM_CHANGED:
             cmd = MirrorCareTeam(envelope.id, envelope.time, envelope.data)

@@ -43,7 +43,9 @@ class TimerWorker:
         fired = 0
         for _ in range(self._batch):
             try:
-                timer_id = handlers.fire_next_timer(self._uow(), clock=self._clock, policy=self._policy, worker=self.name)
+                timer_id = handlers.fire_next_timer(
+                    self._uow(), clock=self._clock, policy=self._policy, worker=self.name
+                )
             except handlers.TimerFailed as exc:
                 # A timer whose effect keeps failing must not block every later deadline.
                 log.exception("timer %s failed; set aside with outcome 'error'", exc.timer_id)
