@@ -196,7 +196,7 @@ def test_the_pool_orders_by_earliest_slot_then_distance_then_load(snp):
     snp.publish("gp-contrex", "88114", [at])
     snp.publish("msp-vittel", "88516", [at])
     order = [snp.effecteur(snp.ask(f"pool-{i}", "88114")) for i in range(4)]
-    # earliest beats distance; then, at the same time: Contrexéville (0 km), Vittel (4 km), Neufchâteau (31 km)
+    # earliest beats distance; then at one time: Contrexéville (0 km), Vittel (4 km), Neufchâteau (31 km)
     assert order == ["gp-neufchateau", "gp-contrex", "msp-vittel", "gp-neufchateau"]
     # Same time, same commune: msp-vittel already holds one live appointment, gp-vittel none.
     later = snp.start + timedelta(hours=3)

@@ -43,7 +43,7 @@ ARGS = [
 ]
 DAY = datetime(2026, 11, 23, 6, 0, tzinfo=UTC)  # 07:00 in Paris
 
-# (hour offset of the request, patient commune, urgency, effecteur publishing a slot, slot commune, minutes later,
+# (request hour offset, patient commune, urgency, effecteur publishing a slot, slot commune, minutes later,
 #  final status) - a small demo day for the 88-ouest territory.
 SEED = [
     (0.5, "88516", "2h", "msp-vittel", "88516", 50, "fulfilled"),
