@@ -1,7 +1,7 @@
 """Placement time against the number of free SNP slots (1,000, 10,000, 100,000).
 
     .venv/bin/python benchmarks/snp_placement.py                      # SQLite in a temporary directory
-    .venv/bin/python benchmarks/snp_placement.py --database-url postgresql://...   # an empty PostgreSQL database
+    .venv/bin/python benchmarks/snp_placement.py --database-url postgresql://...  # empty database
 
 Slots are bulk-inserted straight into the snp tables (the schema comes from the service's migrations);
 each measured placement is the real handler: own-team lookup, the indexed earliest-slot query with

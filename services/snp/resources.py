@@ -1,4 +1,4 @@
-"""FHIR shapes the snp service returns and notifies (built through the pinned R4B models, never constructed)."""
+"""FHIR shapes the snp service returns and notifies (validated through the pinned R4B models)."""
 
 from __future__ import annotations
 

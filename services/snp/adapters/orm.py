@@ -73,7 +73,7 @@ class SlotRow(SQLModel, table=True):
 
 
 class RequestRow(SQLModel, table=True):
-    """A SAS request (FHIR ServiceRequest). The patient identifier stays here for the effecteur's full view."""
+    """A SAS request (FHIR ServiceRequest). The patient identifier stays here, for the effecteur."""
 
     __tablename__ = "snp_request"
     __table_args__ = (

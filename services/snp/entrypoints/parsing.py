@@ -166,7 +166,7 @@ def publish_command(data: dict[str, Any], org_id: str) -> PublishAvailability:
 
 
 def request_command(data: dict[str, Any], sas_org_id: str) -> RequestSnp:
-    """A ServiceRequest from the SAS. Free text (note, text, reason text) is read nowhere: it never persists."""
+    """A ServiceRequest from the SAS. Free text (note, text, reason text) is never read, so never kept."""
     request = _validate(ServiceRequest, data, "ServiceRequest")
     subject = request.subject.identifier if request.subject else None
     if subject is None or not subject.value:
@@ -203,7 +203,7 @@ def request_command(data: dict[str, Any], sas_org_id: str) -> RequestSnp:
 
 
 def status_of(data: dict[str, Any]) -> AppointmentStatus:
-    """`Parameters` with a `status` code (or `{"status": ...}`): pending, booked, fulfilled, noshow, cancelled."""
+    """`Parameters` with a `status` code (or `{"status": ...}`): booked, fulfilled, noshow, cancelled..."""
     raw: str | None = None
     if data.get("resourceType") == "Parameters":
         parameters = _validate(Parameters, data, "Parameters")
