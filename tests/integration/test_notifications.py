@@ -3,7 +3,6 @@ HTTP receivers on loopback: order, retries, dead-letter, a killed instance, `$ev
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
