@@ -112,4 +112,13 @@ else
   echo "            Install a JRE (e.g. 'sudo apt-get install -y default-jre-headless')." >&2
 fi
 
+# --- Chromium (the CPTS dashboard page is tested in headless Chromium driven by Playwright) ----
+if [ -x /usr/bin/chromium ]; then
+  say "Chromium found: $(/usr/bin/chromium --version 2>/dev/null | head -n 1)"
+elif is_root && command -v apt-get >/dev/null 2>&1; then
+  apt_install chromium
+else
+  echo "install.sh: /usr/bin/chromium not found; the dashboard page test needs Debian's chromium." >&2
+fi
+
 say "done; run the tests with: $VENV/bin/pytest"
