@@ -284,61 +284,6 @@ def test_a_receiver_down_for_good_ends_in_dead_letter_while_another_keeps_receiv
     service.runtime.close()
 
 
-CHILD = """
-import sys, threading
-from services.notifications.bootstrap import bootstrap
-from services.notifications.config import NotificationsServiceSettings
-settings = NotificationsServiceSettings.model_validate_json(sys.stdin.read())
-service = bootstrap(settings)
-service.runtime.start()
-print("started", flush=True)
-threading.Event().wait()
-"""
-
-
-def test_killing_an_instance_mid_delivery_loses_nothing(settings, producer, receivers, tmp_path):
-    holding = receiver(receivers, hold=True)
-    setup = bootstrap(settings, run_workers=False)
-    a = org("msp")
-    register(TestClient(setup.app), auth(setup, "team", a), holding.url)
-    setup.runtime.close()
-
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env=env,
-        cwd=tmp_path,
-        text=True,
-    )
-    try:
-        child.stdin.write(settings.model_dump_json())
-        child.stdin.close()
-        assert child.stdout.readline().strip() == "started"
-        sent = publish(producer, a, 6)
-        # the first delivery is in flight (the receiver holds it): kill the instance now
-        wait_for(lambda: holding.attempts, timeout=60, message="a delivery in flight")
-    finally:
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait(timeout=30)
-    holding.release.set()
-
-    successor = bootstrap(settings)
-    with TestClient(successor.app):
-        wait_for(
-            lambda: set(holding.accepted_ids()) >= set(sent),
-            timeout=60,
-            message=lambda: f"{len(set(holding.accepted_ids()))} of {len(sent)} after the restart",
-        )
-    successor.runtime.close()
-    received = holding.accepted_ids()
-    assert first_seen(received) == sent  # nothing lost, still in order
-    # at-least-once: only the delivery that was in flight at the kill may arrive twice
-    assert len(received) - len(set(received)) <= 1
-
-
 # --- subscriptions ---------------------------------------------------------------------------
 
 
@@ -503,3 +448,61 @@ def test_no_endpoint_leaks_anything_to_another_organisation_or_role(settings, pr
     engine.dispose()
     assert len(audited) == len(others) * len(denied)
     service.runtime.close()
+
+
+# --- crash (last: a SIGKILLed group member may slow the broker's next rebalance) ------------
+
+
+CHILD = """
+import sys, threading
+from services.notifications.bootstrap import bootstrap
+from services.notifications.config import NotificationsServiceSettings
+settings = NotificationsServiceSettings.model_validate_json(sys.stdin.read())
+service = bootstrap(settings)
+service.runtime.start()
+print("started", flush=True)
+threading.Event().wait()
+"""
+
+
+def test_killing_an_instance_mid_delivery_loses_nothing(settings, producer, receivers, tmp_path):
+    holding = receiver(receivers, hold=True)
+    setup = bootstrap(settings, run_workers=False)
+    a = org("msp")
+    register(TestClient(setup.app), auth(setup, "team", a), holding.url)
+    setup.runtime.close()
+
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        cwd=tmp_path,
+        text=True,
+    )
+    try:
+        child.stdin.write(settings.model_dump_json())
+        child.stdin.close()
+        assert child.stdout.readline().strip() == "started"
+        sent = publish(producer, a, 6)
+        # the first delivery is in flight (the receiver holds it): kill the instance now
+        wait_for(lambda: holding.attempts, timeout=60, message="a delivery in flight")
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=30)
+    holding.release.set()
+
+    successor = bootstrap(settings)
+    with TestClient(successor.app):
+        wait_for(
+            lambda: set(holding.accepted_ids()) >= set(sent),
+            timeout=60,
+            message=lambda: f"{len(set(holding.accepted_ids()))} of {len(sent)} after the restart",
+        )
+    successor.runtime.close()
+    received = holding.accepted_ids()
+    assert first_seen(received) == sent  # nothing lost, still in order
+    # at-least-once: only the delivery that was in flight at the kill may arrive twice
+    assert len(received) - len(set(received)) <= 1
