@@ -46,7 +46,7 @@ class Runtime:
         return cls(self.sessions, self.name, on_outbox_commit=self.wakeup.set)
 
     def add_consumer(self, handlers: dict[str, Handler], group_suffix: str = "") -> ConsumerLoop:
-        group = f"relais.{self.name}{group_suffix}"
+        group = f"{self.settings.consumer_group_prefix}.{self.name}{group_suffix}"
         loop = ConsumerLoop(self.bus, group, handlers, max_attempts=self.settings.consumer_max_attempts)
         self.consumers.append(loop)
         return loop

@@ -37,6 +37,8 @@ class RelaisSettings(BaseSettings):
     relay_batch_size: int = 200
     relay_idle_seconds: float = 0.05
     consumer_max_attempts: int = 5
+    # Deployments sharing one Kafka cluster (or test runs sharing a broker) keep their groups apart.
+    consumer_group_prefix: str = "relais"
 
     @property
     def uses_kafka(self) -> bool:

@@ -75,6 +75,12 @@ def _infra_session_cleanup():
 
 
 @pytest.fixture(autouse=True)
+def _own_consumer_groups(monkeypatch):
+    """Each test's services join consumer groups of their own: a shared broker never mixes two tests."""
+    monkeypatch.setenv("RELAIS_CONSUMER_GROUP_PREFIX", f"relais-test-{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture(autouse=True)
 def _restart_stopped_servers():
     """After each test, start again any session server the test left stopped."""
     yield

@@ -92,8 +92,13 @@ class Harness:
         self.send(
             *(territory_changed(p, self.org("cpts-ouest")) for p in ("88140", "88800", "88300", "88500"))
         )
+        # The topic is shared with other tests' territories: count only this harness's CPTS.
         wait_for(
-            lambda: self.count("SELECT count(*) FROM snp_territory") == 4, TIMEOUT, message="territory mirror"
+            lambda: self.count(
+                "SELECT count(*) FROM snp_territory WHERE cpts_org_id = :cpts", cpts=self.org("cpts-ouest")
+            ) == 4,
+            TIMEOUT,
+            message="territory mirror",
         )
 
     def count(self, sql: str, **params) -> int:
@@ -147,9 +152,11 @@ class Harness:
 @pytest.fixture
 def snp(postgres_url, tansu, tmp_path):
     harness = Harness(postgres_url, tansu, tmp_path)
-    harness.mirror_territory()
-    yield harness
-    harness.close()
+    try:
+        harness.mirror_territory()
+        yield harness
+    finally:
+        harness.close()
 
 
 def nir(order: int) -> str:
@@ -159,7 +166,11 @@ def nir(order: int) -> str:
 def test_a_patient_with_a_team_is_placed_with_that_team_first(snp):
     key = patient_key(INS_NIR, nir(1), snp.service.runtime.settings.secret_key)
     snp.send(careteam_changed(key, snp.org("msp-vittel"), message_id=str(uuid.uuid4())))
-    wait_for(lambda: snp.count("SELECT count(*) FROM snp_careteam") == 1, TIMEOUT, message="care-team mirror")
+    wait_for(
+        lambda: snp.count("SELECT count(*) FROM snp_careteam WHERE patient_key = :key", key=key) == 1,
+        TIMEOUT,
+        message="care-team mirror",
+    )
     # The pool has an earlier, nearer slot; the team's own slot still wins.
     snp.publish("gp-contrex", "88114", [snp.start + timedelta(hours=1)])
     snp.publish("msp-vittel", "88516", [snp.start + timedelta(hours=5)])
@@ -187,7 +198,7 @@ def test_a_redelivered_careteam_message_is_handled_once(snp):
         TIMEOUT,
         message="inbox row",
     )
-    assert snp.count("SELECT count(*) FROM snp_careteam") == 1
+    assert snp.count("SELECT count(*) FROM snp_careteam WHERE patient_key = :key", key=envelope.key) == 1
 
 
 def test_the_pool_orders_by_earliest_slot_then_distance_then_load(snp):
