@@ -31,7 +31,7 @@ from tests.unit.test_snp_service import (
     territory_changed,
 )
 
-playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (driver only)")
+import playwright.sync_api as playwright_api  # noqa: E402 - installed by scripts/install.sh --test
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "screenshots" / "snp-dashboard.png"
 ARGS = [
@@ -67,7 +67,7 @@ EFFECTEURS = ["msp-vittel", "gp-contrex", "gp-neufchateau", "gp-mirecourt", "gp-
 @pytest.fixture
 def served(tmp_path):
     if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
+        pytest.fail("Debian's chromium is missing: run scripts/install.sh --test (apt-get install -y chromium)")
     clock = Clock(DAY)
     directory = Directory(f"sqlite:///{tmp_path / 'auth.sqlite'}")
     service = bootstrap(SnpSettings(data_dir=tmp_path), directory=directory, run_workers=False, clock=clock)
