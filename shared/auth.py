@@ -1,4 +1,4 @@
-"""Organisations and their API credentials (SHA-256 of a random token), and the FastAPI dependencies that scope calls."""
+"""Organisations and their API credentials (SHA-256 of a random token), and the dependencies that scope calls."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ import uuid
 from collections import defaultdict
 
 import pytest
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import func, select
 from sqlmodel import SQLModel
 
 from shared.bus.base import Bus, BusUnavailable, dlq_topic

@@ -4,12 +4,12 @@ service served by uvicorn on loopback; keeps a screenshot in docs/screenshots/sn
 from __future__ import annotations
 
 import os
-
 import shutil
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import playwright.sync_api as playwright_api  # noqa: E402 - installed by scripts/install.sh --test
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
@@ -31,7 +31,6 @@ from tests.unit.test_snp_service import (
     territory_changed,
 )
 
-import playwright.sync_api as playwright_api  # noqa: E402 - installed by scripts/install.sh --test
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "screenshots" / "snp-dashboard.png"
 ARGS = [

@@ -34,7 +34,8 @@ def kernel_app(tmp_path):
     async def process(request: Request, principal: Principal = Depends(require_role(Role.HOSPITAL))):
         message = parse_message_bundle(await request.body(), request.headers.get("content-type"), MAX_BYTES)
         with UnitOfWork(sessions, "kernel") as uow:
-            uow.outbox.add("relais.test", principal.organisation_id, message.event_type.value, {"id": message.message_id})
+            data = {"id": message.message_id}
+            uow.outbox.add("relais.test", principal.organisation_id, message.event_type.value, data)
             uow.commit()
         return {"accepted": message.message_id}
 
