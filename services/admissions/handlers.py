@@ -103,6 +103,9 @@ def _notify(
                 "detail": recipient.detail.value,
                 "event": cmd.event_type.value,
                 "patient_key": key,
+                # docs/events.md: every notification names its sender and what it is about.
+                "sender": facts.hospital_org_id,
+                "subject": facts.encounter_key,
                 "payload": shape_for(recipient, full, minimal),
             },
             message_id=message_id,
