@@ -19,6 +19,7 @@ class EventType(StrEnum):
     HANDOFF_ACCEPTED = "handoff.accepted"
     HANDOFF_DECLINED = "handoff.declined"
     HANDOFF_EXPIRED = "handoff.expired"
+    HANDOFF_CANCELLED = "handoff.cancelled"
     FOLLOWUP_DUE = "followup.due"
     FOLLOWUP_MISSED = "followup.missed"
     SNP_REQUESTED = "snp.requested"
@@ -27,6 +28,7 @@ class EventType(StrEnum):
     SNP_FULFILLED = "snp.fulfilled"
     SNP_NOSHOW = "snp.noshow"
     SNP_EXPIRED = "snp.expired"
+    SNP_CANCELLED = "snp.cancelled"
     CARETEAM_CHANGED = "careteam.changed"
     NOTIFICATION_READ = "notification.read"
 
@@ -117,6 +119,7 @@ CATALOGUE: dict[EventType, EventSpec] = {
         _spec(_E.HANDOFF_ACCEPTED, "The team referent accepted the handoff.", TOPIC_DISCHARGE, "Task"),
         _spec(_E.HANDOFF_DECLINED, "The team referent declined the handoff.", TOPIC_DISCHARGE, "Task"),
         _spec(_E.HANDOFF_EXPIRED, "Nobody answered the handoff before its deadline.", TOPIC_DISCHARGE, "Task"),
+        _spec(_E.HANDOFF_CANCELLED, "The hospital withdrew the handoff.", TOPIC_DISCHARGE, "Task"),
         _spec(
             _E.FOLLOWUP_DUE, "A post-discharge follow-up action is due.", TOPIC_DISCHARGE, "Task", "CarePlan"
         ),
@@ -143,6 +146,7 @@ CATALOGUE: dict[EventType, EventSpec] = {
         _spec(_E.SNP_BOOKED, "An SNP appointment was booked.", TOPIC_SNP, "Appointment"),
         _spec(_E.SNP_FULFILLED, "The patient was seen at the SNP appointment.", TOPIC_SNP, "Appointment"),
         _spec(_E.SNP_NOSHOW, "The patient did not come to the SNP appointment.", TOPIC_SNP, "Appointment"),
+        _spec(_E.SNP_CANCELLED, "An SNP appointment was cancelled; its slot is free again.", TOPIC_SNP, "Appointment"),
         _spec(
             _E.SNP_EXPIRED,
             "No slot was found for an SNP request within its deadline.",

@@ -161,6 +161,9 @@ ROUTING_TABLE: tuple[Rule, ...] = (
     *_rows(HANDOFF_FAILED_EVENTS, Role.HOSPITAL, Detail.FULL),
     *_rows(HANDOFF_FAILED_EVENTS, Role.CPTS, Detail.MINIMISED),
     *_rows(HANDOFF_FAILED_EVENTS, Role.DAC, Detail.FULL, COMPLEX),
+    # the hospital withdrew its handoff: both sides learn it, nobody else was involved yet
+    Rule(EventType.HANDOFF_CANCELLED, Role.TEAM, Detail.FULL),
+    Rule(EventType.HANDOFF_CANCELLED, Role.HOSPITAL, Detail.FULL),
     # follow-up: the team referent first; CPTS then DAC (if complex) once escalated
     Rule(EventType.FOLLOWUP_DUE, Role.TEAM, Detail.FULL),
     Rule(EventType.FOLLOWUP_MISSED, Role.TEAM, Detail.FULL),
@@ -170,6 +173,9 @@ ROUTING_TABLE: tuple[Rule, ...] = (
     *_rows(SNP_REQUEST_EVENTS, Role.TEAM, Detail.FULL, HAS_TEAM),
     *_rows(SNP_REQUEST_EVENTS, Role.CPTS, Detail.ORGANISATIONAL),
     *_rows(SNP_OUTCOME_EVENTS, Role.CPTS, Detail.ORGANISATIONAL),
+    # a cancelled appointment: the effecteur holding it, and the CPTS counts
+    Rule(EventType.SNP_CANCELLED, Role.TEAM, Detail.FULL, HAS_TEAM),
+    Rule(EventType.SNP_CANCELLED, Role.CPTS, Detail.ORGANISATIONAL),
     Rule(EventType.SNP_EXPIRED, Role.CPTS, Detail.MINIMISED),  # unplaced within 48 h: the CPTS reorients
 )
 

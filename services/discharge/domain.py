@@ -103,6 +103,7 @@ HANDOFF_EVENTS: dict[str, EventType] = {
     "accept": EventType.HANDOFF_ACCEPTED,
     "decline": EventType.HANDOFF_DECLINED,
     "expire": EventType.HANDOFF_EXPIRED,
+    "cancel": EventType.HANDOFF_CANCELLED,
 }
 
 

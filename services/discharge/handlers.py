@@ -635,24 +635,21 @@ def _handoff_transition(
         handoff.business_status = "cancelled-by-hospital"
     uow.timers.cancel_for(handoff.id, now, outcome="obsolete")
     task = handoff_task(handoff, discharge, (discharge.payload or {}).get("letter"))
-    event = domain.HANDOFF_EVENTS.get(action)
-    if event is not None:
-        failed = action in ("decline", "expire")
-        ctx = _context(uow, discharge, team_org_id=handoff.team_org_id, handoff_failed=failed)
-        _notify(
-            uow,
-            route(event, ctx),
-            event,
-            source_id=source_id,
-            discharge=discharge,
-            sender=actor,
-            subject=handoff.id,
-            full=_task_bundle(event, task, policy, actor),
-            minimal=_minimal(discharge, event, now, now),
-        )
-        _domain_event(uow, event.value, source_id, discharge, task=handoff.id, status=handoff.status)
-    else:
-        _domain_event(uow, "handoff.cancelled", source_id, discharge, task=handoff.id, status=handoff.status)
+    event = domain.HANDOFF_EVENTS[action]
+    failed = action in ("decline", "expire")
+    ctx = _context(uow, discharge, team_org_id=handoff.team_org_id, handoff_failed=failed)
+    _notify(
+        uow,
+        route(event, ctx),
+        event,
+        source_id=source_id,
+        discharge=discharge,
+        sender=actor,
+        subject=handoff.id,
+        full=_task_bundle(event, task, policy, actor),
+        minimal=_minimal(discharge, event, now, now),
+    )
+    _domain_event(uow, event.value, source_id, discharge, task=handoff.id, status=handoff.status)
     uow.audit.record(
         f"handoff.{action}",
         outcome="ok",

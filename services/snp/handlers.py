@@ -546,6 +546,7 @@ STATUS_EVENTS = {
     AppointmentStatus.BOOKED: EventType.SNP_BOOKED,
     AppointmentStatus.FULFILLED: EventType.SNP_FULFILLED,
     AppointmentStatus.NOSHOW: EventType.SNP_NOSHOW,
+    AppointmentStatus.CANCELLED: EventType.SNP_CANCELLED,
 }
 
 

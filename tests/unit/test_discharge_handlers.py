@@ -394,6 +394,8 @@ def test_the_hospital_cancels_its_handoff_and_the_expiry_no_longer_fires(harness
     task_id = _handoff(harness)
     cancelled = harness.client.post(f"/discharge/fhir/Task/{task_id}/$cancel", headers=harness.auth(FINESS))
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    # Both sides of the handoff learn of the withdrawal, and nobody else.
+    assert harness.recipients("handoff.cancelled") == {(TEAM, "team", "full"), (FINESS, "hospital", "full")}
     harness.clock.advance(hours=49)
     harness.fire()
     assert harness.notifications("handoff.expired") == []

@@ -337,3 +337,19 @@ def test_the_dashboard_page_is_served_without_any_external_resource(snp):
     assert page.status_code == 200 and "<svg" not in page.text.split("<script>")[0]
     assert "http://" not in page.text.replace("http://www.w3.org/2000/svg", "")
     assert "https://" not in page.text
+
+
+def test_a_cancelled_appointment_frees_its_slot_and_tells_the_effecteur_and_the_cpts(snp):
+    publish(snp, "gp-contrex", availability("88114", [START + timedelta(hours=1)]))
+    appointment = appointment_of(ask(snp, service_request("r1", "88114")))
+    url = f"/snp/fhir/Appointment/{appointment['id']}/$status"
+    cancelled = snp.client.post(url, json=status_params("CANCELLED"), headers=bearer(snp.tokens["sas-88"]))
+    assert cancelled.json()["status"] == "cancelled"
+    notes = [m for m in outbox(snp.runtime.engine) if m["type"] == "snp.cancelled" and ".notify." in m["topic"]]
+    assert sorted((m["topic"], m["data"]["detail"]) for m in notes) == [
+        (TOPIC_NOTIFY_CPTS, "organisational"),
+        (TOPIC_NOTIFY_TEAM, "full"),
+    ]
+    # The freed slot takes the next request.
+    again = appointment_of(ask(snp, service_request("r2", "88114")))
+    assert again["start"] == appointment["start"]
