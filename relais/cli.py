@@ -78,6 +78,28 @@ def serve(
     uvicorn.run(instance.app, host=host, port=port, log_level="warning")
 
 
+@app.command()
+def demo(
+    url: Annotated[
+        list[str] | None,
+        typer.Option(help="Drive running services: http://HOST:PORT for all, or SERVICE=URL (repeatable)"),
+    ] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="In-process mode: where SQLite files live (default: temp)")] = None,
+    auth_database_url: Annotated[
+        str | None, typer.Option(help="With --url: the auth database (default RELAIS_AUTH_DATABASE_URL)")
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for each notification")] = 30.0,
+) -> None:
+    """Seed a Vosges territory, play patient journeys over HTTP, show what each organisation received."""
+    from relais.demo import DemoError, run_demo
+
+    try:
+        run_demo(urls=url, data_dir=data_dir, auth_database_url=auth_database_url, timeout=timeout, console=console)
+    except DemoError as exc:
+        console.print(f"[red]demo failed:[/] {exc}")
+        raise typer.Exit(1) from None
+
+
 @org_app.command("add")
 def org_add(
     role: Annotated[Role, typer.Option(help="The organisation's role")],

@@ -1,0 +1,1 @@
+"""Data of the `relais demo` territory (package, so setuptools ships its JSON)."""
