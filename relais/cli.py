@@ -84,7 +84,9 @@ def demo(
         list[str] | None,
         typer.Option(help="Drive running services: http://HOST:PORT for all, or SERVICE=URL (repeatable)"),
     ] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="In-process mode: where SQLite files live (default: temp)")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="In-process mode: where SQLite files live (default: a temporary directory)")
+    ] = None,
     auth_database_url: Annotated[
         str | None, typer.Option(help="With --url: the auth database (default RELAIS_AUTH_DATABASE_URL)")
     ] = None,

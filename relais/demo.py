@@ -26,7 +26,8 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import ExitStack, closing as _closing, contextmanager
+from contextlib import ExitStack, contextmanager
+from contextlib import closing as _closing
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -169,9 +170,7 @@ def load_territory(run_tag: str | None = None) -> Territory:
             tuple((code, display) for code, display in item["conditions"]),
             nir,
         )
-    return Territory(
-        organisations, referents, people, communes, data["slots"], data["snp_requests"], data["territory"]
-    )
+    return Territory(organisations, referents, people, communes, data["slots"], data["snp_requests"], data["territory"])
 
 
 def register(territory: Territory, directory: Any) -> dict[str, str]:
@@ -455,7 +454,9 @@ class FeedItem:
         if not isinstance(self.payload, dict) or self.payload.get("resourceType") != "Bundle":
             return []
         return [
-            e["resource"] for e in self.payload.get("entry", []) if e.get("resource", {}).get("resourceType") == resource_type
+            e["resource"]
+            for e in self.payload.get("entry", [])
+            if e.get("resource", {}).get("resourceType") == resource_type
         ]
 
 
@@ -520,9 +521,7 @@ class RelaisHttp:
             bundle = self.call("notifications", "GET", "/feed", token, params=params)
             page = [FeedItem.parse(e["resource"]) for e in bundle.get("entry", [])]
             items.extend(page)
-            after = next(
-                tag["code"] for tag in bundle["meta"]["tag"] if tag["system"].endswith("feed-cursor")
-            )
+            after = next(tag["code"] for tag in bundle["meta"]["tag"] if tag["system"].endswith("feed-cursor"))
             if not page:
                 return items, after
 
@@ -531,7 +530,7 @@ class RelaisHttp:
         response = self.client.get(f"{self.urls[service]}/{service}/metrics")
         response.raise_for_status()
         total = 0.0
-        pattern = re.compile(r'^relais_messages_handled_total\{([^}]*)\}\s+([0-9.e+]+)$')
+        pattern = re.compile(r"^relais_messages_handled_total\{([^}]*)\}\s+([0-9.e+]+)$")
         for line in response.text.splitlines():
             match = pattern.match(line)
             if not match:
@@ -663,9 +662,7 @@ class Scenario:
     def set_territories(self) -> None:
         body = {"cpts": self.territory.org("cpts").id, "dac": self.territory.org("dac").id}
         for postal_code in self.territory.postal_codes:
-            self.http.call(
-                "admissions", "PUT", f"/territories/{postal_code}", self.tokens["admin"], body, fhir=False
-            )
+            self.http.call("admissions", "PUT", f"/territories/{postal_code}", self.tokens["admin"], body, fhir=False)
             self._mirror_changes += 1
 
     def enrol_patients(self) -> None:
@@ -679,9 +676,7 @@ class Scenario:
     def publish_slots(self) -> None:
         for spec in self.territory.slots:
             team = self.territory.org(spec["team"])
-            starts = [
-                self.now + timedelta(minutes=spec["first_minutes"] + 30 * i) for i in range(spec["count"])
-            ]
+            starts = [self.now + timedelta(minutes=spec["first_minutes"] + 30 * i) for i in range(spec["count"])]
             commune = self.territory.communes[spec["commune"]]
             tag = f"{self.run_tag}-{team.key}"
             self.http.call("snp", "POST", "/fhir", self.tokens[team.key], availability(team, commune, starts, tag))
