@@ -100,7 +100,14 @@ class DischargeSettings(ServiceSettings):
     service: ClassVar[str] = "discharge"
     database_url: str | None = Field(default=None, validation_alias=_env("discharge", "DATABASE_URL"))
     database_schema: str | None = Field(default=None, validation_alias=_env("discharge", "DATABASE_SCHEMA"))
-    handoff_expiry_hours: float = 48.0
+    # A handoff nobody answers expires after this long, and the CPTS is asked to find a team.
+    handoff_expiry_hours: float = Field(default=48.0, gt=0, validation_alias=_env("discharge", "HANDOFF_EXPIRY_HOURS"))
+    # After a missed follow-up the team referent has this long before the CPTS (and DAC) are told.
+    followup_grace_hours: float = Field(default=48.0, ge=0, validation_alias=_env("discharge", "FOLLOWUP_GRACE_HOURS"))
+    # How often the timer worker looks for due deadlines.
+    timer_interval_seconds: float = Field(
+        default=1.0, gt=0, validation_alias=_env("discharge", "TIMER_INTERVAL_SECONDS")
+    )
 
 
 class SnpSettings(ServiceSettings):
@@ -113,6 +120,18 @@ class NotificationsSettings(ServiceSettings):
     service: ClassVar[str] = "notifications"
     database_url: str | None = Field(default=None, validation_alias=_env("notifications", "DATABASE_URL"))
     database_schema: str | None = Field(default=None, validation_alias=_env("notifications", "DATABASE_SCHEMA"))
+    # Delivery knobs, read from RELAIS_WEBHOOK_*, RELAIS_SUBSCRIPTION_*, RELAIS_FEED_*, RELAIS_DISPATCHER_*.
+    webhook_max_attempts: int = Field(default=8, ge=1, le=50)
+    webhook_backoff_base_seconds: float = Field(default=2.0, gt=0)
+    webhook_backoff_max_seconds: float = Field(default=3600.0, gt=0)
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0)
+    # A process killed mid-delivery holds its claims this long; then another instance takes them over.
+    webhook_lease_seconds: float = Field(default=30.0, gt=0)
+    webhook_workers: int = Field(default=8, ge=1, le=64)
+    dispatcher_idle_seconds: float = Field(default=0.2, gt=0)
+    subscription_heartbeat_seconds: int = Field(default=60, ge=1)
+    feed_default_limit: int = Field(default=50, ge=1)
+    feed_max_limit: int = Field(default=200, ge=1)
 
 
 SETTINGS_BY_SERVICE: dict[str, type[ServiceSettings]] = {

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from services.discharge.config import DischargeOptions
 from services.discharge.domain import Policy
 from services.discharge.entrypoints.api import ApiDeps, build_router
 from services.discharge.entrypoints.consumers import careteam_handlers
@@ -55,22 +54,20 @@ def bootstrap(
     directory: Directory | None = None,
     run_workers: bool = True,
     clock: Clock | None = None,
-    options: DischargeOptions | None = None,
 ) -> DischargeService:
     settings = settings or DischargeSettings()
-    options = options or DischargeOptions()
     clock = clock or system_clock
     runtime = build_runtime(NAME, settings, bus=bus, directory=directory, run_workers=run_workers)
     policy = Policy(
         handoff_expiry=timedelta(hours=settings.handoff_expiry_hours),
-        followup_grace=timedelta(hours=options.followup_grace_hours),
+        followup_grace=timedelta(hours=settings.followup_grace_hours),
     )
 
     def unit_of_work() -> DischargeUnitOfWork:
         return runtime.unit_of_work(DischargeUnitOfWork)  # type: ignore[return-value]
 
     consumer = runtime.add_consumer(careteam_handlers(unit_of_work, clock))
-    timers = TimerWorker(unit_of_work, clock=clock, policy=policy, interval=options.timer_interval_seconds)
+    timers = TimerWorker(unit_of_work, clock=clock, policy=policy, interval=settings.timer_interval_seconds)
     runtime.extra_workers.append(timers.run)
     router = build_router(ApiDeps(unit_of_work, clock, policy, settings.secret_key, settings.max_body_bytes))
     app = service_app(

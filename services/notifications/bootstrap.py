@@ -8,7 +8,6 @@ from functools import partial
 import httpx
 
 from services.notifications.adapters.dispatcher import Dispatcher
-from services.notifications.config import service_settings
 from services.notifications.entrypoints.api import build_router
 from services.notifications.entrypoints.consumers import notification_handlers
 from services.notifications.fhir import capability_resources
@@ -34,7 +33,7 @@ def bootstrap(
     run_workers: bool = True,
     transport: httpx.BaseTransport | None = None,
 ) -> Service:
-    settings = service_settings(settings)
+    settings = settings or NotificationsSettings()
     runtime = build_runtime(NAME, settings, bus=bus, directory=directory, run_workers=run_workers)
     uow_factory = partial(runtime.unit_of_work, NotificationsUnitOfWork)
     wakeup = threading.Event()

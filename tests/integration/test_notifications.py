@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from services.notifications.bootstrap import bootstrap
-from services.notifications.config import NotificationsServiceSettings
+from shared.settings import NotificationsSettings
 from services.notifications.domain import verify_signature
 from services.notifications.fhir import BACKPORT_CONTENT, BACKPORT_FILTER
 from shared.bus.envelope import Envelope
@@ -112,9 +112,9 @@ def receiver(made: list[Receiver], **kwargs) -> Receiver:
 
 
 @pytest.fixture
-def settings(postgres_url, tansu, tmp_path) -> NotificationsServiceSettings:
+def settings(postgres_url, tansu, tmp_path) -> NotificationsSettings:
     api_version = ".".join(map(str, tansu.api_version)) if tansu.api_version else None
-    return NotificationsServiceSettings(
+    return NotificationsSettings(
         database_url=postgres_url,
         kafka_bootstrap_servers=tansu.bootstrap,
         kafka_api_version=api_version,
@@ -456,8 +456,8 @@ def test_no_endpoint_leaks_anything_to_another_organisation_or_role(settings, pr
 CHILD = """
 import sys, threading
 from services.notifications.bootstrap import bootstrap
-from services.notifications.config import NotificationsServiceSettings
-settings = NotificationsServiceSettings.model_validate_json(sys.stdin.read())
+from shared.settings import NotificationsSettings
+settings = NotificationsSettings.model_validate_json(sys.stdin.read())
 service = bootstrap(settings)
 service.runtime.start()
 print("started", flush=True)

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from services.notifications.bootstrap import bootstrap
-from services.notifications.config import NotificationsServiceSettings
+from shared.settings import NotificationsSettings
 from services.notifications.domain import verify_signature
 from services.notifications.entrypoints.consumers import notification_handlers
 from services.notifications.fhir import BACKPORT_CONTENT, BACKPORT_FILTER, BACKPORT_HEARTBEAT
@@ -54,7 +54,7 @@ def receiver() -> Receiver:
 
 @pytest.fixture
 def service(tmp_path, receiver):
-    settings = NotificationsServiceSettings(
+    settings = NotificationsSettings(
         environment="test",
         data_dir=tmp_path,
         webhook_max_attempts=3,

@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 from prometheus_client import Counter
 
-from services.notifications.config import NotificationsServiceSettings
+from shared.settings import NotificationsSettings
 from services.notifications.domain import SIGNATURE_HEADER, backoff_delay, is_dead, signature_header
 from services.notifications.handlers import enqueue_heartbeats
 from services.notifications.uow import NotificationsUnitOfWork
@@ -57,7 +57,7 @@ class Dispatcher:
     def __init__(
         self,
         uow_factory: Callable[[], NotificationsUnitOfWork],
-        settings: NotificationsServiceSettings,
+        settings: NotificationsSettings,
         wakeup: threading.Event,
         transport: httpx.BaseTransport | None = None,
     ) -> None:

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 
 from services.notifications import fhir, handlers
 from services.notifications.adapters.orm import DeliveryRow, SubscriptionRow, WebhookRow
-from services.notifications.config import NotificationsServiceSettings
+from shared.settings import NotificationsSettings
 from services.notifications.domain import CONTENT_TYPES, page_limit, parse_cursor
 from services.notifications.uow import NotificationsUnitOfWork
 from shared.api.responses import FhirResponse
@@ -70,7 +70,7 @@ async def _fhir_body(request: Request) -> Any:
 
 
 def build_router(
-    uow_factory: Callable[[], NotificationsUnitOfWork], settings: NotificationsServiceSettings
+    uow_factory: Callable[[], NotificationsUnitOfWork], settings: NotificationsSettings
 ) -> APIRouter:
     router = APIRouter(prefix=PREFIX)
 
