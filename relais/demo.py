@@ -596,6 +596,7 @@ class Scenario:
         self.run_tag = run_tag or uuid.uuid4().hex[:8]
         self.now = datetime.now(UTC).replace(microsecond=0)
         self.cursors: dict[str, str | None] = {}
+        self.start_cursors: dict[str, str | None] = {}
         self.received = {key: Received(org) for key, org in territory.organisations.items()}
         self.handoffs: dict[str, str] = {}
         self._mirror_base: dict[str, float] = {}
@@ -657,6 +658,7 @@ class Scenario:
     def start_feeds(self) -> None:
         for key in self.territory.organisations:
             _, self.cursors[key] = self.http.feed(self.tokens[key], None)
+        self.start_cursors = dict(self.cursors)
         self._mirror_base = {s: self.http.handled(s) for s in ("discharge", "snp")}
 
     def set_territories(self) -> None:
