@@ -138,6 +138,7 @@ def create_service_app(
     routers: Sequence[APIRouter],
     max_body_bytes: int,
     ready_checks: dict[str, Callable[[], bool]],
+    degraded_checks: dict[str, Callable[[], bool]] | None = None,
     capability: dict[str, Any],
     lifespan_start: Callable[[], None] | None = None,
     lifespan_stop: Callable[[], None] | None = None,
@@ -182,11 +183,14 @@ def create_service_app(
     def healthz() -> dict[str, str]:
         return {"status": "ok", "service": service}
 
-    @ops.get("/readyz", summary="Readiness: the database and the bus answer")
+    @ops.get("/readyz", summary="Readiness: the database answers (503 if not); the bus state is reported")
     def readyz() -> Response:
         checks = {name: _safe(check) for name, check in ready_checks.items()}
+        # The outbox keeps writes safe while the broker is away: a missing bus degrades, it does not stop intake.
+        optional = {name: _safe(check) for name, check in (degraded_checks or {}).items()}
         status = 200 if all(checks.values()) else 503
-        body = {"status": "ok" if status == 200 else "unavailable", "checks": checks}
+        state = "unavailable" if status != 200 else ("ok" if all(optional.values()) else "degraded")
+        body = {"status": state, "checks": {**checks, **optional}}
         return FhirResponse(body, status_code=status, media_type="application/json")
 
     @ops.get("/metrics", summary="Prometheus metrics")

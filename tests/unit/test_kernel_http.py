@@ -142,3 +142,21 @@ def test_operations_endpoints_answer(kernel_app):
     assert client.get("/kernel/metadata").json()["resourceType"] == "CapabilityStatement"
     metrics = client.get("/kernel/metrics")
     assert "relais_http_requests_total" in metrics.text
+
+
+def test_readiness_needs_the_database_and_only_reports_the_bus():
+    def app_with(database: bool, bus: bool) -> TestClient:
+        return TestClient(
+            create_service_app(
+                service="kernel", title="k", description="k", routers=[], max_body_bytes=1000,
+                ready_checks={"database": lambda: database}, degraded_checks={"bus": lambda: bus},
+                capability={"resourceType": "CapabilityStatement"},
+            )
+        )
+
+    down_bus = app_with(database=True, bus=False).get("/kernel/readyz")
+    assert down_bus.status_code == 200 and down_bus.json() == {
+        "status": "degraded", "checks": {"database": True, "bus": False}
+    }
+    down_db = app_with(database=False, bus=True).get("/kernel/readyz")
+    assert down_db.status_code == 503 and down_db.json()["status"] == "unavailable"
