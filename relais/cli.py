@@ -114,6 +114,16 @@ def org_add(
     typer.echo(token)
 
 
+@org_app.command("rotate")
+def org_rotate(
+    id: Annotated[str, typer.Option("--id", help="The organisation whose token to replace")],
+) -> None:
+    """Replace an organisation's token; the old one stops working at once (within the 30 s cache)."""
+    token = _directory().rotate(id)
+    console.print(f"[green]rotated[/] the token of {id}. Its new token, shown once:")
+    typer.echo(token)
+
+
 @org_app.command("list")
 def org_list() -> None:
     """List registered organisations (never their tokens)."""

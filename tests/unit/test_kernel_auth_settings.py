@@ -63,3 +63,20 @@ def test_production_refuses_the_development_secret_and_sqlite(monkeypatch):
         AdmissionsSettings()
     monkeypatch.setenv("RELAIS_ADMISSIONS_DATABASE_URL", "postgresql+psycopg://db/adm")
     assert AdmissionsSettings().environment == "production"
+
+
+def test_the_cli_rotates_a_token(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from relais.cli import app
+
+    monkeypatch.setenv("RELAIS_DATA_DIR", str(tmp_path))
+    runner = CliRunner()
+    added = runner.invoke(app, ["org", "add", "--role", "team", "--id", "msp-1", "--name", "MSP"])
+    old = added.stdout.strip().splitlines()[-1]
+    rotated = runner.invoke(app, ["org", "rotate", "--id", "msp-1"])
+    new = rotated.stdout.strip().splitlines()[-1]
+    directory = Directory(f"sqlite:///{tmp_path / 'auth.sqlite'}")
+    assert old.startswith("rls_") and new.startswith("rls_") and old != new
+    assert directory.authenticate(old) is None
+    assert directory.authenticate(new).organisation_id == "msp-1"
