@@ -160,7 +160,7 @@ def test_a_service_writes_what_it_produces_and_reads_what_it_consumes_per_the_ev
     assert set(entry["write"]) == produced | {f"{topic}.dlq" for topic in consumed}
     assert set(entry["read"]) == consumed
     # its consumer groups: `<RELAIS_CONSUMER_GROUP_PREFIX>.<service>` (shared/runtime.py)
-    assert entry["groups"] == [f"{acls['group_prefix']}.{service}"]
+    assert entry["groups"] == ([f"{acls['group_prefix']}.{service}"] if consumed else [])
 
 
 def test_the_acl_group_prefix_is_the_one_the_services_use(acls, manifests):
