@@ -28,6 +28,12 @@ class RelaisSettings(BaseSettings):
     # Old brokers (Apache Kafka 0.9) cannot be probed for their version: name it, e.g. "0.9".
     kafka_api_version: str | None = None
     kafka_session_timeout_ms: int = 10_000
+    # Authentication to a secured cluster (each service has its own principal; see deploy/kafka/acls.yaml).
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = None
+    kafka_ssl_cafile: str | None = None
     # The embedded log (used when no Kafka is configured) lives in its own database.
     bus_database_url: str | None = None
     bus_database_schema: str | None = None
@@ -43,6 +49,18 @@ class RelaisSettings(BaseSettings):
     @property
     def uses_kafka(self) -> bool:
         return bool(self.kafka_bootstrap_servers)
+
+    @property
+    def kafka_security(self) -> dict[str, str]:
+        """kafka-python client options for the configured security protocol (empty for PLAINTEXT)."""
+        options = {"security_protocol": self.kafka_security_protocol}
+        if self.kafka_sasl_mechanism:
+            options["sasl_mechanism"] = self.kafka_sasl_mechanism
+            options["sasl_plain_username"] = self.kafka_sasl_username or ""
+            options["sasl_plain_password"] = self.kafka_sasl_password or ""
+        if self.kafka_ssl_cafile:
+            options["ssl_cafile"] = self.kafka_ssl_cafile
+        return options if self.kafka_security_protocol != "PLAINTEXT" else {}
 
     @property
     def kafka_api_version_tuple(self) -> tuple[int, ...] | None:

@@ -15,5 +15,6 @@ def bus_from_settings(settings: RelaisSettings, client_id: str = "relais") -> Bu
             api_version=settings.kafka_api_version_tuple,
             session_timeout_ms=settings.kafka_session_timeout_ms,
             client_id=client_id,
+            security=settings.kafka_security,
         )
     return EmbeddedBus(settings.resolved_bus_url, settings.bus_database_schema)

@@ -81,12 +81,14 @@ class KafkaBus:
         session_timeout_ms: int = 10_000,
         client_id: str = "relais",
         partitions: int = 3,
+        security: dict[str, str] | None = None,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.api_version = api_version
         self.session_timeout_ms = session_timeout_ms
         self.client_id = client_id
         self.partitions = partitions
+        self.security = security or {}
 
     def _common(self) -> dict:
         common: dict = {
@@ -94,6 +96,7 @@ class KafkaBus:
             "client_id": self.client_id,
             # Retry a dead broker every second at most, so a returning broker is found quickly.
             "reconnect_backoff_max_ms": 1_000,
+            **self.security,
         }
         if self.api_version:
             common["api_version"] = self.api_version

@@ -80,3 +80,21 @@ def test_the_cli_rotates_a_token(tmp_path, monkeypatch):
     assert old.startswith("rls_") and new.startswith("rls_") and old != new
     assert directory.authenticate(old) is None
     assert directory.authenticate(new).organisation_id == "msp-1"
+
+
+def test_kafka_credentials_reach_the_clients_only_when_a_secured_protocol_is_set(monkeypatch):
+    from shared.bus.factory import bus_from_settings
+
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+    assert bus_from_settings(RelaisSettings()).security == {}
+    monkeypatch.setenv("RELAIS_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("RELAIS_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
+    monkeypatch.setenv("RELAIS_KAFKA_SASL_USERNAME", "relais-admissions")
+    monkeypatch.setenv("RELAIS_KAFKA_SASL_PASSWORD", "pw")
+    security = bus_from_settings(RelaisSettings()).security
+    assert security == {
+        "security_protocol": "SASL_SSL",
+        "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": "relais-admissions",
+        "sasl_plain_password": "pw",
+    }
