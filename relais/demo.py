@@ -597,6 +597,7 @@ class Scenario:
         self.now = datetime.now(UTC).replace(microsecond=0)
         self.cursors: dict[str, str | None] = {}
         self.start_cursors: dict[str, str | None] = {}
+        self.timings: dict[str, float] = {}
         self.received = {key: Received(org) for key, org in territory.organisations.items()}
         self.handoffs: dict[str, str] = {}
         self._mirror_base: dict[str, float] = {}
@@ -781,7 +782,9 @@ class Scenario:
         for label, step in self.steps:
             if on_step:
                 on_step(label)
+            started = time.monotonic()
             step()
+            self.timings[label] = time.monotonic() - started
         return self.received
 
 

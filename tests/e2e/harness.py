@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -124,14 +125,17 @@ class RelaisProcesses:
         env.update(extra_env or {})
         self.env = env
         self.services = {name: ServiceProcess(name, free_port(), env, self.workdir) for name in services}
+        self.start_seconds: float | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------------------
 
     def start(self, timeout: float = 120.0) -> RelaisProcesses:
+        began = time.monotonic()
         for service in self.services.values():
             service.spawn()
         for service in self.services.values():
             service.wait_ready(timeout)
+        self.start_seconds = time.monotonic() - began
         return self
 
     def kill(self, name: str) -> None:

@@ -52,6 +52,8 @@ def journeys(relais):
         scenario.run()
     except Exception as exc:
         pytest.fail(f"journeys failed: {exc}\n{relais.logs()}")
+    steps = ", ".join(f"{k}: {v:.1f}" for k, v in scenario.timings.items())
+    print(f"\nservices started in {relais.start_seconds:.1f} s; journey steps (s): {steps}")
     yield scenario
     http.close()
 
