@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from services.admissions import domain
 from services.admissions.domain import AdmissionFacts, Participant, PatientIdentity, Referent
 from shared.errors import BadRequest, Forbidden, Unprocessable
-from shared.fhir.intake import MessageBundle, check_codes
+from shared.fhir.intake import MessageBundle, check_codes, usable_commune, usable_postal_code
 from shared.fhir.models import CareTeam, Consent, Encounter, Organization, Parameters, Patient, to_json
 from shared.fhir.outcome import outcome_from_validation_error
 from shared.identifiers import FINESS, INS_SYSTEMS, RPPS, validate_finess, validate_identifier
@@ -139,8 +139,8 @@ def admission_facts(msg: MessageBundle, caller_org_id: str) -> AdmissionFacts:
         started_at=started,
         patient=identity,
         birth_date=_iso(patient.birthDate),
-        postal_code=(address.postalCode if address else None),
-        commune=(address.city if address else None),
+        postal_code=usable_postal_code(address.postalCode if address else None),
+        commune=usable_commune(address.city if address else None),
         referent=_referent(msg, encounter),
         has_reason=bool(msg.all("Condition")),
         focus=to_json(encounter),
@@ -177,6 +177,8 @@ def validated(model: type, data: dict[str, Any]) -> Any:
         err = BadRequest(f"{name} is not valid FHIR R4", expression=[name])
         err.issues = outcome_from_validation_error(exc, name)  # type: ignore[attr-defined]
         raise err from exc
+    except TypeError as exc:  # some fhir.resources validators raise it on a wrong JSON type
+        raise BadRequest(f"{name} is not valid FHIR R4: an element has the wrong JSON type", expression=[name]) from exc
     issues = check_codes(resource, name)
     if issues:
         err = BadRequest(f"{name} has invalid codes", expression=[issues[0]["expression"][0]])
@@ -229,8 +231,8 @@ def _postal_code(careteam: Any, contained: dict[str, Any]) -> str | None:
     if patient is None and len(patients) == 1:
         patient = patients[0]
     for address in (patient.address or []) if patient is not None else []:
-        if address.postalCode:
-            return str(address.postalCode)
+        if usable_postal_code(address.postalCode):
+            return usable_postal_code(address.postalCode)
     return None
 
 

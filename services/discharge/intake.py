@@ -20,7 +20,7 @@ from services.discharge.domain import (
 )
 from shared.errors import BadRequest, Unprocessable
 from shared.events import EventType
-from shared.fhir.intake import MessageBundle
+from shared.fhir.intake import MessageBundle, usable_commune, usable_postal_code
 from shared.fhir.models import Resource, to_json
 from shared.identifiers import FINESS, INS_SYSTEMS, RPPS, validate_identifier
 
@@ -240,8 +240,8 @@ def discharge_facts(msg: MessageBundle, event_type: EventType) -> DischargeFacts
         disposition=disposition,
         patient=patient_identity,
         birth_date=birth,
-        postal_code=address.postalCode if address else None,
-        commune=address.city if address else None,
+        postal_code=usable_postal_code(address.postalCode if address else None),
+        commune=usable_commune(address.city if address else None),
         referent=_referent(msg, encounter),
         letter=_letter(msg),
         followups=_followups(msg, discharged_at),

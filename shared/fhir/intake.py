@@ -20,6 +20,7 @@ from shared.errors import BadRequest, PayloadTooLarge, Unprocessable, Unsupporte
 from shared.events import EventType, event_type_for, spec
 from shared.fhir.models import Bundle, MessageHeader, Resource, model_class
 from shared.fhir.outcome import issue, outcome_from_validation_error
+from shared.minimise import MAX_VALUE_LENGTH, MAX_VALUE_WORDS
 
 __all__ = [
     "CONTENT_TYPES",
@@ -30,6 +31,8 @@ __all__ = [
     "parse_json",
     "parse_message_bundle",
     "resolve_reference",
+    "usable_commune",
+    "usable_postal_code",
 ]
 
 CONTENT_TYPES = {"application/fhir+json", "application/json"}
@@ -85,6 +88,20 @@ def parse_json(body: bytes) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise BadRequest(f"Body must be a JSON object (a FHIR resource), got a JSON {type(data).__name__}")
     return data
+
+
+def usable_postal_code(value: str | None) -> str | None:
+    """A postal code Relais can route on and store (10 characters at most), else None."""
+    value = value.strip() if value else None
+    return value if value and len(value) <= 10 else None
+
+
+def usable_commune(value: str | None) -> str | None:
+    """A commune name that may go into a minimised payload (a short name, not free text), else None."""
+    value = value.strip() if value else None
+    if not value or "\n" in value or len(value) > MAX_VALUE_LENGTH or len(value.split()) > MAX_VALUE_WORDS:
+        return None
+    return value
 
 
 def _reference_key(ref: str) -> str:
@@ -208,6 +225,35 @@ def _check_shape(data: dict[str, Any]) -> None:
             )
 
 
+def _empty_element(node: Any, path: str) -> str | None:
+    """The path of the first empty array, empty object or null member (FHIR JSON allows none), else None."""
+    if isinstance(node, dict):
+        if not node:
+            return path
+        for key, value in node.items():
+            found = None if value is not None else f"{path}.{key}"
+            found = found or _empty_element(value, f"{path}.{key}")
+            if found:
+                return found
+    elif isinstance(node, list):
+        if not node:
+            return path
+        for i, item in enumerate(node):
+            # null is allowed inside an array only, to align primitive values with their `_x` extensions
+            found = _empty_element(item, f"{path}[{i}]") if item is not None else None
+            if found:
+                return found
+    return None
+
+
+def _check_no_empty_elements(data: dict[str, Any]) -> None:
+    # An empty element validates but vanishes on serialisation, so the same resource would fail when Relais
+    # builds the notification from it: refuse it here, where the hospital can be told.
+    path = _empty_element(data, "Bundle")
+    if path is not None:
+        raise _fail(f"FHIR JSON allows no empty array, empty object or null value: {path}", path)
+
+
 def _validate(data: dict[str, Any]) -> Bundle:
     try:
         bundle = Bundle.model_validate(data)
@@ -215,6 +261,9 @@ def _validate(data: dict[str, Any]) -> Bundle:
         issues = outcome_from_validation_error(exc, "Bundle")
         first = issues[0]["expression"][0] if issues else "Bundle"
         raise _fail(f"Bundle is not valid FHIR R4: {len(issues)} issue(s)", first, issues) from exc
+    except TypeError as exc:
+        # Some fhir.resources validators raise TypeError on a wrong JSON type (e.g. a list for a url).
+        raise _fail("Bundle is not valid FHIR R4: an element has the wrong JSON type", "Bundle") from exc
     issues = check_codes(bundle, "Bundle")
     if issues:
         raise _fail(f"Bundle has {len(issues)} invalid code(s)", issues[0]["expression"][0], issues)
@@ -249,6 +298,7 @@ def parse_message_bundle(body: bytes, content_type: str | None, max_bytes: int =
     check_content_type(content_type)
     data = parse_json(body)
     _check_shape(data)
+    _check_no_empty_elements(data)
     bundle = _validate(data)
     header = bundle.entry[0].resource
     coding = header.eventCoding
