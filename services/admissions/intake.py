@@ -127,7 +127,7 @@ def admission_facts(msg: MessageBundle, caller_org_id: str) -> AdmissionFacts:
         raise Unprocessable("Encounter.period.start is required", expression=["Encounter.period.start"])
     address = (patient.address or [None])[0]
     resources = tuple(
-        to_json(entry.resource)
+        msg.json_of(entry.resource)
         for entry in msg.bundle.entry[1:]
         if entry.resource is not None and entry.resource is not encounter
     )
@@ -143,7 +143,7 @@ def admission_facts(msg: MessageBundle, caller_org_id: str) -> AdmissionFacts:
         commune=usable_commune(address.city if address else None),
         referent=_referent(msg, encounter),
         has_reason=bool(msg.all("Condition")),
-        focus=to_json(encounter),
+        focus=msg.json_of(encounter),
         resources=resources,
     )
 
@@ -157,7 +157,7 @@ def admission_command(msg: MessageBundle, caller_org_id: str) -> domain._Admissi
         event_type=msg.event_type,
         caller_org_id=caller_org_id,
         facts=facts,
-        request_header=to_json(msg.header),
+        request_header=msg.json_of(msg.header),
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, text
@@ -26,16 +28,76 @@ def make_engine(url: str, schema: str | None = None, *, pool_size: int = 10) -> 
     return engine
 
 
+SQLITE_BUSY_SECONDS = 30.0
+_file_locks: dict[str, threading.Lock] = {}
+_file_locks_guard = threading.Lock()
+
+
+def _file_lock(database: str | None) -> threading.Lock | None:
+    """One lock per SQLite file in this process, shared by every engine on it (None for in-memory)."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    key = str(Path(database).resolve())
+    with _file_locks_guard:
+        return _file_locks.setdefault(key, threading.Lock())
+
+
+class _SerialisedConnection(sqlite3.Connection):
+    """A pysqlite connection that gives back the process's write lock of its file when its transaction ends.
+
+    SQLite lets one writer in at a time; the others poll with growing sleeps (1, 2, 5, 10... ms), which
+    under concurrent requests costs more than the transactions themselves. Queueing on a lock in the process
+    lets the next transaction in as soon as the last one ends; SQLite's own busy timeout still guards
+    against other processes.
+    """
+
+    relais_lock: threading.Lock | None = None
+    relais_locked: bool = False
+
+    def relais_acquire(self) -> None:
+        if self.relais_lock is not None and not self.relais_locked:
+            # Past the busy timeout, go on without it: SQLite's own busy handling decides, as before.
+            self.relais_locked = self.relais_lock.acquire(timeout=SQLITE_BUSY_SECONDS)
+
+    def relais_release(self) -> None:
+        if self.relais_locked:
+            self.relais_locked = False
+            self.relais_lock.release()  # type: ignore[union-attr]
+
+    def commit(self) -> None:
+        try:
+            super().commit()
+        finally:
+            self.relais_release()
+
+    def rollback(self) -> None:
+        try:
+            super().rollback()
+        finally:
+            self.relais_release()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self.relais_release()
+
+
 def _sqlite_engine(url: str) -> Engine:
     database = make_url(url).database
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+    lock = _file_lock(database)
+    engine = create_engine(
+        url,
+        connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_SECONDS, "factory": _SerialisedConnection},
+    )
 
     @event.listens_for(engine, "connect")
     def _configure(dbapi_connection, _record):  # noqa: ANN001
         # Let SQLAlchemy, not pysqlite, decide when transactions begin (see the "begin" hook).
         dbapi_connection.isolation_level = None
+        dbapi_connection.relais_lock = lock
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
@@ -46,7 +108,13 @@ def _sqlite_engine(url: str) -> Engine:
     @event.listens_for(engine, "begin")
     def _begin_immediate(connection):  # noqa: ANN001
         # Take the write lock up front: a deferred reader upgrading to writer fails at once with SQLITE_BUSY.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        dbapi_connection = connection.connection.dbapi_connection
+        dbapi_connection.relais_acquire()
+        try:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            dbapi_connection.relais_release()
+            raise
 
     return engine
 

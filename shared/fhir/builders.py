@@ -58,7 +58,19 @@ def _validated(bundle: dict[str, Any]) -> dict[str, Any]:
     bad_codes = check_codes(model, "Bundle")
     if bad_codes:
         raise ValueError(f"Built Bundle has invalid codes: {bad_codes}")
-    return to_json(model)
+    # Serialising the model costs more than validating it: when the dict we validated is already plain
+    # FHIR JSON (no None, no empty element, JSON types only), it is the answer as it stands.
+    return bundle if _plain_json(bundle) else to_json(model)
+
+
+def _plain_json(node: Any) -> bool:
+    if isinstance(node, str | bool | int | float):
+        return True
+    if isinstance(node, dict):
+        return bool(node) and all(isinstance(k, str) and v is not None and _plain_json(v) for k, v in node.items())
+    if isinstance(node, list):
+        return bool(node) and all(v is not None and _plain_json(v) for v in node)
+    return False
 
 
 def event_coding(event_type: EventType | str) -> dict[str, str]:
