@@ -68,6 +68,33 @@ class BodySizeLimit:
         await response(scope, receive, send)
 
 
+class Metrics:
+    """Request count and latency per service (a plain ASGI middleware: BaseHTTPMiddleware costs a task per call)."""
+
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            LATENCY.labels(self.service).observe(time.perf_counter() - started)
+            REQUESTS.labels(self.service, scope["method"], str(status)).inc()
+
+
 def _replay(chunks: list[bytes], pending: Message | None, receive: Receive) -> Receive:
     """A receive callable that first hands back the buffered body, then defers to the server."""
     sent = False
@@ -167,14 +194,7 @@ def create_service_app(
     )
     install_error_handlers(app)
 
-    @app.middleware("http")
-    async def metrics_middleware(request: Request, call_next):
-        started = time.perf_counter()
-        response = await call_next(request)
-        LATENCY.labels(service).observe(time.perf_counter() - started)
-        REQUESTS.labels(service, request.method, str(response.status_code)).inc()
-        return response
-
+    app.add_middleware(Metrics, service=service)
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
 
     ops = APIRouter(prefix=prefix, tags=["operations"])

@@ -9,6 +9,7 @@ echoed in `MessageHeader.response.identifier` by the response builder, as R4 req
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -179,11 +180,13 @@ class MessageBundle:
         return self.header.id
 
 
-def _walk_codes(model: BaseModel, path: str) -> Iterator[tuple[str, str, frozenset[str]]]:
-    resource_type = model.get_resource_type() if isinstance(model, Resource) else None
-    for name, info in type(model).model_fields.items():
-        value = getattr(model, name, None)
-        if value is None or name.endswith("__ext"):
+@functools.cache
+def _coded_fields(cls: type[BaseModel]) -> tuple[tuple[str, str, frozenset[str] | None], ...]:
+    """Per model class: (attribute, element name, required codes or None) of each element, computed once."""
+    resource_type = cls.get_resource_type() if issubclass(cls, Resource) else None
+    fields = []
+    for name, info in cls.model_fields.items():
+        if name.endswith("__ext"):
             continue
         element = info.alias or name
         extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
@@ -191,13 +194,21 @@ def _walk_codes(model: BaseModel, path: str) -> Iterator[tuple[str, str, frozens
         if allowed is None and extra.get("enum_values"):
             listed = set(extra["enum_values"])
             allowed = None if listed & _OPEN_LIST_MARKERS else frozenset(listed)
-        items = value if isinstance(value, list) else [value]
-        for i, item in enumerate(items):
-            item_path = f"{path}.{element}" + (f"[{i}]" if isinstance(value, list) else "")
+        fields.append((name, element, allowed))
+    return tuple(fields)
+
+
+def _walk_codes(model: BaseModel, path: str) -> Iterator[tuple[str, str, frozenset[str]]]:
+    for name, element, allowed in _coded_fields(type(model)):
+        value = getattr(model, name, None)
+        if value is None:
+            continue
+        is_list = isinstance(value, list)
+        for i, item in enumerate(value if is_list else (value,)):
             if isinstance(item, BaseModel):
-                yield from _walk_codes(item, item_path)
+                yield from _walk_codes(item, f"{path}.{element}" + (f"[{i}]" if is_list else ""))
             elif allowed is not None and isinstance(item, str) and item not in allowed:
-                yield item_path, item, allowed
+                yield f"{path}.{element}" + (f"[{i}]" if is_list else ""), item, allowed
 
 
 def check_codes(model: BaseModel, root: str) -> list[dict[str, Any]]:
