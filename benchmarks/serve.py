@@ -1,0 +1,51 @@
+"""Serve one benchmark target under uvicorn on a loopback port (started by benchmarks/harness.Server).
+
+    python benchmarks/serve.py admissions|notifications|bare PORT
+
+Services are configured by the environment, as `relais serve` is (RELAIS_DATA_DIR, KAFKA_BOOTSTRAP_SERVERS...).
+`bare` is a FastAPI app with one endpoint that reads the same body and answers a small JSON: the ceiling
+the intake rate is compared with.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import uvicorn  # noqa: E402
+from fastapi import FastAPI, Request  # noqa: E402
+from fastapi.responses import JSONResponse  # noqa: E402
+
+
+def bare_app() -> FastAPI:
+    app = FastAPI()
+
+    @app.post("/bare/fhir/$process-message")
+    async def process_message(request: Request) -> JSONResponse:
+        body = await request.body()
+        return JSONResponse({"resourceType": "OperationOutcome", "received": len(body)})
+
+    return app
+
+
+def service_app(name: str) -> FastAPI:
+    import os
+
+    from relais.services import bootstrapper
+
+    # Only for profiling: the HTTP path alone, without the relay and consumers competing in the process.
+    return bootstrapper(name)(run_workers=not os.environ.get("RELAIS_BENCH_NO_WORKERS")).app
+
+
+def main() -> None:
+    target, port = sys.argv[1], int(sys.argv[2])
+    logging.basicConfig(level=logging.WARNING)
+    app = bare_app() if target == "bare" else service_app(target)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="on")
+
+
+if __name__ == "__main__":
+    main()
