@@ -1,5 +1,5 @@
 # The two commands a newcomer needs: `make run` and `make test`.
-.PHONY: run test install install-test lint
+.PHONY: run test bench install install-test lint
 
 install:
 	./scripts/install.sh
@@ -14,6 +14,10 @@ run: install
 ## Install (with the test brokers) and run the whole test suite.
 test: install-test
 	.venv/bin/python -m pytest
+
+## Benchmarks (not tests): print the table recorded in docs/performance.md (about 2.5 minutes).
+bench: install-test
+	.venv/bin/python benchmarks/run_all.py
 
 lint:
 	.venv/bin/ruff check shared services relais tests
