@@ -93,17 +93,19 @@ def build_router(
         base = str(request.url.replace(query=None))
         after_part = f"after={cursor}&" if after else ""
         with uow_factory() as uow:
-            # Build inside the unit of work: leaving it rolls back and expires the rows.
             rows = uow.notifications.feed(principal.organisation_id, cursor, size)
-            next_cursor = rows[-1].seq if rows else cursor
-            return FhirResponse(
-                fhir.feed_bundle(
-                    rows,
-                    cursor=next_cursor,
-                    self_url=f"{base}?{after_part}limit={size}",
-                    next_url=f"{base}?after={next_cursor}&limit={size}",
-                )
+            # Detach the loaded rows: the page is built after the transaction, so a slow page never holds
+            # the database (on SQLite, its write lock) while the consumer waits to store the next one.
+            uow.session.expunge_all()
+        next_cursor = rows[-1].seq if rows else cursor
+        return FhirResponse(
+            fhir.feed_bundle(
+                rows,
+                cursor=next_cursor,
+                self_url=f"{base}?{after_part}limit={size}",
+                next_url=f"{base}?after={next_cursor}&limit={size}",
             )
+        )
 
     @router.post(
         "/feed/{notification_id}/$ack",
