@@ -28,7 +28,7 @@ def main(n: int = 500) -> None:
         admin = directory.add("admin", "admin-bench", "Admin")
         headers = {"Authorization": f"Bearer {hospital}", "Content-Type": "application/fhir+json"}
         bodies = []
-        for i in range(n):
+        for _ in range(n):
             bundle = f.admission_message(conditions=[("E11", "Diabète sucré de type 2")])
             bundle["entry"][1]["resource"]["identifier"][0]["value"] = f"NDA-{uuid.uuid4().hex[:12]}"
             bodies.append(f.body(bundle))

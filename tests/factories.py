@@ -310,7 +310,9 @@ def consent_resource(*, nir: str = DEFAULT_NIR, nir_system: str = INS_NIR_TEST, 
     return {
         "resourceType": "Consent",
         "status": "active",
-        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+        "scope": {
+            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]
+        },
         "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
         "patient": {"identifier": {"system": nir_system, "value": nir}},
         "provision": {"type": "deny" if opposed else "permit"},
@@ -375,7 +377,9 @@ def care_plan(
     return resource
 
 
-def liaison_letter(*, patient_ref: str, url: str = "https://dpi.chu-exemple.fr/fhir/Binary/lettre-123") -> dict[str, Any]:
+def liaison_letter(
+    *, patient_ref: str, url: str = "https://dpi.chu-exemple.fr/fhir/Binary/lettre-123"
+) -> dict[str, Any]:
     return {
         "resourceType": "DocumentReference",
         "id": new_id(),
@@ -409,7 +413,9 @@ def full_discharge_message(
         enc["identifier"][0]["value"] = nda
     extra: list[dict[str, Any]] = []
     if plan is not None:
-        extra.append(care_plan(patient_ref=pat_ref, encounter_ref=enc_ref, discharged_at=end, plan=plan, complexity=complexity))
+        extra.append(
+            care_plan(patient_ref=pat_ref, encounter_ref=enc_ref, discharged_at=end, plan=plan, complexity=complexity)
+        )
     elif complexity:
         enc.setdefault("extension", []).extend({"url": RELAIS_COMPLEXITY_EXTENSION, "valueCode": c} for c in complexity)
     if dac_request:

@@ -11,7 +11,7 @@ from services.admissions import domain
 from services.admissions.domain import AdmissionFacts, Participant, PatientIdentity, Referent
 from shared.errors import BadRequest, Forbidden, Unprocessable
 from shared.fhir.intake import MessageBundle, check_codes, usable_commune, usable_postal_code
-from shared.fhir.models import CareTeam, Consent, Encounter, Organization, Parameters, Patient, to_json
+from shared.fhir.models import CareTeam, Consent, Encounter, Organization, Parameters, Patient
 from shared.fhir.outcome import outcome_from_validation_error
 from shared.identifiers import FINESS, INS_SYSTEMS, RPPS, validate_finess, validate_identifier
 

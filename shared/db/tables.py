@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, Column, DateTime, Index, Text, text
 from sqlmodel import Field, SQLModel
 
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 

@@ -20,7 +20,9 @@ class Outbox:
         self._source = source
         self.added = 0
 
-    def add(self, topic: str, key: str, event_type: str, data: dict[str, Any], message_id: str | None = None) -> Envelope:
+    def add(
+        self, topic: str, key: str, event_type: str, data: dict[str, Any], message_id: str | None = None
+    ) -> Envelope:
         ids = {"id": message_id} if message_id else {}
         envelope = Envelope(type=event_type, key=key, data=data, source=self._source, **ids)
         self._session.add(

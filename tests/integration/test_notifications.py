@@ -19,13 +19,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from services.notifications.bootstrap import bootstrap
-from shared.settings import NotificationsSettings
 from services.notifications.domain import verify_signature
 from services.notifications.fhir import BACKPORT_CONTENT, BACKPORT_FILTER
 from shared.bus.envelope import Envelope
 from shared.bus.kafka import KafkaBus
 from shared.db.engine import make_engine
 from shared.db.tables import AuditEntry
+from shared.settings import NotificationsSettings
 from tests.factories import admission_message
 from tests.infra.wait import wait_for
 

@@ -15,7 +15,6 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from services.notifications.bootstrap import bootstrap
-from shared.settings import NotificationsSettings
 from services.notifications.domain import verify_signature
 from services.notifications.entrypoints.consumers import notification_handlers
 from services.notifications.fhir import BACKPORT_CONTENT, BACKPORT_FILTER, BACKPORT_HEARTBEAT
@@ -23,6 +22,7 @@ from services.notifications.handlers import enqueue_heartbeats, utcnow
 from services.notifications.uow import NotificationsUnitOfWork
 from shared.bus.envelope import Envelope, PoisonMessage
 from shared.db.tables import AuditEntry, OutboxMessage
+from shared.settings import NotificationsSettings
 from tests.factories import admission_message
 
 SECRET = "a-webhook-secret-of-some-length"

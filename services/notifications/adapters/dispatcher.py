@@ -19,10 +19,10 @@ from datetime import UTC, datetime, timedelta
 import httpx
 from prometheus_client import Counter
 
-from shared.settings import NotificationsSettings
 from services.notifications.domain import SIGNATURE_HEADER, backoff_delay, is_dead, signature_header
 from services.notifications.handlers import enqueue_heartbeats
 from services.notifications.uow import NotificationsUnitOfWork
+from shared.settings import NotificationsSettings
 
 log = logging.getLogger(__name__)
 

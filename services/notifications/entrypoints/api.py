@@ -13,12 +13,12 @@ from pydantic import BaseModel, Field
 
 from services.notifications import fhir, handlers
 from services.notifications.adapters.orm import DeliveryRow, SubscriptionRow, WebhookRow
-from shared.settings import NotificationsSettings
 from services.notifications.domain import CONTENT_TYPES, page_limit, parse_cursor
 from services.notifications.uow import NotificationsUnitOfWork
 from shared.api.responses import FhirResponse
 from shared.auth import Principal, current_principal
 from shared.errors import BadRequest, UnsupportedMediaType
+from shared.settings import NotificationsSettings
 
 PREFIX = "/notifications"
 MAX_EVENTS_PER_QUERY = 500
