@@ -129,6 +129,8 @@ class KafkaBus:
                 auto_offset_reset="earliest",
                 session_timeout_ms=self.session_timeout_ms,
                 heartbeat_interval_ms=max(self.session_timeout_ms // 3, 100),
+                # Brokers that answer a fetch only when its wait expires (Tansu) would add up to this much latency.
+                fetch_max_wait_ms=100,
                 bootstrap_timeout_ms=5_000,
                 **self._common(),
             )
