@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from shared import idempotence
 from shared.errors import Conflict, Unprocessable
 from shared.events import TOPIC_ADMISSIONS, EventType, Role
+from shared.idempotence import check_replay, fingerprint  # noqa: F401 - the domain's vocabulary
 from shared.routing import ADMISSION_EVENTS, DISCHARGE_EVENTS, Detail, Recipient
 
 # Relais' own code system for care-team participant roles (the ANS "Cercle de soins" roles we use).
@@ -219,25 +219,8 @@ def command_for(event_type: EventType) -> type[_AdmissionMessage]:
     }[event_type]
 
 
-def fingerprint(message: dict[str, Any]) -> str:
-    """Content hash of a request, independent of key order and whitespace: same id + other hash = 409."""
-    canonical = json.dumps(message, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def check_replay(stored_fingerprint: str, fingerprint_: str, message_id: str) -> None:
-    """A message id already used: fine when the content is the same, a conflict otherwise."""
-    if stored_fingerprint != fingerprint_:
-        raise Conflict(
-            f"message {message_id} was already received with different content; "
-            "send a new Bundle.id for a new message",
-            expression=["Bundle.id"],
-        )
-
-
 def derived_id(request_message_id: str, *parts: str) -> str:
-    """Deterministic id for what a request causes, so a replayed request can never cause it twice."""
-    return str(uuid.uuid5(_NAMESPACE, "|".join((request_message_id, *parts))))
+    return idempotence.derived_id(_NAMESPACE, request_message_id, *parts)
 
 
 def notification_id(request_message_id: str, recipient: Recipient) -> str:

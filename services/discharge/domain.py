@@ -3,16 +3,16 @@ the follow-up plan, complexity, readmission and escalation. No I/O here."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from shared import idempotence
 from shared.errors import Conflict, Unprocessable
 from shared.events import EventType, Role
+from shared.idempotence import check_replay, fingerprint  # noqa: F401 - the domain's vocabulary
 from shared.routing import (
     ADMISSION_EVENTS,
     COMPLEXITY_CRITERIA,
@@ -257,24 +257,8 @@ def command_for(event_type: EventType) -> type[_DischargeMessage]:
     }[event_type]
 
 
-def fingerprint(message: Mapping[str, Any]) -> str:
-    """Content hash independent of key order and whitespace: same id + other hash = 409."""
-    canonical = json.dumps(message, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def check_replay(stored_fingerprint: str, fingerprint_: str, message_id: str) -> None:
-    if stored_fingerprint != fingerprint_:
-        raise Conflict(
-            f"message {message_id} was already received with different content; "
-            "send a new Bundle.id for a new message",
-            expression=["Bundle.id"],
-        )
-
-
 def derived_id(source_id: str, *parts: str) -> str:
-    """Deterministic id for what a request or a timer causes, so a replay can never cause it twice."""
-    return str(uuid.uuid5(_NAMESPACE, "|".join((source_id, *parts))))
+    return idempotence.derived_id(_NAMESPACE, source_id, *parts)
 
 
 def notification_id(source_id: str, recipient: Recipient, event: EventType) -> str:
