@@ -6,7 +6,6 @@ from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import Session
 
 from services.admissions.adapters.orm import (
     Admission,
@@ -18,25 +17,15 @@ from services.admissions.adapters.orm import (
     PatientRow,
     Territory,
 )
+from shared.db.repository import Repository
 
 
-class _Repository:
-    def __init__(self, session: Session) -> None:
-        self.session = session
-
-    def add(self, row: object) -> None:
-        self.session.add(row)
-
-    def flush(self) -> None:
-        self.session.flush()
-
-
-class MessageRepository(_Repository):
+class MessageRepository(Repository):
     def get(self, message_id: str) -> AdmissionMessageRow | None:
         return self.session.get(AdmissionMessageRow, message_id)
 
 
-class AdmissionRepository(_Repository):
+class AdmissionRepository(Repository):
     def get(self, admission_id: str) -> Admission | None:
         return self.session.get(Admission, admission_id)
 
@@ -47,7 +36,7 @@ class AdmissionRepository(_Repository):
         return self.session.execute(query).scalars().first()
 
 
-class CareTeamRepository(_Repository):
+class CareTeamRepository(Repository):
     def get(self, careteam_id: str) -> CareTeamRow | None:
         return self.session.get(CareTeamRow, careteam_id)
 
@@ -89,7 +78,7 @@ class CareTeamRepository(_Repository):
         return self.session.execute(query).scalars().first()
 
 
-class DacCaseRepository(_Repository):
+class DacCaseRepository(Repository):
     def get(self, case_id: str) -> DacCase | None:
         return self.session.get(DacCase, case_id)
 
@@ -102,17 +91,17 @@ class DacCaseRepository(_Repository):
         return self.session.execute(query).scalars().first()
 
 
-class ConsentRepository(_Repository):
+class ConsentRepository(Repository):
     def get(self, patient_key: str) -> ConsentRow | None:
         return self.session.get(ConsentRow, patient_key)
 
 
-class TerritoryRepository(_Repository):
+class TerritoryRepository(Repository):
     def get(self, postal_code: str) -> Territory | None:
         return self.session.get(Territory, postal_code)
 
 
-class PatientRepository(_Repository):
+class PatientRepository(Repository):
     def postal_code(self, patient_key: str) -> str | None:
         """The last known postal code (read from the table, not the session's identity map)."""
         return self.session.execute(

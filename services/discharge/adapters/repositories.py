@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import select, update
-from sqlmodel import Session
 
 from services.discharge.adapters.orm import (
     CareTeamMirrorRow,
@@ -17,25 +16,15 @@ from services.discharge.adapters.orm import (
     TimerRow,
 )
 from shared.db.engine import is_postgres
+from shared.db.repository import Repository
 
 
-class _Repository:
-    def __init__(self, session: Session) -> None:
-        self.session = session
-
-    def add(self, row: object) -> None:
-        self.session.add(row)
-
-    def flush(self) -> None:
-        self.session.flush()
-
-
-class MessageRepository(_Repository):
+class MessageRepository(Repository):
     def get(self, message_id: str) -> DischargeMessageRow | None:
         return self.session.get(DischargeMessageRow, message_id)
 
 
-class DischargeRepository(_Repository):
+class DischargeRepository(Repository):
     def get(self, discharge_id: str) -> DischargeRow | None:
         return self.session.get(DischargeRow, discharge_id)
 
@@ -55,7 +44,7 @@ class DischargeRepository(_Repository):
         return [row[0] for row in self.session.execute(query).all()]
 
 
-class HandoffRepository(_Repository):
+class HandoffRepository(Repository):
     def get(self, task_id: str, *, for_update: bool = False) -> HandoffRow | None:
         query = select(HandoffRow).where(HandoffRow.id == task_id)
         if for_update and is_postgres(self.session.get_bind()):
@@ -71,7 +60,7 @@ class HandoffRepository(_Repository):
         return list(self.session.execute(query).scalars())
 
 
-class FollowupRepository(_Repository):
+class FollowupRepository(Repository):
     def get(self, task_id: str, *, for_update: bool = False) -> FollowupRow | None:
         query = select(FollowupRow).where(FollowupRow.id == task_id)
         if for_update and is_postgres(self.session.get_bind()):
@@ -85,7 +74,7 @@ class FollowupRepository(_Repository):
         return list(self.session.execute(query).scalars())
 
 
-class TimerRepository(_Repository):
+class TimerRepository(Repository):
     def get(self, timer_id: str) -> TimerRow | None:
         return self.session.get(TimerRow, timer_id)
 
@@ -129,7 +118,7 @@ class TimerRepository(_Repository):
         return len(self.session.execute(select(TimerRow.id).where(TimerRow.fired_at.is_(None))).all())
 
 
-class MirrorRepository(_Repository):
+class MirrorRepository(Repository):
     def careteam(self, patient_key: str) -> CareTeamMirrorRow | None:
         return self.session.get(CareTeamMirrorRow, patient_key)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import and_, func, select, update
-from sqlmodel import Session
 
 from services.notifications.adapters.orm import (
     DeliveryRow,
@@ -15,20 +14,10 @@ from services.notifications.adapters.orm import (
     WebhookRow,
 )
 from shared.db.engine import is_postgres
+from shared.db.repository import Repository
 
 
-class _Repository:
-    def __init__(self, session: Session) -> None:
-        self.session = session
-
-    def add(self, row: object) -> None:
-        self.session.add(row)
-
-    def flush(self) -> None:
-        self.session.flush()
-
-
-class NotificationRepository(_Repository):
+class NotificationRepository(Repository):
     def exists(self, notification_id: str) -> bool:
         query = select(NotificationRow.seq).where(NotificationRow.id == notification_id)
         return self.session.execute(query).first() is not None
@@ -64,7 +53,7 @@ class NotificationRepository(_Repository):
         return list(self.session.execute(query).scalars())
 
 
-class WebhookRepository(_Repository):
+class WebhookRepository(Repository):
     def get_for(self, org_id: str, webhook_id: str) -> WebhookRow | None:
         query = select(WebhookRow).where(
             WebhookRow.id == webhook_id, WebhookRow.org_id == org_id, WebhookRow.active.is_(True)
@@ -83,7 +72,7 @@ class WebhookRepository(_Repository):
         return list(self.session.execute(query).scalars())
 
 
-class SubscriptionRepository(_Repository):
+class SubscriptionRepository(Repository):
     LIVE = ("requested", "active", "error")
 
     def get_for(self, org_id: str, subscription_id: str) -> SubscriptionRow | None:
@@ -156,7 +145,7 @@ class SubscriptionRepository(_Repository):
         return list(self.session.execute(query).scalars())
 
 
-class DeliveryRepository(_Repository):
+class DeliveryRepository(Repository):
     def get_for(self, org_id: str, delivery_id: str) -> DeliveryRow | None:
         query = select(DeliveryRow).where(DeliveryRow.id == delivery_id, DeliveryRow.org_id == org_id)
         return self.session.execute(query).scalars().first()

@@ -6,7 +6,6 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from sqlalchemy import func, select, update
-from sqlmodel import Session
 
 from services.snp.adapters.orm import (
     AppointmentRow,
@@ -18,6 +17,7 @@ from services.snp.adapters.orm import (
     TerritoryMirrorRow,
 )
 from services.snp.domain import AppointmentStatus, RequestState, SlotCandidate
+from shared.db.repository import Repository
 
 FREE, BUSY, WITHDRAWN = "free", "busy", "withdrawn"
 # How many earliest slots a placement reads: the ranking needs the head of the queue, never the whole pool.
@@ -27,27 +27,16 @@ TIE_CAP = 500
 LIVE_APPOINTMENT = (AppointmentStatus.PENDING.value, AppointmentStatus.BOOKED.value)
 
 
-class _Repository:
-    def __init__(self, session: Session) -> None:
-        self.session = session
-
-    def add(self, row: object) -> None:
-        self.session.add(row)
-
-    def flush(self) -> None:
-        self.session.flush()
-
-
 def _candidate(row: SlotRow) -> SlotCandidate:
     return SlotCandidate(row.id, row.org_id, row.commune, row.start)
 
 
-class ScheduleRepository(_Repository):
+class ScheduleRepository(Repository):
     def get(self, schedule_id: str) -> ScheduleRow | None:
         return self.session.get(ScheduleRow, schedule_id)
 
 
-class SlotRepository(_Repository):
+class SlotRepository(Repository):
     def get(self, slot_id: str) -> SlotRow | None:
         return self.session.get(SlotRow, slot_id)
 
@@ -114,7 +103,7 @@ class SlotRepository(_Repository):
         return result.rowcount == 1
 
 
-class RequestRepository(_Repository):
+class RequestRepository(Repository):
     def get(self, request_id: str) -> RequestRow | None:
         return self.session.get(RequestRow, request_id)
 
@@ -145,7 +134,7 @@ class RequestRepository(_Repository):
         return result.rowcount == 1
 
 
-class AppointmentRepository(_Repository):
+class AppointmentRepository(Repository):
     def get(self, appointment_id: str) -> AppointmentRow | None:
         return self.session.get(AppointmentRow, appointment_id)
 
@@ -170,7 +159,7 @@ class AppointmentRepository(_Repository):
         return {org: count for org, count in self.session.execute(query).all()}
 
 
-class MirrorRepository(_Repository):
+class MirrorRepository(Repository):
     def careteam(self, patient_key: str) -> CareTeamMirrorRow | None:
         return self.session.get(CareTeamMirrorRow, patient_key)
 
@@ -182,7 +171,7 @@ class MirrorRepository(_Repository):
         return set(self.session.execute(query).scalars())
 
 
-class FactRepository(_Repository):
+class FactRepository(Repository):
     def get(self, request_id: str) -> FactRow | None:
         return self.session.get(FactRow, request_id)
 
