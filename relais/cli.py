@@ -28,8 +28,9 @@ def _configure_logging() -> None:
     level = os.environ.get("RELAIS_LOG_LEVEL", "INFO").upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Migrations and broker clients narrate every step at INFO; keep the console for what an operator needs.
-    for chatty in ("alembic", "kafka"):
-        logging.getLogger(chatty).setLevel(max(logging.getLevelName(level), logging.WARNING))
+    if level != "DEBUG":
+        for chatty in ("alembic", "kafka"):
+            logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 def _directory() -> Directory:
