@@ -17,9 +17,12 @@ from shared.db.tables import KERNEL_TABLES, OutboxMessage
 from shared.db.uow import UnitOfWork
 from shared.events import Role
 from shared.fhir.intake import parse_message_bundle
+from shared.identifiers import validate_identifier
 from tests import factories
 
 MAX_BYTES = 20_000
+# The same NIR with its two-digit key off by one.
+WRONG_KEY_NIR = factories.DEFAULT_NIR[:-2] + f"{(int(factories.DEFAULT_NIR[-2:]) % 97) + 1:02d}"
 
 
 @pytest.fixture
@@ -33,6 +36,9 @@ def kernel_app(tmp_path):
     @router.post("/fhir/$process-message")
     async def process(request: Request, principal: Principal = Depends(require_role(Role.HOSPITAL))):
         message = parse_message_bundle(await request.body(), request.headers.get("content-type"), MAX_BYTES)
+        for patient in message.all("Patient"):
+            for identifier in patient.identifier or []:
+                validate_identifier(identifier.system, identifier.value)
         with UnitOfWork(sessions, "kernel") as uow:
             data = {"id": message.message_id}
             uow.outbox.add("relais.test", principal.organisation_id, message.event_type.value, data)
@@ -99,6 +105,8 @@ def test_a_valid_message_is_accepted_and_stored(kernel_app):
                                                "entry": []}).encode(), FHIR_JSON, 400),
         ("wrong content type", factories.body(factories.admission_message()), {"Content-Type": "text/plain"}, 415),
         ("oversized body", b"{" + b" " * (MAX_BYTES + 10) + b"}", FHIR_JSON, 413),
+        ("INS with a wrong key", factories.body(factories.admission_message(nir=WRONG_KEY_NIR)),
+         FHIR_JSON, 422),
     ],
 )
 def test_bad_input_gets_an_operation_outcome_and_nothing_is_stored(kernel_app, name, content, headers, status):
