@@ -10,7 +10,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from prometheus_client import Counter
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
@@ -72,8 +72,8 @@ class OutboxRelay:
 
     def pending(self) -> int:
         with self._session_factory() as session:
-            query = select(OutboxMessage.seq).where(OutboxMessage.published_at.is_(None))
-            return len(session.execute(query).all())
+            query = select(func.count()).select_from(OutboxMessage).where(OutboxMessage.published_at.is_(None))
+            return session.execute(query).scalar_one()
 
     def _get_producer(self) -> Producer:
         if self._producer is None:
