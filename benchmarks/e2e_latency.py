@@ -23,10 +23,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.harness import Connection, Server, http_request, percentile  # noqa: E402
-from benchmarks.intake_http import PATH, enrol, register  # noqa: E402
-from tests import factories as f  # noqa: E402
-from tests.infra.brokers import TansuBroker  # noqa: E402
+from benchmarks.harness import Connection, Server, http_request, percentile
+from benchmarks.intake_http import PATH, enrol, register
+from tests import factories as f
+from tests.infra.brokers import TansuBroker
 
 
 def admission(nda: str) -> bytes:

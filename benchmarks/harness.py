@@ -8,6 +8,7 @@ responses), so on a 2-core machine the client costs far less CPU than the server
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -134,10 +135,8 @@ class Connection:
     async def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
-            try:
+            with contextlib.suppress(OSError):
                 await self.writer.wait_closed()
-            except OSError:
-                pass
 
 
 async def closed_loop(port: int, requests: Sequence[bytes], concurrency: int, time_limit: float) -> tuple[int, float]:

@@ -19,9 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.harness import Connection, Server, closed_loop, http_request  # noqa: E402
-from shared.auth import Directory  # noqa: E402
-from tests import factories as f  # noqa: E402
+from benchmarks.harness import Connection, Server, closed_loop, http_request
+from shared.auth import Directory
+from tests import factories as f
 
 PATH = "/admissions/fhir/$process-message"
 BARE_PATH = "/bare/fhir/$process-message"

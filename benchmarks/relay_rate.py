@@ -19,17 +19,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kafka import KafkaProducer  # noqa: E402
-from sqlalchemy import insert  # noqa: E402
+from kafka import KafkaProducer
+from sqlalchemy import insert
 
-from shared.bus.envelope import Envelope  # noqa: E402
-from shared.bus.kafka import KafkaBus  # noqa: E402
-from shared.bus.worker import OutboxRelay  # noqa: E402
-from shared.db import migrate  # noqa: E402
-from shared.db.engine import make_engine, session_factory  # noqa: E402
-from shared.db.tables import OutboxMessage  # noqa: E402
-from tests import factories as f  # noqa: E402
-from tests.infra.brokers import TansuBroker  # noqa: E402
+from shared.bus.envelope import Envelope
+from shared.bus.kafka import KafkaBus
+from shared.bus.worker import OutboxRelay
+from shared.db import migrate
+from shared.db.engine import make_engine, session_factory
+from shared.db.tables import OutboxMessage
+from tests import factories as f
+from tests.infra.brokers import TansuBroker
 
 TOPICS = ("bench.notify.team", "bench.notify.cpts", "bench.notify.dac")
 

@@ -19,21 +19,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import e2e_latency, intake_http, relay_rate, snp_placement  # noqa: E402
+import contextlib
+
+from benchmarks import e2e_latency, intake_http, relay_rate, snp_placement
 
 TARGETS = {"intake": 0.30, "e2e_p99_ms_at_100": 250.0, "relay": 0.50}
 
 
 def machine() -> str:
     model = ""
-    try:
+    with contextlib.suppress(OSError, StopIteration):
         model = next(
             line.split(":", 1)[1].strip()
             for line in Path("/proc/cpuinfo").read_text().splitlines()
             if line.startswith("model name")
         )
-    except (OSError, StopIteration):
-        pass
     return f"{os.cpu_count()} cores {model}, Python {platform.python_version()}, {platform.system()}"
 
 

@@ -144,7 +144,7 @@ def load_territory(run_tag: str | None = None) -> Territory:
 
     data = json.loads(DATA.read_text(encoding="utf-8"))
     communes = {c.insee: Commune(c.insee, c.name, c.postal_code) for c in snp_communes().values()}
-    rng = random.Random(run_tag or "relais-demo")
+    rng = random.Random(run_tag or "relais-demo")  # noqa: S311 - reproducible demo data, not a secret
     organisations = {}
     for item in data["organisations"]:
         org_id = make_finess(item["finess_body"]) if "finess_body" in item else item["id"]

@@ -30,7 +30,7 @@ organisations = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
-TOKEN_PREFIX = "rls_"
+TOKEN_PREFIX = "rls_"  # noqa: S105 - a public prefix that makes leaked tokens greppable, not a secret
 
 
 @dataclass(frozen=True)

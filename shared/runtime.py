@@ -61,7 +61,7 @@ class Runtime:
         if not self.run_workers or self._threads:
             return
         self._stop.clear()
-        topics = [topic for loop in self.consumers for topic in loop._handlers]  # noqa: SLF001
+        topics = [topic for loop in self.consumers for topic in loop._handlers]
         try:
             self.bus.ensure_topics(topics)
         except Exception as exc:  # noqa: BLE001 - the consumer loops retry; the service still starts

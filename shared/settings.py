@@ -8,7 +8,7 @@ from typing import ClassVar, Literal
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEV_SECRET = "relais-development-secret-do-not-use"
+DEV_SECRET = "relais-development-secret-do-not-use"  # noqa: S105 - refused outside development
 
 
 class RelaisSettings(BaseSettings):
@@ -81,9 +81,8 @@ class RelaisSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_unsafe_defaults_outside_development(self) -> RelaisSettings:
-        if self.environment == "production":
-            if self.secret_key == DEV_SECRET or len(self.secret_key) < 32:
-                raise ValueError("RELAIS_SECRET_KEY must be set to a secret of at least 32 characters in production")
+        if self.environment == "production" and (self.secret_key == DEV_SECRET or len(self.secret_key) < 32):
+            raise ValueError("RELAIS_SECRET_KEY must be set to a secret of at least 32 characters in production")
         return self
 
 

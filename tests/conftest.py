@@ -110,7 +110,7 @@ def postgres_url(postgres: PostgresServer) -> str:
     if postgres.kind == "external":
         try:
             postgres.drop_database(name)
-        except Exception as exc:  # noqa: BLE001 - leftover database on a shared server: warn only
+        except Exception as exc:
             import warnings
 
             warnings.warn(f"could not drop test database {name}: {exc}", stacklevel=1)

@@ -247,7 +247,8 @@ def amend_admission(
         domain.check_correction_target(
             original.status if original else None, facts.encounter_key, cmd.event_type
         )
-        assert original is not None
+        if original is None:  # check_correction_target refuses a missing original; this narrows the type
+            raise RuntimeError("correction target vanished")
         now = clock()
         recipients = domain.correction_recipients(
             domain.recipients_from_json(original.recipients), cmd.event_type

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from services.discharge.domain import Policy
@@ -39,7 +39,7 @@ def system_clock() -> datetime:
 @dataclass
 class DischargeService(Service):
     clock: Clock = system_clock
-    policy: Policy = Policy()
+    policy: Policy = field(default_factory=Policy)
     timers: TimerWorker | None = None
     careteam_consumer: ConsumerLoop | None = None
 

@@ -283,7 +283,7 @@ def _share(part: int, whole: int) -> float | None:
     return round(part / whole, 4) if whole else None
 
 
-def _group(facts: Sequence[Fact], key) -> list[dict]:  # noqa: ANN001
+def _group(facts: Sequence[Fact], key) -> list[dict]:
     groups: dict[str, list[Fact]] = defaultdict(list)
     for fact in facts:
         groups[key(fact)].append(fact)

@@ -84,7 +84,7 @@ class OutboxRelay:
         if self._producer is not None:
             try:
                 self._producer.close()
-            except Exception:  # noqa: BLE001 - a broken producer may fail to close; we drop it anyway
+            except Exception:
                 log.debug("closing a broken producer failed", exc_info=True)
         self._producer = None
 
@@ -223,6 +223,6 @@ class ConsumerLoop:
             if client is not None:
                 try:
                     client.close()
-                except Exception:  # noqa: BLE001 - closing during shutdown is best effort
+                except Exception:
                     log.debug("closing a bus client failed", exc_info=True)
         self._consumer = self._dlq = None

@@ -16,7 +16,7 @@ def run_migrations(tables: Iterable[Table]) -> None:
     wanted = {table.name for table in tables}
     target = next(iter(tables)).metadata if tables else MetaData()
 
-    def include_object(obj, name, type_, reflected, compare_to):  # noqa: ANN001
+    def include_object(obj, name, type_, reflected, compare_to):
         # All SQLModel tables share one MetaData: each service migrates only its own and the kernel's.
         if type_ == "table":
             return name in wanted

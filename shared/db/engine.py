@@ -94,7 +94,7 @@ def _sqlite_engine(url: str) -> Engine:
     )
 
     @event.listens_for(engine, "connect")
-    def _configure(dbapi_connection, _record):  # noqa: ANN001
+    def _configure(dbapi_connection, _record):
         # Let SQLAlchemy, not pysqlite, decide when transactions begin (see the "begin" hook).
         dbapi_connection.isolation_level = None
         dbapi_connection.relais_lock = lock
@@ -106,7 +106,7 @@ def _sqlite_engine(url: str) -> Engine:
         cursor.close()
 
     @event.listens_for(engine, "begin")
-    def _begin_immediate(connection):  # noqa: ANN001
+    def _begin_immediate(connection):
         # Take the write lock up front: a deferred reader upgrading to writer fails at once with SQLITE_BUSY.
         dbapi_connection = connection.connection.dbapi_connection
         dbapi_connection.relais_acquire()

@@ -43,11 +43,16 @@ _LEGACY_CONTENT_TYPES = {"application/json+fhir"}  # DSTU2-era name some interfa
 # the full R4 value sets, so a bogus status is caught with its path.
 _FULL_CODE_LISTS: dict[tuple[str, str], frozenset[str]] = {
     ("Encounter", "status"): frozenset(
-        "planned arrived triaged in-progress onleave finished cancelled entered-in-error unknown".split()
+        [
+            "planned", "arrived", "triaged", "in-progress", "onleave", "finished", "cancelled",
+            "entered-in-error", "unknown",
+        ]
     ),
     ("Task", "status"): frozenset(
-        "draft requested received accepted rejected ready cancelled in-progress on-hold failed completed "
-        "entered-in-error".split()
+        [
+            "draft", "requested", "received", "accepted", "rejected", "ready", "cancelled", "in-progress",
+            "on-hold", "failed", "completed", "entered-in-error",
+        ]
     ),
 }
 _OPEN_LIST_MARKERS = {"+", "etc."}

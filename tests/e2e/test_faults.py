@@ -192,7 +192,7 @@ class Stream:
                 with self.lock:
                     self.accepted[f"{encounter['system']}|{encounter['value']}"] = owner
             client.close()
-        except BaseException as exc:  # noqa: BLE001 - reported by join()
+        except BaseException as exc:
             self.error = exc
 
     def count(self) -> int:

@@ -147,7 +147,7 @@ def _fuzz(operation: Any, mode: GenerationMode, headers: dict[str, str], example
         run()
     except Unsatisfiable:
         return None  # nothing can be made invalid here (no parameters, no body)
-    except BaseException as exc:  # noqa: BLE001 - schemathesis raises a BaseExceptionGroup of failures
+    except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt):
             raise
         return f"{operation.label} [{mode.value}]: {exc}"

@@ -17,6 +17,7 @@ killed at interpreter exit, whatever happens to the test session.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
 import os
 import shutil
@@ -107,20 +108,16 @@ else:  # pragma: no cover - the atexit hook is all there is elsewhere
 
 
 def _kill_group(proc: subprocess.Popen, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _kill_all_at_exit() -> None:
     for proc in list(_LIVE):
         if proc.poll() is None:
             _kill_group(proc, signal.SIGKILL)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
         _LIVE.discard(proc)
 
 
@@ -148,7 +145,7 @@ class ManagedProcess:
     def spawn(self) -> None:
         if self.alive:
             raise RuntimeError(f"{self.name} is already running (pid {self.proc.pid})")
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in _reap
+        self._log = open(self.log_path, "ab")
         self._log.write(f"\n===== {time.strftime('%H:%M:%S')} starting {self.name}: "
                         f"{' '.join(self.argv)}\n".encode())
         self._log.flush()
@@ -228,7 +225,7 @@ class ReadinessProbe:
             # bootstrap connection is replaced, so it is not used.)
             try:
                 return bool(self.producer.partitions_for("relais-probe"))
-            except Exception:  # noqa: BLE001 - unknown topic, no auto-create: brokers known suffices
+            except Exception:
                 return bool(self.producer._metadata.brokers())
         self.producer.send(self.topic, b"warmup").get(timeout=5)
         return True

@@ -37,7 +37,7 @@ def _stop_all_at_exit() -> None:
     for server in list(_LIVE_SERVERS):
         try:
             server.close()
-        except Exception:  # noqa: BLE001 - best effort at exit
+        except Exception:
             pass
 
 
@@ -74,7 +74,7 @@ def _docker_available() -> bool:
 
         docker.from_env(timeout=3).ping()
         return True
-    except Exception:  # noqa: BLE001 - no engine
+    except Exception:
         return False
 
 

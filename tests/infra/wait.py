@@ -30,7 +30,7 @@ def wait_for(
     while True:
         try:
             result = predicate()
-        except Exception as exc:  # noqa: BLE001 - any failure means "not ready yet"
+        except Exception as exc:
             last_error = exc
         else:
             if result:

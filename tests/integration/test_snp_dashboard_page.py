@@ -9,7 +9,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import playwright.sync_api as playwright_api  # noqa: E402 - installed by scripts/install.sh --test
+import playwright.sync_api as playwright_api
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient

@@ -261,7 +261,7 @@ def careteam_events(sessions) -> list[dict]:
     for topic, key, envelope in outbox(sessions):
         if topic == "relais.careteam" and envelope["type"] == "careteam.changed":
             data = envelope["data"]
-            assert key == data["patient_key"] and CONTEXT_KEYS <= data.keys()
+            assert key == data["patient_key"] and data.keys() >= CONTEXT_KEYS
             events.append(data)
     return events
 

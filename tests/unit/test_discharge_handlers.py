@@ -85,7 +85,7 @@ class Harness:
         self.deliver(Envelope(type="territory.changed", key=postal_code, data=data, source="admissions"))
 
     def deliver(self, envelope: Envelope) -> None:
-        handler = self.service.careteam_consumer._handlers[TOPIC_CARETEAM]  # noqa: SLF001
+        handler = self.service.careteam_consumer._handlers[TOPIC_CARETEAM]
         handler(envelope)
 
     def key(self, nir: str = f.DEFAULT_NIR) -> str:
@@ -165,7 +165,7 @@ def test_discharge_sends_the_team_the_full_message_with_the_handoff_task(harness
 def test_notification_ids_are_deterministic_per_message_recipient_role_and_event(harness):
     harness.careteam()
     harness.post_message(f.full_discharge_message(message_id="m-det"))
-    message = [m for m in harness.outbox() if m["type"] == "discharge.recorded"][0]
+    message = next(m for m in harness.outbox() if m["type"] == "discharge.recorded")
     recipient = Recipient(Role.TEAM, TEAM, Detail.FULL, "relais.notify.team", "x")
     assert message["id"] == notification_id("m-det", recipient, EventType.DISCHARGE_RECORDED)
     assert message["key"] == TEAM and message["topic"] == "relais.notify.team"

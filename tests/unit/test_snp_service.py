@@ -201,7 +201,7 @@ def test_free_text_never_leaves_intake(snp):
             str(row)
             for table in ("snp_request", "snp_fact", "outbox", "audit_log")
             for row in connection.execute(text(f"SELECT * FROM {table}"))
-        )  # noqa: S608
+        )
     assert "Martin" not in dump and "cancer" not in dump and "anxieux" not in dump
 
 

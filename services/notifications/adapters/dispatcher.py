@@ -100,7 +100,7 @@ class Dispatcher:
                 try:
                     self._maybe_heartbeats()
                     self.dispatch_once(pool)
-                except Exception:  # noqa: BLE001 - the database may be briefly away; try again next tick
+                except Exception:
                     log.warning("notification dispatcher tick failed", exc_info=True)
                     stop.wait(1.0)
                 self._wakeup.wait(self._settings.dispatcher_idle_seconds)

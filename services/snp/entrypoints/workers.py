@@ -31,7 +31,7 @@ def deadline_worker(
             try:
                 handlers.retry_waiting(uow_factory, clock)
                 handlers.expire_due(uow_factory, clock)
-            except Exception:  # noqa: BLE001 - a failed tick is retried at the next one; the claim keeps it once
+            except Exception:
                 log.exception("snp deadline worker tick failed")
             stop.wait(interval)
 
