@@ -30,6 +30,7 @@ class EventType(StrEnum):
     SNP_EXPIRED = "snp.expired"
     SNP_CANCELLED = "snp.cancelled"
     CARETEAM_CHANGED = "careteam.changed"
+    TERRITORY_CHANGED = "territory.changed"
     NOTIFICATION_READ = "notification.read"
 
 
@@ -155,6 +156,12 @@ CATALOGUE: dict[EventType, EventSpec] = {
         ),
         _spec(
             _E.CARETEAM_CHANGED, "The patient's care team or referent changed.", TOPIC_CARETEAM, "CareTeam"
+        ),
+        _spec(
+            _E.TERRITORY_CHANGED,
+            "An administrator mapped a postal code to its CPTS and DAC.",
+            TOPIC_CARETEAM,
+            "Organization",
         ),
         _spec(
             _E.NOTIFICATION_READ,

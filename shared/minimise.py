@@ -115,7 +115,7 @@ def assert_minimised(payload: Mapping[str, Any], *, allowed: frozenset[str] = MI
         raise NotMinimised(f"unknown event {payload['event']!r}")
     if payload.get("age_band") is not None and payload["age_band"] not in AGE_BANDS:
         raise NotMinimised(f"age_band {payload['age_band']!r} is not a band")
-    key = payload.get("patient_key")
+    patient_key: str | None = payload.get("patient_key")
     # A pseudonym is one opaque token; an NIR or a "Firstname Lastname" is not.
-    if key is not None and (_NIR_LIKE.match(key) or any(ch.isspace() for ch in key)):
-            raise NotMinimised("patient_key does not look like a pseudonym")
+    if patient_key is not None and (_NIR_LIKE.match(patient_key) or any(ch.isspace() for ch in patient_key)):
+        raise NotMinimised("patient_key does not look like a pseudonym")

@@ -143,7 +143,7 @@ HANDOFF_FAILED_EVENTS = (EventType.HANDOFF_DECLINED, EventType.HANDOFF_EXPIRED)
 SNP_REQUEST_EVENTS = (EventType.SNP_REQUESTED, EventType.SNP_OFFERED)
 SNP_OUTCOME_EVENTS = (EventType.SNP_BOOKED, EventType.SNP_FULFILLED, EventType.SNP_NOSHOW)
 # Domain events and receipts, deliberately absent from the table: nobody is notified of them.
-UNROUTED_EVENTS = frozenset({EventType.CARETEAM_CHANGED, EventType.NOTIFICATION_READ})
+UNROUTED_EVENTS = frozenset({EventType.CARETEAM_CHANGED, EventType.TERRITORY_CHANGED, EventType.NOTIFICATION_READ})
 
 ROUTING_TABLE: tuple[Rule, ...] = (
     # admission: the team; the CPTS only when there is no team; the DAC only with an open case

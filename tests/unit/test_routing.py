@@ -209,11 +209,11 @@ def test_consent_opposition_still_lets_snp_counts_reach_the_cpts():
 
 def test_every_event_but_domain_events_and_receipts_has_a_rule():
     routed = {rule.event for rule in ROUTING_TABLE}
-    assert routed == set(EventType) - {E.CARETEAM_CHANGED, E.NOTIFICATION_READ}
-    assert {E.CARETEAM_CHANGED, E.NOTIFICATION_READ} == UNROUTED_EVENTS
+    assert routed == set(EventType) - {E.CARETEAM_CHANGED, E.TERRITORY_CHANGED, E.NOTIFICATION_READ}
+    assert {E.CARETEAM_CHANGED, E.TERRITORY_CHANGED, E.NOTIFICATION_READ} == UNROUTED_EVENTS
 
 
-@pytest.mark.parametrize("event", [E.CARETEAM_CHANGED, E.NOTIFICATION_READ])
+@pytest.mark.parametrize("event", [E.CARETEAM_CHANGED, E.TERRITORY_CHANGED, E.NOTIFICATION_READ])
 def test_domain_events_and_receipts_notify_nobody(event):
     everything = PatientContext(TEAM, HOSPITAL, CPTS, DAC, True, True, False, True, 3)
     assert route(event, everything) == []
