@@ -59,7 +59,7 @@ def run(
             status.update(f"starting {name} (migrating its database)")
             services.append(bootstrapper(name)(directory=directory))
     settings = RelaisSettings()
-    bus = "Kafka at " + settings.kafka_bootstrap_servers if settings.uses_kafka else "the embedded log"
+    bus = f"Kafka at {settings.kafka_bootstrap_servers}" if settings.uses_kafka else "the embedded log"
     console.print(f"Relais on http://{host}:{port} — data in {settings.data_dir.resolve()}, bus: {bus}")
     if not directory.list():
         console.print("No organisation yet: add one with `relais org add --role hospital --id FINESS --name NAME`.")

@@ -30,6 +30,7 @@ from contextlib import ExitStack, contextmanager
 from contextlib import closing as _closing
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -689,10 +690,16 @@ class Scenario:
         for service in ("discharge", "snp"):
             target = self._mirror_base[service] + self._mirror_changes
             wait_until(
-                lambda s=service, t=target: self.http.handled(s) >= t,
+                partial(self._mirrored_at_least, service, target),
                 self.timeout,
-                lambda s=service, t=target: f"{s} mirrored {self.http.handled(s):.0f} of {t:.0f} care-team messages",
+                partial(self._mirror_progress, service, target),
             )
+
+    def _mirrored_at_least(self, service: str, target: float) -> bool:
+        return self.http.handled(service) >= target
+
+    def _mirror_progress(self, service: str, target: float) -> str:
+        return f"{service} mirrored {self.http.handled(service):.0f} of {target:.0f} care-team messages"
 
     def _admit(self, person: str) -> None:
         message = hospital_message(

@@ -6,8 +6,10 @@ import hashlib
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from fastapi import Depends, Request
 from sqlalchemy import Boolean, Column, DateTime, MetaData, String, Table, insert, select, update
@@ -128,12 +130,30 @@ def current_principal(request: Request) -> Principal:
     return principal
 
 
-def require_role(*roles: Role):
-    """A dependency admitting only callers of these roles (403 for an authenticated caller of another role)."""
-    allowed = {Role(role) for role in roles}
+def audit_refusal(request: Request, principal: Principal, reason: str, **detail: Any) -> None:
+    """Write a refusal to the audit log of the service that answered (its own transaction); a no-op without one."""
+    runtime = getattr(request.app.state, "runtime", None)
+    if runtime is None:
+        return
+    route = request.scope.get("route")
+    template = getattr(route, "path", None) or "unmatched"
+    runtime.record_refusal(
+        f"{request.method} {template}",
+        organisation_id=principal.organisation_id,
+        role=principal.role.value,
+        resource=request.url.path,
+        reason=reason,
+        detail=detail or None,
+    )
 
-    def dependency(principal: Principal = Depends(current_principal)) -> Principal:
+
+def require_role(*roles: Role | str) -> Callable[..., Principal]:
+    """A dependency admitting only callers of these roles: 403 for another role, and the refusal is audited."""
+    allowed = frozenset(Role(role) for role in roles)
+
+    def dependency(request: Request, principal: Principal = Depends(current_principal)) -> Principal:
         if principal.role not in allowed:
+            audit_refusal(request, principal, "role")
             names = ", ".join(sorted(role.value for role in allowed))
             raise Forbidden(f"this operation is for the {names} role; your organisation is a {principal.role.value}")
         return principal

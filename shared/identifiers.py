@@ -67,7 +67,7 @@ def validate_nir(value: str | None) -> str:
         # python-stdnum handles the 2A/2B substitution and the key
         return stdnum_nir.validate(nir)
     except StdnumError as exc:
-        raise Unprocessable(f"NIR is invalid: {exc.message.lower().rstrip('.')}") from exc
+        raise Unprocessable(f"NIR is invalid: {str(exc).lower().rstrip('.')}") from exc
 
 
 def validate_rpps(value: str | None) -> str:
@@ -98,7 +98,7 @@ def validate_siret(value: str | None) -> str:
     try:
         return stdnum_siret.validate(siret)
     except StdnumError as exc:
-        raise Unprocessable(f"SIRET is invalid: {exc.message.lower().rstrip('.')}") from exc
+        raise Unprocessable(f"SIRET is invalid: {str(exc).lower().rstrip('.')}") from exc
 
 
 def validate_siren(value: str | None) -> str:
@@ -106,7 +106,7 @@ def validate_siren(value: str | None) -> str:
     try:
         return stdnum_siren.validate(siren)
     except StdnumError as exc:
-        raise Unprocessable(f"SIREN is invalid: {exc.message.lower().rstrip('.')}") from exc
+        raise Unprocessable(f"SIREN is invalid: {str(exc).lower().rstrip('.')}") from exc
 
 
 def validate_idnps(value: str | None) -> str:

@@ -12,6 +12,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session
 
+from shared.audit import RefusalRecorder, refusal_recorder
 from shared.auth import Directory
 from shared.bus.base import Bus
 from shared.bus.factory import bus_from_settings
@@ -41,6 +42,8 @@ class Runtime:
 
     def __post_init__(self) -> None:
         self.relay = OutboxRelay(self.sessions, self.bus, self.name, self.settings.relay_batch_size)
+        # Refusals are audited in their own transaction (shared/audit.py), whichever route refused.
+        self.record_refusal: RefusalRecorder = refusal_recorder(self.unit_of_work)
 
     def unit_of_work(self, cls: type[UnitOfWork] = UnitOfWork) -> UnitOfWork:
         return cls(self.sessions, self.name, on_outbox_commit=self.wakeup.set)

@@ -53,7 +53,7 @@ class RelaisSettings(BaseSettings):
     @property
     def kafka_security(self) -> dict[str, str]:
         """kafka-python client options for the configured security protocol (empty for PLAINTEXT)."""
-        options = {"security_protocol": self.kafka_security_protocol}
+        options: dict[str, str] = {"security_protocol": self.kafka_security_protocol}
         if self.kafka_sasl_mechanism:
             options["sasl_mechanism"] = self.kafka_sasl_mechanism
             options["sasl_plain_username"] = self.kafka_sasl_username or ""

@@ -30,6 +30,8 @@ class Envelope:
     def from_bytes(cls, raw: bytes | str | None) -> Envelope:
         try:
             body = json.loads(raw) if raw is not None else None
+            if not isinstance(body, dict):
+                raise TypeError("an envelope is a JSON object")
             return cls(
                 id=str(body["id"]),
                 type=str(body["type"]),

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from prometheus_client import Counter
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlmodel import Session
+from sqlmodel import Session, col
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from shared.bus.base import Bus, BusUnavailable, Consumer, Producer, Record, dlq_topic
@@ -44,7 +44,11 @@ class OutboxRelay:
 
     def relay_once(self) -> int:
         with self._session_factory() as session:
-            query = select(OutboxMessage).where(OutboxMessage.published_at.is_(None)).order_by(OutboxMessage.seq)
+            query = (
+                select(OutboxMessage)
+                .where(col(OutboxMessage.published_at).is_(None))
+                .order_by(col(OutboxMessage.seq))
+            )
             query = query.limit(self._batch_size)
             if is_postgres(session.get_bind()):
                 # A second replica waits here instead of publishing the same rows out of order.
@@ -64,7 +68,7 @@ class OutboxRelay:
                 raise
             seqs = [row.seq for row in rows]
             session.execute(
-                update(OutboxMessage).where(OutboxMessage.seq.in_(seqs)).values(published_at=datetime.now(UTC))
+                update(OutboxMessage).where(col(OutboxMessage.seq).in_(seqs)).values(published_at=datetime.now(UTC))
             )
             session.commit()
         RELAYED.labels(self._source).inc(len(rows))
@@ -72,7 +76,7 @@ class OutboxRelay:
 
     def pending(self) -> int:
         with self._session_factory() as session:
-            query = select(func.count()).select_from(OutboxMessage).where(OutboxMessage.published_at.is_(None))
+            query = select(func.count()).select_from(OutboxMessage).where(col(OutboxMessage.published_at).is_(None))
             return session.execute(query).scalar_one()
 
     def _get_producer(self) -> Producer:

@@ -6,7 +6,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session
@@ -19,8 +19,14 @@ def make_engine(url: str, schema: str | None = None, *, pool_size: int = 10) -> 
     if parsed.drivername == "postgresql":
         url = str(parsed.set(drivername="postgresql+psycopg"))
     connect_args = {"options": f"-csearch_path={schema}"} if schema else {}
+    # hide_parameters: a failing statement's error text must never quote a NIR or a birth date.
     engine = create_engine(
-        url, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size, connect_args=connect_args
+        url,
+        pool_pre_ping=True,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        connect_args=connect_args,
+        hide_parameters=True,
     )
     if schema:
         with engine.begin() as connection:
@@ -91,6 +97,7 @@ def _sqlite_engine(url: str) -> Engine:
     engine = create_engine(
         url,
         connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_SECONDS, "factory": _SerialisedConnection},
+        hide_parameters=True,
     )
 
     @event.listens_for(engine, "connect")
@@ -123,5 +130,5 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, class_=Session, expire_on_commit=False)
 
 
-def is_postgres(engine: Engine) -> bool:
+def is_postgres(engine: Engine | Connection) -> bool:
     return engine.dialect.name == "postgresql"

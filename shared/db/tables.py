@@ -58,4 +58,6 @@ class AuditEntry(SQLModel, table=True):
     outcome: str = Field(max_length=20)
     detail: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
-KERNEL_TABLES = (OutboxMessage.__table__, InboxMessage.__table__, AuditEntry.__table__)
+KERNEL_TABLES = tuple(
+    SQLModel.metadata.tables[model.__tablename__] for model in (OutboxMessage, InboxMessage, AuditEntry)
+)

@@ -8,7 +8,7 @@ from typing import Any, Self
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from shared.bus.envelope import Envelope
 from shared.db.tables import AuditEntry, InboxMessage, OutboxMessage, utcnow
@@ -44,8 +44,8 @@ class Inbox:
         self._session = session
 
     def seen(self, consumer: str, message_id: str) -> bool:
-        query = select(InboxMessage.message_id).where(
-            InboxMessage.consumer == consumer, InboxMessage.message_id == message_id
+        query = select(col(InboxMessage.message_id)).where(
+            col(InboxMessage.consumer) == consumer, col(InboxMessage.message_id) == message_id
         )
         return self._session.execute(query).first() is not None
 
