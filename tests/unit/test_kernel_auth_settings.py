@@ -98,3 +98,44 @@ def test_kafka_credentials_reach_the_clients_only_when_a_secured_protocol_is_set
         "sasl_plain_username": "relais-admissions",
         "sasl_plain_password": "pw",
     }
+
+
+def test_a_refused_role_is_answered_403_and_audited_in_its_own_transaction(tmp_path):
+    from types import SimpleNamespace
+
+    from fastapi import Depends, FastAPI
+    from fastapi.testclient import TestClient
+    from sqlmodel import Session
+
+    from shared.api.app import install_error_handlers
+    from shared.audit import refusal_recorder
+    from shared.auth import require_role
+    from shared.db.engine import make_engine, session_factory
+    from shared.db.tables import KERNEL_TABLES, AuditEntry
+    from shared.db.uow import UnitOfWork
+
+    directory = Directory(f"sqlite:///{tmp_path / 'auth.sqlite'}")
+    hospital = directory.add(Role.HOSPITAL, "750712184", "CHU")
+    team = directory.add(Role.TEAM, "msp-1", "MSP")
+    engine = make_engine(f"sqlite:///{tmp_path / 'svc.sqlite'}")
+    for table in KERNEL_TABLES:
+        table.create(engine)
+    sessions = session_factory(engine)
+    app = FastAPI()
+    install_error_handlers(app)
+    app.state.directory = directory
+    app.state.runtime = SimpleNamespace(record_refusal=refusal_recorder(lambda: UnitOfWork(sessions, "svc")))
+
+    @app.post("/things/{thing_id}")
+    def act(thing_id: str, principal=Depends(require_role(Role.TEAM))) -> dict:
+        return {"by": principal.organisation_id}
+
+    client = TestClient(app)
+    assert client.post("/things/1", headers={"Authorization": f"Bearer {team}"}).json() == {"by": "msp-1"}
+    refused = client.post("/things/2", headers={"Authorization": f"Bearer {hospital}"})
+    assert refused.status_code == 403 and refused.json()["resourceType"] == "OperationOutcome"
+    with Session(engine) as session:
+        rows = session.query(AuditEntry).all()
+    assert [(r.organisation_id, r.action, r.resource, r.outcome) for r in rows] == [
+        ("750712184", "POST /things/{thing_id}", "/things/2", "denied")
+    ]
