@@ -242,22 +242,7 @@ def build_router(
     )
     def list_subscriptions(principal: Principal = Depends(current_principal)) -> FhirResponse:
         with uow_factory() as uow:
-            rows = uow.subscriptions.list_for(principal.organisation_id)
-            resources = [fhir.subscription_resource(row) for row in rows]
-        bundle = {
-            "resourceType": "Bundle",
-            "type": "searchset",
-            "total": len(resources),
-            "entry": [
-                {
-                    "fullUrl": f"{fhir.RELAIS_FHIR_BASE}/Subscription/{r['id']}",
-                    "resource": r,
-                    "search": {"mode": "match"},
-                }
-                for r in resources
-            ],
-        }
-        return FhirResponse(fhir.to_json(fhir.Bundle.model_validate(bundle)))
+            return FhirResponse(fhir.searchset_bundle(uow.subscriptions.list_for(principal.organisation_id)))
 
     @router.get("/fhir/Subscription/{subscription_id}", tags=["subscriptions"], response_class=FhirResponse)
     def read_subscription(
