@@ -197,7 +197,8 @@ def _coded_fields(cls: type[BaseModel]) -> tuple[tuple[str, str, frozenset[str] 
         extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
         allowed = _FULL_CODE_LISTS.get((resource_type or "", element))
         if allowed is None and extra.get("enum_values"):
-            listed = set(extra["enum_values"])
+            enum_values = extra["enum_values"]
+            listed = {str(v) for v in enum_values} if isinstance(enum_values, list) else set()
             allowed = None if listed & _OPEN_LIST_MARKERS else frozenset(listed)
         fields.append((name, element, allowed))
     return tuple(fields)
@@ -329,7 +330,9 @@ def parse_message_bundle(body: bytes, content_type: str | None, max_bytes: int =
     _check_shape(data)
     _check_no_empty_elements(data)
     bundle = _validate(data)
-    header = bundle.entry[0].resource
+    header = bundle.entry[0].resource if bundle.entry else None
+    if not isinstance(header, MessageHeader) or not bundle.id:  # _check_shape made sure of both
+        raise _fail("The first entry of a message Bundle must be a MessageHeader", "Bundle.entry[0].resource")
     coding = header.eventCoding
     system, code = (coding.system, coding.code or "") if coding else (None, header.eventUri or "")
     event_type = event_type_for(system, code)

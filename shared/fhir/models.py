@@ -6,6 +6,7 @@ France's FR Core is R4; fhir.resources ships R4B (4.3), wire-compatible with R4 
 from __future__ import annotations
 
 from fhir.resources.R4B import FHIRAbstractModel, get_fhir_model_class
+from fhir.resources.R4B.address import Address
 from fhir.resources.R4B.appointment import Appointment
 from fhir.resources.R4B.bundle import Bundle, BundleEntry
 from fhir.resources.R4B.capabilitystatement import CapabilityStatement
@@ -21,6 +22,7 @@ from fhir.resources.R4B.contactpoint import ContactPoint
 from fhir.resources.R4B.documentreference import DocumentReference
 from fhir.resources.R4B.encounter import Encounter
 from fhir.resources.R4B.endpoint import Endpoint
+from fhir.resources.R4B.humanname import HumanName
 from fhir.resources.R4B.identifier import Identifier
 from fhir.resources.R4B.location import Location
 from fhir.resources.R4B.messageheader import MessageHeader, MessageHeaderResponse
@@ -46,6 +48,7 @@ MODEL_RELEASE = "R4B"
 __all__ = [
     "FHIR_VERSION",
     "MODEL_RELEASE",
+    "Address",
     "Appointment",
     "Bundle",
     "BundleEntry",
@@ -64,6 +67,7 @@ __all__ = [
     "Encounter",
     "Endpoint",
     "FHIRAbstractModel",
+    "HumanName",
     "Identifier",
     "Location",
     "MessageHeader",

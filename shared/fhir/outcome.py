@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -70,7 +70,7 @@ def _is_element_name(part: str) -> bool:
     return bool(part) and part.replace("_", "a").isalnum()
 
 
-def _diagnostics(error: dict[str, Any]) -> str:
+def _diagnostics(error: Mapping[str, Any]) -> str:
     # never echo the input value back: it may be patient data
     if error.get("type") == "extra_forbidden":
         return f"Unknown element '{error['loc'][-1]}'" if error.get("loc") else "Unknown element"
@@ -78,7 +78,7 @@ def _diagnostics(error: dict[str, Any]) -> str:
     return message.removeprefix("Value error, ")
 
 
-def issues_from_errors(errors: Iterable[dict[str, Any]], root: str) -> list[dict[str, Any]]:
+def issues_from_errors(errors: Iterable[Mapping[str, Any]], root: str) -> list[dict[str, Any]]:
     """OperationOutcome issues for pydantic error dicts (ValidationError.errors())."""
     return [
         issue(

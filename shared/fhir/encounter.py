@@ -1,0 +1,247 @@
+"""The one reader of a hospital's encounter message: admissions, discharge, and later the NdE and HL7 v2 doors.
+
+The rules, the same at every door (DESIGN §4):
+- Hospital: `Encounter.serviceProvider` when it names an Organization with a FINESS; else `MessageHeader.sender`;
+  else the only Organization with a FINESS in the Bundle. So a message relayed by an integration engine
+  (sender = the engine, serviceProvider = the hospital) is read as the hospital's. The caller must be that
+  hospital (403 otherwise): an engine posts with the credential of the hospital it relays for.
+- Patient: the Patient `Encounter.subject` points at, in the Bundle. An INS (INS-NIR, test INS-NIR, INS-NIA)
+  wins, validated (key checked) and normalised; else the first local identifier (system and value), accepted
+  and flagged `local_only`: consent cannot be checked for such a patient, so routing keeps it to the care team.
+- Encounter key: "system|value" of the first Encounter.identifier with both (e.g. the NDA).
+- Referent: the PractitionerRole of `Encounter.participant`, else the first in the Bundle; optional, but one
+  that is named needs a phone or an MSSanté address.
+- Residence: the home (else first current) address: postal code, commune, country. Birth date when complete.
+What differs per service (statuses, classes, dates, follow-up plans) stays in the service.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any, TypeVar
+
+from shared.errors import Forbidden, Unprocessable
+from shared.fhir.intake import MessageBundle, usable_commune, usable_postal_code
+from shared.fhir.models import (
+    Address,
+    Encounter,
+    HumanName,
+    Identifier,
+    Organization,
+    Patient,
+    Practitioner,
+    PractitionerRole,
+    Reference,
+    Resource,
+)
+from shared.identifiers import FINESS, INS_NIR, INS_NIR_TEST, INS_SYSTEMS, RPPS, validate_identifier
+
+__all__ = [
+    "EncounterMessage",
+    "PatientIdentity",
+    "Referent",
+    "Residence",
+    "check_caller",
+    "hospital_finess",
+    "patient_identity",
+    "read_encounter_message",
+]
+
+R = TypeVar("R", bound=Resource)
+
+# Preference when a Patient carries several INS: the production INS-NIR, the test one, then the NIA.
+_INS_ORDER = {INS_NIR: 0, INS_NIR_TEST: 1}
+
+
+@dataclass(frozen=True)
+class PatientIdentity:
+    system: str
+    value: str  # normalised (validated when the system is known)
+
+    @property
+    def local_only(self) -> bool:
+        """True for a hospital's local identifier: no national identity, so no consent can be looked up."""
+        return self.system not in INS_SYSTEMS
+
+
+@dataclass(frozen=True)
+class Referent:
+    """The hospital referent to call: a PractitionerRole with a phone or an MSSanté address."""
+
+    name: str | None
+    phone: str | None
+    mssante: str | None
+    rpps: str | None = None
+
+
+@dataclass(frozen=True)
+class Residence:
+    postal_code: str | None
+    commune: str | None
+    country: str | None
+
+
+@dataclass(frozen=True)
+class EncounterMessage:
+    """What every door reads the same way from a hospital's encounter message."""
+
+    hospital_org_id: str  # FINESS of the hospital responsible for the encounter
+    encounter: Encounter
+    encounter_key: str  # "system|value" of the Encounter identifier
+    patient: Patient
+    identity: PatientIdentity
+    birth_date: date | None
+    residence: Residence
+    referent: Referent | None
+
+
+def _bundled(msg: MessageBundle, reference: Reference | None, cls: type[R]) -> R | None:
+    found = msg.resource(reference.reference) if reference is not None else None
+    return found if isinstance(found, cls) else None
+
+
+def _finess_in(identifiers: list[Identifier] | None) -> str | None:
+    for identifier in identifiers or []:
+        if identifier.system == FINESS and identifier.value:
+            return validate_identifier(FINESS, identifier.value)
+    return None
+
+
+def _finess_of(msg: MessageBundle, reference: Reference | None) -> str | None:
+    """The FINESS of the Organization a reference names (bundled, or a logical reference), else None."""
+    if reference is None:
+        return None
+    org = _bundled(msg, reference, Organization)
+    if org is not None:
+        return _finess_in(org.identifier)
+    return _finess_in([reference.identifier] if reference.identifier is not None else None)
+
+
+def hospital_finess(msg: MessageBundle, encounter: Encounter) -> str:
+    """The hospital's FINESS: serviceProvider, else sender, else the only Organization with a FINESS."""
+    for reference in (encounter.serviceProvider, msg.header.sender):
+        finess = _finess_of(msg, reference)
+        if finess is not None:
+            return finess
+    organisations = [org for org in msg.all("Organization") if isinstance(org, Organization)]
+    candidates = {finess for org in organisations if (finess := _finess_in(org.identifier))}
+    if len(candidates) == 1:
+        return candidates.pop()
+    raise Unprocessable(
+        "name the hospital: Encounter.serviceProvider (or MessageHeader.sender) must point at an Organization "
+        "with a FINESS identifier",
+        expression=["Encounter.serviceProvider"],
+    )
+
+
+def check_caller(hospital_org_id: str, caller_org_id: str) -> None:
+    """The caller must be the hospital the message is for (an engine relays with the hospital's credential)."""
+    if hospital_org_id != caller_org_id:
+        raise Forbidden(
+            f"the message is for hospital FINESS {hospital_org_id}, but your organisation is {caller_org_id}",
+            expression=["Encounter.serviceProvider"],
+        )
+
+
+def patient_identity(identifiers: list[Identifier] | None, where: str) -> PatientIdentity:
+    """An INS if there is one (validated, normalised), else the first local identifier (flagged local-only)."""
+    usable = [i for i in identifiers or [] if i.system and i.value and i.use != "old"]
+    national = sorted((i for i in usable if i.system in INS_SYSTEMS), key=lambda i: _INS_ORDER.get(i.system or "", 2))
+    chosen = national[0] if national else (usable[0] if usable else None)
+    if chosen is None or chosen.system is None:
+        raise Unprocessable(
+            f"{where} needs an identifier with system and value (INS-NIR or local)", expression=[where]
+        )
+    return PatientIdentity(chosen.system, validate_identifier(chosen.system, chosen.value))
+
+
+def _birth_date(value: Any) -> date | None:
+    # A partial date ("1955", "1955-03") stays a string in the model: too vague for an age band.
+    if isinstance(value, datetime):
+        return value.date()
+    return value if isinstance(value, date) else None
+
+
+def _residence(patient: Patient) -> Residence:
+    addresses: list[Address] = [a for a in patient.address or [] if a.use != "old"]
+    address = next((a for a in addresses if a.use == "home"), addresses[0] if addresses else None)
+    if address is None:
+        return Residence(None, None, None)
+    return Residence(
+        postal_code=usable_postal_code(address.postalCode),
+        commune=usable_commune(address.city),
+        country=address.country.strip() if address.country else None,
+    )
+
+
+def _name(human: HumanName) -> str | None:
+    if human.text:
+        return human.text
+    parts = [*(human.prefix or []), *(human.given or []), human.family]
+    return " ".join(part for part in parts if part).strip() or None
+
+
+def _referent(msg: MessageBundle, encounter: Encounter) -> Referent | None:
+    role = next(
+        (
+            found
+            for participant in encounter.participant or []
+            if (found := _bundled(msg, participant.individual, PractitionerRole)) is not None
+        ),
+        None,
+    )
+    if role is None:
+        role = next((r for r in msg.all("PractitionerRole") if isinstance(r, PractitionerRole)), None)
+    if role is None:
+        return None
+    phone = next((t.value for t in role.telecom or [] if t.system == "phone" and t.value), None)
+    mail = next((t.value for t in role.telecom or [] if t.system == "email" and t.value), None)
+    if not phone and not mail:
+        raise Unprocessable(
+            "the hospital referent (PractitionerRole) needs a phone or an MSSanté address",
+            expression=["PractitionerRole.telecom"],
+        )
+    practitioner = _bundled(msg, role.practitioner, Practitioner)
+    name, rpps = None, None
+    if practitioner is not None:
+        name = _name(practitioner.name[0]) if practitioner.name else None
+        for identifier in practitioner.identifier or []:
+            if identifier.system == RPPS and identifier.value:
+                rpps = validate_identifier(RPPS, identifier.value)
+    return Referent(name=name, phone=phone, mssante=mail, rpps=rpps)
+
+
+def focus_encounter(msg: MessageBundle) -> Encounter:
+    encounter = next((r for r in msg.focus if isinstance(r, Encounter)), None)
+    if encounter is None:  # the kernel checks the focus type; kept for a clear message if that changes
+        raise Unprocessable("the MessageHeader.focus must be the Encounter", expression=["MessageHeader.focus"])
+    return encounter
+
+
+def read_encounter_message(msg: MessageBundle, caller_org_id: str) -> EncounterMessage:
+    """The shared facts of a hospital's encounter message; 403 for another hospital, 422 for what is missing."""
+    encounter = focus_encounter(msg)
+    hospital = hospital_finess(msg, encounter)
+    check_caller(hospital, caller_org_id)
+    key = next((i for i in encounter.identifier or [] if i.system and i.value), None)
+    if key is None:
+        raise Unprocessable(
+            "Encounter.identifier (system and value, e.g. the NDA) is required to match corrections",
+            expression=["Encounter.identifier"],
+        )
+    patient = _bundled(msg, encounter.subject, Patient)
+    if patient is None:
+        raise Unprocessable(
+            "Encounter.subject must point at the Patient in the Bundle", expression=["Encounter.subject"]
+        )
+    return EncounterMessage(
+        hospital_org_id=hospital,
+        encounter=encounter,
+        encounter_key=f"{key.system}|{key.value}",
+        patient=patient,
+        identity=patient_identity(patient.identifier, "Patient.identifier"),
+        birth_date=_birth_date(patient.birthDate),
+        residence=_residence(patient),
+        referent=_referent(msg, encounter),
+    )
