@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from shared import idempotence
 from shared.errors import Conflict, Unprocessable
 from shared.events import TOPIC_ADMISSIONS, EventType, Role
+from shared.fhir.encounter import PatientIdentity, Referent
 from shared.idempotence import check_replay, fingerprint  # noqa: F401 - the domain's vocabulary
 from shared.routing import ADMISSION_EVENTS, DISCHARGE_EVENTS, Detail, Recipient
 
@@ -48,22 +49,6 @@ class AdmissionStatus:
 
 
 @dataclass(frozen=True)
-class PatientIdentity:
-    system: str
-    value: str  # normalised (validated when the system is known)
-
-
-@dataclass(frozen=True)
-class Referent:
-    """The hospital referent to call: a PractitionerRole with a phone or an MSSanté address."""
-
-    name: str | None
-    phone: str | None
-    mssante: str | None
-    rpps: str | None = None
-
-
-@dataclass(frozen=True)
 class AdmissionFacts:
     """What an admission message says, extracted and validated; `resources` keep the FHIR for the team."""
 
@@ -73,7 +58,7 @@ class AdmissionFacts:
     encounter_class: str
     started_at: str
     patient: PatientIdentity
-    birth_date: str | None
+    birth_date: date | None
     postal_code: str | None
     commune: str | None
     referent: Referent | None

@@ -42,9 +42,12 @@ def _key(identity: PatientIdentity, secret: str) -> str:
 
 
 def patient_context(
-    uow: AdmissionsUnitOfWork, key: str, hospital: str | None, postal_code: str | None
+    uow: AdmissionsUnitOfWork, key: str, hospital: str | None, postal_code: str | None, *, local_only: bool = False
 ) -> PatientContext:
-    """What routing needs, read from the registry: team, open DAC case, consent, territory of residence."""
+    """What routing needs, read from the registry: team, open DAC case, consent, territory of residence.
+
+    A patient known only by a local identifier has no consent Relais can look up: the care team only.
+    """
     team = uow.careteams.active_for_patient(key)
     case = uow.dac_cases.open_for_patient(key)
     consent = uow.consents.get(key)
@@ -55,7 +58,7 @@ def patient_context(
         cpts_org_id=territory.cpts_org_id if territory else None,
         dac_org_id=case.dac_org_id if case else (territory.dac_org_id if territory else None),
         dac_case_open=case is not None,
-        consent_opposed=bool(consent and consent.opposed),
+        consent_opposed=bool(consent and consent.opposed) or local_only,
     )
 
 
@@ -75,7 +78,7 @@ def _notify(
         event_type=cmd.event_type,
         patient_key=key,
         commune=facts.commune or facts.postal_code,
-        birth_date=datetime.fromisoformat(facts.birth_date).date() if facts.birth_date else None,
+        birth_date=facts.birth_date,
         occurred_at=facts.started_at,
         recorded_at=_instant(now),
     )
@@ -190,7 +193,10 @@ def record_admission(
             )
         now = clock()
         recipients = route(
-            cmd.event_type, patient_context(uow, key, facts.hospital_org_id, facts.postal_code)
+            cmd.event_type,
+            patient_context(
+                uow, key, facts.hospital_org_id, facts.postal_code, local_only=facts.patient.local_only
+            ),
         )
         # Before the admission rows are added: this flushes, and only the commit below may meet a duplicate.
         if _learn_postal_code(uow, key, facts.postal_code, now):

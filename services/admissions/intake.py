@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
 from services.admissions import domain
-from services.admissions.domain import AdmissionFacts, Participant, PatientIdentity, Referent
+from services.admissions.domain import AdmissionFacts, Participant
 from shared.errors import BadRequest, Forbidden, Unprocessable
-from shared.fhir.intake import MessageBundle, check_codes, usable_commune, usable_postal_code
-from shared.fhir.models import CareTeam, Consent, Encounter, Organization, Parameters, Patient
+from shared.fhir.encounter import PatientIdentity, patient_identity, read_encounter_message
+from shared.fhir.intake import MessageBundle, check_codes, usable_postal_code
+from shared.fhir.models import CareTeam, Consent, Parameters, Resource
 from shared.fhir.outcome import outcome_from_validation_error
-from shared.identifiers import FINESS, INS_SYSTEMS, RPPS, validate_finess, validate_identifier
+from shared.identifiers import validate_identifier
 
 
 def _iso(value: date | datetime | str | None) -> str | None:
@@ -22,126 +23,36 @@ def _iso(value: date | datetime | str | None) -> str | None:
     return value.isoformat() if isinstance(value, date | datetime) else str(value)
 
 
-def _patient_identity(identifiers: list[Any] | None, where: str) -> PatientIdentity:
-    usable = [i for i in identifiers or [] if i.system and i.value]
-    if not usable:
-        raise Unprocessable(
-            f"{where} needs an identifier with system and value (INS-NIR or local)", expression=[where]
-        )
-    # The INS is the national identity: prefer it over a hospital's local number.
-    chosen = next((i for i in usable if i.system in INS_SYSTEMS), usable[0])
-    return PatientIdentity(chosen.system, validate_identifier(chosen.system, chosen.value))
-
-
 def patient_identity_from_reference(reference: Any, where: str) -> PatientIdentity:
     identifier = getattr(reference, "identifier", None) if reference is not None else None
-    return _patient_identity([identifier] if identifier else [], f"{where}.identifier")
-
-
-def _finess_of(org: Organization) -> str:
-    for identifier in org.identifier or []:
-        if identifier.system == FINESS and identifier.value:
-            return validate_finess(identifier.value)
-    raise Unprocessable(
-        "the hospital Organization needs a FINESS identifier", expression=["Organization.identifier"]
-    )
-
-
-def _hospital(msg: MessageBundle, encounter: Encounter) -> Organization:
-    for ref in (encounter.serviceProvider, msg.header.sender):
-        found = msg.resource(ref.reference) if ref is not None else None
-        if found is not None and found.get_resource_type() == "Organization":
-            return found
-    organisations = msg.all("Organization")
-    if len(organisations) == 1:
-        return organisations[0]
-    raise Unprocessable(
-        "name the hospital: Encounter.serviceProvider must point at the Organization in the Bundle",
-        expression=["Encounter.serviceProvider"],
-    )
-
-
-def _referent(msg: MessageBundle, encounter: Encounter) -> Referent | None:
-    for participant in encounter.participant or []:
-        if participant.individual is None:
-            continue
-        role = msg.resource(participant.individual.reference)
-        if role is None or role.get_resource_type() != "PractitionerRole":
-            continue
-        phone = next((t.value for t in role.telecom or [] if t.system == "phone" and t.value), None)
-        mail = next((t.value for t in role.telecom or [] if t.system == "email" and t.value), None)
-        if not phone and not mail:
-            raise Unprocessable(
-                "the hospital referent (PractitionerRole) needs a phone or an MSSanté address",
-                expression=["PractitionerRole.telecom"],
-            )
-        practitioner = msg.resource(role.practitioner.reference) if role.practitioner else None
-        name, rpps = None, None
-        if practitioner is not None and practitioner.get_resource_type() == "Practitioner":
-            if practitioner.name:
-                human = practitioner.name[0]
-                name = human.text or " ".join([*(human.given or []), human.family or ""]).strip() or None
-            for identifier in practitioner.identifier or []:
-                if identifier.system == RPPS and identifier.value:
-                    rpps = validate_identifier(RPPS, identifier.value)
-        return Referent(name=name, phone=phone, mssante=mail, rpps=rpps)
-    return None
+    return patient_identity([identifier] if identifier else [], f"{where}.identifier")
 
 
 def admission_facts(msg: MessageBundle, caller_org_id: str) -> AdmissionFacts:
     """Validated facts of an admission message; 422 for what Relais cannot act on, 403 for another's FINESS."""
-    encounter = next((r for r in msg.focus if r.get_resource_type() == "Encounter"), None)
-    if encounter is None:  # the kernel checks the focus type; kept for a clear message if that changes
-        raise Unprocessable(
-            "the MessageHeader.focus must be the Encounter", expression=["MessageHeader.focus"]
-        )
-    if encounter.subject is None or not encounter.subject.reference:
-        raise Unprocessable(
-            "Encounter.subject is required: the admitted Patient", expression=["Encounter.subject"]
-        )
-    patient = msg.resource(encounter.subject.reference)
-    if patient is None or not isinstance(patient, Patient):
-        raise Unprocessable(
-            "Encounter.subject must point at a Patient in the Bundle", expression=["Encounter.subject"]
-        )
-    identity = _patient_identity(patient.identifier, "Patient.identifier")
-    hospital = _hospital(msg, encounter)
-    finess = _finess_of(hospital)
-    if finess != caller_org_id:
-        raise Forbidden(
-            f"the message names hospital FINESS {finess}, but your organisation is {caller_org_id}",
-            expression=["Organization.identifier"],
-        )
-    encounter_id = next((i for i in encounter.identifier or [] if i.system and i.value), None)
-    if encounter_id is None:
-        raise Unprocessable(
-            "Encounter.identifier (system and value, e.g. the NDA) is required to match corrections",
-            expression=["Encounter.identifier"],
-        )
-    domain.check_encounter_status(msg.event_type, encounter.status)
-    encounter_class = domain.check_encounter_class(
-        encounter.class_fhir.code if encounter.class_fhir else None
-    )
+    read = read_encounter_message(msg, caller_org_id)
+    encounter = read.encounter
+    domain.check_encounter_status(msg.event_type, read.status)
+    encounter_class = domain.check_encounter_class(encounter.class_fhir.code if encounter.class_fhir else None)
     started = _iso(encounter.period.start if encounter.period else None) or _iso(msg.bundle.timestamp)
     if not started:
         raise Unprocessable("Encounter.period.start is required", expression=["Encounter.period.start"])
-    address = (patient.address or [None])[0]
     resources = tuple(
         msg.json_of(entry.resource)
-        for entry in msg.bundle.entry[1:]
+        for entry in (msg.bundle.entry or [])[1:]
         if entry.resource is not None and entry.resource is not encounter
     )
     return AdmissionFacts(
-        hospital_org_id=finess,
-        encounter_key=f"{encounter_id.system}|{encounter_id.value}",
-        encounter_status=encounter.status,
+        hospital_org_id=read.hospital_org_id,
+        encounter_key=read.encounter_key,
+        encounter_status=read.status,
         encounter_class=encounter_class,
         started_at=started,
-        patient=identity,
-        birth_date=_iso(patient.birthDate),
-        postal_code=usable_postal_code(address.postalCode if address else None),
-        commune=usable_commune(address.city if address else None),
-        referent=_referent(msg, encounter),
+        patient=read.identity,
+        birth_date=read.birth_date,
+        postal_code=read.residence.postal_code,
+        commune=read.residence.commune,
+        referent=read.referent,
         has_reason=bool(msg.all("Condition")),
         focus=msg.json_of(encounter),
         resources=resources,
@@ -164,7 +75,10 @@ def admission_command(msg: MessageBundle, caller_org_id: str) -> domain._Admissi
 # --- CareTeam, Parameters, Consent ---------------------------------------------------------------------
 
 
-def validated(model: type, data: dict[str, Any]) -> Any:
+R = TypeVar("R", bound=Resource)
+
+
+def validated(model: type[R], data: dict[str, Any]) -> R:
     """An R4B resource of the expected type, or a 400 OperationOutcome listing every issue."""
     name = model.__name__
     if data.get("resourceType") != name:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
+from services.discharge.commands import DischargeMessage, command_for
 from services.discharge.domain import (
     COMPLEXITY_EXTENSION,
     COMPLEXITY_SYSTEM,
@@ -18,11 +19,12 @@ from services.discharge.domain import (
     criteria_from_condition,
     default_followups,
 )
-from shared.errors import BadRequest, Unprocessable
+from shared.errors import Unprocessable
 from shared.events import EventType
-from shared.fhir.intake import MessageBundle, usable_commune, usable_postal_code
-from shared.fhir.models import Resource, to_json
-from shared.identifiers import FINESS, INS_SYSTEMS, RPPS, validate_identifier
+from shared.fhir.encounter import EncounterMessage, focus_encounter, hospital_finess, read_encounter_message
+from shared.fhir.intake import MessageBundle
+from shared.fhir.models import CarePlan, Condition, DocumentReference, Encounter, Resource, to_json
+from shared.idempotence import fingerprint
 
 _SKIPPED_ACTIVITY_STATUSES = frozenset({"completed", "cancelled", "stopped", "entered-in-error"})
 
@@ -64,81 +66,18 @@ def _extension_flags(resource: Resource | None) -> set[str]:
     return flags
 
 
-def _patient(msg: MessageBundle, encounter: Resource) -> tuple[PatientIdentity, Resource]:
-    patient = msg.resource(_ref(encounter.subject)) or msg.first("Patient")
-    if patient is None or patient.get_resource_type() != "Patient":
-        raise Unprocessable(
-            "the discharge needs the Patient in the Bundle (Encounter.subject)", expression=["Patient"]
-        )
-    for identifier in patient.identifier or []:
-        if identifier.system in INS_SYSTEMS:
-            value = validate_identifier(identifier.system, identifier.value)
-            return PatientIdentity(identifier.system, value), patient
-    raise Unprocessable(
-        "the Patient needs an INS identifier (INS-NIR " + ", ".join(sorted(INS_SYSTEMS)) + ")",
-        expression=["Patient.identifier"],
-    )
-
-
-def _hospital(msg: MessageBundle, encounter: Resource) -> str:
-    org = msg.resource(_ref(msg.header.sender)) or msg.resource(_ref(encounter.serviceProvider))
-    if org is None or org.get_resource_type() != "Organization":
-        raise Unprocessable(
-            "the discharge needs the hospital Organization in the Bundle (MessageHeader.sender)",
-            expression=["MessageHeader.sender"],
-        )
-    for identifier in org.identifier or []:
-        if identifier.system == FINESS:
-            return validate_identifier(FINESS, identifier.value)
-    raise Unprocessable(
-        "the hospital Organization needs a FINESS identifier", expression=["Organization.identifier"]
-    )
-
-
-def _referent(msg: MessageBundle, encounter: Resource) -> HospitalReferent:
-    role = None
-    for participant in encounter.participant or []:
-        found = msg.resource(_ref(participant.individual))
-        if found is not None and found.get_resource_type() == "PractitionerRole":
-            role = found
-            break
-    role = role or msg.first("PractitionerRole")
-    if role is None:
-        raise Unprocessable(
-            "the discharge needs the hospital referent as a PractitionerRole (Encounter.participant)",
-            expression=["Encounter.participant"],
-        )
-    phone = next((t.value for t in role.telecom or [] if t.system == "phone"), None)
-    mail = next((t.value for t in role.telecom or [] if t.system == "email"), None)
-    if not phone and not mail:
-        raise Unprocessable(
-            "the hospital referent needs a phone or an MSSanté address",
-            expression=["PractitionerRole.telecom"],
-        )
-    practitioner = msg.resource(_ref(role.practitioner))
-    name, rpps = None, None
-    if practitioner is not None and practitioner.get_resource_type() == "Practitioner":
-        for identifier in practitioner.identifier or []:
-            if identifier.system == RPPS:
-                rpps = validate_identifier(RPPS, identifier.value)
-        if practitioner.name:
-            human = practitioner.name[0]
-            name = " ".join([*(human.prefix or []), *(human.given or []), human.family or ""]).strip() or None
-    return HospitalReferent(name=name, phone=phone, mssante=mail, rpps=rpps)
-
-
 def _letter(msg: MessageBundle) -> str | None:
-    document = msg.first("DocumentReference")
+    document = next(iter(msg.all_of(DocumentReference)), None)
     if document is None:
         return None
     for content in document.content or []:
         if content.attachment and content.attachment.url:
-            return content.attachment.url
+            return str(content.attachment.url)
     return f"DocumentReference/{document.id}" if document.id else None
 
 
 def _followups(msg: MessageBundle, discharged_at: datetime) -> tuple[FollowupPlanItem, ...]:
-    plans = msg.all("CarePlan")
+    plans = msg.all_of(CarePlan)
     if not plans:
         return default_followups(discharged_at)
     items: list[FollowupPlanItem] = []
@@ -173,9 +112,9 @@ def _followups(msg: MessageBundle, discharged_at: datetime) -> tuple[FollowupPla
     return tuple(sorted(items, key=lambda item: item.due_at))
 
 
-def _flags(msg: MessageBundle, encounter: Resource) -> frozenset[str]:
+def _flags(msg: MessageBundle, encounter: Encounter) -> frozenset[str]:
     flags = _extension_flags(encounter)
-    for plan in msg.all("CarePlan"):
+    for plan in msg.all_of(CarePlan):
         flags |= _extension_flags(plan)
         flags |= {
             code.lower()
@@ -187,24 +126,31 @@ def _flags(msg: MessageBundle, encounter: Resource) -> frozenset[str]:
         for system, code in _codings(encounter.type or [])
         if system == COMPLEXITY_SYSTEM and code
     }
-    for condition in msg.all("Condition"):
+    for condition in msg.all_of(Condition):
         flags |= criteria_from_condition(_codings(condition.code) + _codings(condition.category or []))
     return frozenset(flags)
 
 
-def discharge_facts(msg: MessageBundle, event_type: EventType) -> DischargeFacts:
-    """Validated facts of a discharge message, or the 422 that says what is missing."""
-    encounter = next((r for r in msg.focus if r.get_resource_type() == "Encounter"), None)
-    if encounter is None:
-        raise Unprocessable(
-            "a discharge message focuses on the Encounter", expression=["MessageHeader.focus"]
-        )
-    check_encounter_status(event_type, encounter.status)
-    identifier = next((i for i in encounter.identifier or [] if i.system and i.value), None)
-    if identifier is None:
-        raise Unprocessable(
-            "the Encounter needs an identifier (system and value)", expression=["Encounter.identifier"]
-        )
+def _referent(read: EncounterMessage) -> HospitalReferent:
+    # DESIGN §4: a discharge is never refused for want of a referent; the handoff then names none.
+    found = read.referent
+    if found is None:
+        return HospitalReferent(name=None, phone=None, mssante=None)
+    return HospitalReferent(name=found.name, phone=found.phone, mssante=found.mssante, rpps=found.rpps)
+
+
+def discharge_facts(msg: MessageBundle, event_type: EventType, caller_org_id: str | None = None) -> DischargeFacts:
+    """Validated facts of a discharge message; 403 for another hospital, 422 for what is missing.
+
+    The hospital, caller, encounter key, patient identity (INS or local-only), referent and residence are read
+    by the shared reader, as at admission. Without `caller_org_id` (older callers) the caller is checked later
+    by `domain.check_hospital`, which compares the same FINESS.
+    """
+    if caller_org_id is None:
+        caller_org_id = hospital_finess(msg, focus_encounter(msg))
+    read = read_encounter_message(msg, caller_org_id)
+    encounter = read.encounter
+    check_encounter_status(event_type, read.status)
     if encounter.period is None or encounter.period.end is None:
         raise Unprocessable(
             "the Encounter needs period.end, the discharge time", expression=["Encounter.period.end"]
@@ -223,33 +169,38 @@ def discharge_facts(msg: MessageBundle, event_type: EventType) -> DischargeFacts
     if disposition_concept is not None:
         codes = [c.code for c in disposition_concept.coding or [] if c.code]
         disposition = disposition_concept.text or (codes[0] if codes else "")
-    patient_identity, patient = _patient(msg, encounter)
-    address = (patient.address or [None])[0]
-    birth = patient.birthDate if isinstance(patient.birthDate, date) else None
-    if isinstance(birth, datetime):
-        birth = birth.date()
-    hospital = _hospital(msg, encounter)
-    if not identifier.system:
-        raise BadRequest("Encounter.identifier needs a system", expression=["Encounter.identifier"])
     return DischargeFacts(
-        hospital_org_id=hospital,
-        encounter_key=f"{identifier.system}|{identifier.value}",
-        encounter_status=encounter.status,
+        hospital_org_id=read.hospital_org_id,
+        encounter_key=read.encounter_key,
+        encounter_status=read.status,
         started_at=started_at,
         discharged_at=discharged_at,
         disposition=disposition,
-        patient=patient_identity,
-        birth_date=birth,
-        postal_code=usable_postal_code(address.postalCode if address else None),
-        commune=usable_commune(address.city if address else None),
-        referent=_referent(msg, encounter),
+        patient=PatientIdentity(read.identity.system, read.identity.value),
+        birth_date=read.birth_date,
+        postal_code=read.residence.postal_code,
+        commune=read.residence.commune,
+        referent=_referent(read),
         letter=_letter(msg),
         followups=_followups(msg, discharged_at),
         flags=_flags(msg, encounter),
         encounter=to_json(encounter),
         resources=tuple(
             to_json(e.resource)
-            for e in msg.bundle.entry[1:]
+            for e in (msg.bundle.entry or [])[1:]
             if e.resource is not None and e.resource.get_resource_type() != "Encounter"
         ),
+    )
+
+
+def discharge_command(msg: MessageBundle, caller_org_id: str) -> DischargeMessage:
+    """The command a discharge message asks for, with its facts read and the caller checked."""
+    command = command_for(msg.event_type)
+    return command(
+        message_id=msg.message_id,
+        fingerprint=fingerprint(msg.raw),
+        event_type=msg.event_type,
+        caller_org_id=caller_org_id,
+        facts=discharge_facts(msg, msg.event_type, caller_org_id),
+        request_header=to_json(msg.header),
     )

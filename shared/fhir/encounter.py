@@ -89,6 +89,7 @@ class EncounterMessage:
     hospital_org_id: str  # FINESS of the hospital responsible for the encounter
     encounter: Encounter
     encounter_key: str  # "system|value" of the Encounter identifier
+    status: str  # Encounter.status (1..1 in FHIR; each service checks which it takes)
     patient: Patient
     identity: PatientIdentity
     birth_date: date | None
@@ -230,6 +231,8 @@ def read_encounter_message(msg: MessageBundle, caller_org_id: str) -> EncounterM
             "Encounter.identifier (system and value, e.g. the NDA) is required to match corrections",
             expression=["Encounter.identifier"],
         )
+    if not encounter.status:
+        raise Unprocessable("Encounter.status is required", expression=["Encounter.status"])
     patient = _bundled(msg, encounter.subject, Patient)
     if patient is None:
         raise Unprocessable(
@@ -239,6 +242,7 @@ def read_encounter_message(msg: MessageBundle, caller_org_id: str) -> EncounterM
         hospital_org_id=hospital,
         encounter=encounter,
         encounter_key=f"{key.system}|{key.value}",
+        status=encounter.status,
         patient=patient,
         identity=patient_identity(patient.identifier, "Patient.identifier"),
         birth_date=_birth_date(patient.birthDate),

@@ -13,7 +13,7 @@ import functools
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -35,6 +35,8 @@ __all__ = [
     "usable_commune",
     "usable_postal_code",
 ]
+
+R = TypeVar("R", bound=Resource)
 
 CONTENT_TYPES = {"application/fhir+json", "application/json"}
 _LEGACY_CONTENT_TYPES = {"application/json+fhir"}  # DSTU2-era name some interfaces still send
@@ -162,6 +164,10 @@ class MessageBundle:
             for e in self.bundle.entry or []
             if e.resource is not None and e.resource.get_resource_type() == resource_type
         ]
+
+    def all_of(self, cls: type[R]) -> list[R]:
+        """The bundled resources of one model class, typed."""
+        return [e.resource for e in self.bundle.entry or [] if isinstance(e.resource, cls)]
 
     def first(self, resource_type: str) -> Resource | None:
         found = self.all(resource_type)

@@ -18,7 +18,9 @@ from shared.api.responses import FhirResponse
 from shared.auth import Principal, current_principal
 from shared.errors import BadRequest, Forbidden
 from shared.events import Role
+from shared.fhir.encounter import patient_identity
 from shared.fhir.intake import check_content_type, parse_json, parse_message_bundle
+from shared.fhir.models import Identifier
 
 
 @dataclass
@@ -216,7 +218,8 @@ def open_dac_case(
     request: Request, body: DacCaseIn, principal: Principal = Depends(allow(Role.DAC))
 ) -> Response:
     ctx = _ctx(request)
-    identity = intake.patient_identity_from_reference(_Ref(body.patient), "patient")
+    identifier = Identifier(system=body.patient.system, value=body.patient.value)
+    identity = patient_identity([identifier], "patient")
     view = handlers.open_dac_case(
         domain.OpenDacCase(principal.organisation_id, identity), ctx.unit_of_work(), ctx.clock, ctx.secret
     )
@@ -250,10 +253,3 @@ def put_territory(
         domain.SetTerritory(postal_code, body.cpts, body.dac), ctx.unit_of_work(), ctx.clock
     )
     return FhirResponse(view, media_type="application/json")
-
-
-class _Ref:
-    """Adapts the plain-JSON patient identifier to the Reference shape intake reads."""
-
-    def __init__(self, identifier: PatientIdentifier) -> None:
-        self.identifier = identifier
