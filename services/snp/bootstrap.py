@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from functools import partial
+from typing import cast
 
-from services.snp.entrypoints.api import build_router
-from services.snp.entrypoints.workers import careteam_handlers, deadline_worker
-from services.snp.handlers import Clock, system_clock
+from services.snp.deps import Clock, Deps, system_clock
+from services.snp.entrypoints.api import router
+from services.snp.entrypoints.consumers import careteam_handlers
+from services.snp.entrypoints.workers import deadline_worker
+from services.snp.messagebus import MessageBus
 from services.snp.uow import SnpUnitOfWork
 from shared.auth import Directory
 from shared.bus.base import Bus
+from shared.identifiers import patient_key
 from shared.runtime import build_runtime
 from shared.service import Service, service_app
 from shared.settings import SnpSettings
@@ -45,15 +48,22 @@ def bootstrap(
     worker_interval: float = 1.0,
 ) -> Service:
     settings = settings or SnpSettings()
-    clock = clock or system_clock
     runtime = build_runtime(NAME, settings, bus=bus, directory=directory, run_workers=run_workers)
-    uow_factory = partial(runtime.unit_of_work, SnpUnitOfWork)
-    runtime.add_consumer(careteam_handlers(uow_factory, clock))
-    runtime.extra_workers.append(deadline_worker(uow_factory, clock, worker_interval))
-    router = build_router(uow_factory, clock, settings.secret_key)
+    secret = settings.secret_key
+
+    def unit_of_work() -> SnpUnitOfWork:
+        return cast(SnpUnitOfWork, runtime.unit_of_work(SnpUnitOfWork))
+
+    deps = Deps(
+        clock=clock or system_clock,
+        pseudonymise=lambda system, value: patient_key(system, value, secret),
+        settings=settings,
+    )
+    messagebus = MessageBus(unit_of_work, deps)
+    runtime.add_consumer(careteam_handlers(messagebus))
+    runtime.extra_workers.append(deadline_worker(messagebus, worker_interval))
     app = service_app(
         runtime, title="Relais SNP", description=DESCRIPTION, routers=[router], resources=RESOURCES
     )
-    app.state.uow_factory = uow_factory
-    app.state.clock = clock
+    app.state.bus = messagebus
     return Service(runtime, app)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from services.snp.domain import AppointmentStatus, Urgency
+from shared.contracts import CareTeamChanged, TerritoryChanged
 
 
 @dataclass(frozen=True)
@@ -65,3 +66,33 @@ class ChangeAppointmentStatus:
     role: str
     appointment_id: str
     status: AppointmentStatus
+
+
+@dataclass(frozen=True)
+class PlaceWaitingRequest:
+    """Try again to place one request still waiting before its deadline (new slots may have come)."""
+
+    request_id: str
+
+
+@dataclass(frozen=True)
+class ExpireRequest:
+    """A request unplaced at its deadline expires and goes to the CPTS, exactly once."""
+
+    request_id: str
+
+
+@dataclass(frozen=True)
+class MirrorCareTeam:
+    """Apply one `careteam.changed` snapshot from the registry (handled once per message id)."""
+
+    message_id: str
+    change: CareTeamChanged
+
+
+@dataclass(frozen=True)
+class MirrorTerritory:
+    """Apply one `territory.changed` snapshot from the registry (handled once per message id)."""
+
+    message_id: str
+    change: TerritoryChanged

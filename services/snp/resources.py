@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from services.snp.adapters.orm import AppointmentRow, RequestRow, SlotRow
 from services.snp.domain import (
@@ -17,9 +18,23 @@ from services.snp.domain import (
     Urgency,
 )
 from shared.fhir.models import Appointment, ServiceRequest, Slot, to_json
+from shared.fhir.outcome import operation_outcome
 
 ORG_SYSTEM = "https://relais.example.org/fhir/NamingSystem/organisation"
 SNP_SLOT_TYPE_SYSTEM = "https://relais.example.org/fhir/CodeSystem/sas-slot-type"
+
+
+
+class EntryOutcome(Protocol):
+    """What the publish handler says of one Bundle entry."""
+
+    @property
+    def status(self) -> int: ...
+    @property
+    def location(self) -> str | None: ...
+    @property
+    def diagnostics(self) -> str | None: ...
+
 
 _REQUEST_STATUS = {"waiting": "active", "placed": "completed", "expired": "revoked"}
 
@@ -127,3 +142,27 @@ def appointment_resource(row: AppointmentRow, request: RequestRow) -> dict[str, 
             }
         )
     )
+
+
+_REASONS = {
+    200: "200 OK",
+    201: "201 Created",
+    400: "400 Bad Request",
+    403: "403 Forbidden",
+    409: "409 Conflict",
+    422: "422 Unprocessable Entity",
+}
+
+
+def publish_response(results: Sequence[EntryOutcome], *, atomic: bool) -> dict[str, Any]:
+    """The transaction-response or batch-response Bundle: one entry per entry sent, in order."""
+    entries = []
+    for result in results:
+        response: dict[str, Any] = {"status": _REASONS.get(result.status, str(result.status))}
+        if result.location:
+            response["location"] = result.location
+        if result.diagnostics:
+            response["outcome"] = operation_outcome("error", "processing", result.diagnostics)
+        entries.append({"response": response})
+    kind = "transaction-response" if atomic else "batch-response"
+    return {"resourceType": "Bundle", "type": kind, "entry": entries}

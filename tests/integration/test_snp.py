@@ -14,11 +14,11 @@ from kafka import KafkaConsumer
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
-from services.snp import handlers
 from services.snp.adapters.orm import AppointmentRow
 from services.snp.bootstrap import bootstrap
 from services.snp.commands import RequestSnp
 from services.snp.domain import Urgency
+from services.snp.entrypoints.workers import expire_due
 from services.snp.uow import SnpUnitOfWork
 from shared.auth import Directory
 from shared.bus.envelope import Envelope
@@ -227,9 +227,7 @@ def test_concurrent_requests_never_book_the_same_slot(snp):
         )
         barrier.wait(timeout=30)
         try:
-            view = handlers.request_snp(
-                snp.uow(), command, snp.clock, snp.service.runtime.settings.secret_key
-            )
+            view = snp.service.app.state.bus.handle(command)
             results.append(view.appointment.id if view.appointment else None)
         except Exception as exc:
             results.append(exc)
@@ -272,7 +270,7 @@ def test_an_unplaced_request_expires_once_and_goes_to_the_cpts(snp):
     snp.ask("late-1", "88114", urgency="2h")
     snp.clock.now = snp.start + timedelta(hours=2, minutes=1)
     # The background worker runs too; extra concurrent sweeps must not double the escalation.
-    sweeps = [threading.Thread(target=handlers.expire_due, args=(snp.uow, snp.clock)) for _ in range(3)]
+    sweeps = [threading.Thread(target=expire_due, args=(snp.service.app.state.bus,)) for _ in range(3)]
     for sweep in sweeps:
         sweep.start()
     for sweep in sweeps:

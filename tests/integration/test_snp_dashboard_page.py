@@ -14,8 +14,10 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-from services.snp import handlers
 from services.snp.bootstrap import bootstrap
+from services.snp.entrypoints.consumers import on_careteam_message
+from services.snp.entrypoints.workers import expire_due
+from services.snp.handlers import stable_id
 from services.snp.uow import SnpUnitOfWork
 from shared.auth import Directory
 from shared.identifiers import make_nir
@@ -75,7 +77,7 @@ def served(tmp_path):
     tokens["cpts-ouest"] = directory.add("cpts", "cpts-ouest", "CPTS Ouest vosgien")
     uow = lambda: service.runtime.unit_of_work(SnpUnitOfWork)  # noqa: E731
     for postal in ("88800", "88140", "88300", "88500", "88260", "88410", "88320"):
-        handlers.on_careteam_message(uow(), territory_changed(postal, "cpts-ouest"), clock)
+        on_careteam_message(service.app.state.bus, territory_changed(postal, "cpts-ouest"))
     client = TestClient(service.app)
     for index, (hour, commune, urgency, effecteur, slot_commune, minutes, _) in enumerate(SEED):
         clock.now = DAY + timedelta(hours=hour)
@@ -101,7 +103,7 @@ def served(tmp_path):
             continue
         with uow() as work:
             appointment = work.appointments.for_request(
-                handlers.stable_id("request", "sas-88", f"demo-{index}")
+                stable_id("request", "sas-88", f"demo-{index}")
             )
             appointment_id = appointment.id
         url = f"/snp/fhir/Appointment/{appointment_id}/$status"
@@ -110,7 +112,7 @@ def served(tmp_path):
                 client.post(url, json=status_params(status), headers=bearer(tokens[effecteur])).status_code
                 == 200
             )
-    handlers.expire_due(uow, clock)
+    expire_due(service.app.state.bus)
 
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(service.app, host="127.0.0.1", port=port, log_level="warning"))

@@ -9,8 +9,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from services.snp import domain, handlers
+from services.snp import domain
 from services.snp.bootstrap import bootstrap
+from services.snp.entrypoints.consumers import on_careteam_message
+from services.snp.entrypoints.workers import expire_due, retry_waiting
+from services.snp.handlers import stable_id
 from services.snp.uow import SnpUnitOfWork
 from shared.auth import Directory
 from shared.bus.envelope import Envelope
@@ -44,7 +47,7 @@ def availability(
 ) -> dict:
     entries = [
         {
-            "fullUrl": f"urn:uuid:{handlers.stable_id(agenda, commune)}",
+            "fullUrl": f"urn:uuid:{stable_id(agenda, commune)}",
             "resource": {
                 "resourceType": "Schedule",
                 "id": agenda,
@@ -162,8 +165,9 @@ def snp(tmp_path):
     }
     service.clock, service.client, service.tokens = clock, client, tokens
     service.uow = lambda: service.runtime.unit_of_work(SnpUnitOfWork)
+    service.bus = service.app.state.bus
     for postal, cpts in [("88140", "cpts-ouest"), ("88800", "cpts-ouest"), ("88000", "cpts-epinal")]:
-        handlers.on_careteam_message(service.uow(), territory_changed(postal, cpts), clock)
+        on_careteam_message(service.bus, territory_changed(postal, cpts))
     yield service
     service.runtime.close()
     directory.close()
@@ -187,7 +191,7 @@ def test_an_unplaceable_request_waits_then_a_new_slot_places_it(snp):
     assert response.status_code == 201 and appointment_of(response) is None
     assert response.json()["entry"][0]["resource"]["status"] == "active"
     publish(snp, "gp-contrex", availability("88114", [START + timedelta(hours=3)]))
-    assert handlers.retry_waiting(snp.uow, snp.clock) == 1
+    assert retry_waiting(snp.bus) == 1
     request_id = response.json()["entry"][0]["resource"]["id"]
     fetched = snp.client.get(f"/snp/fhir/ServiceRequest/{request_id}", headers=bearer(snp.tokens["sas-88"]))
     assert fetched.json()["status"] == "completed"
@@ -291,10 +295,10 @@ def test_appointment_life_cycle_and_who_may_change_it(snp):
 def test_expiry_escalates_to_the_cpts_once_minimised(snp):
     ask(snp, service_request("r1", "88114", urgency="2h"))
     snp.clock.now = START + timedelta(hours=1)
-    assert handlers.expire_due(snp.uow, snp.clock) == 0
+    assert expire_due(snp.bus) == 0
     snp.clock.now = START + timedelta(hours=2, seconds=1)
-    assert handlers.expire_due(snp.uow, snp.clock) == 1
-    assert handlers.expire_due(snp.uow, snp.clock) == 0
+    assert expire_due(snp.bus) == 1
+    assert expire_due(snp.bus) == 0
     expired = [m for m in outbox(snp.runtime.engine, TOPIC_NOTIFY_CPTS) if m["type"] == "snp.expired"]
     assert len(expired) == 1
     data = expired[0]["data"]
@@ -312,10 +316,10 @@ def test_expiry_escalates_to_the_cpts_once_minimised(snp):
 def test_consent_opposition_keeps_the_expiry_from_the_cpts(snp):
     body = service_request("r1", "88114", urgency="2h")
     key = patient_key(INS_NIR, body["subject"]["identifier"]["value"], snp.runtime.settings.secret_key)
-    handlers.on_careteam_message(snp.uow(), careteam_changed(key, None, consent_opposed=True), snp.clock)
+    on_careteam_message(snp.bus, careteam_changed(key, None, consent_opposed=True))
     ask(snp, body)
     snp.clock.now = START + timedelta(hours=3)
-    assert handlers.expire_due(snp.uow, snp.clock) == 1
+    assert expire_due(snp.bus) == 1
     assert not [m for m in outbox(snp.runtime.engine, TOPIC_NOTIFY_CPTS) if m["type"] == "snp.expired"]
 
 

@@ -137,6 +137,8 @@ class CareTeamMirrorRow(SQLModel, table=True):
     dac_case_open: bool = False
     dac_org_id: str | None = Field(default=None, max_length=100)
     postal_code: str | None = Field(default=None, max_length=10)
+    # The registry's time of the snapshot stored: an older one arriving late is ignored (newer wins).
+    source_time: str | None = Field(default=None, max_length=40)
     updated_at: datetime = _ts()
 
 
@@ -148,6 +150,7 @@ class TerritoryMirrorRow(SQLModel, table=True):
     postal_code: str = Field(primary_key=True, max_length=10)
     cpts_org_id: str | None = Field(default=None, max_length=100, index=True)
     dac_org_id: str | None = Field(default=None, max_length=100)
+    source_time: str | None = Field(default=None, max_length=40)
     updated_at: datetime = _ts()
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -16,6 +16,7 @@ from services.snp.commands import (
 )
 from services.snp.domain import (
     INSEE_COMMUNE_SYSTEM,
+    PARIS,
     REASON_CATEGORIES,
     REASON_SYSTEM,
     SNP_SLOT_TYPE_CODE,
@@ -222,3 +223,18 @@ def status_of(data: dict[str, Any]) -> AppointmentStatus:
         raise Unprocessable(
             f"unknown appointment status {raw!r}; use " + ", ".join(s.value for s in AppointmentStatus)
         ) from None
+
+
+def period_bound(value: str | None, default: datetime, *, end: bool = False) -> datetime:
+    """A dashboard period bound: a date (the whole local day) or a date-time (Paris when no offset)."""
+    if not value:
+        return default
+    try:
+        if len(value) == 10:
+            day = date.fromisoformat(value)
+            # A date means the whole local day; `to=2026-11-22` includes the 22nd.
+            return datetime.combine(day + timedelta(days=1) if end else day, time(), tzinfo=PARIS)
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadRequest(f"{value!r} is not an ISO date or date-time") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=PARIS)

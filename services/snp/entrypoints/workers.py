@@ -1,4 +1,4 @@
-"""Background loops of the snp service: the consumer of the care-team mirror and the deadline worker."""
+"""The deadline worker: each tick, retry placing waiting requests, then expire those past their deadline."""
 
 from __future__ import annotations
 
@@ -6,31 +6,31 @@ import logging
 import threading
 from collections.abc import Callable
 
-from services.snp import handlers
-from services.snp.uow import SnpUnitOfWork
-from shared.bus.envelope import Envelope
-from shared.events import TOPIC_CARETEAM
+from services.snp import views
+from services.snp.commands import ExpireRequest, PlaceWaitingRequest
+from services.snp.messagebus import MessageBus
 
 log = logging.getLogger(__name__)
 
 
-def careteam_handlers(uow_factory: Callable[[], SnpUnitOfWork], clock: handlers.Clock) -> dict:
-    def on_careteam(envelope: Envelope) -> None:
-        handlers.on_careteam_message(uow_factory(), envelope, clock)
+def retry_waiting(bus: MessageBus, limit: int = 100) -> int:
+    """How many waiting requests got a slot (new slots may have come since they were asked)."""
+    ids = views.waiting_request_ids(bus.unit_of_work(), open_after=bus.deps.clock(), limit=limit)
+    return sum(bool(bus.handle(PlaceWaitingRequest(request_id))) for request_id in ids)
 
-    return {TOPIC_CARETEAM: on_careteam}
+
+def expire_due(bus: MessageBus, limit: int = 100) -> int:
+    """How many requests this sweep expired; each expires once however many sweeps run at the same time."""
+    ids = views.waiting_request_ids(bus.unit_of_work(), due_before=bus.deps.clock(), limit=limit)
+    return sum(bool(bus.handle(ExpireRequest(request_id))) for request_id in ids)
 
 
-def deadline_worker(
-    uow_factory: Callable[[], SnpUnitOfWork], clock: handlers.Clock, interval: float = 1.0
-) -> Callable[[threading.Event], None]:
-    """Each tick: retry waiting requests (new slots may have come), then expire those past their deadline."""
-
+def deadline_worker(bus: MessageBus, interval: float = 1.0) -> Callable[[threading.Event], None]:
     def run(stop: threading.Event) -> None:
         while not stop.is_set():
             try:
-                handlers.retry_waiting(uow_factory, clock)
-                handlers.expire_due(uow_factory, clock)
+                retry_waiting(bus)
+                expire_due(bus)
             except Exception:
                 log.exception("snp deadline worker tick failed")
             stop.wait(interval)

@@ -1,0 +1,131 @@
+"""Reads of the snp service: requests and appointments as their parties may see them, the CPTS dashboard."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from services.snp.adapters.orm import AppointmentRow, RequestRow
+from services.snp.domain import Fact, communes, dashboard
+from services.snp.resources import appointment_resource, service_request_resource
+from services.snp.uow import SnpUnitOfWork
+from shared.errors import Forbidden, NotFound, Unprocessable
+from shared.events import Role
+
+
+@dataclass
+class RequestView:
+    request: RequestRow
+    appointment: AppointmentRow | None
+    created: bool
+
+    def bundle(self) -> dict[str, Any]:
+        entries = [
+            {
+                "fullUrl": f"ServiceRequest/{self.request.id}",
+                "resource": service_request_resource(self.request),
+            }
+        ]
+        if self.appointment is not None:
+            entries.append(
+                {
+                    "fullUrl": f"Appointment/{self.appointment.id}",
+                    "resource": appointment_resource(self.appointment, self.request),
+                }
+            )
+        return {"resourceType": "Bundle", "type": "collection", "entry": entries}
+
+
+@dataclass
+class AppointmentView:
+    request: RequestRow
+    appointment: AppointmentRow
+
+
+def detached(
+    uow: SnpUnitOfWork, request: RequestRow, appointment: AppointmentRow | None, created: bool
+) -> RequestView:
+    # Leaving the unit of work rolls back, which would expire these rows; callers read them afterwards.
+    uow.session.flush()
+    uow.session.expunge_all()
+    return RequestView(request, appointment, created)
+
+
+def get_request(uow: SnpUnitOfWork, request_id: str, org_id: str, role: str) -> RequestView:
+    with uow:
+        request = uow.requests.get(request_id)
+        if request is None:
+            raise NotFound(f"no ServiceRequest {request_id}")
+        appointment = uow.appointments.for_request(request_id)
+        visible = (role == Role.SAS and request.sas_org_id == org_id) or (
+            role == Role.TEAM and appointment is not None and appointment.org_id == org_id
+        )
+        if not visible:
+            raise NotFound(f"no ServiceRequest {request_id}")
+        return detached(uow, request, appointment, created=False)
+
+
+def get_appointment(uow: SnpUnitOfWork, appointment_id: str, org_id: str, role: str) -> AppointmentView:
+    with uow:
+        appointment = uow.appointments.get(appointment_id)
+        request = uow.requests.get(appointment.request_id) if appointment else None
+        if appointment is None or request is None:
+            raise NotFound(f"no Appointment {appointment_id}")
+        visible = (role == Role.TEAM and appointment.org_id == org_id) or (
+            role == Role.SAS and request.sas_org_id == org_id
+        )
+        if not visible:
+            raise NotFound(f"no Appointment {appointment_id}")
+        detached(uow, request, appointment, created=False)
+        return AppointmentView(request, appointment)
+
+
+def waiting_request_ids(
+    uow: SnpUnitOfWork, *, due_before: datetime | None = None, open_after: datetime | None = None, limit: int = 100
+) -> list[str]:
+    """Requests still waiting: those past their deadline (to expire) or still open (to retry placing)."""
+    with uow:
+        return [r.id for r in uow.requests.waiting(due_before=due_before, open_after=open_after, limit=limit)]
+
+
+def territories_of(uow: SnpUnitOfWork, cpts_org_id: str) -> set[str]:
+    postal_codes = uow.mirrors.postal_codes_of_cpts(cpts_org_id)
+    return {c.territory for c in communes().values() if c.postal_code in postal_codes}
+
+
+def territory_dashboard(
+    uow: SnpUnitOfWork, cpts_org_id: str, territory: str | None, start: datetime, end: datetime
+) -> dict[str, Any]:
+    with uow:
+        own = territories_of(uow, cpts_org_id)
+        if territory is None:
+            if len(own) != 1:
+                raise Unprocessable(
+                    "name the territory: ?territory=" + "|".join(sorted(own))
+                    if own
+                    else "no territory is attached to your CPTS yet (territory.changed)"
+                )
+            territory = next(iter(own))
+        if territory not in own:
+            raise Forbidden(f"territory {territory} is not your CPTS's territory")
+        facts = [
+            Fact(
+                urgency=r.urgency,
+                commune=r.commune,
+                requested_at=r.requested_at,
+                deadline_at=r.deadline_at,
+                state=r.state,
+                appointment_start=r.appointment_start,
+                appointment_status=r.appointment_status,
+                effecteur_org_id=r.effecteur_org_id,
+            )
+            for r in uow.facts.in_period(territory, start, end)
+        ]
+    names = {c.insee: c.name for c in communes().values()}
+    return {
+        "territory": territory,
+        "from": start.isoformat(),
+        "to": end.isoformat(),
+        **dashboard(facts, names),
+    }
