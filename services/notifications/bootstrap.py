@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import threading
-from functools import partial
+from typing import cast
 
 import httpx
 
-from services.notifications.adapters.dispatcher import Dispatcher
-from services.notifications.entrypoints.api import build_router
+from services.notifications.adapters.sender import HttpxSender, Sender
+from services.notifications.deps import NotificationsDeps
+from services.notifications.entrypoints.api import router
 from services.notifications.entrypoints.consumers import notification_handlers
+from services.notifications.entrypoints.worker import DeliveryWorker
 from services.notifications.fhir import capability_resources
+from services.notifications.messagebus import MessageBus
 from services.notifications.uow import NotificationsUnitOfWork
 from shared.auth import Directory
 from shared.bus.base import Bus
@@ -32,20 +35,27 @@ def bootstrap(
     directory: Directory | None = None,
     run_workers: bool = True,
     transport: httpx.BaseTransport | None = None,
+    sender: Sender | None = None,
 ) -> Service:
     settings = settings or NotificationsSettings()
     runtime = build_runtime(NAME, settings, bus=bus, directory=directory, run_workers=run_workers)
-    uow_factory = partial(runtime.unit_of_work, NotificationsUnitOfWork)
+
+    def unit_of_work() -> NotificationsUnitOfWork:
+        return cast(NotificationsUnitOfWork, runtime.unit_of_work(NotificationsUnitOfWork))
+
+    messagebus = MessageBus(unit_of_work, NotificationsDeps(settings=settings))
     wakeup = threading.Event()
-    runtime.add_consumer(notification_handlers(uow_factory, wakeup))
-    dispatcher = Dispatcher(uow_factory, settings, wakeup, transport=transport)
+    runtime.add_consumer(notification_handlers(messagebus, wakeup))
+    sender = sender or HttpxSender(settings.webhook_workers, transport=transport)
+    dispatcher = DeliveryWorker(messagebus, sender, wakeup)
     runtime.extra_workers.append(dispatcher.run)
     app = service_app(
         runtime,
         title="Relais notifications",
         description=DESCRIPTION,
-        routers=[build_router(uow_factory, settings)],
+        routers=[router],
         resources=capability_resources(),
     )
+    app.state.messagebus = messagebus
     app.state.dispatcher = dispatcher
     return Service(runtime, app)

@@ -1,5 +1,5 @@
-"""Pure rules of the notifications service: the notification contract, topics and filters, signatures,
-backoff, cursors and endpoint URLs. No I/O here."""
+"""Pure rules of the notifications service: the stored notification, topics and filters, signatures, delivery
+outcomes and backoff, cursors and endpoint URLs. No I/O here."""
 
 from __future__ import annotations
 
@@ -12,21 +12,21 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from shared.errors import BadRequest, Unprocessable
-from shared.events import TOPIC_NOTIFY_CPTS, TOPIC_NOTIFY_DAC, TOPIC_NOTIFY_TEAM
+from shared.auth import Principal
+from shared.contracts import InvalidContract
+from shared.contracts import parse_notification as parse_contract
+from shared.errors import BadRequest, NotFound, Unprocessable
 
-NOTIFY_TOPICS = (TOPIC_NOTIFY_TEAM, TOPIC_NOTIFY_CPTS, TOPIC_NOTIFY_DAC)
-ROLES = frozenset({"team", "hospital", "cpts", "dac"})
-DETAILS = frozenset({"full", "minimised", "organisational"})
 FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
-
-class InvalidNotification(ValueError):
-    """A message on a notify topic that breaks the contract of docs/events.md; it goes to the DLQ."""
+# A message on a notify topic that breaks the contract of docs/events.md; it goes to the DLQ.
+InvalidNotification = InvalidContract
 
 
 @dataclass(frozen=True)
 class Notification:
+    """A notification as this service stores it: the bus contract plus its envelope id, topic and time."""
+
     id: str
     topic: str
     recipient: str
@@ -40,64 +40,38 @@ class Notification:
     sent_at: str
 
 
-def _optional_str(data: Mapping[str, Any], name: str) -> str | None:
-    value = data.get(name)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise InvalidNotification(f"{name} must be a string")
-    return value
-
-
 def parse_notification(topic: str, envelope_id: str, sent_at: str, data: Mapping[str, Any]) -> Notification:
-    """Check one `relais.notify.*` value against the contract; raise InvalidNotification if it breaks it."""
-    if topic not in NOTIFY_TOPICS:
-        raise InvalidNotification(f"{topic} is not a notify topic")
+    """Check one `relais.notify.*` value against the kernel's contract; the envelope id becomes a FHIR id."""
     if not FHIR_ID.match(envelope_id):
         raise InvalidNotification("envelope id must be a FHIR id (letters, digits, '-', '.'; at most 64)")
-    recipient = _optional_str(data, "recipient")
-    event = _optional_str(data, "event")
-    if not recipient or not event:
-        raise InvalidNotification("recipient and event are required")
-    role, detail = data.get("role"), data.get("detail")
-    if role not in ROLES:
-        raise InvalidNotification(f"role must be one of {sorted(ROLES)}")
-    if detail not in DETAILS:
-        raise InvalidNotification(f"detail must be one of {sorted(DETAILS)}")
-    # The CPTS is not a care provider: a full clinical payload on its topic is a routing bug, never stored.
-    if topic == TOPIC_NOTIFY_CPTS and detail == "full":
-        raise InvalidNotification(
-            "a full notification on relais.notify.cpts is refused (CPTS gets minimised data)"
-        )
-    payload = data.get("payload")
-    if not isinstance(payload, dict):
-        raise InvalidNotification("payload must be an object")
-    if detail == "full":
-        if payload.get("resourceType") != "Bundle" or payload.get("type") != "message":
-            raise InvalidNotification("a full notification carries a FHIR message Bundle")
-    elif any(isinstance(value, dict | list) for value in payload.values()):
-        raise InvalidNotification("a minimised payload is a flat object of scalar values")
+    contract = parse_contract(topic, data)
     return Notification(
         id=envelope_id,
         topic=topic,
-        recipient=recipient,
-        role=role,
-        detail=detail,
-        event=event,
-        patient_key=_optional_str(data, "patient_key"),
-        sender=_optional_str(data, "sender"),
-        subject=_optional_str(data, "subject"),
-        payload=dict(payload),
+        recipient=contract.recipient,
+        role=contract.role.value,
+        detail=contract.detail.value,
+        event=contract.event,
+        patient_key=contract.patient_key,
+        sender=contract.sender,
+        subject=contract.subject,
+        payload=dict(contract.payload),
         sent_at=sent_at,
     )
+
+
+class Missing(NotFound):
+    """Not the caller's (another organisation's id, or a guess): answered 404 and audited as not-found."""
+
+    def __init__(self, principal: Principal, action: str, resource: str) -> None:
+        super().__init__(f"{resource} not found")
+        self.principal, self.action, self.resource = principal, action, resource
 
 
 # --- Subscription topics ------------------------------------------------------------------------
 
 TOPIC_BASE = "https://relais.example.org/fhir/SubscriptionTopic/"
-SUBSCRIPTION_TOPICS: dict[str, str] = {
-    name: TOPIC_BASE + name for name in ("admission", "discharge", "handoff", "snp")
-}
+SUBSCRIPTION_TOPICS: dict[str, str] = {name: TOPIC_BASE + name for name in ("admission", "discharge", "handoff", "snp")}
 _TOPIC_BY_EVENT_PREFIX = {
     "admission": "admission",
     "discharge": "discharge",
@@ -121,9 +95,7 @@ def parse_filter(criteria: str) -> dict[str, str]:
     query = criteria.split("?", 1)[1] if "?" in criteria else criteria
     pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=False)
     if not pairs:
-        raise Unprocessable(
-            f"filter criteria {criteria!r} has no parameter", expression=["Subscription.criteria"]
-        )
+        raise Unprocessable(f"filter criteria {criteria!r} has no parameter", expression=["Subscription.criteria"])
     result: dict[str, str] = {}
     for name, value in pairs:
         if name not in FILTER_PARAMETERS:
@@ -132,9 +104,7 @@ def parse_filter(criteria: str) -> dict[str, str]:
                 expression=["Subscription.criteria"],
             )
         if not value:
-            raise Unprocessable(
-                f"filter parameter {name!r} has no value", expression=["Subscription.criteria"]
-            )
+            raise Unprocessable(f"filter parameter {name!r} has no value", expression=["Subscription.criteria"])
         result[name] = value
     return result
 
@@ -204,6 +174,101 @@ def backoff_delay(attempt: int, base: float, cap: float, rand: Callable[[], floa
 
 def is_dead(attempts: int, max_attempts: int) -> bool:
     return attempts >= max_attempts
+
+
+# --- Delivery attempts --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A pending delivery this instance holds the lease of."""
+
+    seq: int
+    id: str
+    target_kind: str  # webhook | subscription
+    target_id: str
+    kind: str  # notification | handshake | heartbeat | event-notification
+    notification_id: str | None
+    url: str
+    body: str
+    attempts: int
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a delivery needs of its webhook (the HMAC secret) or subscription (the channel headers)."""
+
+    secret: str | None
+    headers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """The outcome of one POST."""
+
+    ok: bool
+    status: int | None
+    error: str | None
+
+
+TARGET_GONE = Attempt(False, None, "target deleted")
+
+
+@dataclass(frozen=True)
+class AfterAttempt:
+    """What one attempt changes: the delivery's state and, for a subscription, its status."""
+
+    outcome: str  # delivered | dead | retry
+    retry_in: float | None
+    subscription_status: str | None  # None: unchanged
+    subscription_error: str | None
+
+
+def after_attempt(
+    attempt: Attempt,
+    attempts: int,
+    kind: str,
+    subscription_status: str | None,
+    *,
+    max_attempts: int,
+    backoff_base: float,
+    backoff_cap: float,
+    rand: Callable[[], float] = random.random,
+) -> AfterAttempt:
+    """`attempts` counts this one. A success activates a requested or failing subscription; the last failure
+    puts it in error; any other failure retries after a backoff."""
+    if attempt.ok:
+        status = "active" if subscription_status in ("requested", "error") else None
+        return AfterAttempt("delivered", None, status, None)
+    if is_dead(attempts, max_attempts):
+        if subscription_status is None or subscription_status == "off":
+            return AfterAttempt("dead", None, None, None)
+        error = f"{kind} delivery failed {attempts} times: {attempt.error}"[:500]
+        return AfterAttempt("dead", None, "error", error)
+    return AfterAttempt("retry", backoff_delay(attempts, backoff_base, backoff_cap, rand), None, None)
+
+
+def delivery_headers(item: Claimed, target: Target, body: bytes, now: int) -> dict[str, str]:
+    """The headers of one POST: ids, the signature for a webhook, the channel headers for a subscription."""
+    headers = {
+        "Content-Type": "application/fhir+json",
+        "User-Agent": "Relais-Notifications/0.1",
+        "Relais-Delivery-Id": item.id,
+        "Relais-Delivery-Kind": item.kind,
+    }
+    if item.notification_id:
+        headers["Relais-Notification-Id"] = item.notification_id
+    for header in target.headers:
+        name, _, value = header.partition(":")
+        headers[name.strip()] = value.strip()
+    if target.secret is not None:
+        headers[SIGNATURE_HEADER] = signature_header(target.secret, now, body)
+    return headers
+
+
+def lease_seconds(lease: float, timeout: float) -> float:
+    # The lease must outlive one request, or a slow answer would let a second instance resend it.
+    return max(lease, timeout * 2 + 1)
 
 
 # --- Feed cursor --------------------------------------------------------------------------------

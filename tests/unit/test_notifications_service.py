@@ -7,7 +7,6 @@ import threading
 import time
 import uuid
 from datetime import timedelta
-from functools import partial
 
 import httpx
 import pytest
@@ -15,10 +14,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from services.notifications.bootstrap import bootstrap
+from services.notifications.commands import QueueHeartbeats
+from services.notifications.deps import utcnow
 from services.notifications.domain import verify_signature
 from services.notifications.entrypoints.consumers import notification_handlers
 from services.notifications.fhir import BACKPORT_CONTENT, BACKPORT_FILTER, BACKPORT_HEARTBEAT
-from services.notifications.handlers import enqueue_heartbeats, utcnow
 from services.notifications.uow import NotificationsUnitOfWork
 from shared.bus.envelope import Envelope, PoisonMessage
 from shared.db.tables import AuditEntry, OutboxMessage
@@ -86,9 +86,7 @@ def publish(
     patient_key="pk-1",
     ids=None,
 ) -> list[str]:
-    handlers = notification_handlers(
-        partial(service.runtime.unit_of_work, NotificationsUnitOfWork), threading.Event()
-    )
+    handlers = notification_handlers(service.app.state.messagebus, threading.Event())
     sent = []
     for i in range(n):
         payload = admission_message() if detail == "full" else {"event": event, "commune": "Épinal"}
@@ -157,9 +155,7 @@ def test_a_redelivered_envelope_is_stored_once(service, client):
 
 
 def test_a_message_breaking_the_contract_is_a_poison_message(service):
-    handlers = notification_handlers(
-        partial(service.runtime.unit_of_work, NotificationsUnitOfWork), threading.Event()
-    )
+    handlers = notification_handlers(service.app.state.messagebus, threading.Event())
     envelope = Envelope(
         type="x",
         key="cpts-1",
@@ -385,14 +381,13 @@ def test_a_quiet_active_subscription_gets_heartbeats(service, client, receiver):
     sub = create(client, msp, subscription(heartbeat=1))
     dispatcher = service.app.state.dispatcher
     dispatcher.run_due()  # handshake
-    with service.runtime.unit_of_work(NotificationsUnitOfWork) as uow:
-        assert enqueue_heartbeats(uow, utcnow()) == 0  # the handshake was just sent
+    bus = service.app.state.messagebus
+    assert bus.handle(QueueHeartbeats(utcnow())) == 0  # the handshake was just sent
     with service.runtime.unit_of_work(NotificationsUnitOfWork) as uow:
         uow.subscriptions.get(sub["id"]).last_sent_at = utcnow() - timedelta(seconds=2)
         uow.commit()
-    with service.runtime.unit_of_work(NotificationsUnitOfWork) as uow:
-        assert enqueue_heartbeats(uow, utcnow()) == 1
-        assert enqueue_heartbeats(uow, utcnow()) == 0  # one per period
+    assert bus.handle(QueueHeartbeats(utcnow())) == 1
+    assert bus.handle(QueueHeartbeats(utcnow())) == 0  # one per period
     dispatcher.run_due()
     assert status_of(receiver.bodies()[-1])["type"]["valueCode"] == "heartbeat"
     assert sub["id"] in status_of(receiver.bodies()[-1])["subscription"]["valueReference"]["reference"]

@@ -65,9 +65,7 @@ class SubscriptionRow(SQLModel, table=True):
     content: str = Field(max_length=20)
     heartbeat_seconds: int | None = None
     status: str = Field(max_length=20)  # requested | active | error | off
-    events_since_start: int = Field(
-        default=0, sa_column=Column(BigInteger, nullable=False, server_default="0")
-    )
+    events_since_start: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default="0"))
     resource: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     created_at: datetime = _ts()
     last_sent_at: datetime | None = _ts(nullable=True)
@@ -79,12 +77,8 @@ class SubscriptionEventRow(SQLModel, table=True):
 
     __tablename__ = "notifications_subscription_event"
     __table_args__ = (
-        UniqueConstraint(
-            "subscription_id", "event_number", name="uq_notifications_subscription_event_number"
-        ),
-        UniqueConstraint(
-            "subscription_id", "notification_id", name="uq_notifications_subscription_event_notif"
-        ),
+        UniqueConstraint("subscription_id", "event_number", name="uq_notifications_subscription_event_number"),
+        UniqueConstraint("subscription_id", "notification_id", name="uq_notifications_subscription_event_notif"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

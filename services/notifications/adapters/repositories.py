@@ -76,9 +76,7 @@ class SubscriptionRepository(Repository):
     LIVE = ("requested", "active", "error")
 
     def get_for(self, org_id: str, subscription_id: str) -> SubscriptionRow | None:
-        query = select(SubscriptionRow).where(
-            SubscriptionRow.id == subscription_id, SubscriptionRow.org_id == org_id
-        )
+        query = select(SubscriptionRow).where(SubscriptionRow.id == subscription_id, SubscriptionRow.org_id == org_id)
         return self.session.execute(query).scalars().first()
 
     def get(self, subscription_id: str, *, lock: bool = False) -> SubscriptionRow | None:
@@ -88,11 +86,7 @@ class SubscriptionRepository(Repository):
         return self.session.execute(query).scalars().first()
 
     def list_for(self, org_id: str) -> list[SubscriptionRow]:
-        query = (
-            select(SubscriptionRow)
-            .where(SubscriptionRow.org_id == org_id)
-            .order_by(SubscriptionRow.created_at)
-        )
+        query = select(SubscriptionRow).where(SubscriptionRow.org_id == org_id).order_by(SubscriptionRow.created_at)
         return list(self.session.execute(query).scalars())
 
     def live_for(self, org_id: str, *, lock: bool = False) -> list[SubscriptionRow]:
@@ -114,8 +108,7 @@ class SubscriptionRepository(Repository):
         return [
             row
             for row in rows
-            if row.last_sent_at is None
-            or (now - _aware(row.last_sent_at)).total_seconds() >= row.heartbeat_seconds
+            if row.last_sent_at is None or (now - _aware(row.last_sent_at)).total_seconds() >= row.heartbeat_seconds
         ]
 
     def claim_heartbeat(self, subscription_id: str, seen_last_sent: datetime | None, now: datetime) -> bool:
@@ -126,9 +119,7 @@ class SubscriptionRepository(Repository):
             else SubscriptionRow.last_sent_at == seen_last_sent
         )
         result = self.session.execute(
-            update(SubscriptionRow)
-            .where(SubscriptionRow.id == subscription_id, condition)
-            .values(last_sent_at=now)
+            update(SubscriptionRow).where(SubscriptionRow.id == subscription_id, condition).values(last_sent_at=now)
         )
         return result.rowcount == 1
 
@@ -154,9 +145,7 @@ class DeliveryRepository(Repository):
         query = select(DeliveryRow).where(DeliveryRow.id == delivery_id)
         return self.session.execute(query).scalars().first()
 
-    def list_for(
-        self, org_id: str, state: str | None, target_id: str | None, limit: int
-    ) -> list[DeliveryRow]:
+    def list_for(self, org_id: str, state: str | None, target_id: str | None, limit: int) -> list[DeliveryRow]:
         query = select(DeliveryRow).where(DeliveryRow.org_id == org_id)
         if state:
             query = query.where(DeliveryRow.state == state)

@@ -1,34 +1,34 @@
-"""HTTP routes: feed, ack, receipts, webhooks, deliveries, FHIR Subscriptions. Thin: parse, call a handler."""
+"""HTTP routes: feed, ack, receipts, webhooks, deliveries, FHIR Subscriptions.
+
+Thin: parse, build a command for the message bus (writes) or call a view (reads), render.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from services.notifications import fhir, handlers
-from services.notifications.adapters.orm import DeliveryRow, SubscriptionRow, WebhookRow
+from services.notifications import commands, fhir, views
+from services.notifications.adapters.orm import DeliveryRow, WebhookRow
 from services.notifications.domain import CONTENT_TYPES, page_limit, parse_cursor
-from services.notifications.uow import NotificationsUnitOfWork
+from services.notifications.entrypoints.dependencies import Bus, Caller, Settings
 from shared.api.responses import FhirResponse
-from shared.auth import Principal, current_principal
 from shared.errors import BadRequest, UnsupportedMediaType
-from shared.settings import NotificationsSettings
 
 PREFIX = "/notifications"
-MAX_EVENTS_PER_QUERY = 500
+
+router = APIRouter(prefix=PREFIX)
+Limit = Annotated[int | None, Query()]
 
 
 class WebhookIn(BaseModel):
     url: str = Field(description="https endpoint (http to 127.0.0.1/localhost only outside production)")
-    secret: str | None = Field(
-        default=None, description="HMAC key, 16 to 200 characters; generated if absent"
-    )
+    secret: str | None = Field(default=None, description="HMAC key, 16 to 200 characters; generated if absent")
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -69,240 +69,207 @@ async def _fhir_body(request: Request) -> Any:
         raise BadRequest("the body is not JSON") from exc
 
 
-def build_router(
-    uow_factory: Callable[[], NotificationsUnitOfWork], settings: NotificationsSettings
-) -> APIRouter:
-    router = APIRouter(prefix=PREFIX)
+# --- feed ------------------------------------------------------------------------------------------
 
-    # --- feed ----------------------------------------------------------------------------------
 
-    @router.get(
-        "/feed",
-        tags=["feed"],
-        response_class=FhirResponse,
-        summary="Your notifications after a cursor, oldest first (FHIR collection Bundle)",
-    )
-    def feed(
-        request: Request,
-        after: str | None = Query(default=None, description="cursor from the previous page's link[next]"),
-        limit: int | None = Query(default=None),
-        principal: Principal = Depends(current_principal),
-    ) -> FhirResponse:
-        cursor = parse_cursor(after)
-        size = page_limit(limit, settings.feed_default_limit, settings.feed_max_limit)
-        base = str(request.url.replace(query=None))
-        after_part = f"after={cursor}&" if after else ""
-        with uow_factory() as uow:
-            rows = uow.notifications.feed(principal.organisation_id, cursor, size)
-            # Detach the loaded rows: the page is built after the transaction, so a slow page never holds
-            # the database (on SQLite, its write lock) while the consumer waits to store the next one.
-            uow.session.expunge_all()
-        next_cursor = rows[-1].seq if rows else cursor
-        return FhirResponse(
-            fhir.feed_bundle(
-                rows,
-                cursor=next_cursor,
-                self_url=f"{base}?{after_part}limit={size}",
-                next_url=f"{base}?after={next_cursor}&limit={size}",
-            )
+@router.get(
+    "/feed",
+    tags=["feed"],
+    response_class=FhirResponse,
+    summary="Your notifications after a cursor, oldest first (FHIR collection Bundle)",
+)
+def feed(
+    request: Request,
+    caller: Caller,
+    bus: Bus,
+    settings: Settings,
+    after: Annotated[str | None, Query(description="cursor from the previous page's link[next]")] = None,
+    limit: Limit = None,
+) -> FhirResponse:
+    cursor = parse_cursor(after)
+    size = page_limit(limit, settings.feed_default_limit, settings.feed_max_limit)
+    base = str(request.url.replace(query=None))
+    after_part = f"after={cursor}&" if after else ""
+    rows = views.feed(bus.uow(), caller.organisation_id, cursor, size)
+    next_cursor = rows[-1].seq if rows and rows[-1].seq is not None else cursor
+    return FhirResponse(
+        fhir.feed_bundle(
+            rows,
+            cursor=next_cursor,
+            self_url=f"{base}?{after_part}limit={size}",
+            next_url=f"{base}?after={next_cursor}&limit={size}",
         )
-
-    @router.post(
-        "/feed/{notification_id}/$ack",
-        tags=["feed"],
-        response_class=FhirResponse,
-        summary="Record that you read a notification (idempotent); the sender gets a read receipt",
     )
-    def ack(notification_id: str, principal: Principal = Depends(current_principal)) -> FhirResponse:
-        with uow_factory() as uow:
-            row = handlers.acknowledge(uow, handlers.AcknowledgeNotification(principal, notification_id))
-            return FhirResponse(fhir.notification_resource(row))
 
-    @router.get(
-        "/receipts",
-        tags=["feed"],
-        response_class=FhirResponse,
-        summary="Who read the notifications your organisation sent (newest first)",
+
+@router.post(
+    "/feed/{notification_id}/$ack",
+    tags=["feed"],
+    response_class=FhirResponse,
+    summary="Record that you read a notification (idempotent); the sender gets a read receipt",
+)
+def ack(notification_id: str, caller: Caller, bus: Bus) -> FhirResponse:
+    row = bus.handle(commands.AcknowledgeNotification(caller, notification_id))
+    return FhirResponse(fhir.notification_resource(row))
+
+
+@router.get(
+    "/receipts",
+    tags=["feed"],
+    response_class=FhirResponse,
+    summary="Who read the notifications your organisation sent (newest first)",
+)
+def receipts(request: Request, caller: Caller, bus: Bus, settings: Settings, limit: Limit = None) -> FhirResponse:
+    size = page_limit(limit, settings.feed_default_limit, settings.feed_max_limit)
+    rows = views.receipts(bus.uow(), caller.organisation_id, size)
+    return FhirResponse(fhir.receipts_bundle(rows, str(request.url)))
+
+
+# --- webhooks --------------------------------------------------------------------------------------
+
+
+@router.post("/webhooks", tags=["webhooks"], status_code=201, summary="Register a signed webhook endpoint")
+def register_webhook(body: WebhookIn, caller: Caller, bus: Bus) -> JSONResponse:
+    row, generated = bus.handle(commands.RegisterWebhook(caller, body.url, body.secret))
+    return JSONResponse(
+        webhook_json(row, generated), status_code=201, headers={"Location": f"{PREFIX}/webhooks/{row.id}"}
     )
-    def receipts(
-        request: Request,
-        limit: int | None = Query(default=None),
-        principal: Principal = Depends(current_principal),
-    ) -> FhirResponse:
-        size = page_limit(limit, settings.feed_default_limit, settings.feed_max_limit)
-        with uow_factory() as uow:
-            rows = uow.notifications.read_receipts_for_sender(principal.organisation_id, size)
-            return FhirResponse(fhir.receipts_bundle(rows, str(request.url)))
 
-    # --- webhooks ------------------------------------------------------------------------------
 
-    @router.post(
-        "/webhooks", tags=["webhooks"], status_code=201, summary="Register a signed webhook endpoint"
-    )
-    def register_webhook(body: WebhookIn, principal: Principal = Depends(current_principal)) -> JSONResponse:
-        with uow_factory() as uow:
-            row, generated = handlers.register_webhook(
-                uow, handlers.RegisterWebhook(principal, body.url, body.secret, settings.environment)
-            )
-            return JSONResponse(
-                webhook_json(row, generated),
-                status_code=201,
-                headers={"Location": f"{PREFIX}/webhooks/{row.id}"},
-            )
+@router.get("/webhooks", tags=["webhooks"], summary="Your active webhooks")
+def list_webhooks(caller: Caller, bus: Bus) -> list[dict[str, Any]]:
+    return [webhook_json(row) for row in views.webhooks(bus.uow(), caller.organisation_id)]
 
-    @router.get("/webhooks", tags=["webhooks"], summary="Your active webhooks")
-    def list_webhooks(principal: Principal = Depends(current_principal)) -> list[dict[str, Any]]:
-        with uow_factory() as uow:
-            return [webhook_json(row) for row in uow.webhooks.active_for(principal.organisation_id)]
 
-    @router.get("/webhooks/deliveries", tags=["webhooks"], summary="Your deliveries, newest first")
-    def list_deliveries(
-        state: str | None = Query(default=None, pattern="^(pending|delivered|dead|cancelled)$"),
-        target: str | None = Query(default=None, description="a webhook or Subscription id"),
-        limit: int | None = Query(default=None),
-        principal: Principal = Depends(current_principal),
-    ) -> list[dict[str, Any]]:
-        size = page_limit(limit, settings.feed_default_limit, settings.feed_max_limit)
-        with uow_factory() as uow:
-            rows = uow.deliveries.list_for(principal.organisation_id, state, target, size)
-            return [delivery_json(row) for row in rows]
+@router.get("/webhooks/deliveries", tags=["webhooks"], summary="Your deliveries, newest first")
+def list_deliveries(
+    caller: Caller,
+    bus: Bus,
+    settings: Settings,
+    state: Annotated[str | None, Query(pattern="^(pending|delivered|dead|cancelled)$")] = None,
+    target: Annotated[str | None, Query(description="a webhook or Subscription id")] = None,
+    limit: Limit = None,
+) -> list[dict[str, Any]]:
+    size = page_limit(limit, settings.feed_default_limit, settings.feed_max_limit)
+    return [delivery_json(row) for row in views.deliveries(bus.uow(), caller.organisation_id, state, target, size)]
 
-    @router.get("/webhooks/deliveries/{delivery_id}", tags=["webhooks"], summary="One delivery")
-    def get_delivery(delivery_id: str, principal: Principal = Depends(current_principal)) -> dict[str, Any]:
-        with uow_factory() as uow:
-            row = uow.deliveries.get_for(principal.organisation_id, delivery_id)
-            if row is None:
-                raise handlers.not_found(uow, principal, "delivery.read", f"delivery/{delivery_id}")
-            return delivery_json(row)
 
-    @router.post(
-        "/webhooks/deliveries/{delivery_id}/$redeliver",
-        tags=["webhooks"],
-        summary="Queue a dead (or delivered) delivery again",
-    )
-    def redeliver(delivery_id: str, principal: Principal = Depends(current_principal)) -> dict[str, Any]:
-        with uow_factory() as uow:
-            row = handlers.redeliver(uow, handlers.RedeliverDelivery(principal, delivery_id))
-            return delivery_json(row)
+@router.get("/webhooks/deliveries/{delivery_id}", tags=["webhooks"], summary="One delivery")
+def get_delivery(delivery_id: str, caller: Caller, bus: Bus) -> dict[str, Any]:
+    row = views.delivery(bus.uow(), caller.organisation_id, delivery_id)
+    if row is None:
+        raise bus.missing(caller, "delivery.read", f"delivery/{delivery_id}")
+    return delivery_json(row)
 
-    @router.get("/webhooks/{webhook_id}", tags=["webhooks"], summary="One webhook")
-    def get_webhook(webhook_id: str, principal: Principal = Depends(current_principal)) -> dict[str, Any]:
-        with uow_factory() as uow:
-            row = uow.webhooks.get_for(principal.organisation_id, webhook_id)
-            if row is None:
-                raise handlers.not_found(uow, principal, "webhook.read", f"webhook/{webhook_id}")
-            return webhook_json(row)
 
-    @router.delete(
-        "/webhooks/{webhook_id}",
-        tags=["webhooks"],
-        status_code=204,
-        summary="Delete a webhook; its pending deliveries are cancelled",
-    )
-    def delete_webhook(webhook_id: str, principal: Principal = Depends(current_principal)) -> Response:
-        with uow_factory() as uow:
-            handlers.delete_webhook(uow, handlers.DeleteWebhook(principal, webhook_id))
-        return Response(status_code=204)
+@router.post(
+    "/webhooks/deliveries/{delivery_id}/$redeliver",
+    tags=["webhooks"],
+    summary="Queue a dead (or delivered) delivery again",
+)
+def redeliver(delivery_id: str, caller: Caller, bus: Bus) -> dict[str, Any]:
+    return delivery_json(bus.handle(commands.RedeliverDelivery(caller, delivery_id)))
 
-    # --- FHIR Subscriptions (Backport IG) ------------------------------------------------------
 
-    def _own_subscription(
-        uow: NotificationsUnitOfWork, principal: Principal, sid: str, action: str
-    ) -> SubscriptionRow:
-        row = uow.subscriptions.get_for(principal.organisation_id, sid)
-        if row is None:
-            raise handlers.not_found(uow, principal, action, f"Subscription/{sid}")
-        return row
+@router.get("/webhooks/{webhook_id}", tags=["webhooks"], summary="One webhook")
+def get_webhook(webhook_id: str, caller: Caller, bus: Bus) -> dict[str, Any]:
+    row = views.webhook(bus.uow(), caller.organisation_id, webhook_id)
+    if row is None:
+        raise bus.missing(caller, "webhook.read", f"webhook/{webhook_id}")
+    return webhook_json(row)
 
-    @router.post(
-        "/fhir/Subscription",
-        tags=["subscriptions"],
+
+@router.delete(
+    "/webhooks/{webhook_id}",
+    tags=["webhooks"],
+    status_code=204,
+    summary="Delete a webhook; its pending deliveries are cancelled",
+)
+def delete_webhook(webhook_id: str, caller: Caller, bus: Bus) -> Response:
+    bus.handle(commands.DeleteWebhook(caller, webhook_id))
+    return Response(status_code=204)
+
+
+# --- FHIR Subscriptions (Backport IG) ----------------------------------------------------------------
+
+
+@router.post(
+    "/fhir/Subscription",
+    tags=["subscriptions"],
+    status_code=201,
+    response_class=FhirResponse,
+    summary="Create a topic-based Subscription (rest-hook); a handshake is sent first",
+)
+async def create_subscription(request: Request, caller: Caller, bus: Bus, settings: Settings) -> FhirResponse:
+    body = await _fhir_body(request)
+    parsed = fhir.parse_subscription(body, settings.environment, settings.subscription_heartbeat_seconds)
+    row = bus.handle(commands.CreateSubscription(caller, parsed))
+    return FhirResponse(
+        fhir.subscription_resource(row),
         status_code=201,
-        response_class=FhirResponse,
-        summary="Create a topic-based Subscription (rest-hook); a handshake is sent first",
+        headers={"Location": f"{PREFIX}/fhir/Subscription/{row.id}"},
     )
-    async def create_subscription(
-        request: Request, principal: Principal = Depends(current_principal)
-    ) -> FhirResponse:
-        body = await _fhir_body(request)
-        parsed = fhir.parse_subscription(body, settings.environment, settings.subscription_heartbeat_seconds)
-        with uow_factory() as uow:
-            row = handlers.create_subscription(uow, handlers.CreateSubscription(principal, parsed))
-            return FhirResponse(
-                fhir.subscription_resource(row),
-                status_code=201,
-                headers={"Location": f"{PREFIX}/fhir/Subscription/{row.id}"},
-            )
 
-    @router.get(
-        "/fhir/Subscription",
-        tags=["subscriptions"],
-        response_class=FhirResponse,
-        summary="Your Subscriptions (searchset Bundle)",
-    )
-    def list_subscriptions(principal: Principal = Depends(current_principal)) -> FhirResponse:
-        with uow_factory() as uow:
-            return FhirResponse(fhir.searchset_bundle(uow.subscriptions.list_for(principal.organisation_id)))
 
-    @router.get("/fhir/Subscription/{subscription_id}", tags=["subscriptions"], response_class=FhirResponse)
-    def read_subscription(
-        subscription_id: str, principal: Principal = Depends(current_principal)
-    ) -> FhirResponse:
-        with uow_factory() as uow:
-            row = _own_subscription(uow, principal, subscription_id, "subscription.read")
-            return FhirResponse(fhir.subscription_resource(row))
+@router.get(
+    "/fhir/Subscription",
+    tags=["subscriptions"],
+    response_class=FhirResponse,
+    summary="Your Subscriptions (searchset Bundle)",
+)
+def list_subscriptions(caller: Caller, bus: Bus) -> FhirResponse:
+    return FhirResponse(fhir.searchset_bundle(views.subscriptions(bus.uow(), caller.organisation_id)))
 
-    @router.delete(
-        "/fhir/Subscription/{subscription_id}",
-        tags=["subscriptions"],
-        status_code=204,
-        summary="Turn a Subscription off; its pending deliveries are cancelled",
-    )
-    def delete_subscription(
-        subscription_id: str, principal: Principal = Depends(current_principal)
-    ) -> Response:
-        with uow_factory() as uow:
-            handlers.delete_subscription(uow, handlers.DeleteSubscription(principal, subscription_id))
-        return Response(status_code=204)
 
-    @router.get(
-        "/fhir/Subscription/{subscription_id}/$status",
-        tags=["subscriptions"],
-        response_class=FhirResponse,
-        summary="Backport $status: the current SubscriptionStatus",
-    )
-    def subscription_status(
-        subscription_id: str, principal: Principal = Depends(current_principal)
-    ) -> FhirResponse:
-        with uow_factory() as uow:
-            row = _own_subscription(uow, principal, subscription_id, "subscription.status")
-            return FhirResponse(fhir.status_bundle(row))
+@router.get("/fhir/Subscription/{subscription_id}", tags=["subscriptions"], response_class=FhirResponse)
+def read_subscription(subscription_id: str, caller: Caller, bus: Bus) -> FhirResponse:
+    row = views.subscription(bus.uow(), caller.organisation_id, subscription_id)
+    if row is None:
+        raise bus.missing(caller, "subscription.read", f"Subscription/{subscription_id}")
+    return FhirResponse(fhir.subscription_resource(row))
 
-    @router.get(
-        "/fhir/Subscription/{subscription_id}/$events",
-        tags=["subscriptions"],
-        response_class=FhirResponse,
-        summary="Backport $events: replay events by number (inclusive)",
-    )
-    def subscription_events(
-        subscription_id: str,
-        events_since: int | None = Query(default=None, alias="eventsSinceNumber", ge=1),
-        events_until: int | None = Query(default=None, alias="eventsUntilNumber", ge=1),
-        content: str | None = Query(default=None),
-        principal: Principal = Depends(current_principal),
-    ) -> FhirResponse:
-        if content is not None and content not in CONTENT_TYPES:
-            raise BadRequest(f"content must be one of {sorted(CONTENT_TYPES)}", expression=["content"])
-        with uow_factory() as uow:
-            row = _own_subscription(uow, principal, subscription_id, "subscription.events")
-            until = min(events_until or row.events_since_start, row.events_since_start)
-            since = events_since or max(1, until - MAX_EVENTS_PER_QUERY + 1)
-            if events_since and events_until and events_until < events_since:
-                raise BadRequest(
-                    "eventsUntilNumber is before eventsSinceNumber", expression=["eventsUntilNumber"]
-                )
-            until = min(until, since + MAX_EVENTS_PER_QUERY - 1)
-            events = handlers.events_view(uow, row, since, until)
-            return FhirResponse(fhir.notification_bundle(row, "query-event", events, content))
 
-    return router
+@router.delete(
+    "/fhir/Subscription/{subscription_id}",
+    tags=["subscriptions"],
+    status_code=204,
+    summary="Turn a Subscription off; its pending deliveries are cancelled",
+)
+def delete_subscription(subscription_id: str, caller: Caller, bus: Bus) -> Response:
+    bus.handle(commands.DeleteSubscription(caller, subscription_id))
+    return Response(status_code=204)
+
+
+@router.get(
+    "/fhir/Subscription/{subscription_id}/$status",
+    tags=["subscriptions"],
+    response_class=FhirResponse,
+    summary="Backport $status: the current SubscriptionStatus",
+)
+def subscription_status(subscription_id: str, caller: Caller, bus: Bus) -> FhirResponse:
+    row = views.subscription(bus.uow(), caller.organisation_id, subscription_id)
+    if row is None:
+        raise bus.missing(caller, "subscription.status", f"Subscription/{subscription_id}")
+    return FhirResponse(fhir.status_bundle(row))
+
+
+@router.get(
+    "/fhir/Subscription/{subscription_id}/$events",
+    tags=["subscriptions"],
+    response_class=FhirResponse,
+    summary="Backport $events: replay events by number (inclusive)",
+)
+def subscription_events(
+    subscription_id: str,
+    caller: Caller,
+    bus: Bus,
+    events_since: Annotated[int | None, Query(alias="eventsSinceNumber", ge=1)] = None,
+    events_until: Annotated[int | None, Query(alias="eventsUntilNumber", ge=1)] = None,
+    content: Annotated[str | None, Query()] = None,
+) -> FhirResponse:
+    if content is not None and content not in CONTENT_TYPES:
+        raise BadRequest(f"content must be one of {sorted(CONTENT_TYPES)}", expression=["content"])
+    page = views.subscription_events(bus.uow(), caller.organisation_id, subscription_id, events_since, events_until)
+    if page is None:
+        raise bus.missing(caller, "subscription.events", f"Subscription/{subscription_id}")
+    return FhirResponse(fhir.notification_bundle(page.subscription, "query-event", page.events, content))

@@ -1,32 +1,27 @@
-"""Bus consumers: parse a `relais.notify.*` envelope, hand it to the handler inside `handle_once`."""
+"""Bus consumers: parse a `relais.notify.*` envelope, hand a StoreNotification to the message bus."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 
-from services.notifications.domain import NOTIFY_TOPICS, InvalidNotification, parse_notification
-from services.notifications.handlers import store_notification
-from services.notifications.uow import NotificationsUnitOfWork
+from services.notifications.commands import StoreNotification
+from services.notifications.domain import InvalidNotification, parse_notification
+from services.notifications.messagebus import MessageBus
 from shared.bus.envelope import Envelope, PoisonMessage
 from shared.bus.worker import Handler
-from shared.db.uow import handle_once
+from shared.contracts import NOTIFY_TOPICS
 
 CONSUMER = "notifications.store"
 
 
-def notification_handlers(
-    uow_factory: Callable[[], NotificationsUnitOfWork], wakeup: threading.Event
-) -> dict[str, Handler]:
+def notification_handlers(bus: MessageBus, wakeup: threading.Event) -> dict[str, Handler]:
     def for_topic(topic: str) -> Handler:
         def handle(envelope: Envelope) -> None:
             try:
                 notification = parse_notification(topic, envelope.id, envelope.time, envelope.data)
             except InvalidNotification as exc:
                 raise PoisonMessage(str(exc)) from exc
-            if handle_once(
-                uow_factory(), CONSUMER, envelope.id, lambda uow: store_notification(uow, notification)
-            ):
+            if bus.handle(StoreNotification(notification, CONSUMER)):
                 wakeup.set()  # new deliveries may be waiting
 
         return handle

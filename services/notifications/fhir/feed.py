@@ -93,7 +93,6 @@ def notification_resource(n: Any) -> dict[str, Any]:
     return to_json(Parameters.model_validate(notification_parameters(n)))
 
 
-
 def feed_bundle(
     notifications: Sequence[Any], *, cursor: int, self_url: str, next_url: str, bundle_id: str | None = None
 ) -> dict[str, Any]:
@@ -105,9 +104,7 @@ def feed_bundle(
             "type": "collection",
             "timestamp": instant(datetime.now(UTC)),
             "link": [{"relation": "self", "url": self_url}, {"relation": "next", "url": next_url}],
-            "entry": [
-                {"fullUrl": full_url(n.id), "resource": notification_parameters(n)} for n in notifications
-            ],
+            "entry": [{"fullUrl": full_url(n.id), "resource": notification_parameters(n)} for n in notifications],
         }
     )
 
@@ -121,9 +118,7 @@ def webhook_body(notification: Any) -> dict[str, Any]:
             "meta": {"tag": [{"system": CURSOR_TAG_SYSTEM, "code": str(notification.seq)}]},
             "type": "collection",
             "timestamp": instant(datetime.now(UTC)),
-            "entry": [
-                {"fullUrl": full_url(notification.id), "resource": notification_parameters(notification)}
-            ],
+            "entry": [{"fullUrl": full_url(notification.id), "resource": notification_parameters(notification)}],
         }
     )
 
@@ -159,4 +154,3 @@ def receipts_bundle(rows: Iterable[Any], self_url: str) -> dict[str, Any]:
             "entry": entries,
         }
     )
-

@@ -84,14 +84,10 @@ def parse_subscription(body: Any, environment: str, default_heartbeat: int | Non
     filters = [parse_filter(str(value)) for value in _extension_value(criteria_ext, BACKPORT_FILTER)]
     channel = resource.get("channel") or {}
     if channel.get("type") != "rest-hook":
-        raise Unprocessable(
-            "only the rest-hook channel is supported", expression=["Subscription.channel.type"]
-        )
+        raise Unprocessable("only the rest-hook channel is supported", expression=["Subscription.channel.type"])
     endpoint = check_endpoint_url(channel.get("endpoint") or "", environment, "Subscription.channel.endpoint")
     if channel.get("payload", "application/fhir+json") not in ("application/fhir+json", "application/json"):
-        raise Unprocessable(
-            "payload must be application/fhir+json", expression=["Subscription.channel.payload"]
-        )
+        raise Unprocessable("payload must be application/fhir+json", expression=["Subscription.channel.payload"])
     contents = _extension_value((channel.get("_payload") or {}).get("extension"), BACKPORT_CONTENT)
     content = str(contents[0]) if contents else "id-only"
     if content not in CONTENT_TYPES:
@@ -102,16 +98,12 @@ def parse_subscription(body: Any, environment: str, default_heartbeat: int | Non
     heartbeats = _extension_value(channel.get("extension"), BACKPORT_HEARTBEAT)
     heartbeat = int(heartbeats[0]) if heartbeats else default_heartbeat
     if heartbeat is not None and heartbeat < 1:
-        raise Unprocessable(
-            "the heartbeat period must be at least 1 second", expression=["Subscription.channel"]
-        )
+        raise Unprocessable("the heartbeat period must be at least 1 second", expression=["Subscription.channel"])
     headers = [str(h) for h in channel.get("header") or []]
     for header in headers:
         name, sep, _ = header.partition(":")
         if not sep or not name.strip() or any(c in header for c in "\r\n"):
-            raise Unprocessable(
-                "each channel header is 'Name: value'", expression=["Subscription.channel.header"]
-            )
+            raise Unprocessable("each channel header is 'Name: value'", expression=["Subscription.channel.header"])
     return SubscriptionRequest(topic, filters, endpoint, headers, content, heartbeat, resource)
 
 

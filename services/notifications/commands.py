@@ -1,0 +1,78 @@
+"""Commands the notifications entrypoints (routes, the bus consumer, the delivery worker) hand to the message bus."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from services.notifications.domain import Attempt, Claimed, Notification
+from services.notifications.fhir import SubscriptionRequest
+from shared.auth import Principal
+
+
+@dataclass(frozen=True)
+class StoreNotification:
+    """A `relais.notify.*` record: store it for its recipient once per envelope id, fan it out."""
+
+    notification: Notification
+    consumer: str
+
+
+@dataclass(frozen=True)
+class AcknowledgeNotification:
+    principal: Principal
+    notification_id: str
+
+
+@dataclass(frozen=True)
+class RegisterWebhook:
+    principal: Principal
+    url: str
+    secret: str | None
+
+
+@dataclass(frozen=True)
+class DeleteWebhook:
+    principal: Principal
+    webhook_id: str
+
+
+@dataclass(frozen=True)
+class RedeliverDelivery:
+    principal: Principal
+    delivery_id: str
+
+
+@dataclass(frozen=True)
+class CreateSubscription:
+    principal: Principal
+    request: SubscriptionRequest
+
+
+@dataclass(frozen=True)
+class DeleteSubscription:
+    principal: Principal
+    subscription_id: str
+
+
+@dataclass(frozen=True)
+class QueueHeartbeats:
+    """Queue a heartbeat for each active subscription quiet for its whole heartbeat period."""
+
+    now: datetime
+
+
+@dataclass(frozen=True)
+class ClaimDueDeliveries:
+    """Lease up to `limit` due deliveries, the head of each target's queue, skipping targets in `busy`."""
+
+    owner: str
+    limit: int
+    busy: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class RecordDeliveryAttempt:
+    owner: str
+    delivery: Claimed
+    attempt: Attempt
