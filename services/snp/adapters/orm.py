@@ -175,11 +175,16 @@ class FactRow(SQLModel, table=True):
 
 TABLES = (
     *KERNEL_TABLES,
-    ScheduleRow.__table__,
-    SlotRow.__table__,
-    RequestRow.__table__,
-    AppointmentRow.__table__,
-    CareTeamMirrorRow.__table__,
-    TerritoryMirrorRow.__table__,
-    FactRow.__table__,
+    *(
+        SQLModel.metadata.tables[model.__tablename__]
+        for model in (
+            ScheduleRow,
+            SlotRow,
+            RequestRow,
+            AppointmentRow,
+            CareTeamMirrorRow,
+            TerritoryMirrorRow,
+            FactRow,
+        )
+    ),
 )

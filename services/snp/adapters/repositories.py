@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import CursorResult, Result, func, select, update
+from sqlmodel import col
 
 from services.snp.adapters.orm import (
     AppointmentRow,
@@ -27,6 +29,11 @@ TIE_CAP = 500
 LIVE_APPOINTMENT = (AppointmentStatus.PENDING.value, AppointmentStatus.BOOKED.value)
 
 
+def _rowcount(result: Result[Any]) -> int:
+    # An UPDATE's result is a CursorResult, which alone knows how many rows matched.
+    return cast("CursorResult[Any]", result).rowcount
+
+
 def _candidate(row: SlotRow) -> SlotCandidate:
     return SlotCandidate(row.id, row.org_id, row.commune, row.start)
 
@@ -46,12 +53,12 @@ class SlotRepository(Repository):
         query = (
             select(SlotRow)
             .where(
-                SlotRow.org_id == org_id,
-                SlotRow.status == FREE,
-                SlotRow.start >= now,
-                SlotRow.start <= deadline,
+                col(SlotRow.org_id) == org_id,
+                col(SlotRow.status) == FREE,
+                col(SlotRow.start) >= now,
+                col(SlotRow.start) <= deadline,
             )
-            .order_by(SlotRow.start)
+            .order_by(col(SlotRow.start))
             .limit(limit)
         )
         return [_candidate(row) for row in self.session.execute(query).scalars()]
@@ -61,17 +68,17 @@ class SlotRepository(Repository):
     ) -> list[SlotCandidate]:
         """The head of the territory's free-slot queue (index: status, territory, start), read with LIMIT."""
         base = select(SlotRow).where(
-            SlotRow.status == FREE,
-            SlotRow.territory == territory,
-            SlotRow.start >= now,
-            SlotRow.start <= deadline,
+            col(SlotRow.status) == FREE,
+            col(SlotRow.territory) == territory,
+            col(SlotRow.start) >= now,
+            col(SlotRow.start) <= deadline,
         )
-        rows = list(self.session.execute(base.order_by(SlotRow.start).limit(limit)).scalars())
+        rows = list(self.session.execute(base.order_by(col(SlotRow.start)).limit(limit)).scalars())
         # Only the earliest start time competes on distance and load; the rest are fallbacks for lost
         # races. If the whole head shares that start, read every slot at it so the tie is broken fairly.
         if len(rows) == limit and rows[0].start == rows[-1].start:
             seen = {row.id for row in rows}
-            ties = self.session.execute(base.where(SlotRow.start == rows[0].start).limit(TIE_CAP)).scalars()
+            ties = self.session.execute(base.where(col(SlotRow.start) == rows[0].start).limit(TIE_CAP)).scalars()
             rows.extend(row for row in ties if row.id not in seen)
         return [_candidate(row) for row in rows]
 
@@ -79,16 +86,16 @@ class SlotRepository(Repository):
         """free -> busy, only if still free: of two concurrent placements exactly one sees rowcount 1."""
         result = self.session.execute(
             update(SlotRow)
-            .where(SlotRow.id == slot_id, SlotRow.status == FREE)
+            .where(col(SlotRow.id) == slot_id, col(SlotRow.status) == FREE)
             .values(status=BUSY, updated_at=now)
             .execution_options(synchronize_session=False)
         )
-        return result.rowcount == 1
+        return _rowcount(result) == 1
 
     def release(self, slot_id: str, now: datetime) -> None:
         self.session.execute(
             update(SlotRow)
-            .where(SlotRow.id == slot_id, SlotRow.status == BUSY, SlotRow.start > now)
+            .where(col(SlotRow.id) == slot_id, col(SlotRow.status) == BUSY, col(SlotRow.start) > now)
             .values(status=FREE, updated_at=now)
             .execution_options(synchronize_session=False)
         )
@@ -96,11 +103,11 @@ class SlotRepository(Repository):
     def withdraw(self, slot_id: str, org_id: str, now: datetime) -> bool:
         result = self.session.execute(
             update(SlotRow)
-            .where(SlotRow.id == slot_id, SlotRow.org_id == org_id, SlotRow.status == FREE)
+            .where(col(SlotRow.id) == slot_id, col(SlotRow.org_id) == org_id, col(SlotRow.status) == FREE)
             .values(status=WITHDRAWN, updated_at=now)
             .execution_options(synchronize_session=False)
         )
-        return result.rowcount == 1
+        return _rowcount(result) == 1
 
 
 class RequestRepository(Repository):
@@ -109,29 +116,29 @@ class RequestRepository(Repository):
 
     def by_identifier(self, sas_org_id: str, identifier: str) -> RequestRow | None:
         query = select(RequestRow).where(
-            RequestRow.sas_org_id == sas_org_id, RequestRow.identifier == identifier
+            col(RequestRow.sas_org_id) == sas_org_id, col(RequestRow.identifier) == identifier
         )
         return self.session.execute(query).scalars().first()
 
     def waiting(
         self, *, due_before: datetime | None = None, open_after: datetime | None = None, limit: int = 100
     ) -> list[RequestRow]:
-        query = select(RequestRow).where(RequestRow.state == RequestState.WAITING.value)
+        query = select(RequestRow).where(col(RequestRow.state) == RequestState.WAITING.value)
         if due_before is not None:
-            query = query.where(RequestRow.deadline_at <= due_before)
+            query = query.where(col(RequestRow.deadline_at) <= due_before)
         if open_after is not None:
-            query = query.where(RequestRow.deadline_at > open_after)
-        return list(self.session.execute(query.order_by(RequestRow.deadline_at).limit(limit)).scalars())
+            query = query.where(col(RequestRow.deadline_at) > open_after)
+        return list(self.session.execute(query.order_by(col(RequestRow.deadline_at)).limit(limit)).scalars())
 
     def move(self, request_id: str, source: RequestState, target: RequestState, **values: object) -> bool:
         """Conditional state change: the claim that makes expiry (and placement) happen once."""
         result = self.session.execute(
             update(RequestRow)
-            .where(RequestRow.id == request_id, RequestRow.state == source.value)
+            .where(col(RequestRow.id) == request_id, col(RequestRow.state) == source.value)
             .values(state=target.value, **values)
             .execution_options(synchronize_session=False)
         )
-        return result.rowcount == 1
+        return _rowcount(result) == 1
 
 
 class AppointmentRepository(Repository):
@@ -141,8 +148,8 @@ class AppointmentRepository(Repository):
     def for_request(self, request_id: str) -> AppointmentRow | None:
         query = (
             select(AppointmentRow)
-            .where(AppointmentRow.request_id == request_id)
-            .order_by(AppointmentRow.created_at.desc())
+            .where(col(AppointmentRow.request_id) == request_id)
+            .order_by(col(AppointmentRow.created_at).desc())
         )
         return self.session.execute(query).scalars().first()
 
@@ -152,9 +159,9 @@ class AppointmentRepository(Repository):
         if not ids:
             return {}
         query = (
-            select(AppointmentRow.org_id, func.count())
-            .where(AppointmentRow.org_id.in_(ids), AppointmentRow.status.in_(LIVE_APPOINTMENT))
-            .group_by(AppointmentRow.org_id)
+            select(col(AppointmentRow.org_id), func.count())
+            .where(col(AppointmentRow.org_id).in_(ids), col(AppointmentRow.status).in_(LIVE_APPOINTMENT))
+            .group_by(col(AppointmentRow.org_id))
         )
         return {org: count for org, count in self.session.execute(query).all()}
 
@@ -167,7 +174,7 @@ class MirrorRepository(Repository):
         return self.session.get(TerritoryMirrorRow, postal_code)
 
     def postal_codes_of_cpts(self, cpts_org_id: str) -> set[str]:
-        query = select(TerritoryMirrorRow.postal_code).where(TerritoryMirrorRow.cpts_org_id == cpts_org_id)
+        query = select(col(TerritoryMirrorRow.postal_code)).where(col(TerritoryMirrorRow.cpts_org_id) == cpts_org_id)
         return set(self.session.execute(query).scalars())
 
 
@@ -177,6 +184,6 @@ class FactRepository(Repository):
 
     def in_period(self, territory: str, start: datetime, end: datetime) -> list[FactRow]:
         query = select(FactRow).where(
-            FactRow.territory == territory, FactRow.requested_at >= start, FactRow.requested_at < end
+            col(FactRow.territory) == territory, col(FactRow.requested_at) >= start, col(FactRow.requested_at) < end
         )
-        return list(self.session.execute(query.order_by(FactRow.requested_at)).scalars())
+        return list(self.session.execute(query.order_by(col(FactRow.requested_at))).scalars())
