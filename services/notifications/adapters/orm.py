@@ -128,9 +128,8 @@ class DeliveryRow(SQLModel, table=True):
 
 TABLES = (
     *KERNEL_TABLES,
-    NotificationRow.__table__,
-    WebhookRow.__table__,
-    SubscriptionRow.__table__,
-    SubscriptionEventRow.__table__,
-    DeliveryRow.__table__,
+    *(
+        SQLModel.metadata.tables[model.__tablename__]
+        for model in (NotificationRow, WebhookRow, SubscriptionRow, SubscriptionEventRow, DeliveryRow)
+    ),
 )

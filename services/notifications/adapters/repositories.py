@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any, cast
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import CursorResult, and_, func, select, update
+from sqlmodel import col
 
 from services.notifications.adapters.orm import (
     DeliveryRow,
@@ -19,20 +21,20 @@ from shared.db.repository import Repository
 
 class NotificationRepository(Repository):
     def exists(self, notification_id: str) -> bool:
-        query = select(NotificationRow.seq).where(NotificationRow.id == notification_id)
+        query = select(col(NotificationRow.seq)).where(col(NotificationRow.id) == notification_id)
         return self.session.execute(query).first() is not None
 
     def get_for(self, org_id: str, notification_id: str) -> NotificationRow | None:
         query = select(NotificationRow).where(
-            NotificationRow.id == notification_id, NotificationRow.recipient_org_id == org_id
+            col(NotificationRow.id) == notification_id, col(NotificationRow.recipient_org_id) == org_id
         )
         return self.session.execute(query).scalars().first()
 
     def feed(self, org_id: str, after: int, limit: int) -> list[NotificationRow]:
         query = (
             select(NotificationRow)
-            .where(NotificationRow.recipient_org_id == org_id, NotificationRow.seq > after)
-            .order_by(NotificationRow.seq)
+            .where(col(NotificationRow.recipient_org_id) == org_id, col(NotificationRow.seq) > after)
+            .order_by(col(NotificationRow.seq))
             .limit(limit)
         )
         return list(self.session.execute(query).scalars())
@@ -40,14 +42,14 @@ class NotificationRepository(Repository):
     def by_ids(self, ids: list[str]) -> dict[str, NotificationRow]:
         if not ids:
             return {}
-        query = select(NotificationRow).where(NotificationRow.id.in_(ids))
+        query = select(NotificationRow).where(col(NotificationRow.id).in_(ids))
         return {row.id: row for row in self.session.execute(query).scalars()}
 
     def read_receipts_for_sender(self, sender_org_id: str, limit: int) -> list[NotificationRow]:
         query = (
             select(NotificationRow)
-            .where(NotificationRow.sender_org_id == sender_org_id, NotificationRow.read_at.is_not(None))
-            .order_by(NotificationRow.read_at.desc(), NotificationRow.seq.desc())
+            .where(col(NotificationRow.sender_org_id) == sender_org_id, col(NotificationRow.read_at).is_not(None))
+            .order_by(col(NotificationRow.read_at).desc(), col(NotificationRow.seq).desc())
             .limit(limit)
         )
         return list(self.session.execute(query).scalars())
@@ -56,7 +58,7 @@ class NotificationRepository(Repository):
 class WebhookRepository(Repository):
     def get_for(self, org_id: str, webhook_id: str) -> WebhookRow | None:
         query = select(WebhookRow).where(
-            WebhookRow.id == webhook_id, WebhookRow.org_id == org_id, WebhookRow.active.is_(True)
+            col(WebhookRow.id) == webhook_id, col(WebhookRow.org_id) == org_id, col(WebhookRow.active).is_(True)
         )
         return self.session.execute(query).scalars().first()
 
@@ -66,8 +68,8 @@ class WebhookRepository(Repository):
     def active_for(self, org_id: str) -> list[WebhookRow]:
         query = (
             select(WebhookRow)
-            .where(WebhookRow.org_id == org_id, WebhookRow.active.is_(True))
-            .order_by(WebhookRow.created_at, WebhookRow.id)
+            .where(col(WebhookRow.org_id) == org_id, col(WebhookRow.active).is_(True))
+            .order_by(col(WebhookRow.created_at), col(WebhookRow.id))
         )
         return list(self.session.execute(query).scalars())
 
@@ -76,24 +78,30 @@ class SubscriptionRepository(Repository):
     LIVE = ("requested", "active", "error")
 
     def get_for(self, org_id: str, subscription_id: str) -> SubscriptionRow | None:
-        query = select(SubscriptionRow).where(SubscriptionRow.id == subscription_id, SubscriptionRow.org_id == org_id)
+        query = select(SubscriptionRow).where(
+            col(SubscriptionRow.id) == subscription_id, col(SubscriptionRow.org_id) == org_id
+        )
         return self.session.execute(query).scalars().first()
 
     def get(self, subscription_id: str, *, lock: bool = False) -> SubscriptionRow | None:
-        query = select(SubscriptionRow).where(SubscriptionRow.id == subscription_id)
+        query = select(SubscriptionRow).where(col(SubscriptionRow.id) == subscription_id)
         if lock and is_postgres(self.session.get_bind()):
             query = query.with_for_update()
         return self.session.execute(query).scalars().first()
 
     def list_for(self, org_id: str) -> list[SubscriptionRow]:
-        query = select(SubscriptionRow).where(SubscriptionRow.org_id == org_id).order_by(SubscriptionRow.created_at)
+        query = (
+            select(SubscriptionRow)
+            .where(col(SubscriptionRow.org_id) == org_id)
+            .order_by(col(SubscriptionRow.created_at))
+        )
         return list(self.session.execute(query).scalars())
 
     def live_for(self, org_id: str, *, lock: bool = False) -> list[SubscriptionRow]:
         query = (
             select(SubscriptionRow)
-            .where(SubscriptionRow.org_id == org_id, SubscriptionRow.status.in_(self.LIVE))
-            .order_by(SubscriptionRow.created_at, SubscriptionRow.id)
+            .where(col(SubscriptionRow.org_id) == org_id, col(SubscriptionRow.status).in_(self.LIVE))
+            .order_by(col(SubscriptionRow.created_at), col(SubscriptionRow.id))
         )
         if lock and is_postgres(self.session.get_bind()):
             # Event numbers are a per-subscription counter: serialise writers of the same subscription.
@@ -102,7 +110,7 @@ class SubscriptionRepository(Repository):
 
     def heartbeat_due(self, now: datetime) -> list[SubscriptionRow]:
         query = select(SubscriptionRow).where(
-            SubscriptionRow.status == "active", SubscriptionRow.heartbeat_seconds.is_not(None)
+            col(SubscriptionRow.status) == "active", col(SubscriptionRow.heartbeat_seconds).is_not(None)
         )
         rows = list(self.session.execute(query).scalars())
         return [
@@ -114,68 +122,70 @@ class SubscriptionRepository(Repository):
     def claim_heartbeat(self, subscription_id: str, seen_last_sent: datetime | None, now: datetime) -> bool:
         """Move last_sent_at forward only if nobody else did: one heartbeat per period across instances."""
         condition = (
-            SubscriptionRow.last_sent_at.is_(None)
+            col(SubscriptionRow.last_sent_at).is_(None)
             if seen_last_sent is None
-            else SubscriptionRow.last_sent_at == seen_last_sent
+            else col(SubscriptionRow.last_sent_at) == seen_last_sent
         )
         result = self.session.execute(
-            update(SubscriptionRow).where(SubscriptionRow.id == subscription_id, condition).values(last_sent_at=now)
+            update(SubscriptionRow)
+            .where(col(SubscriptionRow.id) == subscription_id, condition)
+            .values(last_sent_at=now)
         )
-        return result.rowcount == 1
+        return cast(CursorResult[Any], result).rowcount == 1
 
     def events(self, subscription_id: str, since: int, until: int) -> list[SubscriptionEventRow]:
         query = (
             select(SubscriptionEventRow)
             .where(
-                SubscriptionEventRow.subscription_id == subscription_id,
-                SubscriptionEventRow.event_number >= since,
-                SubscriptionEventRow.event_number <= until,
+                col(SubscriptionEventRow.subscription_id) == subscription_id,
+                col(SubscriptionEventRow.event_number) >= since,
+                col(SubscriptionEventRow.event_number) <= until,
             )
-            .order_by(SubscriptionEventRow.event_number)
+            .order_by(col(SubscriptionEventRow.event_number))
         )
         return list(self.session.execute(query).scalars())
 
 
 class DeliveryRepository(Repository):
     def get_for(self, org_id: str, delivery_id: str) -> DeliveryRow | None:
-        query = select(DeliveryRow).where(DeliveryRow.id == delivery_id, DeliveryRow.org_id == org_id)
+        query = select(DeliveryRow).where(col(DeliveryRow.id) == delivery_id, col(DeliveryRow.org_id) == org_id)
         return self.session.execute(query).scalars().first()
 
     def get(self, delivery_id: str) -> DeliveryRow | None:
-        query = select(DeliveryRow).where(DeliveryRow.id == delivery_id)
+        query = select(DeliveryRow).where(col(DeliveryRow.id) == delivery_id)
         return self.session.execute(query).scalars().first()
 
     def list_for(self, org_id: str, state: str | None, target_id: str | None, limit: int) -> list[DeliveryRow]:
-        query = select(DeliveryRow).where(DeliveryRow.org_id == org_id)
+        query = select(DeliveryRow).where(col(DeliveryRow.org_id) == org_id)
         if state:
-            query = query.where(DeliveryRow.state == state)
+            query = query.where(col(DeliveryRow.state) == state)
         if target_id:
-            query = query.where(DeliveryRow.target_id == target_id)
-        return list(self.session.execute(query.order_by(DeliveryRow.seq.desc()).limit(limit)).scalars())
+            query = query.where(col(DeliveryRow.target_id) == target_id)
+        return list(self.session.execute(query.order_by(col(DeliveryRow.seq).desc()).limit(limit)).scalars())
 
     def cancel_pending(self, target_id: str) -> None:
         self.session.execute(
             update(DeliveryRow)
-            .where(DeliveryRow.target_id == target_id, DeliveryRow.state == "pending")
+            .where(col(DeliveryRow.target_id) == target_id, col(DeliveryRow.state) == "pending")
             .values(state="cancelled", lease_owner=None, lease_until=None)
         )
 
     def due_heads(self, now: datetime, limit: int, exclude_targets: set[str]) -> list[DeliveryRow]:
         """The oldest pending delivery of each target, when it is due and not leased: per-target order."""
         heads = (
-            select(DeliveryRow.target_id, func.min(DeliveryRow.seq).label("seq"))
-            .where(DeliveryRow.state == "pending")
-            .group_by(DeliveryRow.target_id)
+            select(col(DeliveryRow.target_id), func.min(col(DeliveryRow.seq)).label("seq"))
+            .where(col(DeliveryRow.state) == "pending")
+            .group_by(col(DeliveryRow.target_id))
             .subquery()
         )
         query = (
             select(DeliveryRow)
-            .join(heads, and_(DeliveryRow.seq == heads.c.seq))
+            .join(heads, and_(col(DeliveryRow.seq) == heads.c.seq))
             .where(
-                DeliveryRow.next_attempt_at <= now,
-                (DeliveryRow.lease_until.is_(None)) | (DeliveryRow.lease_until < now),
+                col(DeliveryRow.next_attempt_at) <= now,
+                (col(DeliveryRow.lease_until).is_(None)) | (col(DeliveryRow.lease_until) < now),
             )
-            .order_by(DeliveryRow.next_attempt_at, DeliveryRow.seq)
+            .order_by(col(DeliveryRow.next_attempt_at), col(DeliveryRow.seq))
             .limit(limit + len(exclude_targets))
         )
         rows = [row for row in self.session.execute(query).scalars() if row.target_id not in exclude_targets]
@@ -186,24 +196,24 @@ class DeliveryRepository(Repository):
         result = self.session.execute(
             update(DeliveryRow)
             .where(
-                DeliveryRow.seq == seq,
-                DeliveryRow.state == "pending",
-                (DeliveryRow.lease_until.is_(None)) | (DeliveryRow.lease_until < now),
+                col(DeliveryRow.seq) == seq,
+                col(DeliveryRow.state) == "pending",
+                (col(DeliveryRow.lease_until).is_(None)) | (col(DeliveryRow.lease_until) < now),
             )
             .values(lease_owner=owner, lease_until=lease_until)
         )
-        return result.rowcount == 1
+        return cast(CursorResult[Any], result).rowcount == 1
 
     def leased(self, seq: int, owner: str) -> DeliveryRow | None:
         query = select(DeliveryRow).where(
-            DeliveryRow.seq == seq, DeliveryRow.lease_owner == owner, DeliveryRow.state == "pending"
+            col(DeliveryRow.seq) == seq, col(DeliveryRow.lease_owner) == owner, col(DeliveryRow.state) == "pending"
         )
         if is_postgres(self.session.get_bind()):
             query = query.with_for_update()
         return self.session.execute(query).scalars().first()
 
     def next_due_at(self) -> datetime | None:
-        query = select(func.min(DeliveryRow.next_attempt_at)).where(DeliveryRow.state == "pending")
+        query = select(func.min(col(DeliveryRow.next_attempt_at))).where(col(DeliveryRow.state) == "pending")
         return self.session.execute(query).scalar()
 
 
