@@ -4,17 +4,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import cast
 
+from services.discharge.deps import Clock, Deps
 from services.discharge.domain import Policy
-from services.discharge.entrypoints.api import ApiDeps, build_router
+from services.discharge.entrypoints.api import router
 from services.discharge.entrypoints.consumers import careteam_handlers
 from services.discharge.entrypoints.timers import TimerWorker
-from services.discharge.handlers import Clock
+from services.discharge.messagebus import MessageBus
 from services.discharge.uow import DischargeUnitOfWork
 from shared.auth import Directory
 from shared.bus.base import Bus
 from shared.bus.worker import ConsumerLoop
-from shared.runtime import build_runtime
+from shared.identifiers import patient_key
+from shared.runtime import Runtime, build_runtime
 from shared.service import Service, service_app
 from shared.settings import DischargeSettings
 
@@ -38,13 +42,18 @@ def system_clock() -> datetime:
 
 @dataclass
 class DischargeService(Service):
+    bus: MessageBus | None = None
     clock: Clock = system_clock
     policy: Policy = field(default_factory=Policy)
     timers: TimerWorker | None = None
     careteam_consumer: ConsumerLoop | None = None
 
     def unit_of_work(self) -> DischargeUnitOfWork:
-        return self.runtime.unit_of_work(DischargeUnitOfWork)  # type: ignore[return-value]
+        return _unit_of_work(self.runtime)
+
+
+def _unit_of_work(runtime: Runtime) -> DischargeUnitOfWork:
+    return cast(DischargeUnitOfWork, runtime.unit_of_work(DischargeUnitOfWork))
 
 
 def bootstrap(
@@ -56,20 +65,20 @@ def bootstrap(
     clock: Clock | None = None,
 ) -> DischargeService:
     settings = settings or DischargeSettings()
-    clock = clock or system_clock
     runtime = build_runtime(NAME, settings, bus=bus, directory=directory, run_workers=run_workers)
-    policy = Policy(
-        handoff_expiry=timedelta(hours=settings.handoff_expiry_hours),
-        followup_grace=timedelta(hours=settings.followup_grace_hours),
+    deps = Deps(
+        clock=clock or system_clock,
+        policy=Policy(
+            handoff_expiry=timedelta(hours=settings.handoff_expiry_hours),
+            followup_grace=timedelta(hours=settings.followup_grace_hours),
+        ),
+        pseudonymise=partial(_pseudonymise, settings.secret_key),
+        settings=settings,
     )
-
-    def unit_of_work() -> DischargeUnitOfWork:
-        return runtime.unit_of_work(DischargeUnitOfWork)  # type: ignore[return-value]
-
-    consumer = runtime.add_consumer(careteam_handlers(unit_of_work, clock))
-    timers = TimerWorker(unit_of_work, clock=clock, policy=policy, interval=settings.timer_interval_seconds)
+    messagebus = MessageBus(partial(_unit_of_work, runtime), deps)
+    consumer = runtime.add_consumer(careteam_handlers(messagebus))
+    timers = TimerWorker(messagebus, interval=settings.timer_interval_seconds)
     runtime.extra_workers.append(timers.run)
-    router = build_router(ApiDeps(unit_of_work, clock, policy, settings.secret_key, settings.max_body_bytes))
     app = service_app(
         runtime,
         title="Relais discharge",
@@ -81,6 +90,17 @@ def bootstrap(
         resources=RESOURCES,
         messaging=True,
     )
+    app.state.messagebus = messagebus
     return DischargeService(
-        runtime, app, clock=clock, policy=policy, timers=timers, careteam_consumer=consumer
+        runtime,
+        app,
+        bus=messagebus,
+        clock=deps.clock,
+        policy=deps.policy,
+        timers=timers,
+        careteam_consumer=consumer,
     )
+
+
+def _pseudonymise(secret: str, system: str, value: str) -> str:
+    return patient_key(system, value, secret)

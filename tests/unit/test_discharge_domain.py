@@ -6,18 +6,19 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.discharge import domain
+from services.discharge import commands, domain
+from services.discharge.commands import command_for
 from services.discharge.domain import (
     HandoffStatus,
     MirrorState,
     TerritoryState,
-    command_for,
     complexity,
     criteria_from_condition,
     is_readmission,
     next_handoff_status,
     patient_context,
 )
+from shared import contracts
 from shared.errors import Conflict, Forbidden, Unprocessable
 from shared.events import EventType, Role
 from shared.routing import Detail, Recipient, route
@@ -31,9 +32,9 @@ def test_admission_events_are_refused_naming_the_admissions_endpoint():
 
 
 def test_discharge_events_map_to_their_commands():
-    assert command_for(EventType.DISCHARGE_RECORDED) is domain.RecordDischarge
-    assert command_for(EventType.DISCHARGE_CORRECTED) is domain.ReviseDischarge
-    assert command_for(EventType.DISCHARGE_CANCELLED) is domain.CancelDischarge
+    assert command_for(EventType.DISCHARGE_RECORDED) is commands.RecordDischarge
+    assert command_for(EventType.DISCHARGE_CORRECTED) is commands.ReviseDischarge
+    assert command_for(EventType.DISCHARGE_CANCELLED) is commands.CancelDischarge
 
 
 @pytest.mark.parametrize(
@@ -119,9 +120,9 @@ def test_follow_up_escalation_levels_follow_the_routing_table():
 
 def test_notification_ids_differ_by_event_and_repeat_for_the_same_inputs():
     r = Recipient(Role.TEAM, "t", Detail.FULL, "relais.notify.team", "x")
-    a = domain.notification_id("m", r, EventType.DISCHARGE_RECORDED)
-    assert a == domain.notification_id("m", r, EventType.DISCHARGE_RECORDED)
-    assert a != domain.notification_id("m", r, EventType.HANDOFF_PROPOSED)
+    a = contracts.notification_id("m", r, EventType.DISCHARGE_RECORDED)
+    assert a == contracts.notification_id("m", r, EventType.DISCHARGE_RECORDED)
+    assert a != contracts.notification_id("m", r, EventType.HANDOFF_PROPOSED)
 
 
 def test_a_hospital_may_only_speak_for_its_own_finess():

@@ -12,10 +12,10 @@ from sqlalchemy import select
 
 from services.discharge.adapters.orm import DischargeRow, TimerRow
 from services.discharge.bootstrap import DischargeService, bootstrap
-from services.discharge.domain import notification_id
 from shared.auth import Directory
 from shared.bus.embedded import EmbeddedBus
 from shared.bus.envelope import Envelope
+from shared.contracts import notification_id
 from shared.db.tables import OutboxMessage
 from shared.events import RELAIS_EVENT_SYSTEM, TOPIC_CARETEAM, TOPIC_DISCHARGE, EventType, Role
 from shared.identifiers import INS_NIR_TEST, make_finess, patient_key
@@ -57,9 +57,7 @@ class Harness:
             "/discharge/fhir/$process-message", content=f.body(bundle), headers={**FHIR, **self.auth(org)}
         )
 
-    def careteam(
-        self, *, team: str | None = TEAM, status: str = "active", nir: str = f.DEFAULT_NIR, **extra
-    ) -> None:
+    def careteam(self, *, team: str | None = TEAM, status: str = "active", nir: str = f.DEFAULT_NIR, **extra) -> None:
         data = {
             "patient_key": self.key(nir),
             "careteam_id": "ct-1" if team else None,
@@ -76,9 +74,7 @@ class Harness:
             "postal_code": "75014",
             **extra,
         }
-        self.deliver(
-            Envelope(type="careteam.changed", key=data["patient_key"], data=data, source="admissions")
-        )
+        self.deliver(Envelope(type="careteam.changed", key=data["patient_key"], data=data, source="admissions"))
 
     def territory(self, postal_code: str = "75014", cpts: str | None = CPTS, dac: str | None = DAC) -> None:
         data = {"postal_code": postal_code, "cpts_org_id": cpts, "dac_org_id": dac}
@@ -169,7 +165,9 @@ def test_notification_ids_are_deterministic_per_message_recipient_role_and_event
     recipient = Recipient(Role.TEAM, TEAM, Detail.FULL, "relais.notify.team", "x")
     assert message["id"] == notification_id("m-det", recipient, EventType.DISCHARGE_RECORDED)
     assert message["key"] == TEAM and message["topic"] == "relais.notify.team"
+    # The kernel's versioned contract (shared/contracts.py): "v" is its version.
     assert set(message["data"]) == {
+        "v",
         "recipient",
         "role",
         "detail",
@@ -271,9 +269,7 @@ def test_readmission_within_30_days_is_flagged_and_makes_the_case_complex(harnes
     harness.territory()
     harness.careteam()
     harness.post_message(f.full_discharge_message(nda="NDA-1"))
-    again = f.full_discharge_message(
-        nda="NDA-2", start="2024-05-20T09:00:00+02:00", end="2024-05-25T11:00:00+02:00"
-    )
+    again = f.full_discharge_message(nda="NDA-2", start="2024-05-20T09:00:00+02:00", end="2024-05-25T11:00:00+02:00")
     harness.clock.now = datetime.fromisoformat("2024-05-25T12:00:00+02:00")
     response = harness.post_message(again)
     assert "readmission within 30 days" in json.dumps(response.json())
@@ -294,8 +290,7 @@ def test_no_care_plan_means_the_default_gp_visit_within_seven_days(harness):
     [item] = [
         e["resource"]
         for e in response.json()["entry"]
-        if e["resource"]["resourceType"] == "Task"
-        and e["resource"]["code"]["coding"][0]["code"] == "gp-visit"
+        if e["resource"]["resourceType"] == "Task" and e["resource"]["code"]["coding"][0]["code"] == "gp-visit"
     ]
     assert item["restriction"]["period"]["end"] == "2024-05-16T09:00:00Z"
 
@@ -341,28 +336,15 @@ def test_team_accepts_and_the_hospital_reads_accepted(harness):
 def test_strangers_cannot_see_or_act_on_a_task(harness):
     harness.careteam()
     task_id = _handoff(harness)
+    assert harness.client.get(f"/discharge/fhir/Task/{task_id}", headers=harness.auth(OTHER_TEAM)).status_code == 404
+    assert harness.client.get(f"/discharge/fhir/Task/{task_id}", headers=harness.auth(CPTS)).status_code == 404
+    assert harness.client.get(f"/discharge/fhir/Task/{task_id}", headers=harness.auth(OTHER_FINESS)).status_code == 404
     assert (
-        harness.client.get(f"/discharge/fhir/Task/{task_id}", headers=harness.auth(OTHER_TEAM)).status_code
+        harness.client.post(f"/discharge/fhir/Task/{task_id}/$accept", headers=harness.auth(OTHER_TEAM)).status_code
         == 404
     )
     assert (
-        harness.client.get(f"/discharge/fhir/Task/{task_id}", headers=harness.auth(CPTS)).status_code == 404
-    )
-    assert (
-        harness.client.get(f"/discharge/fhir/Task/{task_id}", headers=harness.auth(OTHER_FINESS)).status_code
-        == 404
-    )
-    assert (
-        harness.client.post(
-            f"/discharge/fhir/Task/{task_id}/$accept", headers=harness.auth(OTHER_TEAM)
-        ).status_code
-        == 404
-    )
-    assert (
-        harness.client.post(
-            f"/discharge/fhir/Task/{task_id}/$accept", headers=harness.auth(FINESS)
-        ).status_code
-        == 403
+        harness.client.post(f"/discharge/fhir/Task/{task_id}/$accept", headers=harness.auth(FINESS)).status_code == 403
     )
 
 

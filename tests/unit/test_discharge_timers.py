@@ -61,9 +61,7 @@ def test_follow_up_done_in_time_is_never_escalated(harness):
     tasks = _discharge(harness)
     harness.client.post(f"/discharge/fhir/Task/{tasks['handoff'][0]}/$accept", headers=harness.auth(TEAM))
     harness.clock.advance(days=5)
-    done = harness.client.post(
-        f"/discharge/fhir/Task/{tasks['gp-visit'][0]}/$complete", headers=harness.auth(TEAM)
-    )
+    done = harness.client.post(f"/discharge/fhir/Task/{tasks['gp-visit'][0]}/$complete", headers=harness.auth(TEAM))
     assert done.status_code == 200 and done.json()["status"] == "completed"
     harness.clock.advance(days=30)
     harness.fire()
@@ -125,12 +123,7 @@ def test_two_workers_racing_fire_each_timer_exactly_once(harness):
         harness.careteam()
         assert harness.post_message(f.full_discharge_message(plan=PLAN, nda=f"NDA-{n}")).status_code == 200
     harness.clock.now = DISCHARGED_AT + timedelta(days=30)
-    workers = [
-        TimerWorker(
-            harness.service.unit_of_work, clock=harness.clock, policy=harness.service.policy, name=f"w{i}"
-        )
-        for i in range(2)
-    ]
+    workers = [TimerWorker(harness.service.bus, name=f"w{i}") for i in range(2)]
     counts: list[int] = []
     barrier = threading.Barrier(2)
 

@@ -28,6 +28,13 @@ class DischargeRepository(Repository):
     def get(self, discharge_id: str) -> DischargeRow | None:
         return self.session.get(DischargeRow, discharge_id)
 
+    def require(self, discharge_id: str) -> DischargeRow:
+        """The discharge a handoff or follow-up item belongs to; its absence is broken data, not a 404."""
+        row = self.get(discharge_id)
+        if row is None:
+            raise LookupError(f"discharge {discharge_id} is missing")
+        return row
+
     def by_encounter(self, hospital_org_id: str, encounter_key: str) -> DischargeRow | None:
         query = select(DischargeRow).where(
             DischargeRow.hospital_org_id == hospital_org_id, DischargeRow.encounter_key == encounter_key
@@ -52,11 +59,7 @@ class HandoffRepository(Repository):
         return self.session.execute(query).scalars().first()
 
     def for_discharge(self, discharge_id: str) -> list[HandoffRow]:
-        query = (
-            select(HandoffRow)
-            .where(HandoffRow.discharge_id == discharge_id)
-            .order_by(HandoffRow.requested_at)
-        )
+        query = select(HandoffRow).where(HandoffRow.discharge_id == discharge_id).order_by(HandoffRow.requested_at)
         return list(self.session.execute(query).scalars())
 
 
@@ -68,9 +71,7 @@ class FollowupRepository(Repository):
         return self.session.execute(query).scalars().first()
 
     def for_discharge(self, discharge_id: str) -> list[FollowupRow]:
-        query = (
-            select(FollowupRow).where(FollowupRow.discharge_id == discharge_id).order_by(FollowupRow.due_at)
-        )
+        query = select(FollowupRow).where(FollowupRow.discharge_id == discharge_id).order_by(FollowupRow.due_at)
         return list(self.session.execute(query).scalars())
 
 

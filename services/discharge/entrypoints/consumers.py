@@ -1,41 +1,31 @@
-"""Consumers of the discharge service: the care-team mirror from `relais.careteam`."""
+"""Consumers of the discharge service: the registry mirror from `relais.careteam`, through the message bus."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
-from services.discharge import handlers
-from services.discharge.domain import MirrorCareTeam, MirrorTerritory
-from services.discharge.uow import DischargeUnitOfWork
+from services.discharge.commands import MirrorCareTeam, MirrorTerritory
+from services.discharge.messagebus import MessageBus
 from shared.bus.envelope import Envelope, PoisonMessage
 from shared.bus.worker import Handler
-from shared.db.uow import handle_once
+from shared.contracts import CareTeamChanged, parse_registry_change
 from shared.events import TOPIC_CARETEAM
 
 log = logging.getLogger(__name__)
 
-CONSUMER = "discharge.careteam"
-CARETEAM_CHANGED = "careteam.changed"
-TERRITORY_CHANGED = "territory.changed"
 
-
-def careteam_handlers(
-    unit_of_work: Callable[[], DischargeUnitOfWork], clock: handlers.Clock
-) -> dict[str, Handler]:
-    def on_careteam(envelope: Envelope) -> None:
-        if envelope.type == CARETEAM_CHANGED:
-            cmd = MirrorCareTeam(envelope.id, envelope.time, envelope.data)
-            handle = lambda uow: handlers.mirror_careteam(uow, cmd, clock=clock)  # noqa: E731
-        elif envelope.type == TERRITORY_CHANGED:
-            cmd_t = MirrorTerritory(envelope.id, envelope.data)
-            handle = lambda uow: handlers.mirror_territory(uow, cmd_t, clock=clock)  # noqa: E731
-        else:
-            log.debug("ignoring %s on %s", envelope.type, TOPIC_CARETEAM)
-            return
+def careteam_handlers(bus: MessageBus) -> dict[str, Handler]:
+    def on_registry(envelope: Envelope) -> None:
         try:
-            handle_once(unit_of_work(), CONSUMER, envelope.id, handle)
-        except ValueError as exc:
+            change = parse_registry_change(envelope.type, envelope.data)
+            if change is None:
+                log.debug("ignoring %s on %s", envelope.type, TOPIC_CARETEAM)
+                return
+            if isinstance(change, CareTeamChanged):
+                bus.handle(MirrorCareTeam(envelope.id, envelope.time, change))
+            else:
+                bus.handle(MirrorTerritory(envelope.id, change))
+        except ValueError as exc:  # a broken contract (InvalidContract) no retry will fix
             raise PoisonMessage(str(exc)) from exc
 
-    return {TOPIC_CARETEAM: on_careteam}
+    return {TOPIC_CARETEAM: on_registry}

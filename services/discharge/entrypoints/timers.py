@@ -1,4 +1,4 @@
-"""The background worker that fires due deadlines (handoff expiry, missed follow-ups) from the database."""
+"""The background worker that fires due deadlines (handoff expiry, missed follow-ups) through the message bus."""
 
 from __future__ import annotations
 
@@ -7,13 +7,12 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Callable
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from services.discharge import handlers
-from services.discharge.domain import Policy
-from services.discharge.uow import DischargeUnitOfWork
+from services.discharge.commands import FireNextTimer, SetTimerAside
+from services.discharge.handlers import TimerFailed
+from services.discharge.messagebus import MessageBus
 
 log = logging.getLogger(__name__)
 
@@ -21,19 +20,8 @@ log = logging.getLogger(__name__)
 class TimerWorker:
     """Fires due timers one transaction each; replicas may race, the claim lets exactly one win."""
 
-    def __init__(
-        self,
-        unit_of_work: Callable[[], DischargeUnitOfWork],
-        *,
-        clock: handlers.Clock,
-        policy: Policy,
-        interval: float = 1.0,
-        batch: int = 200,
-        name: str | None = None,
-    ) -> None:
-        self._uow = unit_of_work
-        self._clock = clock
-        self._policy = policy
+    def __init__(self, bus: MessageBus, *, interval: float = 1.0, batch: int = 200, name: str | None = None) -> None:
+        self._bus = bus
         self._interval = interval
         self._batch = batch
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
@@ -43,13 +31,11 @@ class TimerWorker:
         fired = 0
         for _ in range(self._batch):
             try:
-                timer_id = handlers.fire_next_timer(
-                    self._uow(), clock=self._clock, policy=self._policy, worker=self.name
-                )
-            except handlers.TimerFailed as exc:
+                timer_id = self._bus.handle(FireNextTimer(self.name))
+            except TimerFailed as exc:
                 # A timer whose effect keeps failing must not block every later deadline.
                 log.exception("timer %s failed; set aside with outcome 'error'", exc.timer_id)
-                handlers.set_timer_aside(self._uow(), exc.timer_id, clock=self._clock, worker=self.name)
+                self._bus.handle(SetTimerAside(exc.timer_id, self.name))
                 continue
             if timer_id is None:
                 break

@@ -1,0 +1,22 @@
+"""What every discharge handler may use besides the unit of work; built once, in bootstrap.py."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from services.discharge.domain import Policy
+from shared.settings import DischargeSettings
+
+Clock = Callable[[], datetime]
+# (identifier system, value) -> the patient's pseudonymous key.
+Pseudonymiser = Callable[[str, str], str]
+
+
+@dataclass(frozen=True)
+class Deps:
+    clock: Clock
+    policy: Policy
+    pseudonymise: Pseudonymiser
+    settings: DischargeSettings

@@ -1,0 +1,144 @@
+"""Handoff Task handlers: the team accepts or declines, the hospital cancels, the deadline expires it.
+The state change itself is the domain's (domain.handoff_change); here it is applied, notified and audited."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from services.discharge import domain
+from services.discharge.adapters.orm import HandoffRow
+from services.discharge.commands import AcceptHandoff, CancelHandoff, DeclineHandoff
+from services.discharge.deps import Deps
+from services.discharge.domain import FollowupStatus, HandoffStatus, Policy
+from services.discharge.handlers.common import about, domain_event, notify, routing_context, task_bundle
+from services.discharge.resources import handoff_task
+from services.discharge.uow import DischargeUnitOfWork
+from services.discharge.views import mirror_state
+from shared.errors import NotFound
+from shared.routing import route
+
+
+def accept_handoff(cmd: AcceptHandoff, uow: DischargeUnitOfWork, deps: Deps) -> dict[str, Any]:
+    with uow:
+        handoff = _handoff_for_team(uow, cmd.task_id, cmd.team_org_id)
+        task = _act(uow, deps, handoff, "accept", actor=cmd.team_org_id)
+        uow.commit()
+    return task
+
+
+def decline_handoff(cmd: DeclineHandoff, uow: DischargeUnitOfWork, deps: Deps) -> dict[str, Any]:
+    reason = domain.check_decline_reason(cmd.reason)
+    with uow:
+        handoff = _handoff_for_team(uow, cmd.task_id, cmd.team_org_id)
+        task = _act(uow, deps, handoff, "decline", actor=cmd.team_org_id, reason=reason)
+        uow.commit()
+    return task
+
+
+def cancel_handoff(cmd: CancelHandoff, uow: DischargeUnitOfWork, deps: Deps) -> dict[str, Any]:
+    with uow:
+        handoff = uow.handoffs.get(cmd.task_id, for_update=True)
+        if handoff is None or handoff.hospital_org_id != cmd.hospital_org_id:
+            raise NotFound(f"Task/{cmd.task_id} is not known")
+        task = _act(uow, deps, handoff, "cancel", actor=cmd.hospital_org_id, reason=cmd.reason)
+        uow.commit()
+    return task
+
+
+def expire_handoff(
+    uow: DischargeUnitOfWork, task_id: str, level: int, *, now: datetime, policy: Policy, source_id: str
+) -> bool:
+    """Nobody answered in time; False when the handoff was answered or withdrawn meanwhile."""
+    handoff = uow.handoffs.get(task_id, for_update=True)
+    if handoff is None or handoff.status != HandoffStatus.REQUESTED:
+        return False
+    apply_handoff_action(uow, handoff, "expire", actor=None, now=now, policy=policy, source_id=source_id)
+    return True
+
+
+def _handoff_for_team(uow: DischargeUnitOfWork, task_id: str, team_org_id: str) -> HandoffRow:
+    handoff = uow.handoffs.get(task_id, for_update=True)
+    if handoff is None or handoff.team_org_id != team_org_id:
+        raise NotFound(f"Task/{task_id} is not known")  # never confirm a Task exists to a stranger
+    return handoff
+
+
+def _act(
+    uow: DischargeUnitOfWork,
+    deps: Deps,
+    handoff: HandoffRow,
+    action: str,
+    *,
+    actor: str,
+    reason: str | None = None,
+) -> dict[str, Any]:
+    if domain.is_repeated_handoff_action(handoff.status, action):
+        discharge = uow.discharges.require(handoff.discharge_id)
+        return handoff_task(handoff, discharge, discharge.payload.get("letter"))  # a retried request
+    return apply_handoff_action(
+        uow,
+        handoff,
+        action,
+        actor=actor,
+        now=deps.clock(),
+        policy=deps.policy,
+        source_id=f"{handoff.id}:{action}",
+        reason=reason,
+    )
+
+
+def apply_handoff_action(
+    uow: DischargeUnitOfWork,
+    handoff: HandoffRow,
+    action: str,
+    *,
+    actor: str | None,
+    now: datetime,
+    policy: Policy,
+    source_id: str,
+    reason: str | None = None,
+) -> dict[str, Any]:
+    """Apply the domain's state change to the handoff and tell who the routing table names."""
+    change = domain.handoff_change(handoff.status, action, handoff.id, reason)
+    handoff.status = change.status
+    handoff.decided_at = now
+    handoff.updated_at = now
+    if change.reason:
+        handoff.reason = change.reason
+    if change.business_status:
+        handoff.business_status = change.business_status
+    discharge = uow.discharges.require(handoff.discharge_id)
+    if change.status == HandoffStatus.ACCEPTED:
+        mirror = mirror_state(uow, discharge.patient_key)
+        handoff.team_referent = mirror.referent if mirror else None
+    if change.team_let_go:
+        # Its follow-up items wait for the next team the CPTS finds.
+        for item in uow.followups.for_discharge(discharge.id):
+            if item.team_org_id == handoff.team_org_id and item.status == FollowupStatus.REQUESTED:
+                item.team_org_id = None
+                item.updated_at = now
+    uow.timers.cancel_for(handoff.id, now, outcome="obsolete")
+    task = handoff_task(handoff, discharge, (discharge.payload or {}).get("letter"))
+    event = change.event
+    ctx = routing_context(uow, discharge, team_org_id=handoff.team_org_id, handoff_failed=change.team_let_go)
+    notify(
+        uow,
+        route(event, ctx),
+        event,
+        source_id=source_id,
+        about=about(discharge, handoff.id),
+        sender=actor,
+        occurred_at=now,
+        now=now,
+        full=lambda: task_bundle(event, task, policy, actor),
+    )
+    domain_event(uow, event.value, source_id, discharge, task=handoff.id, status=handoff.status)
+    uow.audit.record(
+        f"handoff.{action}",
+        outcome="ok",
+        organisation_id=actor,
+        resource=f"Task/{handoff.id}",
+        detail={"status": handoff.status},
+    )
+    return task

@@ -1,0 +1,54 @@
+"""The registry mirror: the patient's care team and the territories, from `relais.careteam`, each handled once."""
+
+from __future__ import annotations
+
+from services.discharge.adapters.orm import CareTeamMirrorRow, TerritoryMirrorRow
+from services.discharge.commands import MirrorCareTeam, MirrorTerritory
+from services.discharge.deps import Deps
+from services.discharge.uow import DischargeUnitOfWork
+from shared.contracts import newer_wins
+from shared.db.uow import UnitOfWork, handle_once
+
+CONSUMER = "discharge.careteam"
+
+
+def mirror_careteam(cmd: MirrorCareTeam, uow: DischargeUnitOfWork, deps: Deps) -> bool:
+    """Store the patient's latest coordination context; an older snapshot than the one stored is ignored."""
+    change = cmd.change
+
+    def apply(_: UnitOfWork) -> None:
+        row = uow.mirror.careteam(change.patient_key)
+        if row is not None and not newer_wins(cmd.sent_at, row.source_time):
+            return
+        now = deps.clock()
+        if row is None:
+            row = CareTeamMirrorRow(patient_key=change.patient_key, status="inactive", updated_at=now)
+            uow.mirror.add(row)
+        row.careteam_id = change.careteam_id
+        row.team_org_id = change.team_org_id
+        row.status = change.status
+        row.referent = change.referent.model_dump(mode="json") if change.referent else None
+        row.consent_opposed = change.consent_opposed
+        row.dac_case_open = change.dac_case_open
+        row.dac_org_id = change.dac_org_id
+        row.postal_code = change.postal_code
+        row.source_time = cmd.sent_at or row.source_time
+        row.updated_at = now
+
+    return handle_once(uow, CONSUMER, cmd.message_id, apply)
+
+
+def mirror_territory(cmd: MirrorTerritory, uow: DischargeUnitOfWork, deps: Deps) -> bool:
+    change = cmd.change
+
+    def apply(_: UnitOfWork) -> None:
+        row = uow.mirror.territory(change.postal_code)
+        now = deps.clock()
+        if row is None:
+            row = TerritoryMirrorRow(postal_code=change.postal_code, updated_at=now)
+            uow.mirror.add(row)
+        row.cpts_org_id = change.cpts_org_id
+        row.dac_org_id = change.dac_org_id
+        row.updated_at = now
+
+    return handle_once(uow, CONSUMER, cmd.message_id, apply)
