@@ -357,3 +357,19 @@ def test_a_cancelled_appointment_frees_its_slot_and_tells_the_effecteur_and_the_
     # The freed slot takes the next request.
     again = appointment_of(ask(snp, service_request("r2", "88114")))
     assert again["start"] == appointment["start"]
+
+
+def test_an_older_care_team_snapshot_arriving_late_changes_nothing(snp):
+    key = "k" * 32
+    newer = careteam_changed(key, "msp-vittel")
+    newer.data["at"] = (START + timedelta(minutes=5)).isoformat()
+    older = careteam_changed(key, "gp-contrex")
+    older.data["at"] = START.isoformat()
+    assert on_careteam_message(snp.bus, newer) is True
+    # Handled (its id is recorded) but not applied: the mirror keeps the newer team.
+    assert on_careteam_message(snp.bus, older) is True
+    assert on_careteam_message(snp.bus, older) is False
+    with snp.uow() as uow:
+        row = uow.mirrors.careteam(key)
+        assert row is not None and row.team_org_id == "msp-vittel"
+        assert row.source_time == newer.data["at"]
