@@ -102,9 +102,7 @@ class MirrorTerritory:
 
 
 Command = (
-    RecordDischarge
-    | ReviseDischarge
-    | CancelDischarge
+    DischargeMessage
     | AcceptHandoff
     | DeclineHandoff
     | CancelHandoff

@@ -154,11 +154,16 @@ class TerritoryMirrorRow(SQLModel, table=True):
 
 TABLES = (
     *KERNEL_TABLES,
-    DischargeMessageRow.__table__,
-    DischargeRow.__table__,
-    HandoffRow.__table__,
-    FollowupRow.__table__,
-    TimerRow.__table__,
-    CareTeamMirrorRow.__table__,
-    TerritoryMirrorRow.__table__,
+    *(
+        SQLModel.metadata.tables[model.__tablename__]
+        for model in (
+            DischargeMessageRow,
+            DischargeRow,
+            HandoffRow,
+            FollowupRow,
+            TimerRow,
+            CareTeamMirrorRow,
+            TerritoryMirrorRow,
+        )
+    ),
 )

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
+from sqlmodel import col
 
 from services.discharge.adapters.orm import (
     CareTeamMirrorRow,
@@ -37,41 +39,47 @@ class DischargeRepository(Repository):
 
     def by_encounter(self, hospital_org_id: str, encounter_key: str) -> DischargeRow | None:
         query = select(DischargeRow).where(
-            DischargeRow.hospital_org_id == hospital_org_id, DischargeRow.encounter_key == encounter_key
+            col(DischargeRow.hospital_org_id) == hospital_org_id, col(DischargeRow.encounter_key) == encounter_key
         )
         return self.session.execute(query).scalars().first()
 
     def discharge_times(self, patient_key: str, exclude_id: str | None = None) -> list[datetime]:
         """When the patient left hospital before (cancelled discharges never happened)."""
-        query = select(DischargeRow.discharged_at).where(
-            DischargeRow.patient_key == patient_key, DischargeRow.status != "cancelled"
+        query = select(col(DischargeRow.discharged_at)).where(
+            col(DischargeRow.patient_key) == patient_key, col(DischargeRow.status) != "cancelled"
         )
         if exclude_id:
-            query = query.where(DischargeRow.id != exclude_id)
+            query = query.where(col(DischargeRow.id) != exclude_id)
         return [row[0] for row in self.session.execute(query).all()]
 
 
 class HandoffRepository(Repository):
     def get(self, task_id: str, *, for_update: bool = False) -> HandoffRow | None:
-        query = select(HandoffRow).where(HandoffRow.id == task_id)
+        query = select(HandoffRow).where(col(HandoffRow.id) == task_id)
         if for_update and is_postgres(self.session.get_bind()):
             query = query.with_for_update()
         return self.session.execute(query).scalars().first()
 
     def for_discharge(self, discharge_id: str) -> list[HandoffRow]:
-        query = select(HandoffRow).where(HandoffRow.discharge_id == discharge_id).order_by(HandoffRow.requested_at)
+        query = (
+            select(HandoffRow)
+            .where(col(HandoffRow.discharge_id) == discharge_id)
+            .order_by(col(HandoffRow.requested_at))
+        )
         return list(self.session.execute(query).scalars())
 
 
 class FollowupRepository(Repository):
     def get(self, task_id: str, *, for_update: bool = False) -> FollowupRow | None:
-        query = select(FollowupRow).where(FollowupRow.id == task_id)
+        query = select(FollowupRow).where(col(FollowupRow.id) == task_id)
         if for_update and is_postgres(self.session.get_bind()):
             query = query.with_for_update()
         return self.session.execute(query).scalars().first()
 
     def for_discharge(self, discharge_id: str) -> list[FollowupRow]:
-        query = select(FollowupRow).where(FollowupRow.discharge_id == discharge_id).order_by(FollowupRow.due_at)
+        query = (
+            select(FollowupRow).where(col(FollowupRow.discharge_id) == discharge_id).order_by(col(FollowupRow.due_at))
+        )
         return list(self.session.execute(query).scalars())
 
 
@@ -83,8 +91,8 @@ class TimerRepository(Repository):
         """The earliest unfired timer due by `now`; on Postgres a row another replica holds is skipped."""
         query = (
             select(TimerRow)
-            .where(TimerRow.fired_at.is_(None), TimerRow.due_at <= now)
-            .order_by(TimerRow.due_at, TimerRow.id)
+            .where(col(TimerRow.fired_at).is_(None), col(TimerRow.due_at) <= now)
+            .order_by(col(TimerRow.due_at), col(TimerRow.id))
             .limit(1)
         )
         if is_postgres(self.session.get_bind()):
@@ -93,30 +101,36 @@ class TimerRepository(Repository):
 
     def claim(self, timer_id: str, now: datetime, worker: str, outcome: str = "fired") -> bool:
         """Mark the timer fired unless someone did already; True only for the one caller that did."""
-        result = self.session.execute(
-            update(TimerRow)
-            .where(TimerRow.id == timer_id, TimerRow.fired_at.is_(None))
-            .values(fired_at=now, fired_by=worker, outcome=outcome)
+        result = cast(
+            CursorResult[Any],
+            self.session.execute(
+                update(TimerRow)
+                .where(col(TimerRow.id) == timer_id, col(TimerRow.fired_at).is_(None))
+                .values(fired_at=now, fired_by=worker, outcome=outcome)
+            ),
         )
         return result.rowcount == 1
 
     def set_outcome(self, timer_id: str, outcome: str) -> None:
-        self.session.execute(update(TimerRow).where(TimerRow.id == timer_id).values(outcome=outcome))
+        self.session.execute(update(TimerRow).where(col(TimerRow.id) == timer_id).values(outcome=outcome))
 
     def cancel_for(self, subject_id: str, now: datetime, outcome: str = "cancelled") -> int:
-        result = self.session.execute(
-            update(TimerRow)
-            .where(TimerRow.subject_id == subject_id, TimerRow.fired_at.is_(None))
-            .values(fired_at=now, fired_by="cancel", outcome=outcome)
+        result = cast(
+            CursorResult[Any],
+            self.session.execute(
+                update(TimerRow)
+                .where(col(TimerRow.subject_id) == subject_id, col(TimerRow.fired_at).is_(None))
+                .values(fired_at=now, fired_by="cancel", outcome=outcome)
+            ),
         )
         return result.rowcount
 
     def for_subject(self, subject_id: str) -> list[TimerRow]:
-        query = select(TimerRow).where(TimerRow.subject_id == subject_id).order_by(TimerRow.level)
+        query = select(TimerRow).where(col(TimerRow.subject_id) == subject_id).order_by(col(TimerRow.level))
         return list(self.session.execute(query).scalars())
 
     def pending_count(self) -> int:
-        return len(self.session.execute(select(TimerRow.id).where(TimerRow.fired_at.is_(None))).all())
+        return len(self.session.execute(select(col(TimerRow.id)).where(col(TimerRow.fired_at).is_(None))).all())
 
 
 class MirrorRepository(Repository):
