@@ -200,3 +200,53 @@ def test_endpoints_must_be_https_except_loopback_outside_production(url, environ
     else:
         with pytest.raises(Unprocessable):
             domain.check_endpoint_url(url, environment)
+
+
+def _attempt_after(ok: bool, attempts: int, subscription_status: str | None) -> domain.AfterAttempt:
+    attempt = domain.Attempt(ok, 200 if ok else 503, None if ok else "HTTP 503")
+    return domain.after_attempt(
+        attempt,
+        attempts,
+        "heartbeat",
+        subscription_status,
+        max_attempts=3,
+        backoff_base=1.0,
+        backoff_cap=10.0,
+        rand=lambda: 0.5,
+    )
+
+
+def test_a_successful_attempt_delivers_and_activates_a_requested_or_failing_subscription():
+    assert _attempt_after(True, 1, "requested") == domain.AfterAttempt("delivered", None, "active", None)
+    assert _attempt_after(True, 2, "error").subscription_status == "active"
+    assert _attempt_after(True, 1, "active").subscription_status is None
+    assert _attempt_after(True, 1, None).subscription_status is None
+
+
+def test_a_failed_attempt_retries_after_a_backoff_until_the_last_one_which_is_dead():
+    assert _attempt_after(False, 2, "active") == domain.AfterAttempt("retry", 2.0, None, None)
+    dead = _attempt_after(False, 3, "active")
+    assert (dead.outcome, dead.subscription_status) == ("dead", "error")
+    assert dead.subscription_error == "heartbeat delivery failed 3 times: HTTP 503"
+    assert _attempt_after(False, 3, "off") == domain.AfterAttempt("dead", None, None, None)
+    assert _attempt_after(False, 3, None).subscription_status is None
+
+
+def _claimed(notification_id: str | None = "n-1") -> domain.Claimed:
+    return domain.Claimed(1, "d-1", "webhook", "w-1", "notification", notification_id, "https://x/hook", "{}", 0)
+
+
+def test_a_webhook_delivery_is_signed_with_the_webhooks_secret():
+    now = int(time.time())
+    headers = domain.delivery_headers(_claimed(), domain.Target("s" * 20, ()), b"{}", now)
+    assert headers["Relais-Delivery-Id"] == "d-1"
+    assert headers["Relais-Notification-Id"] == "n-1"
+    assert domain.verify_signature("s" * 20, headers[domain.SIGNATURE_HEADER], b"{}", now=now)
+
+
+def test_a_subscription_delivery_carries_its_channel_headers_and_no_signature():
+    target = domain.Target(None, ("Authorization: Bearer abc", "X-Extra:1"))
+    headers = domain.delivery_headers(_claimed(None), target, b"{}", 0)
+    assert (headers["Authorization"], headers["X-Extra"]) == ("Bearer abc", "1")
+    assert domain.SIGNATURE_HEADER not in headers
+    assert "Relais-Notification-Id" not in headers
