@@ -24,6 +24,7 @@ class RefusalRecorder(Protocol):
         resource: str | None,
         reason: str,
         detail: dict[str, Any] | None = None,
+        outcome: str = "denied",
     ) -> None: ...
 
 
@@ -38,12 +39,13 @@ def refusal_recorder(unit_of_work: Callable[[], UnitOfWork]) -> RefusalRecorder:
         resource: str | None,
         reason: str,
         detail: dict[str, Any] | None = None,
+        outcome: str = "denied",
     ) -> None:
         try:
             with unit_of_work() as uow:
                 uow.audit.record(
                     action[:_ACTION_MAX],
-                    outcome="denied",
+                    outcome=outcome,
                     organisation_id=organisation_id,
                     role=role,
                     resource=resource[:_RESOURCE_MAX] if resource else None,
