@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import UTC, datetime
+from typing import cast
 
+from services.admissions.deps import Clock, Deps, system_clock
 from services.admissions.entrypoints import fhir
+from services.admissions.messagebus import MessageBus
 from services.admissions.uow import AdmissionsUnitOfWork
 from shared.auth import Directory
 from shared.bus.base import Bus
+from shared.fhir.encounter import PatientIdentity
+from shared.identifiers import patient_key
 from shared.runtime import build_runtime
 from shared.service import Service, service_app
 from shared.settings import AdmissionsSettings
@@ -31,17 +34,13 @@ RESOURCES = (
 )
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 def bootstrap(
     settings: AdmissionsSettings | None = None,
     *,
     bus: Bus | None = None,
     directory: Directory | None = None,
     run_workers: bool = True,
-    clock: Callable[[], datetime] | None = None,
+    clock: Clock | None = None,
 ) -> Service:
     settings = settings or AdmissionsSettings()
     runtime = build_runtime(NAME, settings, bus=bus, directory=directory, run_workers=run_workers)
@@ -56,10 +55,21 @@ def bootstrap(
         resources=RESOURCES,
         messaging=True,
     )
-    app.state.admissions = fhir.AdmissionsContext(
-        unit_of_work=lambda: runtime.unit_of_work(AdmissionsUnitOfWork),
-        clock=clock or _utcnow,
-        secret=settings.secret_key,
-        max_body_bytes=settings.max_body_bytes,
+    secret = settings.secret_key
+
+    def pseudonymise(identity: PatientIdentity) -> str:
+        return patient_key(identity.system, identity.value, secret)
+
+    deps = Deps(
+        clock=clock or system_clock,
+        pseudonymise=pseudonymise,
+        record_refusal=runtime.record_refusal,
+        settings=settings,
     )
+
+    def unit_of_work() -> AdmissionsUnitOfWork:
+        # The kernel's factory is typed for the base class; it builds the class it is given.
+        return cast(AdmissionsUnitOfWork, runtime.unit_of_work(AdmissionsUnitOfWork))
+
+    app.state.bus = MessageBus(unit_of_work, deps)
     return Service(runtime, app)

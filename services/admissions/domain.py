@@ -12,7 +12,7 @@ from shared.errors import Conflict, Unprocessable
 from shared.events import TOPIC_ADMISSIONS, EventType, Role
 from shared.fhir.encounter import PatientIdentity, Referent
 from shared.idempotence import check_replay, fingerprint  # noqa: F401 - the domain's vocabulary
-from shared.routing import ADMISSION_EVENTS, DISCHARGE_EVENTS, Detail, Recipient
+from shared.routing import Detail, Recipient
 
 # Relais' own code system for care-team participant roles (the ANS "Cercle de soins" roles we use).
 CARETEAM_ROLE_SYSTEM = "https://relais.example.org/fhir/CodeSystem/careteam-role"
@@ -25,10 +25,6 @@ ROLE_DISPLAY = {
     ROLE_MEMBER: "Membre de l'équipe traitante",
 }
 
-# Published on relais.careteam (docs/events.md "Care-team mirror"); shared.events has no member for it.
-TERRITORY_CHANGED = "territory.changed"
-
-DISCHARGE_ENDPOINT = "/discharge/fhir/$process-message"
 # Namespace of the deterministic ids Relais derives from a request message id (notifications, events).
 _NAMESPACE = uuid.UUID("6f1c1a52-8f55-4b43-9d0f-3a4f7e0e2d11")
 
@@ -67,31 +63,6 @@ class AdmissionFacts:
     resources: tuple[dict[str, Any], ...] = field(default=(), repr=False)
 
 
-# --- commands (imperative) ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _AdmissionMessage:
-    message_id: str
-    fingerprint: str
-    event_type: EventType
-    caller_org_id: str
-    facts: AdmissionFacts
-    request_header: dict[str, Any] = field(repr=False)
-
-
-class RecordAdmission(_AdmissionMessage):
-    pass
-
-
-class ReviseAdmission(_AdmissionMessage):
-    pass
-
-
-class CancelAdmission(_AdmissionMessage):
-    pass
-
-
 @dataclass(frozen=True)
 class Participant:
     role: str
@@ -101,54 +72,6 @@ class Participant:
     start: datetime | None = None
     end: datetime | None = None
     telecom: tuple[dict[str, str], ...] = ()  # [{"system": "phone", "value": ...}]
-
-
-@dataclass(frozen=True)
-class EnrolPatient:
-    team_org_id: str
-    patient: PatientIdentity
-    participants: tuple[Participant, ...]
-    name: str | None = None
-    postal_code: str | None = None  # from a contained Patient's address, when the team sends one
-
-
-@dataclass(frozen=True)
-class EndEnrolment:
-    team_org_id: str
-    careteam_id: str
-
-
-@dataclass(frozen=True)
-class ChangeReferent:
-    team_org_id: str
-    careteam_id: str
-    referent: Participant
-
-
-@dataclass(frozen=True)
-class OpenDacCase:
-    dac_org_id: str
-    patient: PatientIdentity
-
-
-@dataclass(frozen=True)
-class CloseDacCase:
-    dac_org_id: str
-    case_id: str
-
-
-@dataclass(frozen=True)
-class RecordConsent:
-    patient: PatientIdentity
-    opposed: bool
-    recorded_by: str
-
-
-@dataclass(frozen=True)
-class SetTerritory:
-    postal_code: str
-    cpts_org_id: str | None
-    dac_org_id: str | None
 
 
 # --- events (past tense) ----------------------------------------------------------------------------
@@ -182,34 +105,8 @@ class PatientAdmitted:
 # --- rules --------------------------------------------------------------------------------------------
 
 
-def command_for(event_type: EventType) -> type[_AdmissionMessage]:
-    """The command an intake event asks for; a discharge or another service's event is a 422."""
-    if event_type in DISCHARGE_EVENTS:
-        raise Unprocessable(
-            f"{event_type.value} is a discharge message: send it to {DISCHARGE_ENDPOINT}",
-            issue_code="not-supported",
-            expression=["Bundle.entry[0].resource.eventCoding"],
-        )
-    if event_type not in ADMISSION_EVENTS:
-        raise Unprocessable(
-            f"{event_type.value} is not an admission event; this endpoint takes admissions, "
-            "their corrections and cancellations",
-            issue_code="not-supported",
-            expression=["Bundle.entry[0].resource.eventCoding"],
-        )
-    return {
-        EventType.ADMISSION_RECORDED: RecordAdmission,
-        EventType.ADMISSION_CORRECTED: ReviseAdmission,
-        EventType.ADMISSION_CANCELLED: CancelAdmission,
-    }[event_type]
-
-
 def derived_id(request_message_id: str, *parts: str) -> str:
     return idempotence.derived_id(_NAMESPACE, request_message_id, *parts)
-
-
-def notification_id(request_message_id: str, recipient: Recipient) -> str:
-    return derived_id(request_message_id, recipient.organisation_id, recipient.role.value)
 
 
 def recipients_to_json(recipients: list[Recipient]) -> list[dict[str, str]]:

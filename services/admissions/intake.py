@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from services.admissions import domain
+from services.admissions import commands, domain
 from services.admissions.domain import AdmissionFacts, Participant
 from shared.errors import BadRequest, Forbidden, Unprocessable
 from shared.fhir.encounter import PatientIdentity, patient_identity, read_encounter_message
@@ -59,8 +59,8 @@ def admission_facts(msg: MessageBundle, caller_org_id: str) -> AdmissionFacts:
     )
 
 
-def admission_command(msg: MessageBundle, caller_org_id: str) -> domain._AdmissionMessage:
-    command = domain.command_for(msg.event_type)
+def admission_command(msg: MessageBundle, caller_org_id: str) -> commands.AdmissionMessage:
+    command = commands.command_for(msg.event_type)
     facts = admission_facts(msg, caller_org_id)
     return command(
         message_id=msg.message_id,
@@ -160,7 +160,7 @@ def participant_from(
     return Participant(_role_code(part), system, value, display, start, end, telecom)
 
 
-def enrol_command(data: dict[str, Any], team_org_id: str, now: datetime) -> domain.EnrolPatient:
+def enrol_command(data: dict[str, Any], team_org_id: str, now: datetime) -> commands.EnrolPatient:
     careteam = validated(CareTeam, data)
     if careteam.status not in (None, "active", "proposed"):
         raise Unprocessable("a new enrolment is active; send status 'active'", expression=["CareTeam.status"])
@@ -177,14 +177,14 @@ def enrol_command(data: dict[str, Any], team_org_id: str, now: datetime) -> doma
         participant_from(p, i, now, contained) for i, p in enumerate(careteam.participant or [])
     )
     domain.check_enrolment(participants)
-    return domain.EnrolPatient(
+    return commands.EnrolPatient(
         team_org_id, patient, participants, careteam.name, _postal_code(careteam, contained)
     )
 
 
 def change_referent_command(
     data: dict[str, Any], team_org_id: str, careteam_id: str, now: datetime
-) -> domain.ChangeReferent:
+) -> commands.ChangeReferent:
     params = validated(Parameters, data)
     by_name = {p.name: p for p in params.parameter or []}
     part = by_name.get("referent")
@@ -210,14 +210,14 @@ def change_referent_command(
     telecom = _telecom(
         [p.valueContactPoint for p in params.parameter or [] if p.name == "telecom" and p.valueContactPoint]
     )
-    return domain.ChangeReferent(
+    return commands.ChangeReferent(
         team_org_id,
         careteam_id,
         Participant(domain.ROLE_REFERENT, system, value, display, now, None, telecom),
     )
 
 
-def consent_command(data: dict[str, Any], caller_org_id: str) -> domain.RecordConsent:
+def consent_command(data: dict[str, Any], caller_org_id: str) -> commands.RecordConsent:
     consent = validated(Consent, data)
     if consent.status != "active":
         raise Unprocessable("only an active Consent is recorded", expression=["Consent.status"])
@@ -227,4 +227,4 @@ def consent_command(data: dict[str, Any], caller_org_id: str) -> domain.RecordCo
             "Consent.provision.type must say 'deny' (opposition to sharing beyond the care team) or 'permit'",
             expression=["Consent.provision.type"],
         )
-    return domain.RecordConsent(patient, consent.provision.type == "deny", caller_org_id)
+    return commands.RecordConsent(patient, consent.provision.type == "deny", caller_org_id)

@@ -1,13 +1,19 @@
-"""Read models: rows rendered as validated FHIR (CareTeam, searchset) or plain JSON (DAC case, territory)."""
+"""Reads: rows rendered as validated FHIR (CareTeam, searchset) or plain JSON (DAC case, territory), and the
+queries the routes read with."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from services.admissions import domain
 from services.admissions.adapters.orm import CareTeamParticipantRow, CareTeamRow, DacCase, Territory
+from services.admissions.uow import AdmissionsUnitOfWork
+from shared.audit import RefusalRecorder
+from shared.errors import NotFound
+from shared.events import Role
 from shared.fhir.models import Bundle, CareTeam, to_json
 
 IDNST_OR_LOCAL = "https://relais.example.org/fhir/NamingSystem/organisation"
@@ -98,3 +104,64 @@ def dac_case(case: DacCase) -> dict[str, Any]:
 
 def territory(row: Territory) -> dict[str, Any]:
     return {"postal_code": row.postal_code, "cpts": row.cpts_org_id, "dac": row.dac_org_id}
+
+
+# --- reads of the registry (each in its own unit of work, no writes) -------------------------------------
+
+
+@dataclass(frozen=True)
+class CareTeamView:
+    resource: dict[str, Any]
+    id: str
+
+
+def render(uow: AdmissionsUnitOfWork, team: CareTeamRow) -> CareTeamView:
+    return CareTeamView(careteam(team, uow.careteams.participants(team.id)), team.id)
+
+
+class ForeignRecord(NotFound):
+    """Another organisation's record: answered as absent (404); whoever catches it once the unit of work is
+    closed (the message bus, a read) has the kernel audit the attempt, in a transaction of its own."""
+
+    def __init__(self, what: str, *, action: str, organisation_id: str, role: Role, reason: str) -> None:
+        super().__init__(f"no {what}")
+        self.what, self.action, self.reason = what, action, reason
+        self.organisation_id, self.role = organisation_id, role
+
+    def record(self, record_refusal: RefusalRecorder) -> None:
+        record_refusal(
+            self.action,
+            organisation_id=self.organisation_id,
+            role=self.role.value,
+            resource=self.what.replace(" ", "/"),
+            reason=self.reason,
+        )
+
+
+def own_careteam(uow: AdmissionsUnitOfWork, team_org_id: str, careteam_id: str, action: str) -> CareTeamRow:
+    """The caller's care team; another team's looks absent (ForeignRecord: a 404 that gets audited)."""
+    team = uow.careteams.get(careteam_id)
+    if team is None:
+        raise NotFound(f"no CareTeam {careteam_id}")
+    if team.team_org_id != team_org_id:
+        reason = "care team of another organisation"
+        raise ForeignRecord(
+            f"CareTeam {careteam_id}", action=action, organisation_id=team_org_id, role=Role.TEAM, reason=reason
+        )
+    return team
+
+
+def read_careteam(
+    uow: AdmissionsUnitOfWork, record_refusal: RefusalRecorder, team_org_id: str, careteam_id: str
+) -> CareTeamView:
+    try:
+        with uow:
+            return render(uow, own_careteam(uow, team_org_id, careteam_id, "careteam.read"))
+    except ForeignRecord as foreign:
+        foreign.record(record_refusal)
+        raise
+
+
+def list_careteams(uow: AdmissionsUnitOfWork, team_org_id: str, status: str | None = None) -> list[CareTeamView]:
+    with uow:
+        return [render(uow, team) for team in uow.careteams.for_team(team_org_id, status)]

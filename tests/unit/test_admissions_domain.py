@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.admissions import domain, intake
+from services.admissions import commands, domain, intake
+from shared.contracts import notification_id
 from shared.errors import Conflict, Forbidden, Unprocessable
 from shared.events import TOPIC_NOTIFY_CPTS, TOPIC_NOTIFY_TEAM, EventType, Role
 from shared.fhir.intake import parse_message_bundle
@@ -35,9 +36,10 @@ def test_replay_with_other_content_is_a_conflict():
 def test_notification_ids_are_deterministic_and_distinct_per_recipient():
     team = Recipient(Role.TEAM, "msp-x", Detail.FULL, TOPIC_NOTIFY_TEAM, "r")
     cpts = Recipient(Role.CPTS, "cpts-1", Detail.MINIMISED, TOPIC_NOTIFY_CPTS, "r")
-    assert domain.notification_id("m1", team) == domain.notification_id("m1", team)
-    assert domain.notification_id("m1", team) != domain.notification_id("m1", cpts)
-    assert domain.notification_id("m1", team) != domain.notification_id("m2", team)
+    event = EventType.ADMISSION_RECORDED
+    assert notification_id("m1", team, event) == notification_id("m1", team, event)
+    assert notification_id("m1", team, event) != notification_id("m1", cpts, event)
+    assert notification_id("m1", team, event) != notification_id("m2", team, event)
 
 
 def test_a_correction_goes_to_the_original_recipients_and_nobody_else():
@@ -62,19 +64,19 @@ def test_a_correction_without_its_original_is_refused():
 
 def test_a_discharge_sent_to_admissions_names_the_discharge_endpoint():
     with pytest.raises(Unprocessable) as err:
-        domain.command_for(EventType.DISCHARGE_RECORDED)
+        commands.command_for(EventType.DISCHARGE_RECORDED)
     assert "/discharge/fhir/$process-message" in err.value.diagnostics
 
 
 def test_admission_codes_map_to_their_commands():
-    assert domain.command_for(EventType.ADMISSION_RECORDED) is domain.RecordAdmission
-    assert domain.command_for(EventType.ADMISSION_CORRECTED) is domain.ReviseAdmission
-    assert domain.command_for(EventType.ADMISSION_CANCELLED) is domain.CancelAdmission
+    assert commands.command_for(EventType.ADMISSION_RECORDED) is commands.RecordAdmission
+    assert commands.command_for(EventType.ADMISSION_CORRECTED) is commands.ReviseAdmission
+    assert commands.command_for(EventType.ADMISSION_CANCELLED) is commands.CancelAdmission
 
 
 def test_an_admission_message_becomes_a_record_command_with_its_facts():
     command = intake.admission_command(parsed(f.admission_message(conditions=[("E11", "Diabète")])), HOSPITAL)
-    assert isinstance(command, domain.RecordAdmission)
+    assert isinstance(command, commands.RecordAdmission)
     facts = command.facts
     assert facts.hospital_org_id == HOSPITAL
     assert facts.patient.value == f.DEFAULT_NIR

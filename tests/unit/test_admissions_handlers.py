@@ -10,16 +10,21 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import SQLModel
 
-from services.admissions import domain, handlers, intake
+from services.admissions import commands, domain, intake, views
 from services.admissions.adapters.orm import TABLES, CareTeamRow
+from services.admissions.deps import Deps
+from services.admissions.messagebus import MessageBus
 from services.admissions.uow import AdmissionsUnitOfWork
+from shared.audit import RefusalRecorder, refusal_recorder
 from shared.auth import Principal
 from shared.db.engine import make_engine, session_factory
 from shared.db.tables import AuditEntry, OutboxMessage
 from shared.errors import Conflict, NotFound
 from shared.events import RELAIS_EVENT_SYSTEM, Role
+from shared.fhir.encounter import PatientIdentity
 from shared.fhir.intake import parse_message_bundle
 from shared.identifiers import make_rpps, patient_key
+from shared.settings import AdmissionsSettings
 from tests import factories as f
 
 SECRET = "unit-test-secret"
@@ -55,6 +60,20 @@ def clock():
     return Clock()
 
 
+def refusals(uow) -> RefusalRecorder:
+    return refusal_recorder(uow)
+
+
+def bus_for(uow, clock) -> MessageBus:
+    """The service's message bus over the test's unit of work and clock (what bootstrap.py builds)."""
+
+    def pseudonymise(identity: PatientIdentity) -> str:
+        return patient_key(identity.system, identity.value, SECRET)
+
+    settings = AdmissionsSettings(environment="test", secret_key=SECRET + "-" * 20)
+    return MessageBus(uow, Deps(clock, pseudonymise, refusals(uow), settings))
+
+
 def outbox(sessions) -> list[tuple[str, str, dict]]:
     with sessions() as session:
         rows = session.execute(select(OutboxMessage).order_by(OutboxMessage.seq)).scalars()
@@ -75,16 +94,16 @@ def message(nda: str, **kwargs) -> dict:
 def admit(uow, clock, bundle=None, caller=HOSPITAL):
     bundle = bundle or f.admission_message()
     msg = parse_message_bundle(f.body(bundle), "application/fhir+json")
-    return handlers.handle_admission_message(intake.admission_command(msg, caller), uow(), clock, SECRET)
+    return bus_for(uow, clock).handle(intake.admission_command(msg, caller))
 
 
 def enrol(uow, clock, team=TEAM_X, **kwargs):
     cmd = intake.enrol_command(f.careteam_resource(**kwargs), team.organisation_id, clock())
-    return handlers.enrol_patient(cmd, uow(), clock, SECRET)
+    return bus_for(uow, clock).handle(cmd)
 
 
 def territory(uow, clock, cpts="cpts-14", dac="dac-75"):
-    handlers.set_territory(domain.SetTerritory("75014", cpts, dac), uow(), clock)
+    bus_for(uow, clock).handle(commands.SetTerritory("75014", cpts, dac))
 
 
 def test_admission_of_an_enrolled_patient_reaches_only_its_team_in_full(uow, sessions, clock):
@@ -116,7 +135,7 @@ def test_an_open_dac_case_brings_the_dac_in(uow, sessions, clock):
     territory(uow, clock)
     enrol(uow, clock)
     identity = domain.PatientIdentity(f.INS_NIR_TEST, f.DEFAULT_NIR)
-    handlers.open_dac_case(domain.OpenDacCase("dac-75", identity), uow(), clock, SECRET)
+    bus_for(uow, clock).handle(commands.OpenDacCase("dac-75", identity))
     admit(uow, clock)
     assert sorted((t, k) for t, k, _ in notifications(sessions)) == [
         ("relais.notify.dac", "dac-75"),
@@ -127,7 +146,7 @@ def test_an_open_dac_case_brings_the_dac_in(uow, sessions, clock):
 def test_opposition_keeps_the_cpts_away(uow, sessions, clock):
     territory(uow, clock)
     identity = domain.PatientIdentity(f.INS_NIR_TEST, f.DEFAULT_NIR)
-    handlers.record_consent(domain.RecordConsent(identity, True, "msp-x"), uow(), clock, SECRET)
+    bus_for(uow, clock).handle(commands.RecordConsent(identity, True, "msp-x"))
     admit(uow, clock)
     assert notifications(sessions) == []
 
@@ -211,7 +230,7 @@ def test_changing_the_referent_ends_one_period_and_starts_another(uow, sessions,
     cmd = intake.change_referent_command(
         f.change_referent_parameters(rpps=new_rpps), "msp-x", view.id, clock()
     )
-    changed = handlers.change_referent(cmd, TEAM_X, uow(), clock).resource
+    changed = bus_for(uow, clock).handle(cmd).resource
     referents = [p for p in changed["participant"] if p["role"][0]["coding"][0]["code"] == "referent"]
     assert len(referents) == 2
     old, new = referents
@@ -224,18 +243,18 @@ def test_changing_the_referent_ends_one_period_and_starts_another(uow, sessions,
 def test_another_team_sees_no_care_team_and_the_attempt_is_audited(uow, sessions, clock):
     view = enrol(uow, clock)
     with pytest.raises(NotFound):
-        handlers.get_careteam(view.id, TEAM_Y, uow())
+        views.read_careteam(uow(), refusals(uow), TEAM_Y.organisation_id, view.id)
     with pytest.raises(NotFound):
-        handlers.end_enrolment(domain.EndEnrolment("msp-y", view.id), TEAM_Y, uow(), clock)
+        bus_for(uow, clock).handle(commands.EndEnrolment("msp-y", view.id))
     with sessions() as session:
         audits = session.execute(select(AuditEntry)).scalars().all()
     assert {(a.organisation_id, a.outcome) for a in audits} == {("msp-y", "denied")}
-    assert handlers.list_careteams(TEAM_Y, uow()) == []
+    assert views.list_careteams(uow(), TEAM_Y.organisation_id) == []
 
 
 def test_ending_an_enrolment_frees_the_patient_for_another_team(uow, sessions, clock):
     view = enrol(uow, clock)
-    ended = handlers.end_enrolment(domain.EndEnrolment("msp-x", view.id), TEAM_X, uow(), clock).resource
+    ended = bus_for(uow, clock).handle(commands.EndEnrolment("msp-x", view.id)).resource
     assert ended["status"] == "inactive" and all("end" in p["period"] for p in ended["participant"])
     enrol(uow, clock, TEAM_Y)
     with sessions() as session:
@@ -294,7 +313,7 @@ def enrolment_with_contact(postal_code: str | None = "88410") -> dict:
 
 def enrol_with_contact(uow, clock, postal_code: str | None = "88410"):
     cmd = intake.enrol_command(enrolment_with_contact(postal_code), "msp-x", clock())
-    return handlers.enrol_patient(cmd, uow(), clock, SECRET)
+    return bus_for(uow, clock).handle(cmd)
 
 
 def test_enrolment_publishes_the_whole_context(uow, sessions, clock):
@@ -324,7 +343,7 @@ def test_enrolment_publishes_the_whole_context(uow, sessions, clock):
 
 def test_end_of_enrolment_publishes_an_inactive_context_without_team_or_referent(uow, sessions, clock):
     view = enrol_with_contact(uow, clock)
-    handlers.end_enrolment(domain.EndEnrolment("msp-x", view.id), TEAM_X, uow(), clock)
+    bus_for(uow, clock).handle(commands.EndEnrolment("msp-x", view.id))
     ended = careteam_events(sessions)[-1]
     assert ended["change"] == "ended"
     assert context(ended) == {
@@ -342,13 +361,13 @@ def test_end_of_enrolment_publishes_an_inactive_context_without_team_or_referent
 
 def test_referent_change_publishes_the_new_referent_and_keeps_the_rest(uow, sessions, clock):
     view = enrol_with_contact(uow, clock)
-    handlers.record_consent(domain.RecordConsent(IDENTITY, True, "msp-x"), uow(), clock, SECRET)
+    bus_for(uow, clock).handle(commands.RecordConsent(IDENTITY, True, "msp-x"))
     new_rpps = make_rpps("1000999999")
     params = f.change_referent_parameters(rpps=new_rpps)
     phone = {"system": "phone", "value": "0329111111"}
     params["parameter"].append({"name": "telecom", "valueContactPoint": phone})
     cmd = intake.change_referent_command(params, "msp-x", view.id, clock())
-    handlers.change_referent(cmd, TEAM_X, uow(), clock)
+    bus_for(uow, clock).handle(cmd)
     changed = careteam_events(sessions)[-1]
     assert changed["change"] == "referent-changed"
     assert changed["referent"] == {
@@ -362,17 +381,17 @@ def test_referent_change_publishes_the_new_referent_and_keeps_the_rest(uow, sess
 
 def test_recording_consent_publishes_the_context(uow, sessions, clock):
     enrol_with_contact(uow, clock)
-    handlers.record_consent(domain.RecordConsent(IDENTITY, True, "msp-x"), uow(), clock, SECRET)
+    bus_for(uow, clock).handle(commands.RecordConsent(IDENTITY, True, "msp-x"))
     opposed = careteam_events(sessions)[-1]
     assert opposed["change"] == "consent-recorded"
     assert opposed["consent_opposed"] is True
     assert (opposed["team_org_id"], opposed["referent"]["rpps"]) == ("msp-x", f.DEFAULT_RPPS)
-    handlers.record_consent(domain.RecordConsent(IDENTITY, False, "msp-x"), uow(), clock, SECRET)
+    bus_for(uow, clock).handle(commands.RecordConsent(IDENTITY, False, "msp-x"))
     assert careteam_events(sessions)[-1]["consent_opposed"] is False
 
 
 def test_consent_of_a_patient_without_a_team_publishes_a_teamless_context(uow, sessions, clock):
-    handlers.record_consent(domain.RecordConsent(IDENTITY, True, "hospital"), uow(), clock, SECRET)
+    bus_for(uow, clock).handle(commands.RecordConsent(IDENTITY, True, "hospital"))
     [event] = careteam_events(sessions)
     assert context(event) == {
         "patient_key": KEY,
@@ -389,25 +408,24 @@ def test_consent_of_a_patient_without_a_team_publishes_a_teamless_context(uow, s
 
 def test_opening_and_closing_a_dac_case_publish_the_context(uow, sessions, clock):
     enrol_with_contact(uow, clock)
-    case = handlers.open_dac_case(domain.OpenDacCase("dac-88", IDENTITY), uow(), clock, SECRET)
+    case = bus_for(uow, clock).handle(commands.OpenDacCase("dac-88", IDENTITY))
     opened = careteam_events(sessions)[-1]
     assert opened["change"] == "dac-case-opened"
     assert (opened["dac_case_open"], opened["dac_org_id"]) == (True, "dac-88")
     assert (opened["team_org_id"], opened["postal_code"]) == ("msp-x", "88410")
-    dac = Principal("dac-88", Role.DAC, "DAC 88")
-    handlers.close_dac_case(domain.CloseDacCase("dac-88", case["id"]), dac, uow(), clock)
+    bus_for(uow, clock).handle(commands.CloseDacCase("dac-88", case["id"]))
     closed = careteam_events(sessions)[-1]
     assert closed["change"] == "dac-case-closed"
     assert (closed["dac_case_open"], closed["dac_org_id"]) == (False, None)
     count = len(careteam_events(sessions))
-    handlers.close_dac_case(domain.CloseDacCase("dac-88", case["id"]), dac, uow(), clock)
+    bus_for(uow, clock).handle(commands.CloseDacCase("dac-88", case["id"]))
     assert len(careteam_events(sessions)) == count  # closing twice changes nothing, publishes nothing
 
 
 def test_a_refused_dac_case_publishes_nothing(uow, sessions, clock):
-    handlers.open_dac_case(domain.OpenDacCase("dac-88", IDENTITY), uow(), clock, SECRET)
+    bus_for(uow, clock).handle(commands.OpenDacCase("dac-88", IDENTITY))
     with pytest.raises(Conflict):
-        handlers.open_dac_case(domain.OpenDacCase("dac-88", IDENTITY), uow(), clock, SECRET)
+        bus_for(uow, clock).handle(commands.OpenDacCase("dac-88", IDENTITY))
     assert [e["change"] for e in careteam_events(sessions)] == ["dac-case-opened"]
 
 
@@ -420,7 +438,7 @@ def test_an_admission_teaches_the_postal_code_once_and_later_events_carry_it(uow
     assert learnt["team_org_id"] == "msp-x"
     admit(uow, clock, message("NDA-2", postal_code="88140"))
     assert len(careteam_events(sessions)) == 2  # same postal code: the context did not change
-    handlers.record_consent(domain.RecordConsent(IDENTITY, True, "msp-x"), uow(), clock, SECRET)
+    bus_for(uow, clock).handle(commands.RecordConsent(IDENTITY, True, "msp-x"))
     assert careteam_events(sessions)[-1]["postal_code"] == "88140"
 
 
@@ -432,7 +450,7 @@ def test_a_replayed_admission_publishes_no_second_context(uow, sessions, clock):
 
 
 def test_setting_a_territory_publishes_territory_changed_keyed_by_postal_code(uow, sessions, clock):
-    handlers.set_territory(domain.SetTerritory("88410", "cpts-vosges", "dac-88"), uow(), clock)
+    bus_for(uow, clock).handle(commands.SetTerritory("88410", "cpts-vosges", "dac-88"))
     rows = [(t, k, v) for t, k, v in outbox(sessions) if v["type"] == "territory.changed"]
     [(topic, key, envelope)] = rows
     assert (topic, key) == ("relais.careteam", "88410")
@@ -442,7 +460,7 @@ def test_setting_a_territory_publishes_territory_changed_keyed_by_postal_code(uo
         "cpts_org_id": "cpts-vosges",
         "dac_org_id": "dac-88",
     }
-    handlers.set_territory(domain.SetTerritory("88410", "cpts-vosges", None), uow(), clock)
+    bus_for(uow, clock).handle(commands.SetTerritory("88410", "cpts-vosges", None))
     assert [v["data"]["dac_org_id"] for _, _, v in outbox(sessions) if v["type"] == "territory.changed"] == [
         "dac-88",
         None,

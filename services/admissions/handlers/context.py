@@ -1,0 +1,84 @@
+"""What handlers read from the registry (routing context, the care-team snapshot) and how they publish it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from services.admissions.uow import AdmissionsUnitOfWork
+from shared.contracts import CareTeamChanged, TerritoryChanged, registry_record
+from shared.identifiers import RPPS
+from shared.routing import PatientContext
+
+
+def instant(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def patient_context(
+    uow: AdmissionsUnitOfWork, key: str, hospital: str | None, postal_code: str | None, *, local_only: bool = False
+) -> PatientContext:
+    """What routing needs, read from the registry: team, open DAC case, consent, territory of residence.
+
+    A patient known only by a local identifier has no consent Relais can look up: the care team only.
+    """
+    team = uow.careteams.active_for_patient(key)
+    case = uow.dac_cases.open_for_patient(key)
+    consent = uow.consents.get(key)
+    territory = uow.territories.get(postal_code) if postal_code else None
+    return PatientContext(
+        team_org_id=team.team_org_id if team else None,
+        hospital_org_id=hospital,
+        cpts_org_id=territory.cpts_org_id if territory else None,
+        dac_org_id=case.dac_org_id if case else (territory.dac_org_id if territory else None),
+        dac_case_open=case is not None,
+        consent_opposed=bool(consent and consent.opposed) or local_only,
+    )
+
+
+def careteam_context(uow: AdmissionsUnitOfWork, key: str) -> dict[str, Any]:
+    """The patient's whole coordination context, read from the registry (docs/events.md "Care-team mirror").
+
+    Every `careteam.changed` is built here, whatever caused it, so mirrors always get the same snapshot.
+    """
+    team = uow.careteams.latest_for_patient(key)
+    active = team is not None and team.status == "active"
+    referent = uow.careteams.current_referent(team.id) if active and team is not None else None
+    consent = uow.consents.get(key)
+    case = uow.dac_cases.open_for_patient(key)
+    return {
+        "patient_key": key,
+        "careteam_id": team.id if team is not None else None,
+        "team_org_id": team.team_org_id if active and team is not None else None,
+        "status": "active" if active else "inactive",
+        "referent": (
+            {
+                "rpps": referent.member_value if referent.member_system == RPPS else None,
+                "name": referent.member_display,
+                "telecom": list(referent.telecom or []),
+            }
+            if referent is not None
+            else None
+        ),
+        "consent_opposed": bool(consent and consent.opposed),
+        "dac_case_open": case is not None,
+        "dac_org_id": case.dac_org_id if case is not None else None,
+        "postal_code": uow.patients.postal_code(key),
+    }
+
+
+def careteam_changed(uow: AdmissionsUnitOfWork, key: str, change: str, now: datetime) -> None:
+    """Publish the patient's current context on relais.careteam (key: patient key); flushes first."""
+    uow.careteams.flush()
+    snapshot = CareTeamChanged.model_validate({**careteam_context(uow, key), "change": change, "at": instant(now)})
+    uow.outbox.add(*registry_record(snapshot))
+
+
+def territory_changed(uow: AdmissionsUnitOfWork, change: TerritoryChanged) -> None:
+    """Publish which CPTS and DAC cover a postal code (key: the postal code), mirrored by the routing services."""
+    uow.outbox.add(*registry_record(change))
+
+
+def learn_postal_code(uow: AdmissionsUnitOfWork, key: str, postal_code: str | None, now: datetime) -> bool:
+    """Record the patient's last known postal code; True when that changed the patient's context."""
+    return bool(postal_code) and uow.patients.record_postal_code(key, str(postal_code), now)
