@@ -148,12 +148,17 @@ class Territory(SQLModel, table=True):
 
 TABLES = (
     *KERNEL_TABLES,
-    AdmissionMessageRow.__table__,
-    Admission.__table__,
-    CareTeamRow.__table__,
-    CareTeamParticipantRow.__table__,
-    DacCase.__table__,
-    ConsentRow.__table__,
-    PatientRow.__table__,
-    Territory.__table__,
+    *(
+        SQLModel.metadata.tables[str(model.__tablename__)]
+        for model in (
+            AdmissionMessageRow,
+            Admission,
+            CareTeamRow,
+            CareTeamParticipantRow,
+            DacCase,
+            ConsentRow,
+            PatientRow,
+            Territory,
+        )
+    ),
 )

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import Table, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import SQLModel, col
 
 from services.admissions.adapters.orm import (
     Admission,
@@ -20,6 +21,10 @@ from services.admissions.adapters.orm import (
 from shared.db.repository import Repository
 
 
+def _table(model: type[SQLModel]) -> Table:
+    return SQLModel.metadata.tables[str(model.__tablename__)]
+
+
 class MessageRepository(Repository):
     def get(self, message_id: str) -> AdmissionMessageRow | None:
         return self.session.get(AdmissionMessageRow, message_id)
@@ -31,7 +36,7 @@ class AdmissionRepository(Repository):
 
     def by_encounter(self, hospital_org_id: str, encounter_key: str) -> Admission | None:
         query = select(Admission).where(
-            Admission.hospital_org_id == hospital_org_id, Admission.encounter_key == encounter_key
+            col(Admission.hospital_org_id) == hospital_org_id, col(Admission.encounter_key) == encounter_key
         )
         return self.session.execute(query).scalars().first()
 
@@ -42,7 +47,7 @@ class CareTeamRepository(Repository):
 
     def active_for_patient(self, patient_key: str) -> CareTeamRow | None:
         query = select(CareTeamRow).where(
-            CareTeamRow.patient_key == patient_key, CareTeamRow.status == "active"
+            col(CareTeamRow.patient_key) == patient_key, col(CareTeamRow.status) == "active"
         )
         return self.session.execute(query).scalars().first()
 
@@ -50,30 +55,32 @@ class CareTeamRepository(Repository):
         """The active team, else the most recently started one (its id names the ended enrolment)."""
         query = (
             select(CareTeamRow)
-            .where(CareTeamRow.patient_key == patient_key)
-            .order_by((CareTeamRow.status == "active").desc(), CareTeamRow.started_at.desc(), CareTeamRow.id)
+            .where(col(CareTeamRow.patient_key) == patient_key)
+            .order_by(
+                (col(CareTeamRow.status) == "active").desc(), col(CareTeamRow.started_at).desc(), col(CareTeamRow.id)
+            )
         )
         return self.session.execute(query).scalars().first()
 
     def for_team(self, team_org_id: str, status: str | None = None) -> list[CareTeamRow]:
-        query = select(CareTeamRow).where(CareTeamRow.team_org_id == team_org_id)
+        query = select(CareTeamRow).where(col(CareTeamRow.team_org_id) == team_org_id)
         if status:
-            query = query.where(CareTeamRow.status == status)
-        return list(self.session.execute(query.order_by(CareTeamRow.started_at, CareTeamRow.id)).scalars())
+            query = query.where(col(CareTeamRow.status) == status)
+        return list(self.session.execute(query.order_by(col(CareTeamRow.started_at), col(CareTeamRow.id))).scalars())
 
     def participants(self, careteam_id: str) -> list[CareTeamParticipantRow]:
         query = (
             select(CareTeamParticipantRow)
-            .where(CareTeamParticipantRow.careteam_id == careteam_id)
-            .order_by(CareTeamParticipantRow.id)
+            .where(col(CareTeamParticipantRow.careteam_id) == careteam_id)
+            .order_by(col(CareTeamParticipantRow.id))
         )
         return list(self.session.execute(query).scalars())
 
     def current_referent(self, careteam_id: str) -> CareTeamParticipantRow | None:
         query = select(CareTeamParticipantRow).where(
-            CareTeamParticipantRow.careteam_id == careteam_id,
-            CareTeamParticipantRow.role == "referent",
-            CareTeamParticipantRow.period_end.is_(None),
+            col(CareTeamParticipantRow.careteam_id) == careteam_id,
+            col(CareTeamParticipantRow.role) == "referent",
+            col(CareTeamParticipantRow.period_end).is_(None),
         )
         return self.session.execute(query).scalars().first()
 
@@ -85,8 +92,8 @@ class DacCaseRepository(Repository):
     def open_for_patient(self, patient_key: str) -> DacCase | None:
         query = (
             select(DacCase)
-            .where(DacCase.patient_key == patient_key, DacCase.closed_at.is_(None))
-            .order_by(DacCase.opened_at)
+            .where(col(DacCase.patient_key) == patient_key, col(DacCase.closed_at).is_(None))
+            .order_by(col(DacCase.opened_at))
         )
         return self.session.execute(query).scalars().first()
 
@@ -105,7 +112,7 @@ class PatientRepository(Repository):
     def postal_code(self, patient_key: str) -> str | None:
         """The last known postal code (read from the table, not the session's identity map)."""
         return self.session.execute(
-            select(PatientRow.postal_code).where(PatientRow.patient_key == patient_key)
+            select(col(PatientRow.postal_code)).where(col(PatientRow.patient_key) == patient_key)
         ).scalar_one_or_none()
 
     def record_postal_code(self, patient_key: str, postal_code: str, now: datetime) -> bool:
@@ -115,13 +122,13 @@ class PatientRepository(Repository):
         """
         if self.postal_code(patient_key) == postal_code:
             return False
-        dialect = self.session.get_bind().dialect.name
-        insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect]
-        statement = insert(PatientRow.__table__).values(
-            patient_key=patient_key, postal_code=postal_code, updated_at=now
-        )
-        statement = statement.on_conflict_do_update(
-            index_elements=["patient_key"], set_={"postal_code": postal_code, "updated_at": now}
-        )
-        self.session.execute(statement)
+        values = {"patient_key": patient_key, "postal_code": postal_code, "updated_at": now}
+        changes = {"postal_code": postal_code, "updated_at": now}
+        # Both dialects spell the upsert the same way, but their Insert classes differ.
+        if self.session.get_bind().dialect.name == "postgresql":
+            pg = postgresql.insert(_table(PatientRow)).values(**values)
+            self.session.execute(pg.on_conflict_do_update(index_elements=["patient_key"], set_=changes))
+        else:
+            lite = sqlite.insert(_table(PatientRow)).values(**values)
+            self.session.execute(lite.on_conflict_do_update(index_elements=["patient_key"], set_=changes))
         return True
