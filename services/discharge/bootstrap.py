@@ -73,6 +73,7 @@ def bootstrap(
             followup_grace=timedelta(hours=settings.followup_grace_hours),
         ),
         pseudonymise=partial(_pseudonymise, settings.secret_key),
+        record_refusal=runtime.record_refusal,
         settings=settings,
     )
     messagebus = MessageBus(partial(_unit_of_work, runtime), deps)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from services.discharge.domain import Policy
+from shared.audit import RefusalRecorder
 from shared.settings import DischargeSettings
 
 Clock = Callable[[], datetime]
@@ -19,4 +20,5 @@ class Deps:
     clock: Clock
     policy: Policy
     pseudonymise: Pseudonymiser
+    record_refusal: RefusalRecorder  # the kernel's: a refusal is audited in its own transaction
     settings: DischargeSettings

@@ -16,7 +16,7 @@ from shared.auth import Directory
 from shared.bus.embedded import EmbeddedBus
 from shared.bus.envelope import Envelope
 from shared.contracts import notification_id
-from shared.db.tables import OutboxMessage
+from shared.db.tables import AuditEntry, OutboxMessage
 from shared.events import RELAIS_EVENT_SYSTEM, TOPIC_CARETEAM, TOPIC_DISCHARGE, EventType, Role
 from shared.identifiers import INS_NIR_TEST, make_finess, patient_key
 from shared.routing import Detail, Recipient
@@ -414,3 +414,29 @@ def test_the_mirror_is_idempotent_and_ignores_older_messages(harness):
     harness.deliver(older)
     with harness.service.unit_of_work() as uow:
         assert uow.mirror.careteam(key).team_org_id == TEAM
+
+
+# --- refusals are audited, in their own transaction ------------------------------------------------------
+
+
+def _denied(harness) -> list[tuple[str | None, str, str | None]]:
+    with harness.service.runtime.sessions() as session:
+        rows = session.execute(select(AuditEntry).where(AuditEntry.outcome == "denied")).scalars().all()
+    return [(r.organisation_id, r.action, r.resource) for r in rows]
+
+
+def test_a_stranger_acting_on_a_task_gets_404_and_the_attempt_is_audited(harness):
+    harness.careteam()
+    task_id = _handoff(harness)
+    url = f"/discharge/fhir/Task/{task_id}/$accept"
+    assert harness.client.post(url, headers=harness.auth(OTHER_TEAM)).status_code == 404
+    assert _denied(harness) == [(OTHER_TEAM, "handoff.accept", f"Task/{task_id}")]
+    # The refusal did not leave the Task changed, and its owner can still accept it.
+    assert harness.client.post(url, headers=harness.auth(TEAM)).json()["status"] == "accepted"
+
+
+def test_another_hospitals_message_is_refused_and_audited(harness):
+    assert harness.post_message(f.full_discharge_message(), org=OTHER_FINESS).status_code == 403
+    assert [(org, resource) for org, _action, resource in _denied(harness)] == [
+        (OTHER_FINESS, "/discharge/fhir/$process-message")
+    ]

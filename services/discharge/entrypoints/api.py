@@ -13,8 +13,8 @@ from services.discharge.commands import AcceptHandoff, CancelHandoff, CompleteFo
 from services.discharge.intake import discharge_command
 from services.discharge.messagebus import MessageBus
 from shared.api.responses import FhirResponse
-from shared.auth import Principal, current_principal, require_role
-from shared.errors import BadRequest
+from shared.auth import Principal, audit_refusal, current_principal, require_role
+from shared.errors import BadRequest, Forbidden
 from shared.events import Role
 from shared.fhir.intake import check_content_type, parse_json, parse_message_bundle
 
@@ -71,7 +71,11 @@ router = APIRouter(prefix="/discharge/fhir", tags=["discharge"])
 async def process_message(request: Request, principal: Hospital, bus: Bus) -> FhirResponse:
     body = await request.body()
     msg = parse_message_bundle(body, request.headers.get("content-type"), bus.deps.settings.max_body_bytes)
-    command = discharge_command(msg, principal.organisation_id)
+    try:
+        command = discharge_command(msg, principal.organisation_id)
+    except Forbidden:
+        await run_in_threadpool(audit_refusal, request, principal, "another hospital's message")
+        raise
     return FhirResponse(await run_in_threadpool(bus.handle, command))
 
 

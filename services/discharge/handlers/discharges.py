@@ -18,7 +18,7 @@ from services.discharge.handlers.common import about, domain_event, notify, rout
 from services.discharge.handlers.followups import cancel_open_followups, plan_followups
 from services.discharge.resources import followup_task, handoff_task
 from services.discharge.uow import DischargeUnitOfWork
-from shared.errors import Conflict
+from shared.errors import Conflict, Forbidden
 from shared.events import EventType, Role
 from shared.fhir.builders import message_bundle, message_response
 from shared.fhir.models import Bundle
@@ -47,7 +47,17 @@ def _once(
     cmd: M, uow: DischargeUnitOfWork, deps: Deps, apply: Callable[[DischargeUnitOfWork, M, str, Deps], Response]
 ) -> Response:
     """A replay gets the stored answer; a new message is applied and committed once."""
-    domain.check_hospital(cmd.caller_org_id, cmd.facts.hospital_org_id)
+    try:
+        domain.check_hospital(cmd.caller_org_id, cmd.facts.hospital_org_id)
+    except Forbidden:
+        deps.record_refusal(
+            cmd.event_type.value,
+            organisation_id=cmd.caller_org_id,
+            role=Role.HOSPITAL.value,
+            resource=None,
+            reason="another hospital's message",
+        )
+        raise
     patient_key = deps.pseudonymise(cmd.facts.patient.system, cmd.facts.patient.value)
     for _attempt in range(2):
         with uow:

@@ -24,27 +24,42 @@ def complete_followup(cmd: CompleteFollowup, uow: DischargeUnitOfWork, deps: Dep
     with uow:
         item = uow.followups.get(cmd.task_id, for_update=True)
         discharge = uow.discharges.get(item.discharge_id) if item else None
-        if item is None or discharge is None or followup_team(uow, item, discharge) != cmd.team_org_id:
-            raise NotFound(f"Task/{cmd.task_id} is not known")
-        now = deps.clock()
-        done_at = domain.completion_time(item.status, item.id, cmd.done_at, now)
-        if done_at is not None:
-            item.status = FollowupStatus.COMPLETED
-            item.completed_at = done_at
-            item.team_org_id = cmd.team_org_id
-            item.updated_at = now
-            # Done before the deadline: its pending escalations have nothing left to say.
-            uow.timers.cancel_for(item.id, now, outcome="obsolete")
-            uow.audit.record(
-                "followup.complete",
-                outcome="ok",
-                organisation_id=cmd.team_org_id,
-                role=Role.TEAM.value,
-                resource=f"Task/{item.id}",
-            )
-        task = followup_task(item, discharge, item.team_org_id)
-        uow.commit()
-    return task
+        if item is not None and discharge is not None and followup_team(uow, item, discharge) == cmd.team_org_id:
+            task = _complete(uow, deps, cmd, item, discharge)
+            uow.commit()
+            return task
+    # Never confirm a Task exists to a stranger; an attempt on an existing one is audited, after our transaction.
+    if item is not None:
+        deps.record_refusal(
+            "followup.complete",
+            organisation_id=cmd.team_org_id,
+            role=Role.TEAM.value,
+            resource=f"Task/{cmd.task_id}",
+            reason="not-a-party",
+        )
+    raise NotFound(f"Task/{cmd.task_id} is not known")
+
+
+def _complete(
+    uow: DischargeUnitOfWork, deps: Deps, cmd: CompleteFollowup, item: FollowupRow, discharge: DischargeRow
+) -> dict[str, Any]:
+    now = deps.clock()
+    done_at = domain.completion_time(item.status, item.id, cmd.done_at, now)
+    if done_at is not None:
+        item.status = FollowupStatus.COMPLETED
+        item.completed_at = done_at
+        item.team_org_id = cmd.team_org_id
+        item.updated_at = now
+        # Done before the deadline: its pending escalations have nothing left to say.
+        uow.timers.cancel_for(item.id, now, outcome="obsolete")
+        uow.audit.record(
+            "followup.complete",
+            outcome="ok",
+            organisation_id=cmd.team_org_id,
+            role=Role.TEAM.value,
+            resource=f"Task/{item.id}",
+        )
+    return followup_task(item, discharge, item.team_org_id)
 
 
 def escalate_followup(

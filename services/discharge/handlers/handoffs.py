@@ -16,34 +16,49 @@ from services.discharge.resources import handoff_task
 from services.discharge.uow import DischargeUnitOfWork
 from services.discharge.views import mirror_state
 from shared.errors import NotFound
+from shared.events import Role
 from shared.routing import route
 
 
 def accept_handoff(cmd: AcceptHandoff, uow: DischargeUnitOfWork, deps: Deps) -> dict[str, Any]:
-    with uow:
-        handoff = _handoff_for_team(uow, cmd.task_id, cmd.team_org_id)
-        task = _act(uow, deps, handoff, "accept", actor=cmd.team_org_id)
-        uow.commit()
-    return task
+    return _on_handoff(uow, deps, cmd.task_id, cmd.team_org_id, Role.TEAM, "accept")
 
 
 def decline_handoff(cmd: DeclineHandoff, uow: DischargeUnitOfWork, deps: Deps) -> dict[str, Any]:
     reason = domain.check_decline_reason(cmd.reason)
-    with uow:
-        handoff = _handoff_for_team(uow, cmd.task_id, cmd.team_org_id)
-        task = _act(uow, deps, handoff, "decline", actor=cmd.team_org_id, reason=reason)
-        uow.commit()
-    return task
+    return _on_handoff(uow, deps, cmd.task_id, cmd.team_org_id, Role.TEAM, "decline", reason)
 
 
 def cancel_handoff(cmd: CancelHandoff, uow: DischargeUnitOfWork, deps: Deps) -> dict[str, Any]:
+    return _on_handoff(uow, deps, cmd.task_id, cmd.hospital_org_id, Role.HOSPITAL, "cancel", cmd.reason)
+
+
+def _on_handoff(
+    uow: DischargeUnitOfWork,
+    deps: Deps,
+    task_id: str,
+    org_id: str,
+    role: Role,
+    action: str,
+    reason: str | None = None,
+) -> dict[str, Any]:
+    """`action` by one side of the handoff (its team, or its hospital for a cancel); anyone else gets 404."""
     with uow:
-        handoff = uow.handoffs.get(cmd.task_id, for_update=True)
-        if handoff is None or handoff.hospital_org_id != cmd.hospital_org_id:
-            raise NotFound(f"Task/{cmd.task_id} is not known")
-        task = _act(uow, deps, handoff, "cancel", actor=cmd.hospital_org_id, reason=cmd.reason)
-        uow.commit()
-    return task
+        handoff = uow.handoffs.get(task_id, for_update=True)
+        if handoff is not None and org_id == (handoff.team_org_id if role is Role.TEAM else handoff.hospital_org_id):
+            task = _act(uow, deps, handoff, action, actor=org_id, reason=reason)
+            uow.commit()
+            return task
+    # Never confirm a Task exists to a stranger; an attempt on an existing one is audited, after our transaction.
+    if handoff is not None:
+        deps.record_refusal(
+            f"handoff.{action}",
+            organisation_id=org_id,
+            role=role.value,
+            resource=f"Task/{task_id}",
+            reason="not-a-party",
+        )
+    raise NotFound(f"Task/{task_id} is not known")
 
 
 def expire_handoff(
@@ -55,13 +70,6 @@ def expire_handoff(
         return False
     apply_handoff_action(uow, handoff, "expire", actor=None, now=now, policy=policy, source_id=source_id)
     return True
-
-
-def _handoff_for_team(uow: DischargeUnitOfWork, task_id: str, team_org_id: str) -> HandoffRow:
-    handoff = uow.handoffs.get(task_id, for_update=True)
-    if handoff is None or handoff.team_org_id != team_org_id:
-        raise NotFound(f"Task/{task_id} is not known")  # never confirm a Task exists to a stranger
-    return handoff
 
 
 def _act(
