@@ -21,7 +21,7 @@ from services.discharge.domain import (
 )
 from shared.errors import Unprocessable
 from shared.events import EventType
-from shared.fhir.encounter import EncounterMessage, focus_encounter, hospital_finess, read_encounter_message
+from shared.fhir.encounter import EncounterMessage, read_encounter_message
 from shared.fhir.intake import MessageBundle
 from shared.fhir.models import CarePlan, Condition, DocumentReference, Encounter, Resource, to_json
 from shared.idempotence import fingerprint
@@ -139,15 +139,12 @@ def _referent(read: EncounterMessage) -> HospitalReferent:
     return HospitalReferent(name=found.name, phone=found.phone, mssante=found.mssante, rpps=found.rpps)
 
 
-def discharge_facts(msg: MessageBundle, event_type: EventType, caller_org_id: str | None = None) -> DischargeFacts:
+def discharge_facts(msg: MessageBundle, event_type: EventType, caller_org_id: str) -> DischargeFacts:
     """Validated facts of a discharge message; 403 for another hospital, 422 for what is missing.
 
     The hospital, caller, encounter key, patient identity (INS or local-only), referent and residence are read
-    by the shared reader, as at admission. Without `caller_org_id` (older callers) the caller is checked later
-    by `domain.check_hospital`, which compares the same FINESS.
+    by the shared reader, as at admission.
     """
-    if caller_org_id is None:
-        caller_org_id = hospital_finess(msg, focus_encounter(msg))
     read = read_encounter_message(msg, caller_org_id)
     encounter = read.encounter
     check_encounter_status(event_type, read.status)
