@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import CursorResult, func, select, update
 from sqlmodel import col
 
 from services.discharge.adapters.orm import (
@@ -130,7 +130,9 @@ class TimerRepository(Repository):
         return list(self.session.execute(query).scalars())
 
     def pending_count(self) -> int:
-        return len(self.session.execute(select(col(TimerRow.id)).where(col(TimerRow.fired_at).is_(None))).all())
+        # Counted by the database, not by loading every pending row.
+        query = select(func.count()).select_from(TimerRow).where(col(TimerRow.fired_at).is_(None))
+        return int(self.session.execute(query).scalar_one())
 
 
 class MirrorRepository(Repository):

@@ -46,12 +46,13 @@ def routing_context(
     return ctx
 
 
-def about(discharge: DischargeRow, reference: str) -> About:
-    """What a notification is about; `reference` (a Relais id) is what non-full recipients see as its subject."""
+def about(discharge: DischargeRow, reference: str, subject: str | None = None) -> About:
+    """What a notification is about: full-detail recipients see `subject` (default: the opaque `reference`),
+    everyone else only `reference`, a Relais id."""
     return About(
         patient_key=discharge.patient_key,
         reference=reference,
-        subject=reference,
+        subject=subject or reference,
         commune=discharge.commune,
         birth_date=date.fromisoformat(discharge.birth_date) if discharge.birth_date else None,
     )

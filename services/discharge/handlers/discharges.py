@@ -289,13 +289,13 @@ def _notify_discharge(
     policy: Policy,
     now: datetime,
 ) -> list[Recipient]:
-    # The hospital's encounter number is the subject every recipient already knew this discharge by.
+    # The hospital's encounter number reaches full-detail recipients only; the others get an opaque reference.
     return notify(
         uow,
         recipients,
         event,
         source_id=cmd.message_id,
-        about=about(discharge, discharge.encounter_key),
+        about=about(discharge, f"Discharge/{discharge.id}", subject=discharge.encounter_key),
         sender=discharge.hospital_org_id,
         occurred_at=discharge.discharged_at,
         now=now,
