@@ -58,6 +58,7 @@ def bootstrap(
         clock=clock or system_clock,
         pseudonymise=lambda system, value: patient_key(system, value, secret),
         settings=settings,
+        record_refusal=runtime.record_refusal,
     )
     messagebus = MessageBus(unit_of_work, deps)
     runtime.add_consumer(careteam_handlers(messagebus))

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from shared.audit import RefusalRecorder
 from shared.settings import SnpSettings
 
 Clock = Callable[[], datetime]
@@ -22,3 +23,4 @@ class Deps:
     clock: Clock
     pseudonymise: Pseudonymiser
     settings: SnpSettings
+    record_refusal: RefusalRecorder  # the kernel's: a refusal is audited in its own transaction

@@ -373,3 +373,16 @@ def test_an_older_care_team_snapshot_arriving_late_changes_nothing(snp):
         row = uow.mirrors.careteam(key)
         assert row is not None and row.team_org_id == "msp-vittel"
         assert row.source_time == newer.data["at"]
+
+
+def test_a_refused_slot_withdrawal_is_audited_and_the_slot_stays(snp):
+    body = publish(snp, "gp-contrex", availability("88114", [START + timedelta(hours=1)])).json()
+    slot = body["entry"][1]["response"]["location"].split("/")[1]
+    assert snp.client.delete(f"/snp/fhir/Slot/{slot}", headers=bearer(snp.tokens["msp-vittel"])).status_code == 403
+    with snp.runtime.engine.connect() as connection:
+        denied = connection.execute(
+            text("SELECT action, organisation_id, resource FROM audit_log WHERE outcome = 'denied'")
+        ).all()
+        status = connection.execute(text("SELECT status FROM snp_slot WHERE id = :id"), {"id": slot}).scalar_one()
+    assert [tuple(row) for row in denied] == [("snp.withdraw-slot", "msp-vittel", f"Slot/{slot}")]
+    assert status == "free"

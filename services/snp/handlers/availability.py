@@ -161,6 +161,16 @@ def withdraw_slot(command: WithdrawSlot, uow: SnpUnitOfWork, deps: Deps) -> None
         if row is None:
             raise NotFound(f"no Slot {command.slot_id}")
         if row.org_id != command.org_id:
+            # Our transaction ends first (rows are expired: only the command is read from here on); the
+            # refusal is written in a transaction of its own, and SQLite lets one writer in at a time.
+            uow.rollback()
+            deps.record_refusal(
+                "snp.withdraw-slot",
+                organisation_id=command.org_id,
+                role="team",
+                resource=f"Slot/{command.slot_id}",
+                reason="not-owner",
+            )
             raise Forbidden("only the organisation that published a slot may withdraw it")
         if row.status == WITHDRAWN:
             return

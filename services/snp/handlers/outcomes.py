@@ -33,6 +33,16 @@ def change_appointment_status(
             command.role == Role.SAS and request.sas_org_id == command.org_id
         )
         if not allowed:
+            # Our transaction ends first (rows are expired: only the command is read from here on); the
+            # refusal is written in a transaction of its own, and SQLite lets one writer in at a time.
+            uow.rollback()
+            deps.record_refusal(
+                "snp.appointment-status",
+                organisation_id=command.org_id,
+                role=str(command.role),
+                resource=f"Appointment/{command.appointment_id}",
+                reason="not-a-party",
+            )
             raise Forbidden("only the effecteur holding the appointment or the requesting SAS may change it")
         current = AppointmentStatus(appointment.status)
         if current == command.status:
