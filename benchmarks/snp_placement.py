@@ -20,15 +20,18 @@ from pathlib import Path
 
 from sqlalchemy import insert, text
 
-from services.snp import handlers
 from services.snp.adapters.orm import SlotRow
 from services.snp.commands import RequestSnp
+from services.snp.deps import Deps
 from services.snp.domain import Urgency, communes
+from services.snp.messagebus import MessageBus
 from services.snp.uow import SnpUnitOfWork
+from shared.audit import refusal_recorder
 from shared.db import migrate
 from shared.db.engine import make_engine, session_factory
 from shared.db.uow import UnitOfWork
-from shared.identifiers import INS_NIR, make_nir
+from shared.identifiers import INS_NIR, make_nir, patient_key
+from shared.settings import SnpSettings
 
 SIZES = (1_000, 10_000, 100_000)
 START = datetime(2030, 1, 7, 7, 0, tzinfo=UTC)
@@ -72,6 +75,14 @@ def measure(engine, count: int, placements: int) -> list[float]:
     def uow() -> SnpUnitOfWork:
         return SnpUnitOfWork(sessions, "snp")
 
+    deps = Deps(
+        clock=lambda: START,
+        pseudonymise=lambda system, value: patient_key(system, value, "benchmark-secret"),
+        settings=SnpSettings(),
+        record_refusal=refusal_recorder(uow),
+    )
+    bus = MessageBus(uow, deps)
+
     timings = []
     for index in range(placements):
         command = RequestSnp(
@@ -84,7 +95,7 @@ def measure(engine, count: int, placements: int) -> list[float]:
             "fever",
         )
         started = time.perf_counter()
-        view = handlers.request_snp(uow(), command, lambda: START, "benchmark-secret")
+        view = bus.handle(command)
         timings.append((time.perf_counter() - started) * 1000)
         assert view.appointment is not None, "every benchmark request should be placed"
     return timings

@@ -62,7 +62,7 @@ def intake(request, tmp_path_factory):
         fuzz = build(request.param, tmp_path_factory.mktemp(f"intake-{request.param}"))
         client = TestClient(fuzz.app)
         # What the discharge consumer would mirror from relais.careteam, handed over directly.
-        handlers = careteam_handlers(fuzz.service.unit_of_work, fuzz.service.clock)
+        handlers = careteam_handlers(fuzz.service.bus)
         for envelope in mirror:
             handlers[TOPIC_CARETEAM](envelope)
     yield fuzz, client, INTAKES[request.param]
