@@ -7,14 +7,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from services.admissions import commands, intake, views
 from services.admissions.messagebus import MessageBus
 from services.admissions.uow import AdmissionsUnitOfWork
 from shared.api.responses import FhirResponse
 from shared.auth import Principal, audit_refusal, require_role
-from shared.errors import BadRequest, Forbidden
+from shared.errors import BadRequest, Forbidden, Unprocessable
 from shared.events import Role
 from shared.fhir.encounter import patient_identity
 from shared.fhir.intake import check_content_type, parse_json, parse_message_bundle
@@ -153,7 +153,10 @@ class TerritoryIn(BaseModel):
 
 @router.post("/dac-cases", summary="The DAC opens a complex case for a patient", status_code=201)
 def open_dac_case(body: DacCaseIn, principal: Dac, bus: Bus) -> Response:
-    identifier = Identifier(system=body.patient.system, value=body.patient.value)
+    try:
+        identifier = Identifier(system=body.patient.system, value=body.patient.value)
+    except ValidationError:
+        raise Unprocessable("patient needs an identifier system (a URI) and a value", expression=["patient"]) from None
     identity = patient_identity([identifier], "patient")
     view = bus.handle(commands.OpenDacCase(principal.organisation_id, identity))
     location = f"/admissions/dac-cases/{view['id']}"
