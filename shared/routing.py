@@ -44,6 +44,8 @@ class PatientContext:
     consent_opposed: bool = False
     handoff_failed: bool = False
     escalation_level: int = 0
+    # False for a patient known only by a local identifier: their consent cannot be checked (DESIGN §2).
+    identity_verified: bool = True
 
 
 @dataclass(frozen=True)
@@ -197,8 +199,10 @@ def _organisation_for(role: Role, ctx: PatientContext) -> str | None:
 
 
 def _consent_allows(role: Role, detail: Detail, ctx: PatientContext) -> bool:
-    # Counts carry no patient data, so opposition does not stop them.
-    return not (ctx.consent_opposed and role in _BEYOND_CARE_TEAM and detail is not Detail.ORGANISATIONAL)
+    # Counts carry no patient data, so neither opposition nor an unverified identity stops them.
+    if role not in _BEYOND_CARE_TEAM or detail is Detail.ORGANISATIONAL:
+        return True
+    return not ctx.consent_opposed and ctx.identity_verified
 
 
 def route(

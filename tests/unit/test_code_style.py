@@ -15,3 +15,12 @@ def test_ruff_finds_nothing():
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mypy_finds_nothing():
+    # pyproject.toml's [tool.mypy] names the packages (shared, services, relais) and excludes migrations.
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--no-error-summary"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]

@@ -244,6 +244,15 @@ def test_a_patient_without_a_team_is_signalled_minimised_to_the_cpts(harness):
     assert cpts["payload"]["age_band"] == "60-74" and "MARTIN" not in json.dumps(cpts)
 
 
+def test_a_patient_known_only_by_a_local_identifier_is_not_signalled_to_the_cpts(harness):
+    harness.territory()
+    message = f.full_discharge_message()
+    patient = next(e["resource"] for e in message["entry"] if e["resource"]["resourceType"] == "Patient")
+    patient["identifier"] = [{"system": "urn:oid:1.2.250.1.999.1.1", "value": "IPP-42"}]
+    assert harness.post_message(message).status_code == 200
+    assert harness.notifications("discharge.recorded") == []
+
+
 def test_consent_opposition_keeps_the_cpts_out(harness):
     harness.territory()
     harness.careteam(team=None, status="inactive", consent_opposed=True)

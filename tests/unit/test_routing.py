@@ -303,3 +303,13 @@ def test_seeded_complexity_criteria_make_a_case_complex():
 def test_complexity_criteria_are_configurable():
     assert is_complex({"sprained-ankle"}, frozenset({"sprained-ankle"}))
     assert not is_complex({"diabetes"}, frozenset({"cancer"}))
+
+
+@pytest.mark.parametrize("event", [E.ADMISSION_RECORDED, E.DISCHARGE_RECORDED, E.HANDOFF_DECLINED])
+def test_a_patient_known_only_by_a_local_identifier_reaches_nobody_beyond_the_care_team(event):
+    verified = PatientContext(TEAM, HOSPITAL, CPTS, DAC, True, True, False, True, 3)
+    local_only = PatientContext(TEAM, HOSPITAL, CPTS, DAC, True, True, False, True, 3, identity_verified=False)
+    beyond = {Role.CPTS, Role.DAC}
+    assert {r.role for r in route(event, verified)} & beyond
+    assert not {r.role for r in route(event, local_only) if r.detail is not Detail.ORGANISATIONAL} & beyond
+    assert {r.organisation_id for r in route(event, local_only)} >= {TEAM}

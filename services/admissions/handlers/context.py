@@ -32,7 +32,8 @@ def patient_context(
         cpts_org_id=territory.cpts_org_id if territory else None,
         dac_org_id=case.dac_org_id if case else (territory.dac_org_id if territory else None),
         dac_case_open=case is not None,
-        consent_opposed=bool(consent and consent.opposed) or local_only,
+        consent_opposed=bool(consent and consent.opposed),
+        identity_verified=not local_only,
     )
 
 

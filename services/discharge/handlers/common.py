@@ -17,6 +17,7 @@ from services.discharge.views import mirror_state, territory_state
 from shared.contracts import About, build_notification
 from shared.events import TOPIC_DISCHARGE, EventType
 from shared.fhir.builders import message_bundle
+from shared.identifiers import INS_SYSTEMS
 from shared.routing import PatientContext, Recipient
 
 
@@ -40,6 +41,8 @@ def routing_context(
         handoff_failed=handoff_failed,
         escalation_level=escalation_level,
     )
+    # A patient known only by a local identifier gets nothing beyond the care team, at every step.
+    ctx = replace(ctx, identity_verified=discharge.patient_system in INS_SYSTEMS)
     if pin_team and team_org_id is None:
         # The team that held the patient has let go: do not fall back on the mirror's (same) team.
         ctx = replace(ctx, team_org_id=None)
