@@ -5,7 +5,7 @@ For each fault, N admissions are posted at a steady pace; a post that gets no an
 with the same message id (intake is idempotent). Mid-stream, one of: SIGKILL admissions and restart it,
 SIGKILL notifications and restart it, restart the broker, restart PostgreSQL. Then, per organisation, what
 was sent (accepted admissions routed to it) is compared with what its feed holds, by the notification's
-subject (the admission's Encounter identifier): nothing lost, nothing twice. docs/fault-proof.md has the
+subject (a team sees the Encounter identifier, the CPTS the admission's opaque reference): nothing lost, nothing twice. docs/fault-proof.md has the
 numbers of a run.
 """
 
@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from relais.demo import Commune, FeedItem, Person, Territory, hospital_message, load_territory
+from services.admissions import domain as admissions_domain
 from shared.identifiers import INS_NIR_TEST, RPPS, make_nir
 from tests.e2e.harness import RelaisProcesses
 from tests.infra.wait import wait_for
@@ -139,7 +140,7 @@ class Stream:
 
     world: World
     tag: str
-    accepted: dict[str, str] = field(default_factory=dict)  # subject (encounter key) -> organisation
+    accepted: dict[str, str] = field(default_factory=dict)  # expected subject -> organisation
     attempts: int = 0
     unanswered: int = 0  # connection refused/reset, timeouts
     server_errors: int = 0  # 5xx while a dependency was down
@@ -189,8 +190,14 @@ class Stream:
                 )
                 self._post(client, message, time.monotonic() + 90)
                 encounter = message["entry"][1]["resource"]["identifier"][0]
+                # A team sees the encounter number; the CPTS only the opaque reference of the admission.
+                subject = (
+                    f"{encounter['system']}|{encounter['value']}"
+                    if owner != CPTS
+                    else f"Admission/{admissions_domain.derived_id(message['id'], 'admission')}"
+                )
                 with self.lock:
-                    self.accepted[f"{encounter['system']}|{encounter['value']}"] = owner
+                    self.accepted[subject] = owner
             client.close()
         except BaseException as exc:
             self.error = exc
@@ -271,7 +278,7 @@ def prove(world: World, name: str, inject) -> dict:
         "organisations": {},
     }
     for org in orgs:
-        mine = [i for i in arrived[org] if i.subject and tag in i.subject]
+        mine = [i for i in arrived[org] if i.subject in stream.accepted]
         subjects = Counter(i.subject for i in mine)
         result["organisations"][org] = {
             "sent": len(sent[org]),
