@@ -5,8 +5,8 @@ For each fault, N admissions are posted at a steady pace; a post that gets no an
 with the same message id (intake is idempotent). Mid-stream, one of: SIGKILL admissions and restart it,
 SIGKILL notifications and restart it, restart the broker, restart PostgreSQL. Then, per organisation, what
 was sent (accepted admissions routed to it) is compared with what its feed holds, by the notification's
-subject (a team sees the Encounter identifier, the CPTS the admission's opaque reference): nothing lost, nothing twice. docs/fault-proof.md has the
-numbers of a run.
+subject (a team sees the Encounter identifier, the CPTS the admission's opaque reference): nothing lost,
+nothing twice. docs/fault-proof.md has the numbers of a run.
 """
 
 from __future__ import annotations
