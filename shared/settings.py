@@ -9,6 +9,8 @@ from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEV_SECRET = "relais-development-secret-do-not-use"  # noqa: S105 - refused outside development
+DEFAULT_RATE_LIMIT_PER_ORGANISATION = "100/second;6000/minute"
+DEFAULT_RATE_LIMIT_FAILED_AUTH = "20/minute;200/hour"
 
 
 class RelaisSettings(BaseSettings):
@@ -64,10 +66,11 @@ class RelaisSettings(BaseSettings):
     http_body_timeout_seconds: float = Field(default=30.0, gt=0)
     # An oversized body is read and discarded up to this much so the client sees the 413; past it, close.
     http_max_drain_bytes: int = Field(default=32_000_000, ge=0)
-    # Rate limits (`limits` syntax, ";"-separated; empty disables): per organisation, and failed
-    # authentications per client address.
-    rate_limit_per_organisation: str = "100/second;6000/minute"
-    rate_limit_failed_auth: str = "20/minute;200/hour"
+    # Rate limits (`limits` syntax, ";"-separated; "" disables), per service: requests per organisation, and
+    # failed authentications per client address. Unset: the defaults below, except in the test environment
+    # (suites hammer one app with one organisation), where they are off unless set.
+    rate_limit_per_organisation: str | None = None
+    rate_limit_failed_auth: str | None = None
     # Token cache: positive answers for token_cache_seconds, unknown tokens only briefly, bounded in size.
     token_cache_size: int = Field(default=10_000, ge=1)
     token_cache_seconds: float = Field(default=30.0, ge=0)
@@ -102,6 +105,18 @@ class RelaisSettings(BaseSettings):
         for network in value:
             ipaddress.ip_network(network, strict=False)
         return value
+
+    @property
+    def resolved_rate_limit_per_organisation(self) -> str:
+        if self.rate_limit_per_organisation is not None:
+            return self.rate_limit_per_organisation
+        return "" if self.environment == "test" else DEFAULT_RATE_LIMIT_PER_ORGANISATION
+
+    @property
+    def resolved_rate_limit_failed_auth(self) -> str:
+        if self.rate_limit_failed_auth is not None:
+            return self.rate_limit_failed_auth
+        return "" if self.environment == "test" else DEFAULT_RATE_LIMIT_FAILED_AUTH
 
     @property
     def resolved_outbound_allow_http(self) -> bool:

@@ -6,10 +6,12 @@ import base64
 import json
 import logging
 import threading
+import time
+import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session
@@ -25,6 +27,8 @@ log = logging.getLogger(__name__)
 
 RELAYED = Counter("relais_outbox_relayed_total", "Outbox messages published to the bus", ["source"])
 HANDLED = Counter("relais_messages_handled_total", "Bus messages handled", ["consumer", "outcome"])
+WORKER_RESTARTS = Counter("relais_worker_restarts_total", "Background workers restarted after dying", ["worker"])
+WORKER_UP = Gauge("relais_worker_up", "1 while a background worker runs, 0 while it waits to restart", ["worker"])
 
 # Failures that say "try again later" rather than "this message is wrong".
 TRANSIENT = (TransientError, BusUnavailable, OperationalError)
@@ -226,3 +230,70 @@ class ConsumerLoop:
                 except Exception:
                     log.debug("closing a bus client failed", exc_info=True)
         self._consumer = self._dlq = None
+
+
+class SupervisedWorker:
+    """Runs `target(stop)` in a thread; if it dies (or returns before stop), restarts it with backoff.
+
+    While it waits to restart it is not `healthy`, which `/readyz` reports. A run that lasted longer than
+    `stable_seconds` resets the backoff: an occasional crash is retried quickly, a crash loop slowly.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        target: Callable[[threading.Event], object],
+        stop: threading.Event,
+        *,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 30.0,
+        stable_seconds: float = 60.0,
+    ) -> None:
+        self.name = name
+        self._target = target
+        self._stop = stop
+        self._initial = backoff_initial
+        self._max = backoff_max
+        self._stable = stable_seconds
+        self.restarts = 0
+        self._running = False
+        self._thread: threading.Thread | None = None
+
+    @property
+    def healthy(self) -> bool:
+        return self._running or self._stop.is_set()
+
+    def start(self) -> None:
+        self._running = True
+        WORKER_UP.labels(self.name).set(1)
+        self._thread = threading.Thread(target=self._supervise, name=self.name, daemon=True)
+        self._thread.start()
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _supervise(self) -> None:
+        delay = self._initial
+        while not self._stop.is_set():
+            self._running = True
+            WORKER_UP.labels(self.name).set(1)
+            started = time.monotonic()
+            try:
+                self._target(self._stop)
+                if self._stop.is_set():
+                    break
+                log.error("worker %s returned before shutdown; restarting it", self.name)
+            except Exception as exc:  # noqa: BLE001 - whatever killed it, the supervisor restarts it
+                # The message may quote data being processed: log the type and the frames only.
+                frames = "".join(traceback.format_tb(exc.__traceback__))
+                log.error("worker %s died on %s; restarting it\n%s", self.name, type(exc).__name__, frames)
+            self._running = False
+            WORKER_UP.labels(self.name).set(0)
+            WORKER_RESTARTS.labels(self.name).inc()
+            self.restarts += 1
+            if time.monotonic() - started > self._stable:
+                delay = self._initial
+            self._stop.wait(delay)
+            delay = min(delay * 2, self._max)
+        self._running = False
