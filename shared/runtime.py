@@ -40,10 +40,17 @@ class Runtime:
     _threads: list[SupervisedWorker] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.relay = OutboxRelay(self.sessions, self.bus, self.name, self.settings.relay_batch_size)
+        self.relay = OutboxRelay(
+            self.sessions, self.bus, self.name, self.settings.relay_batch_size, self.settings.bus_max_message_bytes
+        )
 
     def unit_of_work(self, cls: type[UnitOfWork] = UnitOfWork) -> UnitOfWork:
-        return cls(self.sessions, self.name, on_outbox_commit=self.wakeup.set)
+        return cls(
+            self.sessions,
+            self.name,
+            on_outbox_commit=self.wakeup.set,
+            max_message_bytes=self.settings.bus_max_message_bytes,
+        )
 
     def add_consumer(self, handlers: dict[str, Handler], group_suffix: str = "") -> ConsumerLoop:
         group = f"{self.settings.consumer_group_prefix}.{self.name}{group_suffix}"

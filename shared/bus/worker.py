@@ -12,20 +12,23 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from prometheus_client import Counter, Gauge
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from shared.bus.base import Bus, BusUnavailable, Consumer, Producer, Record, dlq_topic
-from shared.bus.envelope import Envelope, PoisonMessage
+from shared.bus.base import Bus, BusUnavailable, Consumer, MessageRejected, Producer, Record, dlq_topic
+from shared.bus.envelope import DEFAULT_MAX_MESSAGE_BYTES, Envelope, PoisonMessage
 from shared.db.engine import is_postgres
-from shared.db.tables import OutboxMessage
+from shared.db.tables import OutboxDeadLetter, OutboxMessage, utcnow
 from shared.errors import TransientError
 
 log = logging.getLogger(__name__)
 
 RELAYED = Counter("relais_outbox_relayed_total", "Outbox messages published to the bus", ["source"])
+DEAD_LETTERED = Counter(
+    "relais_outbox_dead_lettered_total", "Outbox rows the bus can never take, set aside", ["source", "reason"]
+)
 HANDLED = Counter("relais_messages_handled_total", "Bus messages handled", ["consumer", "outcome"])
 WORKER_RESTARTS = Counter("relais_worker_restarts_total", "Background workers restarted after dying", ["worker"])
 WORKER_UP = Gauge("relais_worker_up", "1 while a background worker runs, 0 while it waits to restart", ["worker"])
@@ -39,44 +42,96 @@ Handler = Callable[[Envelope], None]
 class OutboxRelay:
     """Publishes unpublished outbox rows in order and marks them published; crashes only cause re-sends."""
 
-    def __init__(self, session_factory: Callable[[], Session], bus: Bus, source: str, batch_size: int = 200) -> None:
+    def __init__(
+        self,
+        session_factory: Callable[[], Session],
+        bus: Bus,
+        source: str,
+        batch_size: int = 200,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
         self._session_factory = session_factory
         self._bus = bus
         self._source = source
         self._batch_size = batch_size
+        self._max_bytes = max_message_bytes
         self._producer: Producer | None = None
 
     def relay_once(self) -> int:
+        """Publish one batch; rows the bus can never take go to `outbox_dead_letter`. Returns rows handled."""
         with self._session_factory() as session:
-            query = select(OutboxMessage).where(OutboxMessage.published_at.is_(None)).order_by(OutboxMessage.seq)
-            query = query.limit(self._batch_size)
-            if is_postgres(session.get_bind()):
+            query = select(OutboxMessage).where(OutboxMessage.published_at.is_(None))  # type: ignore[union-attr]
+            query = query.order_by(OutboxMessage.seq).limit(self._batch_size)  # type: ignore[arg-type]
+            if is_postgres(session.get_bind()):  # type: ignore[arg-type]
                 # A second replica waits here instead of publishing the same rows out of order.
                 query = query.with_for_update()
             rows = list(session.execute(query).scalars())
             if not rows:
                 session.rollback()
                 return 0
+            sent: list[OutboxMessage] = []
+            dead: list[tuple[OutboxMessage, str]] = []
             try:
                 producer = self._get_producer()
                 for row in rows:
-                    producer.send(row.topic, row.key, row.value.encode())
-                producer.flush()
+                    try:
+                        payload = row.value.encode()
+                    except UnicodeEncodeError:
+                        dead.append((row, "unencodable"))
+                        continue
+                    if len(payload) > self._max_bytes:
+                        dead.append((row, "too_large"))
+                        continue
+                    producer.send(row.topic, row.key, payload)
+                    sent.append(row)
+                try:
+                    producer.flush()
+                except MessageRejected as rejected:
+                    dead.extend((sent[i], "rejected") for i in rejected.positions if i < len(sent))
+                    refused = {sent[i].seq for i in rejected.positions if i < len(sent)}
+                    sent = [row for row in sent if row.seq not in refused]
             except BusUnavailable:
                 self._reset_producer()
                 session.rollback()
                 raise
-            seqs = [row.seq for row in rows]
-            session.execute(
-                update(OutboxMessage).where(OutboxMessage.seq.in_(seqs)).values(published_at=datetime.now(UTC))
-            )
+            if sent:
+                seqs = [row.seq for row in sent]
+                session.execute(
+                    update(OutboxMessage)
+                    .where(OutboxMessage.seq.in_(seqs))  # type: ignore[union-attr]
+                    .values(published_at=datetime.now(UTC))
+                )
+            self._set_aside(session, dead)
             session.commit()
-        RELAYED.labels(self._source).inc(len(rows))
+        RELAYED.labels(self._source).inc(len(sent))
+        for row, reason in dead:
+            DEAD_LETTERED.labels(self._source, reason).inc()
+            log.error("outbox %s: row %s (%s, %d bytes) set aside: %s", self._source, row.seq, row.event_type,
+                      len(row.value), reason)
         return len(rows)
+
+    def _set_aside(self, session: Session, dead: list[tuple[OutboxMessage, str]]) -> None:
+        now = utcnow()
+        for row, reason in dead:
+            session.add(
+                OutboxDeadLetter(
+                    outbox_seq=row.seq or 0, message_id=row.message_id, topic=row.topic, key=row.key,
+                    event_type=row.event_type, value=row.value, size=len(row.value), reason=reason,
+                    created_at=row.created_at, dead_at=now,
+                )
+            )
+        if dead:
+            seqs = [row.seq for row, _ in dead]
+            session.execute(delete(OutboxMessage).where(OutboxMessage.seq.in_(seqs)))  # type: ignore[union-attr]
+
+    def dead_letters(self) -> int:
+        with self._session_factory() as session:
+            return session.execute(select(func.count()).select_from(OutboxDeadLetter)).scalar_one()
 
     def pending(self) -> int:
         with self._session_factory() as session:
-            query = select(func.count()).select_from(OutboxMessage).where(OutboxMessage.published_at.is_(None))
+            query = select(func.count()).select_from(OutboxMessage)
+            query = query.where(OutboxMessage.published_at.is_(None))  # type: ignore[union-attr]
             return session.execute(query).scalar_one()
 
     def _get_producer(self) -> Producer:
