@@ -316,7 +316,8 @@ class SupervisedWorker:
 
     @property
     def healthy(self) -> bool:
-        return self._running or self._stop.is_set()
+        """False only while it waits to be restarted (not before it starts, not after shutdown)."""
+        return self._thread is None or self._running or self._stop.is_set()
 
     def start(self) -> None:
         self._running = True
