@@ -19,8 +19,10 @@ from shared.settings import SETTINGS_BY_SERVICE, RelaisSettings
 app = typer.Typer(help="Relais: the ville–hôpital coordination backend.", no_args_is_help=True)
 org_app = typer.Typer(help="Organisations and their API tokens.", no_args_is_help=True)
 db_app = typer.Typer(help="Databases and migrations.", no_args_is_help=True)
+outbox_app = typer.Typer(help="Outbox rows the bus could never take.", no_args_is_help=True)
 app.add_typer(org_app, name="org")
 app.add_typer(db_app, name="db")
+app.add_typer(outbox_app, name="outbox")
 console = Console()
 
 
@@ -45,9 +47,8 @@ def run(
     data_dir: Annotated[Path | None, typer.Option(help="Where SQLite files live (RELAIS_DATA_DIR)")] = None,
 ) -> None:
     """Every service in one process, on SQLite and the embedded log unless configured otherwise."""
-    import uvicorn
-
     from relais.combined import combined_app
+    from shared.api.server import run_server
 
     _configure_logging()
     if data_dir is not None:
@@ -63,7 +64,7 @@ def run(
     console.print(f"Relais on http://{host}:{port} — data in {settings.data_dir.resolve()}, bus: {bus}")
     if not directory.list():
         console.print("No organisation yet: add one with `relais org add --role hospital --id FINESS --name NAME`.")
-    uvicorn.run(combined_app(services), host=host, port=port, log_level="warning")
+    run_server(combined_app(services), host=host, port=port, settings=settings)
 
 
 @app.command()
@@ -73,13 +74,13 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
 ) -> None:
     """One service, configured by the environment (database URL, Kafka)."""
-    import uvicorn
+    from shared.api.server import run_server
 
     _configure_logging()
     if service not in SERVICE_NAMES:
         raise typer.BadParameter(f"choose one of {', '.join(SERVICE_NAMES)}", param_hint="SERVICE")
     instance = bootstrapper(service)()
-    uvicorn.run(instance.app, host=host, port=port, log_level="warning")
+    run_server(instance.app, host=host, port=port, settings=instance.runtime.settings)
 
 
 @app.command()
@@ -167,6 +168,49 @@ def db_revision(
     engine = make_engine(settings.resolved_database_url, settings.database_schema)
     migrate.upgrade(service, engine, settings.database_schema)
     migrate.revision(service, engine, message, settings.database_schema)
+
+
+def _service_engine(name: str):
+    from shared.db.engine import make_engine
+
+    settings = SETTINGS_BY_SERVICE[name]()
+    return settings, make_engine(settings.resolved_database_url, settings.database_schema)
+
+
+@app.command()
+def purge(
+    services: Annotated[list[str] | None, typer.Argument(help="Services to purge (default: all)")] = None,
+) -> None:
+    """Delete what has done its job now (kernel tables; RELAIS_RETENTION_*_DAYS), as the services do hourly."""
+    from shared.retention import RetentionWorker
+
+    for name in services or SERVICE_NAMES:
+        settings, engine = _service_engine(name)
+        deleted = RetentionWorker.for_settings(engine, settings, source=name).run_once()
+        engine.dispose()
+        summary = ", ".join(f"{rule} {count}" for rule, count in deleted.items())
+        console.print(f"[green]✓[/] {name}: {summary}")
+
+
+@outbox_app.command("dead-letters")
+def outbox_dead_letters(
+    services: Annotated[list[str] | None, typer.Argument(help="Services to inspect (default: all)")] = None,
+) -> None:
+    """List outbox rows set aside because the bus could never take them (ids and sizes, never contents)."""
+    from sqlalchemy import select
+
+    from shared.db.tables import OutboxDeadLetter
+
+    table = Table("service", "outbox seq", "message id", "event", "bytes", "reason", "set aside at")
+    for name in services or SERVICE_NAMES:
+        _settings, engine = _service_engine(name)
+        with engine.connect() as connection:
+            rows = connection.execute(select(OutboxDeadLetter.__table__).order_by("id")).all()  # type: ignore[attr-defined]
+        engine.dispose()
+        for row in rows:
+            table.add_row(name, str(row.outbox_seq), row.message_id, row.event_type, str(row.size), row.reason,
+                          row.dead_at.isoformat())
+    console.print(table)
 
 
 if __name__ == "__main__":

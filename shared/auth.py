@@ -5,16 +5,17 @@ from __future__ import annotations
 import hashlib
 import secrets
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from cachetools import TTLCache
 from fastapi import Depends, Request
 from sqlalchemy import Boolean, Column, DateTime, MetaData, String, Table, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from shared.api.limits import RateLimits
 from shared.db.engine import make_engine
 from shared.errors import Conflict, Forbidden, NotFound, Unauthorized
 from shared.events import Role
@@ -32,6 +33,7 @@ organisations = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
+MAX_TOKEN_LENGTH = 200
 TOKEN_PREFIX = "rls_"  # noqa: S105 - a public prefix that makes leaked tokens greppable, not a secret
 
 
@@ -49,11 +51,25 @@ def hash_token(token: str) -> str:
 class Directory:
     """The organisations registered with this Relais deployment."""
 
-    def __init__(self, url: str, schema: str | None = None, cache_seconds: float = 30.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        schema: str | None = None,
+        cache_seconds: float = 30.0,
+        *,
+        cache_size: int = 10_000,
+        miss_cache_seconds: float = 2.0,
+    ) -> None:
         self.engine = make_engine(url, schema)
         metadata.create_all(self.engine)
-        self._cache: dict[str, tuple[float, Principal | None]] = {}
+        # Bounded both ways: known tokens for cache_seconds, guessed ones only briefly (a burst of the
+        # same wrong token costs one query, a stream of different ones cannot grow memory).
+        self._hits: TTLCache[str, Principal] = TTLCache(maxsize=cache_size, ttl=max(cache_seconds, 1e-6))
+        self._misses: TTLCache[str, bool] = TTLCache(
+            maxsize=max(cache_size // 10, 1), ttl=max(miss_cache_seconds, 1e-6)
+        )
         self._cache_seconds = cache_seconds
+        self._miss_seconds = miss_cache_seconds
         self._lock = threading.Lock()
 
     def add(self, role: Role | str, organisation_id: str, name: str) -> str:
@@ -83,9 +99,18 @@ class Directory:
             ).rowcount
         if not changed:
             raise NotFound(f"no organisation {organisation_id!r}")
-        with self._lock:
-            self._cache.clear()
+        self.clear_cache()
         return token
+
+    def clear_cache(self) -> None:
+        with self._lock:
+            self._hits.clear()
+            self._misses.clear()
+
+    @property
+    def cached_tokens(self) -> int:
+        with self._lock:
+            return len(self._hits) + len(self._misses)
 
     def get(self, organisation_id: str) -> Principal | None:
         with self.engine.connect() as connection:
@@ -98,19 +123,25 @@ class Directory:
         return [Principal(row.id, Role(row.role), row.name) for row in rows]
 
     def authenticate(self, token: str) -> Principal | None:
+        if len(token) > MAX_TOKEN_LENGTH:
+            return None
         digest = hash_token(token)
-        now = time.monotonic()
         with self._lock:
-            cached = self._cache.get(digest)
-        if cached and cached[0] > now:
-            return cached[1]
+            cached = self._hits.get(digest)
+            if cached is not None:
+                return cached
+            if digest in self._misses:
+                return None
         with self.engine.connect() as connection:
             row = connection.execute(
                 select(organisations).where(organisations.c.token_hash == digest, organisations.c.active.is_(True))
             ).first()
         principal = Principal(row.id, Role(row.role), row.name) if row else None
         with self._lock:
-            self._cache[digest] = (now + self._cache_seconds, principal)
+            if principal is not None and self._cache_seconds > 0:
+                self._hits[digest] = principal
+            elif principal is None and self._miss_seconds > 0:
+                self._misses[digest] = True
         return principal
 
     def close(self) -> None:
@@ -123,9 +154,14 @@ def current_principal(request: Request) -> Principal:
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("send 'Authorization: Bearer <token>' (see `relais org add`)")
     directory: Directory = request.app.state.directory
+    rate_limits: RateLimits | None = getattr(request.app.state, "rate_limits", None)
     principal = directory.authenticate(token.strip())
     if principal is None:
+        if rate_limits is not None:
+            rate_limits.failed_authentication(request.client.host if request.client else "unknown")
         raise Unauthorized("unknown or revoked token")
+    if rate_limits is not None and getattr(request.state, "principal", None) is None:
+        rate_limits.check_organisation(principal.organisation_id)
     request.state.principal = principal
     return principal
 

@@ -8,6 +8,8 @@ class RelaisError(Exception):
 
     status_code: int = 400
     issue_code: str = "invalid"
+    # HTTP headers the answer must carry (Retry-After on a 429).
+    headers: dict[str, str] | None = None
 
     def __init__(
         self,
@@ -60,6 +62,11 @@ class Unprocessable(RelaisError):
 
 class TooManyRequests(RelaisError):
     status_code, issue_code = 429, "throttled"
+
+    def __init__(self, diagnostics: str, *, retry_after: int = 1) -> None:
+        super().__init__(diagnostics)
+        self.retry_after = retry_after
+        self.headers = {"Retry-After": str(retry_after)}
 
 
 class TransientError(Exception):

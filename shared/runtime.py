@@ -16,7 +16,7 @@ from shared.audit import RefusalRecorder, refusal_recorder
 from shared.auth import Directory
 from shared.bus.base import Bus
 from shared.bus.factory import bus_from_settings
-from shared.bus.worker import ConsumerLoop, Handler, OutboxRelay
+from shared.bus.worker import ConsumerLoop, Handler, OutboxRelay, SupervisedWorker
 from shared.db import migrate
 from shared.db.engine import make_engine, session_factory
 from shared.db.uow import UnitOfWork, Wakeup
@@ -38,15 +38,22 @@ class Runtime:
     run_workers: bool = True
     extra_workers: list[Callable[[threading.Event], None]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
-    _threads: list[threading.Thread] = field(default_factory=list)
+    _threads: list[SupervisedWorker] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.relay = OutboxRelay(self.sessions, self.bus, self.name, self.settings.relay_batch_size)
+        self.relay = OutboxRelay(
+            self.sessions, self.bus, self.name, self.settings.relay_batch_size, self.settings.bus_max_message_bytes
+        )
         # Refusals are audited in their own transaction (shared/audit.py), whichever route refused.
         self.record_refusal: RefusalRecorder = refusal_recorder(self.unit_of_work)
 
     def unit_of_work(self, cls: type[UnitOfWork] = UnitOfWork) -> UnitOfWork:
-        return cls(self.sessions, self.name, on_outbox_commit=self.wakeup.set)
+        return cls(
+            self.sessions,
+            self.name,
+            on_outbox_commit=self.wakeup.set,
+            max_message_bytes=self.settings.bus_max_message_bytes,
+        )
 
     def add_consumer(self, handlers: dict[str, Handler], group_suffix: str = "") -> ConsumerLoop:
         group = f"{self.settings.consumer_group_prefix}.{self.name}{group_suffix}"
@@ -77,9 +84,19 @@ class Runtime:
             self._spawn(f"worker-{index}", worker)
 
     def _spawn(self, name: str, target: Callable[[threading.Event], Any]) -> None:
-        thread = threading.Thread(target=target, args=(self._stop,), name=f"{self.name}-{name}", daemon=True)
-        thread.start()
-        self._threads.append(thread)
+        worker = SupervisedWorker(
+            f"{self.name}-{name}", target, self._stop, backoff_max=self.settings.worker_restart_max_seconds
+        )
+        worker.start()
+        self._threads.append(worker)
+
+    def workers_ready(self) -> bool:
+        """Every background worker is running (a dead one waiting for its restart makes this False)."""
+        return all(worker.healthy for worker in self._threads)
+
+    @property
+    def workers(self) -> list[SupervisedWorker]:
+        return list(self._threads)
 
     def stop(self) -> None:
         self._stop.set()
@@ -111,6 +128,13 @@ def build_runtime(
         engine=engine,
         sessions=session_factory(engine),
         bus=bus or bus_from_settings(settings, client_id=f"relais-{name}"),
-        directory=directory or Directory(settings.resolved_auth_url, settings.auth_database_schema),
+        directory=directory
+        or Directory(
+            settings.resolved_auth_url,
+            settings.auth_database_schema,
+            settings.token_cache_seconds,
+            cache_size=settings.token_cache_size,
+            miss_cache_seconds=settings.token_miss_cache_seconds,
+        ),
         run_workers=run_workers,
     )

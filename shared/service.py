@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 
 from shared.api.app import capability_statement, create_service_app
+from shared.api.limits import RateLimits, RequestLimits
 from shared.runtime import Runtime
 
 
@@ -36,8 +37,11 @@ def service_app(
         title=title,
         description=description,
         routers=routers,
-        max_body_bytes=runtime.settings.max_body_bytes,
-        ready_checks={"database": runtime.database_ready},
+        limits=RequestLimits.from_settings(runtime.settings),
+        rate_limits=RateLimits(
+            runtime.settings.resolved_rate_limit_per_organisation, runtime.settings.resolved_rate_limit_failed_auth
+        ),
+        ready_checks={"database": runtime.database_ready, "workers": runtime.workers_ready},
         degraded_checks={"bus": runtime.bus.ping},
         capability=capability_statement(runtime.name, resources, messaging),
         lifespan_start=runtime.start,

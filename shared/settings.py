@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import AliasChoices, Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEV_SECRET = "relais-development-secret-do-not-use"  # noqa: S105 - refused outside development
+DEFAULT_RATE_LIMIT_PER_ORGANISATION = "100/second;6000/minute"
+DEFAULT_RATE_LIMIT_FAILED_AUTH = "20/minute;200/hour"
 
 
 class RelaisSettings(BaseSettings):
@@ -45,6 +47,82 @@ class RelaisSettings(BaseSettings):
     consumer_max_attempts: int = 5
     # Deployments sharing one Kafka cluster (or test runs sharing a broker) keep their groups apart.
     consumer_group_prefix: str = "relais"
+
+    # --- abuse resistance (docs/security.md) ---
+    # Outbound calls: networks (CIDR, comma-separated) reachable besides public addresses; empty everywhere by
+    # default, tests and local development list e.g. 127.0.0.0/8,::1/128. Metadata addresses stay refused.
+    outbound_allowed_networks: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Plain http callback URLs: None means "only in development".
+    outbound_allow_http: bool | None = None
+    outbound_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    outbound_max_response_bytes: int = Field(default=4096, ge=0, le=1_000_000)
+    # Request limits, checked before any FHIR model sees the body.
+    max_bundle_entries: int = Field(default=1000, ge=1)
+    max_json_depth: int = Field(default=32, ge=2, le=200)
+    max_json_string_chars: int = Field(default=100_000, ge=1)
+    max_json_array_items: int = Field(default=5000, ge=1)
+    # A client must send its headers, then its whole body, within these (slow senders hold a connection).
+    http_header_timeout_seconds: float = Field(default=10.0, gt=0)
+    http_body_timeout_seconds: float = Field(default=30.0, gt=0)
+    # An oversized body is read and discarded up to this much so the client sees the 413; past it, close.
+    http_max_drain_bytes: int = Field(default=32_000_000, ge=0)
+    # Rate limits (`limits` syntax, ";"-separated; "" disables), per service: requests per organisation, and
+    # failed authentications per client address. Unset: the defaults below, except in the test environment
+    # (suites hammer one app with one organisation), where they are off unless set.
+    rate_limit_per_organisation: str | None = None
+    rate_limit_failed_auth: str | None = None
+    # Token cache: positive answers for token_cache_seconds, unknown tokens only briefly, bounded in size.
+    token_cache_size: int = Field(default=10_000, ge=1)
+    token_cache_seconds: float = Field(default=30.0, ge=0)
+    token_miss_cache_seconds: float = Field(default=2.0, ge=0)
+    # The largest envelope the bus takes (stay under the producer's max_request_size, 1 MiB by default).
+    bus_max_message_bytes: int = Field(default=900_000, ge=1000)
+    # Supervised workers: restart delay doubles from 0.5 s up to this.
+    worker_restart_max_seconds: float = Field(default=30.0, gt=0)
+    # Retention (days; 0 keeps forever), and how often the purge runs.
+    retention_outbox_days: float = Field(default=7.0, ge=0)
+    retention_inbox_days: float = Field(default=30.0, ge=0)
+    retention_dead_letter_days: float = Field(default=90.0, ge=0)
+    retention_audit_days: float = Field(default=1825.0, ge=0)
+    retention_deliveries_days: float = Field(default=30.0, ge=0)
+    retention_notifications_days: float = Field(default=180.0, ge=0)
+    retention_timers_days: float = Field(default=30.0, ge=0)
+    retention_interval_seconds: float = Field(default=3600.0, gt=0)
+    retention_batch_size: int = Field(default=1000, ge=1)
+
+    @field_validator("outbound_allowed_networks", mode="before")
+    @classmethod
+    def _split_networks(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("outbound_allowed_networks")
+    @classmethod
+    def _valid_networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for network in value:
+            ipaddress.ip_network(network, strict=False)
+        return value
+
+    @property
+    def resolved_rate_limit_per_organisation(self) -> str:
+        if self.rate_limit_per_organisation is not None:
+            return self.rate_limit_per_organisation
+        return "" if self.environment == "test" else DEFAULT_RATE_LIMIT_PER_ORGANISATION
+
+    @property
+    def resolved_rate_limit_failed_auth(self) -> str:
+        if self.rate_limit_failed_auth is not None:
+            return self.rate_limit_failed_auth
+        return "" if self.environment == "test" else DEFAULT_RATE_LIMIT_FAILED_AUTH
+
+    @property
+    def resolved_outbound_allow_http(self) -> bool:
+        if self.outbound_allow_http is None:
+            return self.environment == "development"
+        return self.outbound_allow_http
 
     @property
     def uses_kafka(self) -> bool:

@@ -1,9 +1,10 @@
-"""The FastAPI app factory every service uses: errors as OperationOutcome, body limit, health, metrics, metadata."""
+"""The FastAPI app factory every service uses: errors as OperationOutcome, request limits, health, metrics, metadata."""
 
 from __future__ import annotations
 
 import logging
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -16,56 +17,24 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.api.limits import RateLimits, RequestGuard, RequestLimits
 from shared.api.responses import FhirResponse
-from shared.errors import PayloadTooLarge, RelaisError
+from shared.errors import RelaisError
 from shared.fhir.outcome import issue, operation_outcome, outcome_from_error, outcome_from_issues
 
 log = logging.getLogger(__name__)
 
-REQUESTS = Counter("relais_http_requests_total", "HTTP requests", ["service", "method", "status"])
+REQUESTS = Counter("relais_http_requests_total", "HTTP requests", ["service", "method", "route", "status"])
 LATENCY = Histogram("relais_http_request_seconds", "HTTP request latency", ["service"])
+UNHANDLED = Counter("relais_http_unhandled_errors_total", "Requests answered 500", ["route"])
+
+# Label values are bounded: any other method, and any path no route matched, collapse to one value.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER_METHOD = "OTHER"
+UNMATCHED_ROUTE = "unmatched"
 
 _HTTP_ISSUE_CODES = {401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported", 409: "conflict",
                      413: "too-long", 415: "not-supported", 429: "throttled"}
-
-
-class BodySizeLimit:
-    """Refuses bodies over the limit with 413 before the route reads them, declared length or streamed."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(scope, receive, send)
-            return
-        # Buffer the body up to the limit (at most max_bytes), then replay it to the app.
-        chunks: list[bytes] = []
-        received = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                await self.app(scope, _replay([], message, receive), send)
-                return
-            chunk = message.get("body", b"")
-            received += len(chunk)
-            if received > self.max_bytes:
-                await self._refuse(scope, receive, send)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        await self.app(scope, _replay(chunks, None, receive), send)
-
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        error = PayloadTooLarge(f"request body exceeds {self.max_bytes} bytes")
-        response = FhirResponse(outcome_from_error(error), status_code=error.status_code)
-        await response(scope, receive, send)
 
 
 class Metrics:
@@ -92,21 +61,57 @@ class Metrics:
             await self.app(scope, receive, send_status)
         finally:
             LATENCY.labels(self.service).observe(time.perf_counter() - started)
-            REQUESTS.labels(self.service, scope["method"], str(status)).inc()
+            method = scope["method"] if scope["method"] in KNOWN_METHODS else OTHER_METHOD
+            REQUESTS.labels(self.service, method, route_label(scope), str(status)).inc()
 
 
-def _replay(chunks: list[bytes], pending: Message | None, receive: Receive) -> Receive:
-    """A receive callable that first hands back the buffered body, then defers to the server."""
-    sent = False
+class CatchAll:
+    """Answers any unexpected exception with a 500 OperationOutcome and logs it without request content.
 
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return pending or {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-        return await receive()
+    Starlette's own last-resort handler re-raises so that the server logs the exception, message included;
+    the message may quote the request (patient data), so the exception stops here.
+    """
 
-    return replay
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_tracking(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_tracking)
+        except Exception as exc:  # noqa: BLE001 - the last resort: every failure becomes an outcome
+            log_unhandled(scope, exc)
+            if not started:
+                await _internal_error()(scope, receive, send)
+
+
+def log_unhandled(scope: Scope, exc: BaseException) -> None:
+    route = route_label(scope)
+    # Exception messages and locals may quote the request (patient data): log the type and the frames only.
+    frames = "".join(traceback.format_tb(exc.__traceback__))
+    log.error("unhandled %s on %s %s\n%s", type(exc).__name__, scope.get("method"), route, frames)
+    UNHANDLED.labels(route).inc()
+
+
+def _internal_error() -> FhirResponse:
+    return _error_response(500, operation_outcome("fatal", "exception", "internal error; see the server log"))
+
+
+def route_label(scope: Scope) -> str:
+    """The matched route's template (`/snp/fhir/Slot/{slot_id}`), never the raw path."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else UNMATCHED_ROUTE
 
 
 def _error_response(status: int, body: dict[str, Any]) -> FhirResponse:
@@ -116,7 +121,7 @@ def _error_response(status: int, body: dict[str, Any]) -> FhirResponse:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RelaisError)
     async def relais_error(_request: Request, exc: RelaisError) -> FhirResponse:
-        return _error_response(exc.status_code, outcome_from_error(exc))
+        return FhirResponse(outcome_from_error(exc), status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> FhirResponse:
@@ -132,10 +137,10 @@ def install_error_handlers(app: FastAPI) -> None:
         return _error_response(exc.status_code, operation_outcome("error", code, str(exc.detail)))
 
     @app.exception_handler(Exception)
-    async def unexpected(_request: Request, exc: Exception) -> FhirResponse:
-        log.exception("unhandled error", exc_info=exc)
-        # Never leak internals (or patient data inside them) to the caller.
-        return _error_response(500, operation_outcome("fatal", "exception", "internal error; see the server log"))
+    async def unexpected(request: Request, exc: Exception) -> FhirResponse:
+        # Reached only by apps without CatchAll (the combined root); Starlette re-raises after this answer.
+        log_unhandled(request.scope, exc)
+        return _internal_error()
 
 
 def capability_statement(service: str, resources: Sequence[dict[str, Any]], messaging: bool) -> dict[str, Any]:
@@ -163,7 +168,9 @@ def create_service_app(
     title: str,
     description: str,
     routers: Sequence[APIRouter],
-    max_body_bytes: int,
+    max_body_bytes: int | None = None,
+    limits: RequestLimits | None = None,
+    rate_limits: RateLimits | None = None,
     ready_checks: dict[str, Callable[[], bool]],
     degraded_checks: dict[str, Callable[[], bool]] | None = None,
     capability: dict[str, Any],
@@ -194,8 +201,13 @@ def create_service_app(
     )
     install_error_handlers(app)
 
+    if limits is None:
+        limits = RequestLimits() if max_body_bytes is None else RequestLimits(max_body_bytes=max_body_bytes)
+    app.state.rate_limits = rate_limits
+    # Outermost first: Metrics counts every answer, CatchAll turns any failure below into an outcome.
+    app.add_middleware(RequestGuard, limits=limits, rate_limits=rate_limits)
+    app.add_middleware(CatchAll)
     app.add_middleware(Metrics, service=service)
-    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
 
     ops = APIRouter(prefix=prefix, tags=["operations"])
 

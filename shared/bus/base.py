@@ -13,6 +13,17 @@ class BusUnavailable(Exception):
     """The broker (or the embedded log's database) did not take the messages; nothing was acknowledged."""
 
 
+class MessageRejected(Exception):
+    """The bus will never take these messages (too large, invalid): retrying cannot help.
+
+    `positions` index the `send` calls since the previous flush; every other message was acknowledged."""
+
+    def __init__(self, positions: Sequence[int], reason: str = "rejected") -> None:
+        super().__init__(f"{len(positions)} message(s) rejected by the bus: {reason}")
+        self.positions = sorted(set(positions))
+        self.reason = reason
+
+
 @dataclass(frozen=True)
 class Record:
     """A message as a consumer sees it: where it sits in the log, and its raw value."""

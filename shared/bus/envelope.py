@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+# Under the Kafka producer's default max_request_size (1 MiB), with room for the record's own overhead.
+DEFAULT_MAX_MESSAGE_BYTES = 900_000
+
 
 class PoisonMessage(Exception):
     """A message no retry will ever make handleable (undecodable, or rejected by its handler)."""
@@ -42,3 +45,23 @@ class Envelope:
             )
         except (ValueError, TypeError, KeyError) as exc:
             raise PoisonMessage(f"undecodable envelope: {exc!r}") from exc
+
+
+def encoded_envelope(envelope: Envelope, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> str:
+    """The envelope's JSON, or Unprocessable (422) if the bus could never carry it (too large, unencodable).
+
+    Intake calls this (through `Outbox.add`) so an over-large message is refused to its sender, instead of
+    becoming an outbox row no broker accepts."""
+    from shared.errors import Unprocessable
+
+    value = envelope.to_json()
+    try:
+        size = len(value.encode())
+    except UnicodeEncodeError as exc:
+        raise Unprocessable("the message holds characters that cannot be encoded (lone surrogates)") from exc
+    if size > max_bytes:
+        raise Unprocessable(
+            f"the message is too large to be forwarded ({size} bytes encoded; the limit is {max_bytes})",
+            issue_code="too-long",
+        )
+    return value

@@ -6,35 +6,60 @@ import logging
 import socket
 from collections.abc import Sequence
 
+import kafka.errors
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
-from shared.bus.base import BusUnavailable, Record
+from shared.bus.base import BusUnavailable, MessageRejected, Record
 
 log = logging.getLogger(__name__)
+
+
+# Errors about one record that no retry fixes (kafka-python names, looked up so a rename does not break import).
+PERMANENT_RECORD_ERRORS: tuple[type[Exception], ...] = tuple(
+    getattr(kafka.errors, name)
+    for name in ("MessageSizeTooLargeError", "RecordTooLargeError", "InvalidRecordError", "CorruptRecordError",
+                 "RecordBatchTooLargeError")
+    if hasattr(kafka.errors, name)
+)
 
 
 class KafkaBusProducer:
     def __init__(self, producer: KafkaProducer) -> None:
         self._producer = producer
         self._futures: list = []
+        self._rejected: list[int] = []
 
     def send(self, topic: str, key: str, value: bytes) -> None:
+        position = len(self._futures)
         try:
             self._futures.append(self._producer.send(topic, key=key.encode(), value=value))
+        except PERMANENT_RECORD_ERRORS:
+            # Too large for max_request_size: refused before sending; remembered for flush to report.
+            self._futures.append(None)
+            self._rejected.append(position)
         except KafkaError as exc:
             self._futures.clear()
+            self._rejected.clear()
             raise BusUnavailable(f"Kafka did not accept the message: {exc}") from exc
 
     def flush(self, timeout: float = 30.0) -> None:
         futures, self._futures = self._futures, []
+        rejected, self._rejected = self._rejected, []
         try:
             self._producer.flush(timeout=timeout)
-            for future in futures:
-                future.get(timeout=0)
+            for position, future in enumerate(futures):
+                if future is None:
+                    continue
+                try:
+                    future.get(timeout=0)
+                except PERMANENT_RECORD_ERRORS:
+                    rejected.append(position)
         except KafkaError as exc:
             raise BusUnavailable(f"Kafka did not acknowledge the batch: {exc}") from exc
+        if rejected:
+            raise MessageRejected(rejected, "the broker refused the record")
 
     def close(self) -> None:
         self._producer.close(timeout=5)

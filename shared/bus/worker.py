@@ -6,25 +6,32 @@ import base64
 import json
 import logging
 import threading
+import time
+import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from prometheus_client import Counter
-from sqlalchemy import func, select, update
+from prometheus_client import Counter, Gauge
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session, col
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from shared.bus.base import Bus, BusUnavailable, Consumer, Producer, Record, dlq_topic
-from shared.bus.envelope import Envelope, PoisonMessage
+from shared.bus.base import Bus, BusUnavailable, Consumer, MessageRejected, Producer, Record, dlq_topic
+from shared.bus.envelope import DEFAULT_MAX_MESSAGE_BYTES, Envelope, PoisonMessage
 from shared.db.engine import is_postgres
-from shared.db.tables import OutboxMessage
+from shared.db.tables import OutboxDeadLetter, OutboxMessage, utcnow
 from shared.errors import TransientError
 
 log = logging.getLogger(__name__)
 
 RELAYED = Counter("relais_outbox_relayed_total", "Outbox messages published to the bus", ["source"])
+DEAD_LETTERED = Counter(
+    "relais_outbox_dead_lettered_total", "Outbox rows the bus can never take, set aside", ["source", "reason"]
+)
 HANDLED = Counter("relais_messages_handled_total", "Bus messages handled", ["consumer", "outcome"])
+WORKER_RESTARTS = Counter("relais_worker_restarts_total", "Background workers restarted after dying", ["worker"])
+WORKER_UP = Gauge("relais_worker_up", "1 while a background worker runs, 0 while it waits to restart", ["worker"])
 
 # Failures that say "try again later" rather than "this message is wrong".
 TRANSIENT = (TransientError, BusUnavailable, OperationalError)
@@ -35,14 +42,23 @@ Handler = Callable[[Envelope], None]
 class OutboxRelay:
     """Publishes unpublished outbox rows in order and marks them published; crashes only cause re-sends."""
 
-    def __init__(self, session_factory: Callable[[], Session], bus: Bus, source: str, batch_size: int = 200) -> None:
+    def __init__(
+        self,
+        session_factory: Callable[[], Session],
+        bus: Bus,
+        source: str,
+        batch_size: int = 200,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
         self._session_factory = session_factory
         self._bus = bus
         self._source = source
         self._batch_size = batch_size
+        self._max_bytes = max_message_bytes
         self._producer: Producer | None = None
 
     def relay_once(self) -> int:
+        """Publish one batch; rows the bus can never take go to `outbox_dead_letter`. Returns rows handled."""
         with self._session_factory() as session:
             query = (
                 select(OutboxMessage)
@@ -57,26 +73,69 @@ class OutboxRelay:
             if not rows:
                 session.rollback()
                 return 0
+            sent: list[OutboxMessage] = []
+            dead: list[tuple[OutboxMessage, str]] = []
             try:
                 producer = self._get_producer()
                 for row in rows:
-                    producer.send(row.topic, row.key, row.value.encode())
-                producer.flush()
+                    try:
+                        payload = row.value.encode()
+                    except UnicodeEncodeError:
+                        dead.append((row, "unencodable"))
+                        continue
+                    if len(payload) > self._max_bytes:
+                        dead.append((row, "too_large"))
+                        continue
+                    producer.send(row.topic, row.key, payload)
+                    sent.append(row)
+                try:
+                    producer.flush()
+                except MessageRejected as rejected:
+                    dead.extend((sent[i], "rejected") for i in rejected.positions if i < len(sent))
+                    refused = {sent[i].seq for i in rejected.positions if i < len(sent)}
+                    sent = [row for row in sent if row.seq not in refused]
             except BusUnavailable:
                 self._reset_producer()
                 session.rollback()
                 raise
-            seqs = [row.seq for row in rows]
-            session.execute(
-                update(OutboxMessage).where(col(OutboxMessage.seq).in_(seqs)).values(published_at=datetime.now(UTC))
-            )
+            if sent:
+                seqs = [row.seq for row in sent]
+                session.execute(
+                    update(OutboxMessage)
+                    .where(col(OutboxMessage.seq).in_(seqs))
+                    .values(published_at=datetime.now(UTC))
+                )
+            self._set_aside(session, dead)
             session.commit()
-        RELAYED.labels(self._source).inc(len(rows))
+        RELAYED.labels(self._source).inc(len(sent))
+        for row, reason in dead:
+            DEAD_LETTERED.labels(self._source, reason).inc()
+            log.error("outbox %s: row %s (%s, %d bytes) set aside: %s", self._source, row.seq, row.event_type,
+                      len(row.value), reason)
         return len(rows)
+
+    def _set_aside(self, session: Session, dead: list[tuple[OutboxMessage, str]]) -> None:
+        now = utcnow()
+        for row, reason in dead:
+            session.add(
+                OutboxDeadLetter(
+                    outbox_seq=row.seq or 0, message_id=row.message_id, topic=row.topic, key=row.key,
+                    event_type=row.event_type, value=row.value, size=len(row.value), reason=reason,
+                    created_at=row.created_at, dead_at=now,
+                )
+            )
+        if dead:
+            seqs = [row.seq for row, _ in dead]
+            session.execute(delete(OutboxMessage).where(col(OutboxMessage.seq).in_(seqs)))
+
+    def dead_letters(self) -> int:
+        with self._session_factory() as session:
+            return session.execute(select(func.count()).select_from(OutboxDeadLetter)).scalar_one()
 
     def pending(self) -> int:
         with self._session_factory() as session:
-            query = select(func.count()).select_from(OutboxMessage).where(col(OutboxMessage.published_at).is_(None))
+            query = select(func.count()).select_from(OutboxMessage)
+            query = query.where(col(OutboxMessage.published_at).is_(None))
             return session.execute(query).scalar_one()
 
     def _get_producer(self) -> Producer:
@@ -230,3 +289,71 @@ class ConsumerLoop:
                 except Exception:
                     log.debug("closing a bus client failed", exc_info=True)
         self._consumer = self._dlq = None
+
+
+class SupervisedWorker:
+    """Runs `target(stop)` in a thread; if it dies (or returns before stop), restarts it with backoff.
+
+    While it waits to restart it is not `healthy`, which `/readyz` reports. A run that lasted longer than
+    `stable_seconds` resets the backoff: an occasional crash is retried quickly, a crash loop slowly.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        target: Callable[[threading.Event], object],
+        stop: threading.Event,
+        *,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 30.0,
+        stable_seconds: float = 60.0,
+    ) -> None:
+        self.name = name
+        self._target = target
+        self._stop = stop
+        self._initial = backoff_initial
+        self._max = backoff_max
+        self._stable = stable_seconds
+        self.restarts = 0
+        self._running = False
+        self._thread: threading.Thread | None = None
+
+    @property
+    def healthy(self) -> bool:
+        """False only while it waits to be restarted (not before it starts, not after shutdown)."""
+        return self._thread is None or self._running or self._stop.is_set()
+
+    def start(self) -> None:
+        self._running = True
+        WORKER_UP.labels(self.name).set(1)
+        self._thread = threading.Thread(target=self._supervise, name=self.name, daemon=True)
+        self._thread.start()
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _supervise(self) -> None:
+        delay = self._initial
+        while not self._stop.is_set():
+            self._running = True
+            WORKER_UP.labels(self.name).set(1)
+            started = time.monotonic()
+            try:
+                self._target(self._stop)
+                if self._stop.is_set():
+                    break
+                log.error("worker %s returned before shutdown; restarting it", self.name)
+            except Exception as exc:  # noqa: BLE001 - whatever killed it, the supervisor restarts it
+                # The message may quote data being processed: log the type and the frames only.
+                frames = "".join(traceback.format_tb(exc.__traceback__))
+                log.error("worker %s died on %s; restarting it\n%s", self.name, type(exc).__name__, frames)
+            self._running = False
+            WORKER_UP.labels(self.name).set(0)
+            WORKER_RESTARTS.labels(self.name).inc()
+            self.restarts += 1
+            if time.monotonic() - started > self._stable:
+                delay = self._initial
+            self._stop.wait(delay)
+            delay = min(delay * 2, self._max)
+        self._running = False

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Index, Text, text
+from sqlalchemy import JSON, Column, DateTime, Index, Integer, Text, text
 from sqlmodel import Field, SQLModel
 
 
@@ -58,6 +58,26 @@ class AuditEntry(SQLModel, table=True):
     outcome: str = Field(max_length=20)
     detail: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
+class OutboxDeadLetter(SQLModel, table=True):
+    """An outbox row the bus can never take (too large, unencodable, rejected by the broker), set aside so
+    the rows behind it keep flowing; kept for an operator (`relais outbox dead-letters`)."""
+
+    __tablename__ = "outbox_dead_letter"
+
+    id: int | None = Field(default=None, primary_key=True)
+    outbox_seq: int = Field(sa_column=Column(Integer, nullable=False))
+    message_id: str = Field(max_length=64)
+    topic: str = Field(max_length=200)
+    key: str = Field(max_length=200)
+    event_type: str = Field(max_length=100)
+    value: str = Field(sa_column=Column(Text, nullable=False))
+    size: int = Field(sa_column=Column(Integer, nullable=False))
+    reason: str = Field(max_length=50)
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    dead_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False, index=True))
+
+
 KERNEL_TABLES = tuple(
-    SQLModel.metadata.tables[model.__tablename__] for model in (OutboxMessage, InboxMessage, AuditEntry)
+    SQLModel.metadata.tables[model.__tablename__]
+    for model in (OutboxMessage, InboxMessage, AuditEntry, OutboxDeadLetter)
 )

@@ -10,14 +10,15 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
-from shared.bus.envelope import Envelope
+from shared.bus.envelope import DEFAULT_MAX_MESSAGE_BYTES, Envelope, encoded_envelope
 from shared.db.tables import AuditEntry, InboxMessage, OutboxMessage, utcnow
 
 
 class Outbox:
-    def __init__(self, session: Session, source: str) -> None:
+    def __init__(self, session: Session, source: str, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
         self._session = session
         self._source = source
+        self._max_bytes = max_bytes
         self.added = 0
 
     def add(
@@ -31,7 +32,7 @@ class Outbox:
                 topic=topic,
                 key=key,
                 event_type=event_type,
-                value=envelope.to_json(),
+                value=encoded_envelope(envelope, self._max_bytes),
                 created_at=utcnow(),
             )
         )
@@ -88,14 +89,16 @@ class UnitOfWork:
         session_factory: Callable[[], Session],
         source: str,
         on_outbox_commit: Callable[[], None] | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
         self._session_factory = session_factory
         self._source = source
         self._on_outbox_commit = on_outbox_commit
+        self._max_message_bytes = max_message_bytes
 
     def __enter__(self) -> Self:
         self.session = self._session_factory()
-        self.outbox = Outbox(self.session, self._source)
+        self.outbox = Outbox(self.session, self._source, self._max_message_bytes)
         self.inbox = Inbox(self.session)
         self.audit = AuditLog(self.session)
         self._open_repositories(self.session)

@@ -51,7 +51,7 @@ def test_relais_run_serves_every_service_on_the_embedded_default(relais_run):
     for service in SERVICES:
         assert httpx.get(f"{base}/{service}/healthz").json()["service"] == service
         ready = httpx.get(f"{base}/{service}/readyz").json()
-        assert ready["checks"] == {"database": True, "bus": True}
+        assert ready["checks"] == {"database": True, "workers": True, "bus": True}
         assert httpx.get(f"{base}/{service}/openapi.json").status_code == 200
     # SQLite files, one per service, plus the embedded log and the directory: no server anywhere.
     files = sorted(path.name for path in (tmp_path / "data").glob("*.sqlite"))
