@@ -10,6 +10,7 @@ from fastapi import APIRouter, FastAPI
 
 from shared.api.app import capability_statement, create_service_app
 from shared.runtime import Runtime
+from shared.web.install import install_web
 
 
 @dataclass
@@ -45,4 +46,5 @@ def service_app(
     )
     app.state.runtime = runtime
     app.state.directory = runtime.directory
+    install_web(app, runtime.name, runtime.directory, runtime.settings)
     return app
