@@ -79,7 +79,12 @@ def web_router(
         return (session_id, principal) if session_id and principal else None
 
     def home_of(principal: Principal) -> str:
-        return HOME.get(principal.role, f"{prefix}/")
+        # Served alone (`relais serve snp`), a service lands people on its own pages rather than on another's.
+        home = HOME.get(principal.role)
+        if home and home.startswith(f"{prefix}/"):
+            return home
+        own = [page.path for page in pages_of(service) if principal.role in page.roles]
+        return own[0] if own else home or f"{prefix}/"
 
     def render_signin(message: str = "", status: int = 200) -> HTMLResponse:
         nonce = secrets.token_urlsafe(32)
