@@ -22,7 +22,11 @@ from shared.web.pages import HOME, ROLE_LABELS, Page, navigation, pages_of
 from shared.web.sessions import SessionStore, SignInThrottle, csrf_matches, csrf_token
 
 HERE = Path(__file__).resolve().parent
-STATIC_TYPES = {".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
+STATIC_TYPES = {
+    ".css": "text/css; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
 # Only these files are served: a fixed list, so no path ever reaches the file system from a URL.
 STATIC_FILES = {path.name: path for path in (HERE / "static").iterdir() if path.suffix in STATIC_TYPES}
 
