@@ -144,9 +144,8 @@ def web_router(
         return render_page(session_id, principal, "Accueil", content, "")
 
     @router.get("/signin")
-    def signin_form(request: Request) -> Response:
-        if session_of(request) is not None:
-            return _redirect(f"{prefix}/")
+    def signin_form() -> Response:
+        # Always the form, even over a live session: signing in again replaces it (and its id) with a new one.
         return render_signin()
 
     @router.post("/signin")
