@@ -126,7 +126,8 @@ def test_sign_in_and_sign_out_forms_are_protected_against_forgery(relais):
 def test_the_cookie_never_leaves_for_another_site_and_needs_https_outside_development(tmp_path):
     directory = Directory(f"sqlite:///{tmp_path / 'auth.sqlite'}")
     token = directory.add("team", "msp-a", "MSP A")
-    for environment, name, secure in (("development", "relais_session", False), ("test", "__Host-relais_session", True)):
+    cases = (("development", "relais_session", False), ("test", "__Host-relais_session", True))
+    for environment, name, secure in cases:
         app = kernel_app(directory, RelaisSettings(data_dir=tmp_path, environment=environment))
         client = TestClient(app, base_url="https://127.0.0.1")
         signed = sign_in(client, token)
