@@ -6,10 +6,13 @@ from collections.abc import Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
 from starlette.types import Receive, Scope, Send
 
 from shared.api.app import install_error_handlers
 from shared.service import Service
+
+HOME_PAGE = "/discharge/app/"
 
 
 class PrefixDispatcher:
@@ -50,7 +53,14 @@ def combined_app(services: Sequence[Service]) -> PrefixDispatcher:
     def index() -> dict:
         return {
             "name": "Relais",
+            "pages": "/app/",
             "services": {service.name: {"docs": f"/{service.name}/docs"} for service in services},
         }
+
+    @root.get("/app", include_in_schema=False)
+    @root.get("/app/", include_in_schema=False)
+    def pages() -> RedirectResponse:
+        # A short address for people; the pages themselves live under their service's prefix.
+        return RedirectResponse(HOME_PAGE, status_code=303)
 
     return PrefixDispatcher(root, services)

@@ -149,6 +149,13 @@ class Directory:
 
 
 def current_principal(request: Request) -> Principal:
+    """The caller: `Authorization: Bearer` first (unchanged); else a page's session cookie, where the app has one."""
+    sessions = getattr(request.app.state, "sessions", None)
+    if "authorization" not in request.headers and sessions is not None:
+        from_session: Principal | None = sessions.principal_for(request)
+        if from_session is not None:
+            request.state.principal = from_session
+            return from_session
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():

@@ -11,6 +11,7 @@ from fastapi import APIRouter, FastAPI
 from shared.api.app import capability_statement, create_service_app
 from shared.api.limits import RateLimits, RequestLimits
 from shared.runtime import Runtime
+from shared.web.install import install_web
 
 
 @dataclass
@@ -49,4 +50,5 @@ def service_app(
     )
     app.state.runtime = runtime
     app.state.directory = runtime.directory
+    install_web(app, runtime.name, runtime.directory, runtime.settings)
     return app

@@ -47,6 +47,12 @@ class RelaisSettings(BaseSettings):
     consumer_max_attempts: int = 5
     # Deployments sharing one Kafka cluster (or test runs sharing a broker) keep their groups apart.
     consumer_group_prefix: str = "relais"
+    # Web page sessions (RELAIS_SESSION_*): an absolute lifetime and an idle timeout, both ending the session.
+    session_max_hours: float = Field(default=8.0, gt=0)
+    session_idle_minutes: float = Field(default=30.0, gt=0)
+    # Failed sign-ins allowed per client address in the window before 429 (RELAIS_SIGNIN_*).
+    signin_max_failures: int = Field(default=10, ge=1)
+    signin_window_seconds: float = Field(default=900.0, gt=0)
 
     # --- abuse resistance (docs/security.md) ---
     # Outbound calls: networks (CIDR, comma-separated) reachable besides public addresses; empty everywhere by

@@ -1,5 +1,5 @@
 """The CPTS dashboard page in headless Chromium (Debian's chromium driven by Playwright), against the
-service served by uvicorn on loopback; keeps a screenshot in docs/screenshots/snp-dashboard.png."""
+service served by uvicorn on loopback; keeps a screenshot in docs/img/snp-dashboard.png."""
 
 from __future__ import annotations
 
@@ -34,11 +34,12 @@ from tests.unit.test_snp_service import (
 )
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "screenshots" / "snp-dashboard.png"
+SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "img" / "snp-dashboard.png"
 ARGS = [
     "--headless",
     "--no-sandbox",
     "--disable-gpu",
+    "--disable-quic",
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
@@ -126,12 +127,13 @@ def served(tmp_path):
     directory.close()
 
 
-def test_the_coordinator_sees_the_territory_charts(served, tmp_path):
+def test_the_coordinator_signs_in_once_and_sees_the_territory_charts(served, tmp_path):
     base, token = served
     with playwright_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            context = browser.new_context(viewport={"width": 1280, "height": 1000})
+            page = context.new_page()
             blocked: list[str] = []
             # Loopback only: any other request is a regression (CDN, fonts...), refused and recorded.
             page.route(
@@ -142,25 +144,37 @@ def test_the_coordinator_sees_the_territory_charts(served, tmp_path):
                     else (blocked.append(route.request.url), route.abort())
                 ),
             )
+            # The old address leads to the page, which asks to sign in first.
             page.goto(f"{base}/snp/dashboard/page?territory=88-ouest&from=2026-11-23&to=2026-11-25")
+            assert page.url == f"{base}/snp/app/signin"
+            page.fill("#token", "rls_wrong")
+            page.click("#signin")
+            assert "Jeton inconnu" in page.inner_text("#message")
             page.fill("#token", token)
-            page.click("button[type=submit]")
+            page.click("#signin")
+            page.wait_for_url(f"{base}/snp/app/dashboard")
+            page.goto(f"{base}/snp/app/dashboard?territory=88-ouest&from=2026-11-23&to=2026-11-25")
             page.wait_for_selector("body[data-loaded=true]", timeout=15_000)
             tiles = page.inner_text("#tiles")
             assert "12" in tiles and "Placées dans le délai" in tiles
             assert page.locator("#by-commune svg rect").count() >= 5
             assert page.locator("#by-hour svg rect").count() == 24
-            assert page.evaluate("sessionStorage.getItem('relais.snp.token')") == token
+            # The token lives nowhere in the browser: not in storage, not in the page, not in the address.
+            assert page.evaluate("Object.keys(sessionStorage).length + Object.keys(localStorage).length") == 0
+            assert token not in page.content() and token not in page.url
+            (session,) = [c for c in context.cookies() if c["name"] == "relais_session"]
+            assert session["httpOnly"] and session["sameSite"] == "Strict"
+            assert page.evaluate("document.cookie") == ""
             assert not blocked
             # The tracked screenshot is refreshed only on request; a test run must not dirty the tree.
             target = SCREENSHOT if os.environ.get("RELAIS_UPDATE_SCREENSHOTS") else tmp_path / SCREENSHOT.name
             target.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(target), full_page=True)
             assert target.stat().st_size > 10_000
-            # A wrong token shows the server's refusal instead of charts.
-            page.fill("#token", "rls_wrong")
-            page.click("button[type=submit]")
-            # (the page's CSP forbids eval, so wait on a selector rather than a JS predicate)
-            page.wait_for_selector("#status:has-text('Échec')", timeout=15_000)
+            # Signing out ends the session: the page sends the visitor back to the sign-in form.
+            page.click("#signout")
+            page.wait_for_url(f"{base}/snp/app/signin")
+            page.goto(f"{base}/snp/app/dashboard")
+            assert page.url == f"{base}/snp/app/signin"
         finally:
             browser.close()

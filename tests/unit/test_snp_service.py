@@ -336,11 +336,13 @@ def test_the_dashboard_is_for_the_territory_s_own_cpts(snp):
     assert snp.client.get("/snp/dashboard", headers=bearer(snp.tokens["sas-88"])).status_code == 403
 
 
-def test_the_dashboard_page_is_served_without_any_external_resource(snp):
-    page = snp.client.get("/snp/dashboard/page")
-    assert page.status_code == 200 and "<svg" not in page.text.split("<script>")[0]
-    assert "http://" not in page.text.replace("http://www.w3.org/2000/svg", "")
-    assert "https://" not in page.text
+def test_the_old_dashboard_address_leads_to_the_signed_in_page_and_keeps_its_filters(snp):
+    moved = snp.client.get("/snp/dashboard/page?territory=88-ouest&from=2026-11-23", follow_redirects=False)
+    assert moved.status_code == 308
+    assert moved.headers["location"] == "/snp/app/dashboard?territory=88-ouest&from=2026-11-23"
+    # Without a session the page sends the visitor to sign in: the page never asks for the token itself.
+    page = snp.client.get(moved.headers["location"], follow_redirects=False)
+    assert page.status_code == 303 and page.headers["location"] == "/snp/app/signin"
 
 
 def test_a_cancelled_appointment_frees_its_slot_and_tells_the_effecteur_and_the_cpts(snp):

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sqlalchemy.exc import IntegrityError
 
 from services.snp import views
@@ -21,8 +20,6 @@ from shared.auth import Principal, require_role
 from shared.errors import BadRequest
 from shared.events import Role
 from shared.fhir.intake import check_content_type, parse_json
-
-PAGE = Path(__file__).resolve().parent / "dashboard.html"
 
 
 def _bus(request: Request) -> MessageBus:
@@ -128,14 +125,10 @@ def get_dashboard(
 @router.get(
     "/dashboard/page",
     tags=["dashboard"],
-    summary="CPTS coordinators' web page (no data inside)",
-    response_class=HTMLResponse,
+    summary="Moved: the CPTS dashboard page is /snp/app/dashboard (sign in once, no token in the page)",
+    response_class=RedirectResponse,
+    status_code=308,
 )
-def get_page() -> HTMLResponse:
-    return HTMLResponse(
-        PAGE.read_text(encoding="utf-8"),
-        headers={
-            "Content-Security-Policy": "default-src 'self'; script-src 'unsafe-inline'; "
-            "style-src 'unsafe-inline'; img-src 'self' data:; connect-src 'self'"
-        },
-    )
+def get_page(request: Request) -> RedirectResponse:
+    query = f"?{request.url.query}" if request.url.query else ""
+    return RedirectResponse(f"/snp/app/dashboard{query}", status_code=308)

@@ -1,0 +1,155 @@
+/* The CPTS coordinator's board: orientation queue, failed handoffs, escalated follow-ups, SNP summary. */
+(function () {
+  "use strict";
+  var R = Relais;
+  var FAILED = ["handoff.declined", "handoff.expired"];
+  var STATES = { requested: "En attente", accepted: "Acceptés", rejected: "Refusés", failed: "Expirés",
+                 cancelled: "Annulés" };
+
+  function part(n, name) { return n.payload && typeof n.payload === "object" ? n.payload[name] : undefined; }
+  function age(n) { var band = part(n, "age_band"); return band ? band + " ans" : "—"; }
+  function fill(id, rows) {
+    var body = document.querySelector("#" + id + " tbody");
+    body.textContent = "";
+    rows.forEach(function (row) { body.appendChild(row); });
+    document.getElementById(id + "-empty").hidden = rows.length > 0;
+  }
+
+  function assignRow(task) {
+    var team = R.el("input", { type: "text", "class": "team", maxlength: "100", placeholder: "identifiant de l'équipe" });
+    var button = R.el("button", { type: "button", "class": "assign", text: "Proposer" });
+    button.addEventListener("click", function () {
+      var value = team.value.trim();
+      if (!value) { R.status("Indiquez l'identifiant de l'équipe.", true); return; }
+      button.disabled = true;
+      R.api("POST", "/discharge/fhir/Task/" + encodeURIComponent(task.id) + "/$assign",
+            { resourceType: "Parameters", parameter: [{ name: "team", valueString: value }] })
+        .then(function (result) {
+          if (!result.ok) { throw new Error(R.diagnostics(result)); }
+          return load().then(function () { R.status("Équipe proposée."); });
+        })
+        .catch(function (error) { button.disabled = false; R.status("Échec : " + error.message, true); });
+    });
+    var reason = (task.statusReason && task.statusReason.text) || (task.businessStatus && task.businessStatus.text) || "—";
+    var end = task.restriction && task.restriction.period && task.restriction.period.end;
+    return R.el("tr", { "data-task": task.id }, [
+      R.cell(R.when(task.authoredOn)), R.cell(reason), R.cell(R.when(end)),
+      R.el("td", {}, [R.el("div", { "class": "actions" }, [team, button])])
+    ]);
+  }
+
+  function orientationQueue() {
+    return R.api("GET", "/discharge/fhir/Task?code=orientation&status=requested&_count=200").then(function (result) {
+      var unavailable = document.getElementById("orientations-unavailable");
+      if (result.status === 404 || result.status === 405 || result.status === 400) {
+        unavailable.hidden = false;
+        document.getElementById("orientations-empty").hidden = true;
+        document.querySelector("#orientations").hidden = true;
+        return null;
+      }
+      var bundle = R.must(result);
+      var tasks = (bundle.entry || []).map(function (e) { return e.resource; })
+        .filter(function (t) { return t && t.resourceType === "Task" && R.taskCode(t) === "orientation"; });
+      unavailable.hidden = true;
+      document.querySelector("#orientations").hidden = false;
+      fill("orientations", tasks.map(assignRow));
+      return tasks;
+    });
+  }
+
+  function handoffStates() {
+    return R.api("GET", "/discharge/fhir/Task?code=handoff&_count=200").then(function (result) {
+      var box = document.getElementById("handoff-states");
+      box.textContent = "";
+      if (!result.ok) {
+        box.appendChild(R.el("p", { "class": "empty", text: "Disponible avec la recherche de tâches." }));
+        return null;
+      }
+      var counts = {};
+      (result.body.entry || []).forEach(function (e) {
+        var t = e.resource;
+        if (t && t.resourceType === "Task" && R.taskCode(t) === "handoff") { counts[t.status] = (counts[t.status] || 0) + 1; }
+      });
+      var rows = Object.keys(STATES).map(function (s) { return { key: s, n: counts[s] || 0 }; });
+      R.hbars("handoff-states", rows, "n", null, function (r) { return STATES[r.key]; });
+      return counts;
+    });
+  }
+
+  function byDay(notifications) {
+    var labels = [], keys = [], today = new Date();
+    for (var i = 13; i >= 0; i -= 1) {
+      var d = new Date(today.getTime() - i * 86400000);
+      keys.push(d.toLocaleDateString("fr-CA", { timeZone: "Europe/Paris" }));
+      labels.push(d.toLocaleDateString("fr-FR", { day: "2-digit", month: "2-digit", timeZone: "Europe/Paris" }));
+    }
+    var groups = [
+      { name: "Sorties et admissions sans équipe", test: function (e) { return /^(admission|discharge)\./.test(e); } },
+      { name: "Relais refusés ou expirés", test: function (e) { return FAILED.indexOf(e) >= 0; } },
+      { name: "Suivis escaladés", test: function (e) { return e === "followup.missed"; } },
+      { name: "Autres", test: function () { return true; } }
+    ];
+    var series = groups.map(function (g) { return { name: g.name, values: keys.map(function () { return 0; }) }; });
+    notifications.forEach(function (n) {
+      if (!n.received) { return; }
+      var day = new Date(n.received).toLocaleDateString("fr-CA", { timeZone: "Europe/Paris" });
+      var index = keys.indexOf(day);
+      if (index < 0) { return; }
+      for (var k = 0; k < groups.length; k += 1) {
+        if (groups[k].test(n.event)) { series[k].values[index] += 1; break; }
+      }
+    });
+    R.columns("by-day", labels, series);
+  }
+
+  function snpSummary() {
+    return R.api("GET", "/snp/dashboard").then(function (result) {
+      if (!result.ok) {
+        R.tiles("snp-tiles", [["Tableau de bord SNP indisponible", "—"]]);
+        return;
+      }
+      var d = result.body;
+      var share = d.share_placed_within_deadline;
+      R.tiles("snp-tiles", [
+        ["Demandes SNP", d.requests],
+        ["Placées dans le délai", share === null || share === undefined ? "—" : Math.round(share * 1000) / 10 + " %"],
+        ["Non honorés", d.noshows],
+        ["Non placées", d.unplaced, d.unplaced > 0]
+      ]);
+    });
+  }
+
+  function load() {
+    R.status("Chargement…");
+    return R.feed().then(function (resources) {
+      var notifications = resources.map(R.notification);
+      var failed = notifications.filter(function (n) { return FAILED.indexOf(n.event) >= 0; }).reverse();
+      var escalated = notifications.filter(function (n) { return n.event === "followup.missed"; }).reverse();
+      fill("failed-handoffs", failed.slice(0, 50).map(function (n) {
+        return R.el("tr", { "data-notification": n.id }, [
+          R.cell(R.when(n.received)), R.cell(R.eventLabel(n.event)), R.cell(part(n, "commune") || "—"), R.cell(age(n))
+        ]);
+      }));
+      fill("escalated", escalated.slice(0, 50).map(function (n) {
+        return R.el("tr", { "data-notification": n.id }, [
+          R.cell(R.when(n.received)), R.cell(part(n, "commune") || "—"), R.cell(age(n)),
+          R.cell(n.read ? "lu" : "non lu")
+        ]);
+      }));
+      byDay(notifications);
+      return Promise.all([orientationQueue(), handoffStates(), snpSummary()]).then(function (found) {
+        var queue = found[0];
+        R.tiles("tiles", [
+          ["Orientations en attente", queue ? queue.length : "—", queue && queue.length > 0],
+          ["Relais refusés ou expirés", failed.length, failed.length > 0],
+          ["Suivis escaladés", escalated.length, escalated.length > 0],
+          ["Signalements reçus", notifications.length]
+        ]);
+        R.status("");
+        R.loaded();
+      });
+    }).catch(function (error) { R.status("Échec : " + error.message, true); });
+  }
+
+  document.addEventListener("DOMContentLoaded", load);
+})();
