@@ -9,6 +9,7 @@ starts nothing. Fixtures:
                     stop/kill/start; ``apache_kafka`` is the same broker under its older name
 * ``kafka_cluster`` session  three Kafka 4 nodes (replication 3, min.insync.replicas 2): failover
 * ``kafka_sasl``    session  one Kafka 4 node with SASL/SCRAM and the standard authorizer: ACLs
+* ``kafka_secured`` session  ``kafka_sasl`` with deploy/kafka's topics and ACLs applied by apply.sh
 * ``tansu``         session  ``TansuBroker`` (memory only: a stop/start empties it)
 * ``kafka_broker``  function parametrised over ``tansu`` and ``kafka4`` (plus ``external``
                     when ``KAFKA_BOOTSTRAP_SERVERS`` is set); narrow it with
@@ -36,7 +37,8 @@ if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
     KAFKA_BROKERS.append("external")
 _BROKER_FIXTURES = {"tansu": "tansu", "kafka4": "kafka4", "external": "external_kafka"}
 _POSTGRES_FIXTURES = {"postgres", "postgres_url"}
-_KAFKA_FIXTURES = {"tansu", "kafka4", "apache_kafka", "kafka_cluster", "kafka_sasl", "external_kafka", "kafka_broker"}
+_KAFKA_FIXTURES = {"tansu", "kafka4", "apache_kafka", "kafka_cluster", "kafka_sasl", "kafka_secured", "external_kafka",
+                   "kafka_broker"}
 
 # servers started in this session, checked after every test
 _STARTED: list = []
@@ -169,6 +171,30 @@ def kafka_sasl():
     acls = yaml.safe_load((REPO_ROOT / "deploy" / "kafka" / "acls.yaml").read_text())
     users = tuple(entry["principal"].removeprefix("User:") for entry in acls["principals"])
     yield from _session_broker(_kafka4(sasl=True, users=(*users, "relais-intruder")))
+
+
+@pytest.fixture(scope="session")
+def kafka_secured(kafka_sasl, tmp_path_factory):
+    """``kafka_sasl`` with deploy/kafka's topics and ACLs applied by apply.sh (twice: a re-run is harmless),
+    and one record on partition 0 of every topic so that an allowed read has something to return."""
+    import yaml
+    from kafka import KafkaProducer
+
+    from tests.infra.brokers import REPO_ROOT
+    from tests.infra.kafka4 import apply_deploy_plan
+
+    workdir = tmp_path_factory.mktemp("kafka-acls")
+    for _ in range(2):
+        result = apply_deploy_plan(kafka_sasl, workdir)
+        assert result.returncode == 0, result.stdout + result.stderr
+    topics = yaml.safe_load((REPO_ROOT / "deploy" / "kafka" / "topics.yaml").read_text())["topics"]
+    producer = KafkaProducer(**kafka_sasl.client_config(), acks="all", max_block_ms=20_000)
+    try:
+        for topic in topics:
+            producer.send(topic["name"], key=b"seed", value=b"seed", partition=0).get(timeout=20)
+    finally:
+        producer.close(timeout=5)
+    return kafka_sasl
 
 
 @pytest.fixture(scope="session")

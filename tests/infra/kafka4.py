@@ -343,3 +343,24 @@ class Kafka4Cluster(_Broker):
                 with contextlib.suppress(Exception):
                     node.process.terminate(timeout=20)
         shutil.rmtree(self.tmpdir, ignore_errors=True)
+
+
+def admin_properties(cluster: Kafka4Cluster, path: Path) -> Path:
+    """The admin client properties an operator hands to deploy/kafka/apply.sh (and to Kafka's own tools)."""
+    jaas = (f'org.apache.kafka.common.security.scram.ScramLoginModule required username="{ADMIN_USER}" '
+            f'password="{cluster.passwords[ADMIN_USER]}";')
+    path.write_text(f"security.protocol=SASL_PLAINTEXT\nsasl.mechanism={SCRAM_MECHANISM}\nsasl.jaas.config={jaas}\n")
+    return path
+
+
+def apply_deploy_plan(cluster: Kafka4Cluster, workdir: Path) -> subprocess.CompletedProcess:
+    """Run deploy/kafka/apply.sh (admin-API mode) against the cluster: the repository's topics and ACLs."""
+    import sys
+
+    properties = admin_properties(cluster, workdir / "admin.properties")
+    return subprocess.run(
+        ["sh", str(REPO_ROOT / "deploy" / "kafka" / "apply.sh"), "--via", "admin-api",
+         "--bootstrap-server", cluster.bootstrap, "--command-config", str(properties)],
+        capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "PYTHON": sys.executable},
+    )
