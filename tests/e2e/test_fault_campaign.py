@@ -315,6 +315,7 @@ def shared_work(cluster: Cluster, kafka) -> dict[str, int]:
 
 def test_seeded_fault_campaign_loses_duplicates_and_reorders_nothing(cluster, kafka_cluster, postgres):
     rng = random.Random(SEED)
+    print(f"\nfault campaign seed {SEED} (replay: RELAIS_CAMPAIGN_SEED={SEED})")
     territory = load_territory("e2e-campaign")
     people = make_people()
     register_world(cluster, territory, people)
@@ -349,7 +350,7 @@ def test_seeded_fault_campaign_loses_duplicates_and_reorders_nothing(cluster, ka
 
     drain_started = time.monotonic()
     wait_for(everything_arrived, timeout=300, interval=0.5,
-             message=lambda: f"every notification\n{cluster.relais.logs()}")
+             message=lambda: f"every notification (seed {SEED}, faults {nemesis.log})\n{cluster.relais.logs()}")
     drain_seconds = time.monotonic() - drain_started
     for _ in range(5):  # a late duplicate would show up in a few more reads
         everything_arrived()
