@@ -1,5 +1,5 @@
 # The two commands a newcomer needs: `make run` and `make test`.
-.PHONY: run test bench install install-test lint
+.PHONY: run test bench install install-test lint fault-campaign
 
 install:
 	./scripts/install.sh
@@ -14,6 +14,13 @@ run: install
 ## Install (with the test brokers) and run the whole test suite.
 test: install-test
 	.venv/bin/python -m pytest
+
+## The long fault campaign (docs/fault-proof.md): >= 2,000 messages at 50/s, >= 20 seeded faults, about 15 minutes.
+## SEED=n replays a run; the figures land in .cache/fault-campaign-<seed>.json.
+fault-campaign: install-test
+	RELAIS_CAMPAIGN_MESSAGES=$${MESSAGES:-6000} RELAIS_CAMPAIGN_RATE=50 RELAIS_CAMPAIGN_FAULTS=$${FAULTS:-20} \
+	RELAIS_CAMPAIGN_SEED=$${SEED:-} RELAIS_CAMPAIGN_TIMEOUT=2400 \
+	.venv/bin/python -m pytest -s -p no:cacheprovider tests/e2e/test_fault_campaign.py
 
 ## Benchmarks (not tests): print the table recorded in docs/performance.md (about 2.5 minutes).
 bench: install-test

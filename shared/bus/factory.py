@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from shared.bus.base import Bus
 from shared.bus.embedded import EmbeddedBus
-from shared.bus.kafka import KafkaBus
+from shared.bus.kafka import DEFAULT_TOPICS_FILE, KafkaBus
 from shared.settings import RelaisSettings
 
 
@@ -16,5 +16,6 @@ def bus_from_settings(settings: RelaisSettings, client_id: str = "relais") -> Bu
             session_timeout_ms=settings.kafka_session_timeout_ms,
             client_id=client_id,
             security=settings.kafka_security,
+            topics_file=settings.kafka_topics_file or DEFAULT_TOPICS_FILE,
         )
     return EmbeddedBus(settings.resolved_bus_url, settings.bus_database_schema)

@@ -1,10 +1,14 @@
-"""The Kafka bus on kafka-python: acks=all, one in-flight request per connection, manual offset commits."""
+"""The Kafka bus on kafka-python: idempotent producer with acks=all, metadata in record headers, topics
+created through the admin API as deploy/kafka/topics.yaml describes them, manual offset commits."""
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import kafka.errors
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -14,6 +18,48 @@ from kafka.structs import OffsetAndMetadata
 from shared.bus.base import BusUnavailable, MessageRejected, Record
 
 log = logging.getLogger(__name__)
+
+# The repository's topic plan; deployments point RELAIS_KAFKA_TOPICS_FILE at their copy.
+DEFAULT_TOPICS_FILE = Path(__file__).resolve().parents[2] / "deploy" / "kafka" / "topics.yaml"
+HEADER_FIELDS = ("id", "type", "source", "time")
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    partitions: int
+    replication_factor: int
+    config: dict[str, str] = field(default_factory=dict)
+
+
+def load_topic_specs(path: Path | None) -> dict[str, TopicSpec]:
+    """Topics, partitions, replication and configs from a topics.yaml (empty when there is none)."""
+    if path is None or not path.is_file():
+        return {}
+    try:
+        import yaml
+    except ImportError:  # PyYAML is a test extra; without it topics get the bus defaults
+        log.warning("PyYAML is not installed: %s ignored, topics get default partitions", path)
+        return {}
+    plan = yaml.safe_load(path.read_text()) or {}
+    defaults = plan.get("defaults") or {}
+    specs = {}
+    for topic in plan.get("topics") or []:
+        config = {k: str(v) for k, v in {**(defaults.get("config") or {}), **(topic.get("config") or {})}.items()}
+        replication = int(topic.get("replication_factor", defaults.get("replication_factor", 1)))
+        specs[topic["name"]] = TopicSpec(int(topic["partitions"]), replication, config)
+    return specs
+
+
+def envelope_headers(value: bytes) -> list[tuple[str, bytes]]:
+    """The envelope's metadata as record headers, so brokers' tools and consumers route without parsing."""
+    try:
+        body = json.loads(value)
+    except ValueError:
+        return []
+    if not isinstance(body, dict):
+        return []
+    headers = [(f"relais-{name}", str(body[name]).encode()) for name in HEADER_FIELDS if body.get(name)]
+    return [("content-type", b"application/json"), *headers] if headers else []
 
 
 # Errors about one record that no retry fixes (kafka-python names, looked up so a rename does not break import).
@@ -26,15 +72,21 @@ PERMANENT_RECORD_ERRORS: tuple[type[Exception], ...] = tuple(
 
 
 class KafkaBusProducer:
-    def __init__(self, producer: KafkaProducer) -> None:
+    def __init__(self, producer: KafkaProducer, headers: bool = True,
+                 before_send: Callable[[str], None] | None = None) -> None:
         self._producer = producer
         self._futures: list = []
         self._rejected: list[int] = []
+        self._headers = headers
+        self._before_send = before_send
 
     def send(self, topic: str, key: str, value: bytes) -> None:
+        if self._before_send is not None:
+            self._before_send(topic)
+        headers = envelope_headers(value) if self._headers else None
         position = len(self._futures)
         try:
-            self._futures.append(self._producer.send(topic, key=key.encode(), value=value))
+            self._futures.append(self._producer.send(topic, key=key.encode(), value=value, headers=headers))
         except PERMANENT_RECORD_ERRORS:
             # Too large for max_request_size: refused before sending; remembered for flush to report.
             self._futures.append(None)
@@ -107,6 +159,7 @@ class KafkaBus:
         client_id: str = "relais",
         partitions: int = 3,
         security: dict[str, str] | None = None,
+        topics_file: Path | None = DEFAULT_TOPICS_FILE,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.api_version = api_version
@@ -114,6 +167,13 @@ class KafkaBus:
         self.client_id = client_id
         self.partitions = partitions
         self.security = security or {}
+        self.topic_specs = load_topic_specs(topics_file)
+        self._ensured: set[str] = set()
+
+    @property
+    def modern(self) -> bool:
+        """Record headers, the idempotent producer and the admin API (Kafka 0.11 and later)."""
+        return self.api_version is None or self.api_version >= (0, 11)
 
     def _common(self) -> dict:
         common: dict = {
@@ -131,8 +191,9 @@ class KafkaBus:
         try:
             producer = KafkaProducer(
                 acks="all",
-                # One request in flight per connection keeps per-key order through retries.
-                max_in_flight_requests_per_connection=1,
+                # Idempotence: a retried batch is written once, and up to 5 in flight keep per-key order.
+                enable_idempotence=self.modern,
+                max_in_flight_requests_per_connection=5 if self.modern else 1,
                 retries=5,
                 linger_ms=2,
                 max_block_ms=5_000,
@@ -143,7 +204,7 @@ class KafkaBus:
             )
         except KafkaError as exc:
             raise BusUnavailable(f"cannot reach Kafka at {self.bootstrap_servers}: {exc}") from exc
-        return KafkaBusProducer(producer)
+        return KafkaBusProducer(producer, headers=self.modern, before_send=self._ensure_quietly)
 
     def consumer(self, group_id: str, topics: Sequence[str]) -> KafkaBusConsumer:
         try:
@@ -164,20 +225,41 @@ class KafkaBus:
         return KafkaBusConsumer(consumer)
 
     def ensure_topics(self, topics: Sequence[str]) -> None:
-        if self.api_version and self.api_version < (0, 10):
-            return  # No admin API before 0.10: the broker auto-creates topics on first use.
+        """Create missing topics with topics.yaml's partitions and configs, replication capped at the cluster's size."""
+        if not self.modern:
+            return  # Old brokers (0.9) have no admin API: they auto-create topics on first use.
         from kafka.admin import KafkaAdminClient, NewTopic
 
-        admin = KafkaAdminClient(**self._common())
+        admin = KafkaAdminClient(request_timeout_ms=10_000, bootstrap_timeout_ms=5_000, **self._common())
         try:
+            # Refused creations (no Create right: the operator applied topics.yaml) are not errors here.
             existing = set(admin.list_topics())
-            wanted = [NewTopic(topic, self.partitions, 1) for topic in topics if topic not in existing]
-            if wanted:
-                admin.create_topics(wanted)
+            missing = [topic for topic in dict.fromkeys(topics) if topic not in existing]
+            if missing:
+                brokers = len(admin.describe_cluster()["brokers"]) or 1
+                wanted = []
+                for topic in missing:
+                    spec = self.topic_specs.get(topic, TopicSpec(self.partitions, 3))
+                    replication = min(spec.replication_factor, brokers)
+                    config = dict(spec.config)
+                    if "min.insync.replicas" in config:
+                        config["min.insync.replicas"] = str(min(int(config["min.insync.replicas"]), replication))
+                    wanted.append(NewTopic(topic, spec.partitions, replication, topic_configs=config))
+                admin.create_topics(wanted, raise_errors=False)
+            self._ensured.update(topics)
         except TopicAlreadyExistsError:
-            pass
+            self._ensured.update(topics)
         finally:
             admin.close()
+
+    def _ensure_quietly(self, topic: str) -> None:
+        """Before a producer's first send to a topic: create it as planned rather than let the broker auto-create it."""
+        if topic in self._ensured or not self.modern:
+            return
+        try:
+            self.ensure_topics([topic])
+        except KafkaError as exc:  # broker unreachable: the send itself reports it, the next one tries again
+            log.debug("topic %s not checked: %s", topic, exc)
 
     def ping(self) -> bool:
         """A broker of the bootstrap list accepts connections (readiness, not a full metadata round trip)."""

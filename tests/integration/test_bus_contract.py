@@ -1,4 +1,4 @@
-"""One contract for every bus: the embedded log, Tansu and Apache Kafka 0.9 must all honour it."""
+"""One contract for every bus: the embedded log, Tansu and Apache Kafka 4 must all honour it."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import uuid
 from collections import defaultdict
 
 import pytest
+from kafka import KafkaConsumer, TopicPartition
+from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 from sqlalchemy import func, select
 from sqlmodel import SQLModel
 
@@ -22,7 +24,7 @@ from shared.db.uow import UnitOfWork, handle_once
 from shared.errors import TransientError
 from tests.infra.wait import wait_for
 
-BUSES = ["embedded", "tansu", "apache-kafka"]
+BUSES = ["embedded", "tansu", "kafka4"]
 
 
 @pytest.fixture(params=BUSES)
@@ -30,7 +32,7 @@ def bus(request, tmp_path) -> Bus:
     if request.param == "embedded":
         bus = EmbeddedBus(f"sqlite:///{tmp_path / 'bus.sqlite'}")
     else:
-        broker = request.getfixturevalue("tansu" if request.param == "tansu" else "apache_kafka")
+        broker = request.getfixturevalue(request.param)
         bus = KafkaBus(broker.bootstrap, api_version=broker.api_version, session_timeout_ms=2_000)
     bus.broker_kind = request.param
     yield bus
@@ -192,9 +194,9 @@ def test_an_outbox_row_from_a_rolled_back_transaction_is_never_published(bus, se
     assert seen == ["committed"]
 
 
-@pytest.mark.parametrize("bus", ["tansu", "apache-kafka"], indirect=True)
+@pytest.mark.parametrize("bus", ["tansu", "kafka4"], indirect=True)
 def test_outbox_rows_wait_while_the_broker_is_down_and_all_arrive_once_it_is_back(bus, service_db, request):
-    broker = request.getfixturevalue("tansu" if bus.broker_kind == "tansu" else "apache_kafka")
+    broker = request.getfixturevalue(bus.broker_kind)
     topic = fresh_topic(bus)
     sessions = session_factory(service_db)
     relay = OutboxRelay(sessions, bus, "contract")
@@ -222,3 +224,52 @@ def test_outbox_rows_wait_while_the_broker_is_down_and_all_arrive_once_it_is_bac
     loop.run_once(timeout=0.5)
     loop.close()
     assert sorted(seen) == list(range(20))
+
+
+def test_on_kafka_4_records_carry_the_envelope_metadata_in_headers(kafka4):
+    bus = KafkaBus(kafka4.bootstrap, session_timeout_ms=2_000)
+    topic = fresh_topic(bus)
+    [envelope] = publish(bus, topic, [("patient-1", {"n": 1})])
+    consumer = KafkaConsumer(**kafka4.client_config(), auto_offset_reset="earliest", enable_auto_commit=False)
+    consumer.assign([TopicPartition(topic, p) for p in range(bus.partitions)])
+    records: list = []
+    wait_for(lambda: records.extend(r for rs in consumer.poll(timeout_ms=200).values() for r in rs) or records,
+             timeout=30, interval=0, message="the record")
+    consumer.close()
+    headers = {name: value.decode() for name, value in records[0].headers}
+    assert headers["relais-id"] == envelope.id
+    assert headers["relais-type"] == "test.event"
+    assert headers["relais-source"] == "contract"
+    assert headers["content-type"] == "application/json"
+
+
+def test_on_kafka_4_topics_get_the_partitions_and_configs_of_the_topic_plan(kafka4):
+    bus = KafkaBus(kafka4.bootstrap, session_timeout_ms=2_000)
+    spec = bus.topic_specs["relais.careteam"]
+    assert spec.partitions == 6 and spec.config["cleanup.policy"] == "compact"
+    bus.ensure_topics(["relais.careteam", "relais.notify.team"])
+    admin = KafkaAdminClient(**kafka4.client_config())
+    try:
+        described = {t["name"]: t for t in admin.describe_topics(["relais.careteam", "relais.notify.team"])}
+        configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, "relais.careteam")])
+    finally:
+        admin.close()
+    assert len(described["relais.careteam"]["partitions"]) == 6
+    assert len(described["relais.notify.team"]["partitions"]) == 6
+    entries = {name: entry["value"] for name, entry in configs["topic"]["relais.careteam"].items()}
+    assert entries["cleanup.policy"] == "compact"
+    assert entries["min.compaction.lag.ms"] == "3600000"
+    # One broker: replication and min.insync.replicas are capped at what the cluster can hold.
+    assert entries["min.insync.replicas"] == "1"
+    assert {len(p["replica_nodes"]) for p in described["relais.careteam"]["partitions"]} == {1}
+
+
+def test_on_kafka_4_a_producer_creates_its_topic_from_the_plan_before_the_first_send(kafka4):
+    bus = KafkaBus(kafka4.bootstrap, session_timeout_ms=2_000)
+    publish(bus, "relais.snp", [("patient-2", {"n": 2})])
+    admin = KafkaAdminClient(**kafka4.client_config())
+    try:
+        [described] = admin.describe_topics(["relais.snp"])
+    finally:
+        admin.close()
+    assert len(described["partitions"]) == bus.topic_specs["relais.snp"].partitions == 6

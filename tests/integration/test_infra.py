@@ -88,24 +88,30 @@ def test_tansu_produce_then_consume_one_message(tansu):
     assert _consume_all(tansu, topic, expected=1) == [b"hello"]
 
 
-def test_apache_kafka_keeps_messages_across_a_broker_restart(apache_kafka):
-    assert apache_kafka.api_version == (0, 9)
+def test_kafka4_keeps_messages_across_a_broker_restart(kafka4):
     topic = f"smoke-{uuid.uuid4().hex[:8]}"
-    _produce(apache_kafka, topic, [b"before-restart"])
-    data_dir = apache_kafka.log_dirs
-    apache_kafka.stop()
-    assert not apache_kafka.running
-    apache_kafka.start()
-    assert apache_kafka.log_dirs == data_dir
-    assert _consume_all(apache_kafka, topic, expected=1) == [b"before-restart"]
+    _produce(kafka4, topic, [b"before-restart"])
+    kafka4.stop()
+    assert not kafka4.running
+    kafka4.start()
+    assert _consume_all(kafka4, topic, expected=1) == [b"before-restart"]
 
 
-def test_apache_kafka_recovers_from_a_broker_crash(apache_kafka):
+def test_kafka4_recovers_from_a_broker_crash(kafka4):
     topic = f"smoke-{uuid.uuid4().hex[:8]}"
-    _produce(apache_kafka, topic, [b"one", b"two"])
-    apache_kafka.kill()
-    apache_kafka.start()
-    assert _consume_all(apache_kafka, topic, expected=2) == [b"one", b"two"]
+    _produce(kafka4, topic, [b"one", b"two"])
+    kafka4.kill()
+    kafka4.start()
+    assert _consume_all(kafka4, topic, expected=2) == [b"one", b"two"]
+
+
+def test_kafka4_is_the_pinned_apache_kafka_in_kraft_mode(kafka4):
+    from tests.infra.kafka4 import KAFKA_VERSION
+
+    log = (kafka4.nodes[0].directory / "kafka.log").read_text()
+    assert f"Kafka version: {KAFKA_VERSION}" in log
+    assert "KafkaRaftServer" in log
+    assert KAFKA_VERSION.startswith("4.")
 
 
 def test_kafka_broker_contract_smoke(kafka_broker):
