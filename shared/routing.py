@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -243,3 +243,23 @@ def is_complex(flags: Iterable[str], criteria: frozenset[str] = COMPLEXITY_CRITE
     # Flags come from several systems; compare codes case- and space-insensitively.
     wanted = {c.strip().lower() for c in criteria}
     return any(f.strip().lower() in wanted for f in flags)
+
+
+def recipients_to_json(recipients: Iterable[Recipient]) -> list[dict[str, str]]:
+    """Recipients as stored with a message, so corrections reach exactly the original's recipients."""
+    return [
+        {
+            "role": r.role.value,
+            "organisation_id": r.organisation_id,
+            "detail": r.detail.value,
+            "topic": r.topic,
+            "reason": r.reason,
+        }
+        for r in recipients
+    ]
+
+
+def recipients_from_json(items: Iterable[Mapping[str, str]]) -> list[Recipient]:
+    return [
+        Recipient(Role(i["role"]), i["organisation_id"], Detail(i["detail"]), i["topic"], i["reason"]) for i in items
+    ]

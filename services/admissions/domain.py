@@ -9,10 +9,10 @@ from typing import Any
 
 from shared import idempotence
 from shared.errors import Conflict, Unprocessable
-from shared.events import TOPIC_ADMISSIONS, EventType, Role
+from shared.events import TOPIC_ADMISSIONS, EventType
 from shared.fhir.encounter import PatientIdentity, Referent
 from shared.idempotence import check_replay, fingerprint  # noqa: F401 - the domain's vocabulary
-from shared.routing import Detail, Recipient
+from shared.routing import Recipient
 
 # Relais' own code system for care-team participant roles (the ANS "Cercle de soins" roles we use).
 CARETEAM_ROLE_SYSTEM = "https://relais.example.org/fhir/CodeSystem/careteam-role"
@@ -109,24 +109,6 @@ def derived_id(request_message_id: str, *parts: str) -> str:
     return idempotence.derived_id(_NAMESPACE, request_message_id, *parts)
 
 
-def recipients_to_json(recipients: list[Recipient]) -> list[dict[str, str]]:
-    return [
-        {
-            "role": r.role.value,
-            "organisation_id": r.organisation_id,
-            "detail": r.detail.value,
-            "topic": r.topic,
-            "reason": r.reason,
-        }
-        for r in recipients
-    ]
-
-
-def recipients_from_json(items: list[dict[str, str]]) -> list[Recipient]:
-    return [
-        Recipient(Role(i["role"]), i["organisation_id"], Detail(i["detail"]), i["topic"], i["reason"])
-        for i in items
-    ]
 
 
 def correction_recipients(original: list[Recipient], event_type: EventType) -> list[Recipient]:

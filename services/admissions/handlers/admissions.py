@@ -18,7 +18,7 @@ from shared.contracts import About, build_notification
 from shared.errors import Conflict
 from shared.fhir.builders import RELAIS_ENDPOINT, message_bundle, message_response
 from shared.identifiers import FINESS
-from shared.routing import Recipient, route
+from shared.routing import Recipient, recipients_from_json, recipients_to_json, route
 
 
 def _notify(
@@ -164,7 +164,7 @@ def record_admission(cmd: RecordAdmission, uow: AdmissionsUnitOfWork, deps: Deps
             started_at=facts.started_at,
             postal_code=facts.postal_code,
             response=response,
-            recipients=domain.recipients_to_json(recipients),
+            recipients=recipients_to_json(recipients),
             recorded_at=now,
             updated_at=now,
         )
@@ -187,7 +187,7 @@ def amend_admission(cmd: ReviseAdmission | CancelAdmission, uow: AdmissionsUnitO
         if original is None:  # check_correction_target refuses a missing original; this narrows the type
             raise RuntimeError("correction target vanished")
         now = deps.clock()
-        recipients = domain.correction_recipients(domain.recipients_from_json(original.recipients), cmd.event_type)
+        recipients = domain.correction_recipients(recipients_from_json(original.recipients), cmd.event_type)
         # A correction may carry a new address; a cancellation (maybe of the wrong patient) teaches nothing.
         # Before the message row is added: this flushes, and only the commit may meet a duplicate.
         if isinstance(cmd, ReviseAdmission) and learn_postal_code(uow, original.patient_key, facts.postal_code, now):

@@ -15,8 +15,6 @@ from services.discharge.domain.discharges import (
     default_followups,
     is_readmission,
     patient_context,
-    recipients_from_json,
-    recipients_to_json,
     recording_notes,
     refuse_without_original,
 )
@@ -120,8 +118,6 @@ __all__ = [
     "is_repeated_handoff_action",
     "next_handoff_status",
     "patient_context",
-    "recipients_from_json",
-    "recipients_to_json",
     "recording_notes",
     "refuse_without_original",
 ]

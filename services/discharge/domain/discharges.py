@@ -3,7 +3,7 @@ and who hears of a correction."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import NoReturn
 
@@ -20,8 +20,8 @@ from services.discharge.domain.model import (
     fhir_instant,
 )
 from shared.errors import Conflict, Forbidden, Unprocessable
-from shared.events import EventType, Role
-from shared.routing import Detail, PatientContext, Recipient, is_complex
+from shared.events import EventType
+from shared.routing import PatientContext, Recipient, is_complex
 
 # ICD-10 prefixes that make a Condition count as a complexity criterion (DESIGN §2 seed examples).
 ICD10_CRITERIA: tuple[tuple[str, str], ...] = (
@@ -175,20 +175,3 @@ def correction_recipients(original: list[Recipient], event_type: EventType) -> l
     return [Recipient(r.role, r.organisation_id, r.detail, r.topic, reason) for r in original]
 
 
-def recipients_to_json(recipients: Iterable[Recipient]) -> list[dict[str, str]]:
-    return [
-        {
-            "role": r.role.value,
-            "organisation_id": r.organisation_id,
-            "detail": r.detail.value,
-            "topic": r.topic,
-            "reason": r.reason,
-        }
-        for r in recipients
-    ]
-
-
-def recipients_from_json(items: Iterable[Mapping[str, str]]) -> list[Recipient]:
-    return [
-        Recipient(Role(i["role"]), i["organisation_id"], Detail(i["detail"]), i["topic"], i["reason"]) for i in items
-    ]

@@ -25,7 +25,7 @@ from shared.fhir.models import Bundle
 from shared.fhir.outcome import issue, outcome_from_issues
 from shared.idempotence import check_replay
 from shared.identifiers import FINESS
-from shared.routing import Recipient, route
+from shared.routing import Recipient, recipients_from_json, recipients_to_json, route
 
 M = TypeVar("M", bound=DischargeMessage)
 Response = dict[str, Any]
@@ -104,7 +104,7 @@ def _record(uow: DischargeUnitOfWork, cmd: RecordDischarge, patient_key: str, de
     ]
     event = EventType.DISCHARGE_RECORDED
     recipients = _notify_discharge(uow, cmd, discharge, route(event, ctx), event, tasks, policy, now)
-    discharge.recipients = domain.recipients_to_json(recipients)
+    discharge.recipients = recipients_to_json(recipients)
     uow.discharges.add(discharge)
     if handoff:
         proposed = EventType.HANDOFF_PROPOSED
@@ -274,7 +274,7 @@ def _correct(
 ) -> None:
     """A correction or cancellation goes to the original's recipients, nobody else, at the same detail."""
     event = cmd.event_type
-    recipients = domain.correction_recipients(domain.recipients_from_json(discharge.recipients), event)
+    recipients = domain.correction_recipients(recipients_from_json(discharge.recipients), event)
     _notify_discharge(uow, cmd, discharge, recipients, event, tasks, policy, now)
     domain_event(uow, event.value, cmd.message_id, discharge, recipients=[r.organisation_id for r in recipients])
 
