@@ -104,7 +104,7 @@ class _TooLargeKafka:
     def __init__(self) -> None:
         self.calls = 0
 
-    def send(self, topic, key, value):
+    def send(self, topic, key, value, headers=None):
         self.calls += 1
         if len(value) > 10:
             raise kafka.errors.MessageSizeTooLargeError("too large for max_request_size")
