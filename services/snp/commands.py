@@ -10,11 +10,23 @@ from shared.contracts import CareTeamChanged, TerritoryChanged
 
 
 @dataclass(frozen=True)
+class ActorInput:
+    """A Schedule actor: a Practitioner, PractitionerRole or Location, with what SAS searches it by."""
+
+    kind: str
+    client_id: str
+    identifier: str | None  # "system|value"
+    resource: dict = field(default_factory=dict, hash=False, compare=False)
+
+
+@dataclass(frozen=True)
 class ScheduleInput:
     entry: int
     client_id: str
-    commune: str
+    commune: str  # INSEE code
     references: tuple[str, ...]  # how slots of the same Bundle may point at it (fullUrl, Schedule/id)
+    postal_code: str | None = None
+    actors: tuple[ActorInput, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -24,6 +36,10 @@ class SlotInput:
     schedule_reference: str
     start: datetime
     end: datetime
+    types: tuple[str, ...] = ("SNP",)  # TRE_R314 codes
+    service_types: tuple[str, ...] = ()
+    specialties: tuple[str, ...] = ()
+    detail: dict = field(default_factory=dict, hash=False, compare=False)  # coded elements served back
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from typing import Annotated
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
@@ -11,7 +12,13 @@ from sqlalchemy.exc import IntegrityError
 
 from services.snp import views
 from services.snp.commands import ChangeAppointmentStatus, WithdrawSlot
-from services.snp.entrypoints.parsing import period_bound, publish_command, request_command, status_of
+from services.snp.entrypoints.parsing import (
+    period_bound,
+    publish_command,
+    request_command,
+    slot_search,
+    status_of,
+)
 from services.snp.messagebus import MessageBus
 from services.snp.resources import appointment_resource, publish_response, service_request_resource
 from services.snp.uow import SnpUnitOfWork
@@ -61,6 +68,40 @@ def post_bundle(principal: Team, body: Body, bus: Bus) -> FhirResponse:
 @router.post("/fhir/Slot/$bulk", tags=["availability"], summary="Publish Schedules and Slots in bulk")
 def post_slots(principal: Team, body: Body, bus: Bus) -> FhirResponse:
     return _publish(bus, body, principal)
+
+
+@router.get(
+    "/fhir/Slot",
+    tags=["availability"],
+    summary="SAS: search the effecteurs' free slots (ANS SAS IG: start ge/le, schedule.actor, _include, _count)",
+)
+def search_slots(principal: Sas, request: Request, uow: Uow) -> FhirResponse:
+    query = slot_search(list(request.query_params.multi_items()))
+    base = str(request.base_url).rstrip("/") + "/snp/fhir"
+
+    def links(total: int) -> list[tuple[str, str]]:
+        def url(offset: int) -> str:
+            pairs = [*query.canonical, ("_count", str(query.count)), ("_offset", str(offset))]
+            return f"{base}/Slot?{urlencode(pairs)}"
+
+        found = [("self", url(query.offset))]
+        if query.offset + query.count < total and query.count:
+            found.append(("next", url(query.offset + query.count)))
+        if query.offset:
+            found.append(("previous", url(max(0, query.offset - query.count))))
+        return found
+
+    bundle = views.search_slots(
+        uow,
+        query.criteria,
+        offset=query.offset,
+        count=query.count,
+        include_schedule=query.include_schedule,
+        include_actors=query.include_actors,
+        base=base,
+        links=links,
+    )
+    return FhirResponse(bundle)
 
 
 @router.delete(

@@ -9,7 +9,7 @@ from services.snp.adapters.orm import AppointmentRow, FactRow, RequestRow
 from services.snp.commands import PlaceWaitingRequest, RequestSnp
 from services.snp.deps import Deps
 from services.snp.domain import AppointmentStatus, RequestState, communes, deadline_for, placement_order
-from services.snp.handlers.publish import domain_event, notify, own_team, patient_context, stable_id
+from services.snp.handlers.publish import domain_event, notify, own_team, patient_context, stable_id, territory_of
 from services.snp.resources import appointment_resource, service_request_resource
 from services.snp.uow import SnpUnitOfWork
 from services.snp.views import RequestView, detached
@@ -24,11 +24,16 @@ def request_snp(command: RequestSnp, uow: SnpUnitOfWork, deps: Deps) -> RequestV
     commune = communes().get(command.commune)
     if commune is None:
         raise Unprocessable(
-            f"commune {command.commune} is not in a territory Relais serves",
-            expression=["ServiceRequest.locationCode"],
+            f"{command.commune} is not an INSEE commune code", expression=["ServiceRequest.locationCode"]
         )
     key = deps.pseudonymise(command.patient_system, command.patient_value)
     with uow:
+        territory = territory_of(uow, commune.postal_codes)
+        if territory is None:
+            raise Unprocessable(
+                f"commune {command.commune} is not in a territory Relais serves (no CPTS covers it)",
+                expression=["ServiceRequest.locationCode"],
+            )
         if command.identifier:
             existing = uow.requests.by_identifier(command.sas_org_id, command.identifier)
             if existing is not None:
@@ -46,7 +51,7 @@ def request_snp(command: RequestSnp, uow: SnpUnitOfWork, deps: Deps) -> RequestV
             patient_system=command.patient_system,
             patient_value=command.patient_value,
             commune=commune.insee,
-            territory=commune.territory,
+            territory=territory,
             urgency=command.urgency.value,
             reason=command.reason,
             state=RequestState.WAITING.value,
