@@ -112,3 +112,15 @@ class MirrorTerritory:
 
     message_id: str
     change: TerritoryChanged
+
+
+@dataclass(frozen=True)
+class BookSlot:
+    """The SAS books a chosen slot for one of its requests (ANS SAS IG: create Appointment)."""
+
+    sas_org_id: str
+    request_id: str
+    slot_id: str | None  # Slot/{id} as the search returned it, or found by practitioner and start
+    practitioner: str | None  # "system|value" of the effecteur (RPPS)
+    start: datetime | None
+    status: AppointmentStatus

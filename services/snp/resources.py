@@ -42,7 +42,8 @@ ACTOR_PROFILES = {
     "PractitionerRole": "http://sas.fr/fhir/StructureDefinition/FrPractitionerRoleExerciceAgregateur",
     "Location": "http://sas.fr/fhir/StructureDefinition/FrLocationAgregateur",
 }
-SAS_APPOINTMENT_PROFILE = "http://interopsante.org/fhir/StructureDefinition/FrAppointment"
+SAS_APPOINTMENT_PROFILE = "http://interopsante.org/fhir/StructureDefinition/FrAppointmentSAS"
+APPOINTMENT_SYSTEM = "https://relais.example.org/fhir/NamingSystem/snp-appointment"
 
 
 
@@ -225,6 +226,8 @@ def appointment_resource(row: AppointmentRow, request: RequestRow) -> dict[str, 
             {
                 "resourceType": "Appointment",
                 "id": row.id,
+                "meta": {"profile": [SAS_APPOINTMENT_PROFILE]},
+                "identifier": [{"system": APPOINTMENT_SYSTEM, "value": row.id}],
                 "status": row.status,
                 "start": instant(row.start),
                 "end": instant(row.end),

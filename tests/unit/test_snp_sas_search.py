@@ -259,3 +259,91 @@ def test_a_schedule_located_only_by_postal_code_is_kept_outside_any_cpts_territo
     unknown = ig_availability(DR_CONTREX, "00000", "Nulle-part", [(1, ("SNP",))], tag="z")
     refused = publish(snp, "gp-contrex", unknown)
     assert refused.status_code == 422 and "postalCode" in refused.text
+
+
+def ig_appointment(request_id: str, practitioner: str, start: str, end: str, status: str = "booked") -> dict:
+    """An Appointment in the IG's FrAppointmentSAS shape, plus basedOn: the Relais request it books for."""
+    return {
+        "resourceType": "Appointment",
+        "meta": {"profile": ["http://interopsante.org/fhir/StructureDefinition/FrAppointmentSAS"]},
+        "extension": [
+            {
+                "url": "http://interopsante.org/fhir/StructureDefinition/FrAppointmentOperator",
+                "valueReference": {"identifier": {"system": RPPS, "value": "3000000000/REGUL"}},
+            }
+        ],
+        "identifier": [{"system": "urn:oid:1.2.250.1.213.3.6", "value": f"sas-{request_id}"}],
+        "status": status,
+        "start": start,
+        "end": end,
+        "basedOn": [{"reference": f"ServiceRequest/{request_id}"}],
+        "participant": [
+            {
+                "actor": {
+                    "identifier": {
+                        "type": {"coding": [{"system": "http://interopsante.org/fhir/CodeSystem/fr-v2-0203",
+                                             "code": "IDNPS"}]},
+                        "system": RPPS,
+                        "value": practitioner,
+                    }
+                },
+                "status": "accepted",
+            }
+        ],
+    }
+
+
+def book(snp, body: dict, org: str = "sas-88"):  # noqa: F811
+    return snp.client.post("/snp/fhir/Appointment", json=body, headers=bearer(snp.tokens[org]))
+
+
+def test_the_sas_books_a_searched_slot_with_the_ig_appointment(snp):  # noqa: F811
+    waiting = ask(snp, service_request("r1", "88114"))
+    assert len(waiting.json()["entry"]) == 1  # nothing free yet: the request waits
+    request_id = waiting.json()["entry"][0]["resource"]["id"]
+    body = ig_availability(DR_VITTEL, "88800", "Vittel", [(1, ("SNP",)), (2, ("SNP", "PUBLIC"))], tag="v")
+    assert publish(snp, "msp-vittel", body).status_code == 200
+    chosen = matches(search(snp, ig_query(DR_VITTEL)).json())[1]  # the SAS picks the later one
+    booking = ig_appointment(request_id, DR_VITTEL, chosen["start"], chosen["end"])
+    created = book(snp, booking)
+    assert created.status_code == 201, created.text
+    appointment = created.json()
+    assert appointment["status"] == "booked" and appointment["slot"] == [{"reference": f"Slot/{chosen['id']}"}]
+    assert appointment["meta"]["profile"] == ["http://interopsante.org/fhir/StructureDefinition/FrAppointmentSAS"]
+    assert created.headers["location"] == f"/snp/fhir/Appointment/{appointment['id']}"
+    assert chosen["id"] not in {s["id"] for s in matches(search(snp, ig_query(DR_VITTEL)).json())}
+    again = book(snp, booking)  # the same booking sent twice is the same appointment
+    assert again.status_code == 200 and again.json()["id"] == appointment["id"]
+    other = ask(snp, service_request("r2", "88114")).json()["entry"][0]["resource"]["id"]
+    taken = book(snp, ig_appointment(other, DR_VITTEL, chosen["start"], chosen["end"]))
+    assert taken.status_code in (409, 422)
+    cancelled = snp.client.post(
+        f"/snp/fhir/Appointment/{appointment['id']}/$status",
+        json={"resourceType": "Parameters", "parameter": [{"name": "status", "valueCode": "CANCELLED"}]},
+        headers=bearer(snp.tokens["sas-88"]),
+    )
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    assert chosen["id"] in {s["id"] for s in matches(search(snp, ig_query(DR_VITTEL)).json())}
+
+
+@pytest.mark.parametrize(
+    ("change", "status"),
+    [
+        ({"status": "fulfilled"}, 422),  # a booking starts pending or booked
+        ({"basedOn": []}, 422),  # Relais books for a request it knows
+        ({"participant": [], "slot": []}, 422),
+        ({"resourceType": "Slot"}, 400),
+    ],
+)
+def test_a_booking_outside_the_ig_shape_is_refused(agendas, change, status):
+    request_id = ask(agendas, service_request("r9", "88114")).json()["entry"][0]["resource"]["id"]
+    body = ig_appointment(request_id, DR_CONTREX, START.isoformat(), START.isoformat()) | change
+    assert book(agendas, body).status_code == status
+
+
+def test_a_team_cannot_book_and_a_sas_cannot_book_another_sas_request(agendas):
+    request_id = ask(agendas, service_request("r1", "88114")).json()["entry"][0]["resource"]["id"]
+    body = ig_appointment(request_id, DR_CONTREX, START.isoformat(), START.isoformat())
+    assert book(agendas, body, org="gp-contrex").status_code == 403
+    missing = ig_appointment("not-a-request", DR_CONTREX, START.isoformat(), START.isoformat())
+    assert book(agendas, missing).status_code == 404

@@ -143,6 +143,18 @@ class SlotRepository(Repository):
             rows.extend(row for row in ties if row.id not in seen)
         return [_candidate(row) for row in rows]
 
+    def free_of_practitioner(self, practitioner: str | None, start: datetime | None) -> str | None:
+        """The free slot starting at `start` in a Schedule whose Practitioner actor has this identifier."""
+        if not practitioner or start is None:
+            return None
+        schedules = select(col(ScheduleActorRow.schedule_id)).where(
+            col(ScheduleActorRow.kind) == "Practitioner", col(ScheduleActorRow.identifier) == practitioner
+        )
+        query = select(col(SlotRow.id)).where(
+            col(SlotRow.schedule_id).in_(schedules), col(SlotRow.status) == FREE, col(SlotRow.start) == start
+        )
+        return self.session.execute(query.order_by(col(SlotRow.id)).limit(1)).scalars().first()
+
     def claim(self, slot_id: str, now: datetime) -> bool:
         """free -> busy, only if still free: of two concurrent placements exactly one sees rowcount 1."""
         result = self.session.execute(

@@ -11,8 +11,10 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sqlalchemy.exc import IntegrityError
 
 from services.snp import views
+from services.snp.adapters.orm import AppointmentRow
 from services.snp.commands import ChangeAppointmentStatus, WithdrawSlot
 from services.snp.entrypoints.parsing import (
+    booking_command,
     period_bound,
     publish_command,
     request_command,
@@ -128,6 +130,22 @@ def post_request(principal: Sas, body: Body, bus: Bus) -> FhirResponse:
 def get_request(request_id: str, principal: TeamOrSas, uow: Uow) -> FhirResponse:
     view = views.get_request(uow, request_id, principal.organisation_id, principal.role)
     return FhirResponse(service_request_resource(view.request))
+
+
+@router.post(
+    "/fhir/Appointment",
+    tags=["appointments"],
+    summary="SAS: book a searched slot for one of its requests (ANS SAS IG Appointment, pending or booked)",
+)
+def post_appointment(principal: Sas, body: Body, bus: Bus) -> FhirResponse:
+    view = bus.handle(booking_command(body, principal.organisation_id))
+    booked: AppointmentRow = view.appointment  # a booking always has its appointment
+    headers = {"Location": f"/snp/fhir/Appointment/{booked.id}"}
+    return FhirResponse(
+        appointment_resource(booked, view.request),
+        status_code=201 if view.created else 200,
+        headers=headers,
+    )
 
 
 @router.get("/fhir/Appointment/{appointment_id}", tags=["appointments"])

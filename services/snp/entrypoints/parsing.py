@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from services.snp.commands import (
     ActorInput,
+    BookSlot,
     EntryError,
     PublishAvailability,
     RequestSnp,
@@ -33,7 +34,7 @@ from services.snp.domain import (
 from services.snp.resources import ORG_SYSTEM
 from shared.communes import communes_for_postal_code
 from shared.errors import BadRequest, Unprocessable
-from shared.fhir.models import Bundle, Parameters, Schedule, ServiceRequest, Slot
+from shared.fhir.models import Appointment, Bundle, Parameters, Schedule, ServiceRequest, Slot
 from shared.fhir.outcome import outcome_from_validation_error
 from shared.identifiers import validate_identifier
 
@@ -494,3 +495,55 @@ def slot_search(params: list[tuple[str, str]]) -> SlotQuery:
     )
     include_schedule = "Slot:schedule" in includes
     return SlotQuery(criteria, offset, count, include_schedule, include_schedule and bool(iterates), tuple(canonical))
+
+
+RPPS_SYSTEM = "urn:oid:1.2.250.1.71.4.2.1"
+BOOKABLE = (AppointmentStatus.PENDING, AppointmentStatus.BOOKED)
+
+
+def booking_command(data: dict[str, Any], sas_org_id: str) -> BookSlot:
+    """An Appointment in the SAS IG's shape (FrAppointmentSAS) booking a searched slot for a Relais request."""
+    appointment = _validate(Appointment, data, "Appointment")
+    try:
+        status = parse_status(appointment.status or "")
+    except ValueError:
+        status = None
+    if status not in BOOKABLE:
+        raise Unprocessable(
+            "a new Appointment is pending or booked; later statuses go through "
+            "POST /snp/fhir/Appointment/{id}/$status",
+            expression=["Appointment.status"],
+        )
+    requests = [
+        r.reference.removeprefix("ServiceRequest/")
+        for r in appointment.basedOn or []
+        if r.reference and r.reference.startswith("ServiceRequest/")
+    ]
+    if not requests:
+        raise Unprocessable(
+            "Appointment.basedOn must name the ServiceRequest Relais answered (the patient travels there)",
+            expression=["Appointment.basedOn"],
+        )
+    slots = [s.reference.removeprefix("Slot/") for s in appointment.slot or [] if s.reference]
+    practitioners = [
+        f"{p.actor.identifier.system}|{p.actor.identifier.value.strip()}"
+        for p in appointment.participant or []
+        if p.actor is not None
+        and p.actor.identifier is not None
+        and p.actor.identifier.system == RPPS_SYSTEM
+        and p.actor.identifier.value
+    ]
+    start = _utc(appointment.start)
+    if not slots and not (practitioners and start):
+        raise Unprocessable(
+            "name the slot (Appointment.slot) or the effecteur (participant.actor.identifier, RPPS) and start",
+            expression=["Appointment.slot"],
+        )
+    return BookSlot(
+        sas_org_id,
+        requests[0],
+        slots[0] if slots else None,
+        practitioners[0] if practitioners else None,
+        start,
+        status,
+    )
