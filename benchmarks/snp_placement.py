@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import insert, text
+from sqlmodel import SQLModel
 
 from relais.demo import load_territory
 from services.snp.adapters.orm import SlotRow, TerritoryMirrorRow
@@ -47,7 +48,7 @@ def fill(engine, count: int) -> None:
         # The territory is the CPTS covering the communes' postal codes (territory mirror).
         connection.execute(text("DELETE FROM snp_territory"))
         connection.execute(
-            insert(TerritoryMirrorRow.__table__),
+            insert(SQLModel.metadata.tables[str(TerritoryMirrorRow.__tablename__)]),
             [
                 {"postal_code": code, "cpts_org_id": CPTS, "dac_org_id": None, "updated_at": START}
                 for code in sorted({c.postal_code for c in territory})
