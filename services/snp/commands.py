@@ -57,6 +57,7 @@ class PublishAvailability:
     slots: tuple[SlotInput, ...]
     errors: tuple[EntryError, ...] = field(default_factory=tuple)
     entries: int = 0
+    actor_entries: tuple[int, ...] = ()  # Practitioner, PractitionerRole, Location: kept with their Schedule
 
 
 @dataclass(frozen=True)

@@ -347,3 +347,9 @@ def test_a_team_cannot_book_and_a_sas_cannot_book_another_sas_request(agendas):
     assert book(agendas, body, org="gp-contrex").status_code == 403
     missing = ig_appointment("not-a-request", DR_CONTREX, START.isoformat(), START.isoformat())
     assert book(agendas, missing).status_code == 404
+
+
+def test_a_batch_answers_every_entry_actors_included(snp):  # noqa: F811
+    body = ig_availability(DR_VITTEL, "88800", "Vittel", [(1, ("SNP",))], tag="b") | {"type": "batch"}
+    answer = publish(snp, "msp-vittel", body).json()
+    assert [e["response"]["status"][:3] for e in answer["entry"]] == ["200", "200", "200", "201"]

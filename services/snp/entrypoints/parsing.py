@@ -254,6 +254,7 @@ def publish_command(data: dict[str, Any], org_id: str) -> PublishAvailability:
     schedules: list[ScheduleInput] = []
     slots: list[SlotInput] = []
     errors: list[EntryError] = []
+    actor_entries: list[int] = []
     for index, entry in enumerate(entries):
         resource = entry.resource
         kind = resource.get_resource_type() if resource is not None else None
@@ -264,6 +265,7 @@ def publish_command(data: dict[str, Any], org_id: str) -> PublishAvailability:
             result = _slot_input(index, entry)
         elif kind in ACTOR_KINDS:
             result = None  # stored with the Schedule that names it
+            actor_entries.append(index)
         else:
             result = EntryError(
                 index, 422, f"accepted entries: Schedule, Slot, {', '.join(ACTOR_KINDS)}; got {kind}"
@@ -275,7 +277,13 @@ def publish_command(data: dict[str, Any], org_id: str) -> PublishAvailability:
         elif isinstance(result, SlotInput):
             slots.append(result)
     return PublishAvailability(
-        org_id, bundle.type == "transaction", tuple(schedules), tuple(slots), tuple(errors), len(entries)
+        org_id,
+        bundle.type == "transaction",
+        tuple(schedules),
+        tuple(slots),
+        tuple(errors),
+        len(entries),
+        tuple(actor_entries),
     )
 
 

@@ -99,6 +99,8 @@ def publish_availability(command: PublishAvailability, uow: SnpUnitOfWork, deps:
         uow.commit()
     results.extend(EntryResult(e.entry, e.status, diagnostics=e.diagnostics) for e in errors)
     results.extend(EntryResult(entry, 200, f"Schedule/{row.id}") for entry, row in schedule_rows.items())
+    # One response per entry sent: an actor is stored with the Schedule naming it.
+    results.extend(EntryResult(entry, 200) for entry in command.actor_entries)
     return sorted(results, key=lambda r: r.entry)
 
 
