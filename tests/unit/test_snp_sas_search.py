@@ -12,10 +12,20 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 
 from services.snp import domain
+from services.snp.entrypoints.consumers import on_careteam_message
 from services.snp.entrypoints.parsing import MAX_COUNT
+from services.snp.entrypoints.workers import retry_waiting
 from services.snp.resources import ACTOR_PROFILES, SAS_BUNDLE_PROFILE, SAS_SCHEDULE_PROFILE, SAS_SLOT_PROFILE
 from shared.identifiers import make_rpps
-from tests.unit.test_snp_service import START, ask, bearer, publish, service_request, snp  # noqa: F401
+from tests.unit.test_snp_service import (  # noqa: F401 - snp is the fixture
+    START,
+    ask,
+    bearer,
+    publish,
+    service_request,
+    snp,
+    territory_changed,
+)
 
 RPPS = "urn:oid:1.2.250.1.71.4.2.1"
 TRE_R314 = domain.SLOT_TYPE_SYSTEM
@@ -353,3 +363,11 @@ def test_a_batch_answers_every_entry_actors_included(snp):  # noqa: F811
     body = ig_availability(DR_VITTEL, "88800", "Vittel", [(1, ("SNP",))], tag="b") | {"type": "batch"}
     answer = publish(snp, "msp-vittel", body).json()
     assert [e["response"]["status"][:3] for e in answer["entry"]] == ["200", "200", "200", "201"]
+
+
+def test_slots_published_before_their_cpts_is_known_join_its_pool_when_it_is(snp):  # noqa: F811
+    body = ig_availability(DR_CONTREX, "88500", "Mirecourt", [(1, ("SNP",))], tag="m")
+    assert publish(snp, "gp-contrex", body).status_code == 200  # 88500: no CPTS yet
+    assert len(ask(snp, service_request("r1", "88114")).json()["entry"]) == 1  # not in cpts-ouest's pool
+    on_careteam_message(snp.bus, territory_changed("88500", "cpts-ouest"))
+    assert retry_waiting(snp.bus) == 1  # the waiting request now finds the Mirecourt slot

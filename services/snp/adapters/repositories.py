@@ -45,6 +45,22 @@ class ScheduleRepository(Repository):
     def get(self, schedule_id: str) -> ScheduleRow | None:
         return self.session.get(ScheduleRow, schedule_id)
 
+    def set_territory(self, postal_code: str, territory: str) -> None:
+        """The territory of every schedule at this postal code, and of its slots still free."""
+        located = select(col(ScheduleRow.id)).where(col(ScheduleRow.postal_code) == postal_code)
+        self.session.execute(
+            update(ScheduleRow)
+            .where(col(ScheduleRow.postal_code) == postal_code)
+            .values(territory=territory)
+            .execution_options(synchronize_session=False)
+        )
+        self.session.execute(
+            update(SlotRow)
+            .where(col(SlotRow.schedule_id).in_(located), col(SlotRow.status) == FREE)
+            .values(territory=territory)
+            .execution_options(synchronize_session=False)
+        )
+
     def replace_actors(self, schedule_id: str, actors: list[ScheduleActorRow]) -> None:
         """A re-published Schedule names its actors afresh."""
         self.session.execute(delete(ScheduleActorRow).where(col(ScheduleActorRow.schedule_id) == schedule_id))
