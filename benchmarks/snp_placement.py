@@ -19,8 +19,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import insert, text
+from sqlmodel import SQLModel
 
-from services.snp.adapters.orm import SlotRow
+from relais.demo import load_territory
+from services.snp.adapters.orm import SlotRow, TerritoryMirrorRow
 from services.snp.commands import RequestSnp
 from services.snp.deps import Deps
 from services.snp.domain import Urgency, communes
@@ -35,12 +37,23 @@ from shared.settings import SnpSettings
 
 SIZES = (1_000, 10_000, 100_000)
 START = datetime(2030, 1, 7, 7, 0, tzinfo=UTC)
+CPTS = "cpts-bench"
 
 
 def fill(engine, count: int) -> None:
-    territory = [c for c in communes().values() if c.territory == "88-ouest"]
+    table = communes()
+    territory = [table[insee] for insee in load_territory("benchmark").territory_communes]
     with engine.begin() as connection:
         connection.execute(text("DELETE FROM snp_slot"))
+        # The territory is the CPTS covering the communes' postal codes (territory mirror).
+        connection.execute(text("DELETE FROM snp_territory"))
+        connection.execute(
+            insert(SQLModel.metadata.tables[str(TerritoryMirrorRow.__tablename__)]),
+            [
+                {"postal_code": code, "cpts_org_id": CPTS, "dac_org_id": None, "updated_at": START}
+                for code in sorted({c.postal_code for c in territory})
+            ],
+        )
         rows = []
         for index in range(count):
             commune = territory[index % len(territory)]
@@ -53,7 +66,7 @@ def fill(engine, count: int) -> None:
                     "org_id": f"effecteur-{index % 200}",
                     "client_id": f"s{index}",
                     "commune": commune.insee,
-                    "territory": commune.territory,
+                    "territory": CPTS,
                     "status": "free",
                     "start": start,
                     "end": start + timedelta(minutes=20),

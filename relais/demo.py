@@ -127,24 +127,23 @@ class Territory:
     slots: list[dict[str, Any]]
     snp_requests: list[dict[str, Any]]
     territory: str
+    territory_communes: list[str] = field(default_factory=list)
 
     def org(self, key: str) -> Organisation:
         return self.organisations[key]
 
     @property
     def postal_codes(self) -> list[str]:
-        # Every postal code of the demo territory is covered by the CPTS de la Plaine and the DAC.
-        from services.snp.domain import communes
-
-        return sorted({c.postal_code for c in communes().values() if c.territory == self.territory})
+        # Every postal code of the demo territory's communes is covered by the CPTS de la Plaine and the DAC.
+        return sorted({self.communes[insee].postal_code for insee in self.territory_communes})
 
 
 def load_territory(run_tag: str | None = None) -> Territory:
     """The territory of demo_data/territory.json; people get fresh INS-NIR values for each run tag."""
-    from services.snp.domain import communes as snp_communes
+    from shared.communes import all_communes
 
     data = json.loads(DATA.read_text(encoding="utf-8"))
-    communes = {c.insee: Commune(c.insee, c.name, c.postal_code) for c in snp_communes().values()}
+    communes = {c.insee: Commune(c.insee, c.name, c.postal_code) for c in all_communes().values()}
     rng = random.Random(run_tag or "relais-demo")  # noqa: S311 - reproducible demo data, not a secret
     organisations = {}
     for item in data["organisations"]:
@@ -171,7 +170,16 @@ def load_territory(run_tag: str | None = None) -> Territory:
             tuple((code, display) for code, display in item["conditions"]),
             nir,
         )
-    return Territory(organisations, referents, people, communes, data["slots"], data["snp_requests"], data["territory"])
+    return Territory(
+        organisations,
+        referents,
+        people,
+        communes,
+        data["slots"],
+        data["snp_requests"],
+        data["territory"],
+        list(data["communes"]),
+    )
 
 
 def register(territory: Territory, directory: Any) -> dict[str, str]:

@@ -10,11 +10,23 @@ from shared.contracts import CareTeamChanged, TerritoryChanged
 
 
 @dataclass(frozen=True)
+class ActorInput:
+    """A Schedule actor: a Practitioner, PractitionerRole or Location, with what SAS searches it by."""
+
+    kind: str
+    client_id: str
+    identifier: str | None  # "system|value"
+    resource: dict = field(default_factory=dict, hash=False, compare=False)
+
+
+@dataclass(frozen=True)
 class ScheduleInput:
     entry: int
     client_id: str
-    commune: str
+    commune: str  # INSEE code
     references: tuple[str, ...]  # how slots of the same Bundle may point at it (fullUrl, Schedule/id)
+    postal_code: str | None = None
+    actors: tuple[ActorInput, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -24,6 +36,10 @@ class SlotInput:
     schedule_reference: str
     start: datetime
     end: datetime
+    types: tuple[str, ...] = ("SNP",)  # TRE_R314 codes
+    service_types: tuple[str, ...] = ()
+    specialties: tuple[str, ...] = ()
+    detail: dict = field(default_factory=dict, hash=False, compare=False)  # coded elements served back
 
 
 @dataclass(frozen=True)
@@ -41,6 +57,7 @@ class PublishAvailability:
     slots: tuple[SlotInput, ...]
     errors: tuple[EntryError, ...] = field(default_factory=tuple)
     entries: int = 0
+    actor_entries: tuple[int, ...] = ()  # Practitioner, PractitionerRole, Location: kept with their Schedule
 
 
 @dataclass(frozen=True)
@@ -96,3 +113,15 @@ class MirrorTerritory:
 
     message_id: str
     change: TerritoryChanged
+
+
+@dataclass(frozen=True)
+class BookSlot:
+    """The SAS books a chosen slot for one of its requests (ANS SAS IG: create Appointment)."""
+
+    sas_org_id: str
+    request_id: str
+    slot_id: str | None  # Slot/{id} as the search returned it, or found by practitioner and start
+    practitioner: str | None  # "system|value" of the effecteur (RPPS)
+    start: datetime | None
+    status: AppointmentStatus

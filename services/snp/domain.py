@@ -13,14 +13,18 @@ from functools import lru_cache
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from shared.communes import all_communes
+
 PARIS = ZoneInfo("Europe/Paris")
-COMMUNES_CSV = Path(__file__).resolve().parent / "data" / "communes.csv"
+COMMUNE_CENTRES_CSV = Path(__file__).resolve().parent / "data" / "commune_centres.csv"
 
 # Code systems Relais uses on the SNP wire (no national code system covers these in our sources).
 URGENCY_SYSTEM = "https://relais.example.org/fhir/CodeSystem/snp-urgency"
 REASON_SYSTEM = "https://relais.example.org/fhir/CodeSystem/snp-reason-category"
 INSEE_COMMUNE_SYSTEM = "https://relais.example.org/fhir/NamingSystem/insee-commune"
-# ANS SAS IG: the slot type (public, pro, SNP...) travels in Slot.meta.security (JDV_J165-TypeCreneau-SAS).
+# ANS SAS IG: the slot type travels in Slot.meta.security, coded in TRE_R314 (a slot may carry several).
+SLOT_TYPE_SYSTEM = "https://mos.esante.gouv.fr/NOS/TRE_R314-TypeCreneau/FHIR/TRE-R314-TypeCreneau"
+SLOT_TYPES = ("PUBLIC", "PRO", "CPTS", "SNP")
 SNP_SLOT_TYPE_CODE = "SNP"
 SAS_REQUEST_SYSTEM = "https://relais.example.org/fhir/NamingSystem/sas-request"
 
@@ -74,36 +78,41 @@ def deadline_for(urgency: Urgency, requested_at: datetime) -> datetime:
 
 @dataclass(frozen=True)
 class Commune:
+    """A commune as placement sees it: national table (shared.communes) plus a centre when one is known."""
+
     insee: str
     name: str
-    postal_code: str
-    latitude: float
-    longitude: float
-    territory: str
+    postal_codes: tuple[str, ...]
+    latitude: float | None = None
+    longitude: float | None = None
+
+    @property
+    def postal_code(self) -> str:
+        return self.postal_codes[0]
+
+
+@lru_cache(maxsize=1)
+def _centres() -> dict[str, tuple[float, float]]:
+    with COMMUNE_CENTRES_CSV.open(encoding="utf-8") as handle:
+        lines = (line for line in handle if not line.startswith("#"))
+        return {row["insee"]: (float(row["latitude"]), float(row["longitude"])) for row in csv.DictReader(lines)}
 
 
 @lru_cache(maxsize=1)
 def communes() -> dict[str, Commune]:
-    """The demo territory's communes by INSEE code (bundled CSV)."""
-    with COMMUNES_CSV.open(encoding="utf-8") as handle:
-        return {
-            row["insee"]: Commune(
-                row["insee"],
-                row["name"],
-                row["postal_code"],
-                float(row["latitude"]),
-                float(row["longitude"]),
-                row["territory"],
-            )
-            for row in csv.DictReader(handle)
-        }
-
-
-def territory_communes(territory: str, table: Mapping[str, Commune] | None = None) -> list[Commune]:
-    return [c for c in (table or communes()).values() if c.territory == territory]
+    """Every French commune by INSEE code (shared/data/communes.csv), with its centre when known."""
+    centres = _centres()
+    table = {}
+    for insee, item in all_communes().items():
+        lat, lon = centres.get(insee, (None, None))
+        table[insee] = Commune(insee, item.name, item.postal_codes, lat, lon)
+    return table
 
 
 def haversine_km(a: Commune, b: Commune) -> float:
+    """Great-circle distance between two communes' centres; infinite when either centre is unknown."""
+    if a.latitude is None or a.longitude is None or b.latitude is None or b.longitude is None:
+        return math.inf
     earth_radius_km = 6371.0088
     lat1, lat2 = math.radians(a.latitude), math.radians(b.latitude)
     dlat = lat2 - lat1
@@ -185,6 +194,24 @@ def placement_order(
         table=table,
     )
     return first + rest
+
+
+# --- the SAS platform's slot search ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SlotSearch:
+    """The SAS platform's Slot search, as criteria (each tuple: any of its values matches)."""
+
+    start_ge: datetime | None = None
+    start_le: datetime | None = None
+    status: tuple[str, ...] = ()
+    practitioners: tuple[str, ...] = ()  # "system|value" of a Practitioner actor
+    roles: tuple[str, ...] = ()  # "system|value" of a PractitionerRole actor
+    postal_codes: tuple[str, ...] = ()
+    types: tuple[str, ...] = ()  # TRE_R314 codes (_security)
+    service_types: tuple[str, ...] = ()
+    specialties: tuple[str, ...] = ()
 
 
 # --- appointment statuses (ANS SAS IG: PENDING, BOOKED, then fulfilled, NOSHOW or CANCELLED) ----------

@@ -2,26 +2,48 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from services.snp.adapters.orm import AppointmentRow, RequestRow, SlotRow
+from services.snp.adapters.orm import AppointmentRow, RequestRow, ScheduleActorRow, ScheduleRow, SlotRow
 from services.snp.domain import (
     INSEE_COMMUNE_SYSTEM,
     REASON_CATEGORIES,
     REASON_SYSTEM,
     SAS_REQUEST_SYSTEM,
-    SNP_SLOT_TYPE_CODE,
+    SLOT_TYPE_SYSTEM,
     URGENCY_DISPLAY,
     URGENCY_SYSTEM,
     Urgency,
 )
-from shared.fhir.models import Appointment, ServiceRequest, Slot, to_json
+from shared.fhir.models import (
+    Appointment,
+    Location,
+    Practitioner,
+    PractitionerRole,
+    Schedule,
+    ServiceRequest,
+    Slot,
+    to_json,
+)
 from shared.fhir.outcome import operation_outcome
 
 ORG_SYSTEM = "https://relais.example.org/fhir/NamingSystem/organisation"
-SNP_SLOT_TYPE_SYSTEM = "https://relais.example.org/fhir/CodeSystem/sas-slot-type"
+
+# Profiles of the ANS SAS IG's aggregator searchset (PS individual and CPTS use cases).
+SAS_BUNDLE_PROFILE = "http://sas.fr/fhir/StructureDefinition/BundleAgregateur"
+SAS_SLOT_PROFILE = "http://sas.fr/fhir/StructureDefinition/FrSlotAgregateur"
+SAS_CPTS_SLOT_PROFILE = "https://interop.esante.gouv.fr/ig/fhir/sas/StructureDefinition/sas-cpts-slot-aggregator"
+SAS_SCHEDULE_PROFILE = "http://sas.fr/fhir/StructureDefinition/FrScheduleAgregateur"
+ACTOR_PROFILES = {
+    "Practitioner": "http://sas.fr/fhir/StructureDefinition/FrPractitionerAgregateur",
+    "PractitionerRole": "http://sas.fr/fhir/StructureDefinition/FrPractitionerRoleExerciceAgregateur",
+    "Location": "http://sas.fr/fhir/StructureDefinition/FrLocationAgregateur",
+}
+SAS_APPOINTMENT_PROFILE = "http://interopsante.org/fhir/StructureDefinition/FrAppointmentSAS"
+APPOINTMENT_SYSTEM = "https://relais.example.org/fhir/NamingSystem/snp-appointment"
 
 
 
@@ -47,15 +69,27 @@ def _org(org_id: str) -> dict[str, Any]:
     return {"type": "Organization", "identifier": {"system": ORG_SYSTEM, "value": org_id}}
 
 
+def _types(row: SlotRow) -> list[str]:
+    return [code for code in row.types.split(",") if code]
+
+
 def slot_resource(row: SlotRow) -> dict[str, Any]:
+    """A Slot in the SAS IG's aggregator shape: TRE_R314 types in meta.security, coded elements as published."""
     status = {"free": "free", "busy": "busy", "withdrawn": "busy-unavailable"}[row.status]
+    types = _types(row)
+    profile = SAS_CPTS_SLOT_PROFILE if "CPTS" in types else SAS_SLOT_PROFILE
+    detail = json.loads(row.detail or "{}")
     return to_json(
         Slot.model_validate(
             {
                 "resourceType": "Slot",
                 "id": row.id,
+                "meta": {
+                    "profile": [profile],
+                    "security": [{"system": SLOT_TYPE_SYSTEM, "code": code} for code in types],
+                },
                 "identifier": [{"system": ORG_SYSTEM + "/" + row.org_id + "/slot", "value": row.client_id}],
-                "meta": {"security": [{"system": SNP_SLOT_TYPE_SYSTEM, "code": SNP_SLOT_TYPE_CODE}]},
+                **detail,
                 "schedule": {"reference": f"Schedule/{row.schedule_id}"},
                 "status": status,
                 "start": instant(row.start),
@@ -63,6 +97,78 @@ def slot_resource(row: SlotRow) -> dict[str, Any]:
             }
         )
     )
+
+
+def schedule_resource(row: ScheduleRow, actors: Sequence[ScheduleActorRow]) -> dict[str, Any]:
+    """A Schedule whose actors are the Practitioner, PractitionerRole and Location the effecteur published."""
+    references: list[dict[str, Any]] = [{"reference": f"{a.kind}/{_actor_id(a)}"} for a in actors]
+    if not references:
+        # Published before actors were kept: the commune still locates it.
+        references = [{"type": "Location", "identifier": {"system": INSEE_COMMUNE_SYSTEM, "value": row.commune}}]
+    return to_json(
+        Schedule.model_validate(
+            {
+                "resourceType": "Schedule",
+                "id": row.id,
+                "meta": {"profile": [SAS_SCHEDULE_PROFILE]},
+                "actor": references,
+            }
+        )
+    )
+
+
+def _actor_id(actor: ScheduleActorRow) -> str:
+    return str(json.loads(actor.resource)["id"])
+
+
+def actor_resource(actor: ScheduleActorRow) -> dict[str, Any]:
+    data = json.loads(actor.resource)
+    data["meta"] = {"profile": [ACTOR_PROFILES[actor.kind]]}
+    models: dict[str, Any] = {"Practitioner": Practitioner, "PractitionerRole": PractitionerRole, "Location": Location}
+    return to_json(models[actor.kind].model_validate(data))
+
+
+def searchset(
+    *,
+    base: str,
+    total: int,
+    slots: Sequence[SlotRow],
+    schedules: Sequence[ScheduleRow],
+    actors: Sequence[ScheduleActorRow],
+    links: Sequence[tuple[str, str]],
+) -> dict[str, Any]:
+    """The SAS IG's searchset: each matching Slot, then its Schedule and actors once (search.mode include)."""
+    entries: list[dict[str, Any]] = []
+    by_schedule = {row.id: row for row in schedules}
+    actors_of: dict[str, list[ScheduleActorRow]] = {}
+    for actor in actors:
+        actors_of.setdefault(actor.schedule_id, []).append(actor)
+    seen: set[str] = set()
+
+    def add(resource: dict[str, Any], mode: str) -> None:
+        key = f"{resource['resourceType']}/{resource['id']}"
+        if key in seen:
+            return
+        seen.add(key)
+        entries.append({"fullUrl": f"{base}/{key}", "resource": resource, "search": {"mode": mode}})
+
+    for slot in slots:
+        add(slot_resource(slot), "match")
+        schedule = by_schedule.get(slot.schedule_id)
+        if schedule is None:
+            continue
+        own = actors_of.get(schedule.id, [])
+        add(schedule_resource(schedule, own), "include")
+        for actor in own:
+            add(actor_resource(actor), "include")
+    return {
+        "resourceType": "Bundle",
+        "meta": {"profile": [SAS_BUNDLE_PROFILE]},
+        "type": "searchset",
+        "total": total,
+        "link": [{"relation": relation, "url": url} for relation, url in links],
+        "entry": entries,
+    }
 
 
 def service_request_resource(row: RequestRow, *, with_patient: bool = True) -> dict[str, Any]:
@@ -120,6 +226,8 @@ def appointment_resource(row: AppointmentRow, request: RequestRow) -> dict[str, 
             {
                 "resourceType": "Appointment",
                 "id": row.id,
+                "meta": {"profile": [SAS_APPOINTMENT_PROFILE]},
+                "identifier": [{"system": APPOINTMENT_SYSTEM, "value": row.id}],
                 "status": row.status,
                 "start": instant(row.start),
                 "end": instant(row.end),

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from services.snp.adapters.orm import AppointmentRow, RequestRow
-from services.snp.domain import Fact, communes, dashboard
-from services.snp.resources import appointment_resource, service_request_resource
+from services.snp.domain import Fact, SlotSearch, communes, dashboard
+from services.snp.resources import appointment_resource, searchset, service_request_resource
 from services.snp.uow import SnpUnitOfWork
 from shared.errors import Forbidden, NotFound, Unprocessable
 from shared.events import Role
@@ -90,8 +91,8 @@ def waiting_request_ids(
 
 
 def territories_of(uow: SnpUnitOfWork, cpts_org_id: str) -> set[str]:
-    postal_codes = uow.mirrors.postal_codes_of_cpts(cpts_org_id)
-    return {c.territory for c in communes().values() if c.postal_code in postal_codes}
+    """A territory is named by the CPTS covering it: a CPTS with postal codes in the mirror has its own."""
+    return {cpts_org_id} if uow.mirrors.postal_codes_of_cpts(cpts_org_id) else set()
 
 
 def territory_dashboard(
@@ -122,10 +123,36 @@ def territory_dashboard(
             )
             for r in uow.facts.in_period(territory, start, end)
         ]
-    names = {c.insee: c.name for c in communes().values()}
+    table = communes()
+    names = {f.commune: table[f.commune].name for f in facts if f.commune in table}
     return {
         "territory": territory,
         "from": start.isoformat(),
         "to": end.isoformat(),
         **dashboard(facts, names),
     }
+
+
+def search_slots(
+    uow: SnpUnitOfWork,
+    criteria: SlotSearch,
+    *,
+    offset: int,
+    count: int,
+    include_schedule: bool,
+    include_actors: bool,
+    base: str,
+    links: Callable[[int], list[tuple[str, str]]],
+) -> dict[str, Any]:
+    """The SAS platform's Slot search as the IG's searchset; `links(total)` gives self/next/previous."""
+    with uow:
+        total, slots = uow.slots.search(criteria, offset, count)
+        schedule_ids = {slot.schedule_id for slot in slots}
+        schedules = uow.schedules.many(schedule_ids) if include_schedule else []
+        # Without the actors included, a Schedule still names them, so its references must be built alike.
+        named = uow.schedules.actors_of(schedule_ids) if include_schedule else []
+        bundle = searchset(base=base, total=total, slots=slots, schedules=schedules, actors=named, links=links(total))
+        if not include_actors:
+            kinds = {"Practitioner", "PractitionerRole", "Location"}
+            bundle["entry"] = [e for e in bundle["entry"] if e["resource"]["resourceType"] not in kinds]
+        return bundle

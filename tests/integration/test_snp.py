@@ -322,7 +322,7 @@ def test_dashboard_figures_equal_a_hand_computation(snp):
 
     day = t0.strftime("%Y-%m-%d")
     response = snp.client.get(
-        f"/snp/dashboard?territory=88-ouest&from={(t0 - timedelta(days=1)).date()}&to={day}",
+        f"/snp/dashboard?territory={snp.org('cpts-ouest')}&from={(t0 - timedelta(days=1)).date()}&to={day}",
         headers=bearer(snp.tokens["cpts-ouest"]),
     )
     assert response.status_code == 200, response.text

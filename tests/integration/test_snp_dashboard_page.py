@@ -58,7 +58,7 @@ SEED = [
     (3.0, "88124", "48h", "gp-darney", "88124", 1300, "booked"),
     (4.0, "88114", "same-day", "gp-contrex", "88114", 200, "fulfilled"),
     (5.0, "88310", "2h", None, None, 0, None),
-    (6.0, "88262", "same-day", "gp-darney", "88124", 300, "fulfilled"),
+    (6.0, "88258", "same-day", "gp-darney", "88124", 300, "fulfilled"),
     (7.5, "88516", "48h", "msp-vittel", "88516", 1500, "booked"),
     (9.0, "88321", "2h", "gp-neufchateau", "88321", 70, "noshow"),
     (10.0, "88114", "same-day", None, None, 0, None),
@@ -145,7 +145,7 @@ def test_the_coordinator_signs_in_once_and_sees_the_territory_charts(served, tmp
                 ),
             )
             # The old address leads to the page, which asks to sign in first.
-            page.goto(f"{base}/snp/dashboard/page?territory=88-ouest&from=2026-11-23&to=2026-11-25")
+            page.goto(f"{base}/snp/dashboard/page?territory=cpts-ouest&from=2026-11-23&to=2026-11-25")
             assert page.url == f"{base}/snp/app/signin"
             page.fill("#token", "rls_wrong")
             page.click("#signin")
@@ -153,7 +153,7 @@ def test_the_coordinator_signs_in_once_and_sees_the_territory_charts(served, tmp
             page.fill("#token", token)
             page.click("#signin")
             page.wait_for_url(f"{base}/snp/app/dashboard")
-            page.goto(f"{base}/snp/app/dashboard?territory=88-ouest&from=2026-11-23&to=2026-11-25")
+            page.goto(f"{base}/snp/app/dashboard?territory=cpts-ouest&from=2026-11-23&to=2026-11-25")
             page.wait_for_selector("body[data-loaded=true]", timeout=15_000)
             tiles = page.inner_text("#tiles")
             assert "12" in tiles and "Placées dans le délai" in tiles

@@ -246,7 +246,7 @@ def test_only_the_owner_withdraws_a_slot_and_a_withdrawn_slot_is_never_placed(sn
 
 def test_a_transaction_with_a_bad_slot_stores_nothing_and_a_batch_stores_the_good_ones(snp):
     bad = availability("88114", [START + timedelta(hours=1), START + timedelta(hours=2)])
-    bad["entry"][2]["resource"]["meta"]["security"] = [{"code": "PRO"}]
+    bad["entry"][2]["resource"]["meta"]["security"] = [{"code": "VIP"}]  # not a TRE_R314 slot type
     refused = publish(snp, "gp-contrex", bad)
     assert refused.status_code == 422 and "Bundle.entry[2]" in refused.text
     bad["type"] = "batch"
@@ -327,11 +327,11 @@ def test_the_dashboard_is_for_the_territory_s_own_cpts(snp):
     publish(snp, "gp-contrex", availability("88114", [START + timedelta(hours=1)]))
     ask(snp, service_request("r1", "88114"))
     own = snp.client.get(
-        "/snp/dashboard?territory=88-ouest&from=2026-11-23&to=2026-11-23",
+        "/snp/dashboard?territory=cpts-ouest&from=2026-11-23&to=2026-11-23",
         headers=bearer(snp.tokens["cpts-ouest"]),
     )
     assert own.status_code == 200 and own.json()["requests"] == 1 and own.json()["placed"] == 1
-    other = snp.client.get("/snp/dashboard?territory=88-ouest", headers=bearer(snp.tokens["cpts-epinal"]))
+    other = snp.client.get("/snp/dashboard?territory=cpts-ouest", headers=bearer(snp.tokens["cpts-epinal"]))
     assert other.status_code == 403
     assert snp.client.get("/snp/dashboard", headers=bearer(snp.tokens["sas-88"])).status_code == 403
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Column, DateTime, Index, text
+from sqlalchemy import Column, DateTime, Index, Text, text
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -45,8 +45,24 @@ class ScheduleRow(SQLModel, table=True):
     org_id: str = Field(max_length=100, index=True)
     client_id: str = Field(max_length=64)
     commune: str = Field(max_length=5)
+    # The postal code of the actor's Location (SAS searches by it); the commune's first one otherwise.
+    postal_code: str | None = Field(default=None, max_length=10, index=True)
     territory: str = Field(max_length=40)
     updated_at: datetime = _ts()
+
+
+class ScheduleActorRow(SQLModel, table=True):
+    """A Schedule's actor (Practitioner, PractitionerRole or Location) as the effecteur published it."""
+
+    __tablename__ = "snp_schedule_actor"
+    __table_args__ = (Index("ix_snp_schedule_actor_kind_identifier", "kind", "identifier"),)
+
+    id: str = Field(primary_key=True, max_length=36)
+    schedule_id: str = Field(max_length=36, index=True)
+    org_id: str = Field(max_length=100)
+    kind: str = Field(max_length=20)  # Practitioner | PractitionerRole | Location
+    identifier: str | None = Field(default=None, max_length=300)  # "system|value", the search key
+    resource: str = Field(sa_column=Column(Text, nullable=False))  # JSON Relais serves back (no narrative)
 
 
 class SlotRow(SQLModel, table=True):
@@ -58,6 +74,8 @@ class SlotRow(SQLModel, table=True):
         Index("ix_snp_slot_status_territory_start", "status", "territory", "start"),
         # Own-team placement: the free slots of one organisation, earliest first.
         Index("ix_snp_slot_org_status_start", "org_id", "status", "start"),
+        # SAS search: free slots in a time window, earliest first.
+        Index("ix_snp_slot_status_start", "status", "start"),
     )
 
     id: str = Field(primary_key=True, max_length=36)
@@ -67,6 +85,12 @@ class SlotRow(SQLModel, table=True):
     commune: str = Field(max_length=5)
     territory: str = Field(max_length=40)
     status: str = Field(max_length=20)  # free | busy | withdrawn
+    # TRE_R314 slot types, comma-framed (",PUBLIC,SNP,") so one LIKE finds a type; codes of serviceType and
+    # specialty likewise; `detail` keeps the coded elements Relais serves back (JSON, no free text).
+    types: str = Field(default=",SNP,", max_length=60)
+    service_types: str = Field(default="", max_length=300)
+    specialties: str = Field(default="", max_length=300)
+    detail: str = Field(default="{}", sa_column=Column(Text, nullable=False, server_default="{}"))
     start: datetime = _ts()
     end: datetime = _ts()
     updated_at: datetime = _ts()
@@ -179,6 +203,7 @@ TABLES = (
         SQLModel.metadata.tables[model.__tablename__]
         for model in (
             ScheduleRow,
+            ScheduleActorRow,
             SlotRow,
             RequestRow,
             AppointmentRow,

@@ -4,14 +4,23 @@ from __future__ import annotations
 
 from datetime import timedelta
 from typing import Annotated
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from sqlalchemy.exc import IntegrityError
 
 from services.snp import views
+from services.snp.adapters.orm import AppointmentRow
 from services.snp.commands import ChangeAppointmentStatus, WithdrawSlot
-from services.snp.entrypoints.parsing import period_bound, publish_command, request_command, status_of
+from services.snp.entrypoints.parsing import (
+    booking_command,
+    period_bound,
+    publish_command,
+    request_command,
+    slot_search,
+    status_of,
+)
 from services.snp.messagebus import MessageBus
 from services.snp.resources import appointment_resource, publish_response, service_request_resource
 from services.snp.uow import SnpUnitOfWork
@@ -63,6 +72,40 @@ def post_slots(principal: Team, body: Body, bus: Bus) -> FhirResponse:
     return _publish(bus, body, principal)
 
 
+@router.get(
+    "/fhir/Slot",
+    tags=["availability"],
+    summary="SAS: search the effecteurs' free slots (ANS SAS IG: start ge/le, schedule.actor, _include, _count)",
+)
+def search_slots(principal: Sas, request: Request, uow: Uow) -> FhirResponse:
+    query = slot_search(list(request.query_params.multi_items()))
+    base = str(request.base_url).rstrip("/") + "/snp/fhir"
+
+    def links(total: int) -> list[tuple[str, str]]:
+        def url(offset: int) -> str:
+            pairs = [*query.canonical, ("_count", str(query.count)), ("_offset", str(offset))]
+            return f"{base}/Slot?{urlencode(pairs)}"
+
+        found = [("self", url(query.offset))]
+        if query.offset + query.count < total and query.count:
+            found.append(("next", url(query.offset + query.count)))
+        if query.offset:
+            found.append(("previous", url(max(0, query.offset - query.count))))
+        return found
+
+    bundle = views.search_slots(
+        uow,
+        query.criteria,
+        offset=query.offset,
+        count=query.count,
+        include_schedule=query.include_schedule,
+        include_actors=query.include_actors,
+        base=base,
+        links=links,
+    )
+    return FhirResponse(bundle)
+
+
 @router.delete(
     "/fhir/Slot/{slot_id}", tags=["availability"], summary="Withdraw one of your free slots", status_code=204
 )
@@ -87,6 +130,22 @@ def post_request(principal: Sas, body: Body, bus: Bus) -> FhirResponse:
 def get_request(request_id: str, principal: TeamOrSas, uow: Uow) -> FhirResponse:
     view = views.get_request(uow, request_id, principal.organisation_id, principal.role)
     return FhirResponse(service_request_resource(view.request))
+
+
+@router.post(
+    "/fhir/Appointment",
+    tags=["appointments"],
+    summary="SAS: book a searched slot for one of its requests (ANS SAS IG Appointment, pending or booked)",
+)
+def post_appointment(principal: Sas, body: Body, bus: Bus) -> FhirResponse:
+    view = bus.handle(booking_command(body, principal.organisation_id))
+    booked: AppointmentRow = view.appointment  # a booking always has its appointment
+    headers = {"Location": f"/snp/fhir/Appointment/{booked.id}"}
+    return FhirResponse(
+        appointment_resource(booked, view.request),
+        status_code=201 if view.created else 200,
+        headers=headers,
+    )
 
 
 @router.get("/fhir/Appointment/{appointment_id}", tags=["appointments"])

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from pydantic import ValidationError
 
 from services.snp.commands import (
+    ActorInput,
+    BookSlot,
     EntryError,
     PublishAvailability,
     RequestSnp,
@@ -19,17 +23,22 @@ from services.snp.domain import (
     PARIS,
     REASON_CATEGORIES,
     REASON_SYSTEM,
-    SNP_SLOT_TYPE_CODE,
+    SLOT_TYPE_SYSTEM,
+    SLOT_TYPES,
     URGENCY_SYSTEM,
     AppointmentStatus,
+    SlotSearch,
     Urgency,
     parse_status,
 )
 from services.snp.resources import ORG_SYSTEM
+from shared.communes import communes_for_postal_code
 from shared.errors import BadRequest, Unprocessable
-from shared.fhir.models import Bundle, Parameters, Schedule, ServiceRequest, Slot
+from shared.fhir.models import Appointment, Bundle, Parameters, Schedule, ServiceRequest, Slot
 from shared.fhir.outcome import outcome_from_validation_error
 from shared.identifiers import validate_identifier
+
+ACTOR_KINDS = ("Practitioner", "PractitionerRole", "Location")
 
 
 class InvalidResource(BadRequest):
@@ -85,84 +94,196 @@ def _foreign_org(schedule: Schedule, org_id: str) -> str | None:
     return None
 
 
-def _is_snp(slot: Slot) -> bool:
+def slot_types(slot: Slot) -> tuple[str, ...]:
+    """TRE_R314 slot types of a Slot (meta.security; serviceType still read for early Relais publishers)."""
     security = (slot.meta.security if slot.meta else None) or []
-    service_types = [code for _, code in _codes(slot.serviceType)]
-    codes = [c.code for c in security if c.code] + service_types
-    return any(code.strip().upper() == SNP_SLOT_TYPE_CODE for code in codes)
+    codes = [c.code for c in security if c.code] + [code for _, code in _codes(slot.serviceType)]
+    found = {code.strip().upper() for code in codes} & set(SLOT_TYPES)
+    return tuple(t for t in SLOT_TYPES if t in found)
+
+
+def _identifier_key(resource: Any) -> str | None:
+    for identifier in getattr(resource, "identifier", None) or []:
+        if identifier.system and identifier.value:
+            return f"{identifier.system}|{identifier.value.strip()}"
+    return None
+
+
+def _served(resource: Any) -> dict[str, Any]:
+    """What Relais serves back of an actor: the resource as published, without its narrative."""
+    data = resource.model_dump(mode="json", exclude_none=True)
+    data.pop("text", None)
+    return data
+
+
+def _postal_of(resource: Any, bundled: dict[str, Any]) -> str | None:
+    """The postal code of a Location, or of the (contained or bundled) Location of a PractitionerRole."""
+    kind = resource.get_resource_type()
+    if kind == "Location":
+        address = resource.address
+        return address.postalCode.strip() if address is not None and address.postalCode else None
+    if kind == "PractitionerRole":
+        contained = {f"#{c.id}": c for c in resource.contained or [] if c.id}
+        for location in resource.location or []:
+            target = contained.get(location.reference or "") or bundled.get(location.reference or "")
+            if target is not None and target.get_resource_type() == "Location":
+                found = _postal_of(target, bundled)
+                if found:
+                    return found
+    return None
+
+
+def _actors(schedule: Schedule, bundled: dict[str, Any]) -> tuple[list[ActorInput], str | None]:
+    """The Schedule's actors (bundled resources or logical references) and the postal code they give."""
+    actors: list[ActorInput] = []
+    postal: str | None = None
+    for actor in schedule.actor or []:
+        target = bundled.get(actor.reference or "")
+        if target is not None:
+            kind = target.get_resource_type()
+            client_id = str(target.id or actor.reference)
+            actors.append(ActorInput(kind, client_id, _identifier_key(target), _served(target)))
+            postal = postal or _postal_of(target, bundled)
+        elif actor.identifier is not None and actor.type in ACTOR_KINDS and actor.identifier.value:
+            key = f"{actor.identifier.system}|{actor.identifier.value.strip()}"
+            served = {"resourceType": actor.type, "identifier": [actor.identifier.model_dump(exclude_none=True)]}
+            actors.append(ActorInput(actor.type, key, key, served))
+    return actors, postal
+
+
+def _commune_for(postal_code: str, city: str | None) -> str | None:
+    found = communes_for_postal_code(postal_code)
+    named = [c for c in found if city and c.name.casefold() == city.strip().casefold()]
+    return (named or found)[0].insee if found else None
+
+
+def _schedule_input(
+    index: int, entry: Any, org_id: str, bundled: dict[str, Any]
+) -> ScheduleInput | EntryError:
+    resource = entry.resource
+    client_id = resource.id or entry.fullUrl
+    foreign = _foreign_org(resource, org_id)
+    if foreign:
+        return EntryError(index, 403, f"Schedule belongs to {foreign}; publish your own only")
+    if not client_id:
+        return EntryError(index, 400, "Schedule needs an id or a fullUrl")
+    actors, postal = _actors(resource, bundled)
+    commune = _commune_of(resource)
+    if commune is None and postal:
+        commune = _commune_for(postal, None)
+    if not commune:
+        return EntryError(
+            index,
+            422,
+            "Schedule.actor must locate the effecteur: a Location (or a PractitionerRole's Location) with "
+            "address.postalCode, or {'type': 'Location', 'identifier': {'system': "
+            f"'{INSEE_COMMUNE_SYSTEM}', 'value': INSEE code}}}}",
+        )
+    references = tuple(r for r in (entry.fullUrl, f"Schedule/{resource.id}" if resource.id else None) if r)
+    return ScheduleInput(index, client_id, commune, references, postal, tuple(actors))
+
+
+def _slot_detail(slot: Slot) -> dict[str, Any]:
+    """The coded elements the SAS reads (service type, specialty, appointment type); free text dropped."""
+    detail: dict[str, Any] = {}
+    for name in ("serviceType", "specialty"):
+        concepts = [
+            {"coding": [c.model_dump(mode="json", exclude_none=True) for c in concept.coding or []]}
+            for concept in getattr(slot, name) or []
+            if concept.coding
+        ]
+        if concepts:
+            detail[name] = concepts
+    if slot.appointmentType is not None and slot.appointmentType.coding:
+        detail["appointmentType"] = {
+            "coding": [c.model_dump(mode="json", exclude_none=True) for c in slot.appointmentType.coding]
+        }
+    return detail
+
+
+def _slot_input(index: int, entry: Any) -> SlotInput | EntryError:
+    resource = entry.resource
+    client_id = resource.id or entry.fullUrl
+    start, end = _utc(resource.start), _utc(resource.end)
+    types = slot_types(resource)
+    if not client_id:
+        return EntryError(index, 400, "Slot needs an id or a fullUrl")
+    if resource.status != "free":
+        return EntryError(
+            index,
+            422,
+            f"publish free slots only (status {resource.status}); withdraw a slot with DELETE /snp/fhir/Slot/{{id}}",
+        )
+    if not types:
+        return EntryError(
+            index,
+            422,
+            f"Slot.meta.security needs a slot type of {SLOT_TYPE_SYSTEM}: " + ", ".join(SLOT_TYPES),
+        )
+    if not start or not end or end <= start:
+        return EntryError(index, 422, "Slot.end must be after Slot.start")
+    return SlotInput(
+        index,
+        client_id,
+        resource.schedule.reference or "",
+        start,
+        end,
+        types,
+        tuple(code for _, code in _codes(resource.serviceType)),
+        tuple(code for _, code in _codes(resource.specialty)),
+        _slot_detail(resource),
+    )
 
 
 def publish_command(data: dict[str, Any], org_id: str) -> PublishAvailability:
-    """A transaction or batch Bundle of Schedules and free SNP Slots, as a command."""
+    """A transaction or batch Bundle of Schedules, their actors and free Slots (TRE_R314 types), as a command."""
     bundle = _validate(Bundle, data, "Bundle")
     if bundle.type not in ("transaction", "batch"):
         raise Unprocessable(
             f"Bundle.type must be transaction or batch, got {bundle.type}", expression=["Bundle.type"]
         )
+    entries = bundle.entry or []
+    bundled: dict[str, Any] = {}
+    for entry in entries:
+        resource = entry.resource
+        if resource is not None and resource.get_resource_type() in ACTOR_KINDS:
+            if entry.fullUrl:
+                bundled[entry.fullUrl] = resource
+            if resource.id:
+                bundled[f"{resource.get_resource_type()}/{resource.id}"] = resource
     schedules: list[ScheduleInput] = []
     slots: list[SlotInput] = []
     errors: list[EntryError] = []
-    for index, entry in enumerate(bundle.entry or []):
+    actor_entries: list[int] = []
+    for index, entry in enumerate(entries):
         resource = entry.resource
         kind = resource.get_resource_type() if resource is not None else None
+        result: ScheduleInput | SlotInput | EntryError | None
         if kind == "Schedule":
-            client_id = resource.id or entry.fullUrl
-            commune = _commune_of(resource)
-            foreign = _foreign_org(resource, org_id)
-            if foreign:
-                errors.append(EntryError(index, 403, f"Schedule belongs to {foreign}; publish your own only"))
-            elif not client_id:
-                errors.append(EntryError(index, 400, "Schedule needs an id or a fullUrl"))
-            elif not commune:
-                errors.append(
-                    EntryError(
-                        index,
-                        422,
-                        "Schedule.actor must name the effecteur's commune: "
-                        f"{{'type': 'Location', 'identifier': {{'system': "
-                        f"'{INSEE_COMMUNE_SYSTEM}', 'value': INSEE code}}}}",
-                    )
-                )
-            else:
-                references = tuple(
-                    r for r in (entry.fullUrl, f"Schedule/{resource.id}" if resource.id else None) if r
-                )
-                schedules.append(ScheduleInput(index, client_id, commune, references))
+            result = _schedule_input(index, entry, org_id, bundled)
         elif kind == "Slot":
-            client_id = resource.id or entry.fullUrl
-            start, end = _utc(resource.start), _utc(resource.end)
-            if not client_id:
-                errors.append(EntryError(index, 400, "Slot needs an id or a fullUrl"))
-            elif resource.status != "free":
-                errors.append(
-                    EntryError(
-                        index,
-                        422,
-                        f"publish free slots only (status {resource.status}); "
-                        "withdraw a slot with DELETE /snp/fhir/Slot/{id}",
-                    )
-                )
-            elif not _is_snp(resource):
-                errors.append(
-                    EntryError(
-                        index,
-                        422,
-                        f"not an SNP slot: add meta.security code '{SNP_SLOT_TYPE_CODE}' (SAS slot type)",
-                    )
-                )
-            elif not start or not end or end <= start:
-                errors.append(EntryError(index, 422, "Slot.end must be after Slot.start"))
-            else:
-                slots.append(SlotInput(index, client_id, resource.schedule.reference or "", start, end))
+            result = _slot_input(index, entry)
+        elif kind in ACTOR_KINDS:
+            result = None  # stored with the Schedule that names it
+            actor_entries.append(index)
         else:
-            errors.append(EntryError(index, 422, f"only Schedule and Slot entries are accepted, got {kind}"))
+            result = EntryError(
+                index, 422, f"accepted entries: Schedule, Slot, {', '.join(ACTOR_KINDS)}; got {kind}"
+            )
+        if isinstance(result, EntryError):
+            errors.append(result)
+        elif isinstance(result, ScheduleInput):
+            schedules.append(result)
+        elif isinstance(result, SlotInput):
+            slots.append(result)
     return PublishAvailability(
         org_id,
         bundle.type == "transaction",
         tuple(schedules),
         tuple(slots),
         tuple(errors),
-        len(bundle.entry or []),
+        len(entries),
+        tuple(actor_entries),
     )
 
 
@@ -238,3 +359,199 @@ def period_bound(value: str | None, default: datetime, *, end: bool = False) -> 
     except ValueError:
         raise BadRequest(f"{value!r} is not an ISO date or date-time") from None
     return moment if moment.tzinfo else moment.replace(tzinfo=PARIS)
+
+
+# --- the SAS platform's Slot search (ANS SAS IG, aggregator search) -------------------------------------------
+
+MAX_COUNT = 1000  # the SAS platform asks for _count=1000; more is served as pages of this size
+DEFAULT_COUNT = 100
+MAX_OFFSET = 100_000
+MAX_WINDOW = timedelta(days=92)
+MAX_IDENTIFIERS = 25  # the IG's cardinality for schedule.actor:Practitioner.identifier
+INCLUDES = {"Slot:schedule", "Slot:service-type-reference"}
+ITERATES = {"Schedule:actor", "Schedule:actor:Practitioner", "Schedule:actor:PractitionerRole",
+            "Schedule:actor:Location"}
+_SLOT_STATUS = {"free": "free"}
+
+
+@dataclass(frozen=True)
+class SlotQuery:
+    criteria: SlotSearch
+    offset: int
+    count: int
+    include_schedule: bool
+    include_actors: bool
+    canonical: tuple[tuple[str, str], ...]  # the parameters understood, for the self and next links
+
+
+def _instant(raw: str, *, upper: bool) -> datetime:
+    # The IG's example queries leave the offset's '+' unencoded, which a query string reads as a space.
+    raw = re.sub(r" (\d{2}:?\d{2})$", r"+\1", raw)
+    try:
+        if len(raw) == 10:
+            day = date.fromisoformat(raw)
+            return datetime.combine(day + timedelta(days=1) if upper else day, time(), tzinfo=PARIS)
+        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadRequest(f"start: {raw!r} is not an ISO date or date-time", expression=["start"]) from None
+    # The IG's own example sends local times without an offset: France's.
+    return moment if moment.tzinfo else moment.replace(tzinfo=PARIS)
+
+
+def _tokens(name: str, raw: str) -> tuple[str, ...]:
+    values = tuple(v.strip() for v in raw.split(",") if v.strip())
+    if not values:
+        raise BadRequest(f"{name}: empty value", expression=[name])
+    return values
+
+
+def _codes_only(name: str, raw: str) -> tuple[str, ...]:
+    return tuple(v.rsplit("|", 1)[-1] for v in _tokens(name, raw))
+
+
+def _integer(name: str, raw: str, ceiling: int) -> int:
+    if not raw.isdigit():
+        raise BadRequest(f"{name} must be a non-negative integer", expression=[name])
+    return min(int(raw), ceiling)
+
+
+def slot_search(params: list[tuple[str, str]]) -> SlotQuery:
+    """The query string of `GET /snp/fhir/Slot`; an unknown parameter is refused (strict handling)."""
+    start_ge: datetime | None = None
+    start_le: datetime | None = None
+    status: tuple[str, ...] = ("free",)
+    found: dict[str, tuple[str, ...]] = {}
+    includes: set[str] = set()
+    iterates: set[str] = set()
+    count, offset = DEFAULT_COUNT, 0
+    canonical: list[tuple[str, str]] = []
+    for name, raw in params:
+        raw = raw.strip()
+        if name == "start":
+            prefix, value = raw[:2], raw[2:]
+            if prefix in ("ge", "gt"):
+                start_ge = max(filter(None, (start_ge, _instant(value, upper=False))))
+            elif prefix in ("le", "lt"):
+                start_le = min(filter(None, (start_le, _instant(value, upper=True))))
+            else:
+                raise BadRequest("start needs the prefix ge or le (start=ge...&start=le...)", expression=["start"])
+        elif name == "status":
+            asked = _tokens(name, raw)
+            if any(value not in _SLOT_STATUS for value in asked):
+                raise BadRequest("status: the SAS search serves free slots only (status=free)", expression=[name])
+            status = tuple(_SLOT_STATUS[value] for value in asked)
+        elif name in ("schedule.actor:Practitioner.identifier", "schedule.actor:PractitionerRole.identifier"):
+            values = _tokens(name, raw)
+            if len(values) > MAX_IDENTIFIERS or any("|" not in v for v in values):
+                raise BadRequest(
+                    f"{name}: 1 to {MAX_IDENTIFIERS} identifiers, each system|value", expression=[name]
+                )
+            found[name] = found.get(name, ()) + values
+        elif name == "schedule.actor:Location.address-postalcode":
+            values = _tokens(name, raw)
+            if any(not (len(v) == 5 and v.isdigit()) for v in values):
+                raise BadRequest(f"{name}: French postal codes of five digits", expression=[name])
+            found[name] = found.get(name, ()) + values
+        elif name in ("service-type", "specialty"):
+            found[name] = found.get(name, ()) + _codes_only(name, raw)
+        elif name == "_security":
+            values = _tokens(name, raw)
+            codes = []
+            for value in values:
+                system, _, code = value.rpartition("|")
+                if (system and system != SLOT_TYPE_SYSTEM) or code not in SLOT_TYPES:
+                    raise BadRequest(
+                        f"_security: slot types of {SLOT_TYPE_SYSTEM}: " + ", ".join(SLOT_TYPES),
+                        expression=[name],
+                    )
+                codes.append(code)
+            found[name] = found.get(name, ()) + tuple(codes)
+        elif name == "_include":
+            if raw not in INCLUDES | ITERATES:
+                raise BadRequest(f"_include: supported {', '.join(sorted(INCLUDES))}", expression=[name])
+            (includes if raw in INCLUDES else iterates).add(raw)
+        elif name == "_include:iterate":
+            if raw not in ITERATES:
+                raise BadRequest(f"_include:iterate: supported {', '.join(sorted(ITERATES))}", expression=[name])
+            iterates.add(raw)
+        elif name == "_count":
+            count = _integer(name, raw, MAX_COUNT)
+            continue
+        elif name == "_offset":
+            offset = _integer(name, raw, MAX_OFFSET)
+            continue
+        elif name == "_format":
+            if raw not in ("json", "application/json", "application/fhir+json", "application/json+fhir"):
+                raise BadRequest("_format: this server answers in JSON only", expression=[name])
+        else:
+            raise BadRequest(f"unknown search parameter {name!r} for Slot", expression=[name])
+        canonical.append((name, raw))
+    if start_ge is None or start_le is None:
+        raise BadRequest("start=ge... and start=le... are both required (SAS IG)", expression=["start"])
+    if start_le < start_ge or start_le - start_ge > MAX_WINDOW:
+        raise BadRequest(f"the start window must be ordered and at most {MAX_WINDOW.days} days", expression=["start"])
+    criteria = SlotSearch(
+        start_ge=start_ge.astimezone(UTC),
+        start_le=start_le.astimezone(UTC),
+        status=status,
+        practitioners=found.get("schedule.actor:Practitioner.identifier", ()),
+        roles=found.get("schedule.actor:PractitionerRole.identifier", ()),
+        postal_codes=found.get("schedule.actor:Location.address-postalcode", ()),
+        types=found.get("_security", ()),
+        service_types=found.get("service-type", ()),
+        specialties=found.get("specialty", ()),
+    )
+    include_schedule = "Slot:schedule" in includes
+    return SlotQuery(criteria, offset, count, include_schedule, include_schedule and bool(iterates), tuple(canonical))
+
+
+RPPS_SYSTEM = "urn:oid:1.2.250.1.71.4.2.1"
+BOOKABLE = (AppointmentStatus.PENDING, AppointmentStatus.BOOKED)
+
+
+def booking_command(data: dict[str, Any], sas_org_id: str) -> BookSlot:
+    """An Appointment in the SAS IG's shape (FrAppointmentSAS) booking a searched slot for a Relais request."""
+    appointment = _validate(Appointment, data, "Appointment")
+    try:
+        status = parse_status(appointment.status or "")
+    except ValueError:
+        status = None
+    if status not in BOOKABLE:
+        raise Unprocessable(
+            "a new Appointment is pending or booked; later statuses go through "
+            "POST /snp/fhir/Appointment/{id}/$status",
+            expression=["Appointment.status"],
+        )
+    requests = [
+        r.reference.removeprefix("ServiceRequest/")
+        for r in appointment.basedOn or []
+        if r.reference and r.reference.startswith("ServiceRequest/")
+    ]
+    if not requests:
+        raise Unprocessable(
+            "Appointment.basedOn must name the ServiceRequest Relais answered (the patient travels there)",
+            expression=["Appointment.basedOn"],
+        )
+    slots = [s.reference.removeprefix("Slot/") for s in appointment.slot or [] if s.reference]
+    practitioners = [
+        f"{p.actor.identifier.system}|{p.actor.identifier.value.strip()}"
+        for p in appointment.participant or []
+        if p.actor is not None
+        and p.actor.identifier is not None
+        and p.actor.identifier.system == RPPS_SYSTEM
+        and p.actor.identifier.value
+    ]
+    start = _utc(appointment.start)
+    if not slots and not (practitioners and start):
+        raise Unprocessable(
+            "name the slot (Appointment.slot) or the effecteur (participant.actor.identifier, RPPS) and start",
+            expression=["Appointment.slot"],
+        )
+    return BookSlot(
+        sas_org_id,
+        requests[0],
+        slots[0] if slots else None,
+        practitioners[0] if practitioners else None,
+        start,
+        status,
+    )

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from services.snp.commands import (
+    BookSlot,
     ChangeAppointmentStatus,
     ExpireRequest,
     MirrorCareTeam,
@@ -21,7 +22,7 @@ from services.snp.handlers.deadlines import expire_request
 from services.snp.handlers.mirrors import mirror_care_team, mirror_territory
 from services.snp.handlers.outcomes import change_appointment_status
 from services.snp.handlers.publish import stable_id
-from services.snp.handlers.requests import place_waiting_request, request_snp
+from services.snp.handlers.requests import book_slot, place_waiting_request, request_snp
 from services.snp.uow import SnpUnitOfWork
 
 Handler = Callable[[Any, SnpUnitOfWork, Deps], Any]
@@ -30,6 +31,7 @@ HANDLERS: dict[type, Handler] = {
     PublishAvailability: publish_availability,
     WithdrawSlot: withdraw_slot,
     RequestSnp: request_snp,
+    BookSlot: book_slot,
     PlaceWaitingRequest: place_waiting_request,
     ChangeAppointmentStatus: change_appointment_status,
     ExpireRequest: expire_request,

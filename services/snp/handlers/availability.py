@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 
-from services.snp.adapters.orm import ScheduleRow, SlotRow
+from services.snp.adapters.orm import ScheduleActorRow, ScheduleRow, SlotRow
 from services.snp.adapters.repositories import BUSY, FREE, WITHDRAWN
-from services.snp.commands import EntryError, PublishAvailability, ScheduleInput, SlotInput, WithdrawSlot
+from services.snp.commands import (
+    ActorInput,
+    EntryError,
+    PublishAvailability,
+    ScheduleInput,
+    SlotInput,
+    WithdrawSlot,
+)
 from services.snp.deps import Deps
 from services.snp.domain import communes
-from services.snp.handlers.publish import stable_id
+from services.snp.handlers.publish import stable_id, territory_of
 from services.snp.uow import SnpUnitOfWork
 from shared.errors import Conflict, Forbidden, NotFound, Unprocessable
 
@@ -52,7 +60,7 @@ def publish_availability(command: PublishAvailability, uow: SnpUnitOfWork, deps:
             if row is None:
                 errors.append(
                     EntryError(
-                        schedule.entry, 422, f"commune {schedule.commune} is not in a territory Relais serves"
+                        schedule.entry, 422, f"{schedule.commune} is not an INSEE commune code"
                     )
                 )
                 continue
@@ -91,6 +99,8 @@ def publish_availability(command: PublishAvailability, uow: SnpUnitOfWork, deps:
         uow.commit()
     results.extend(EntryResult(e.entry, e.status, diagnostics=e.diagnostics) for e in errors)
     results.extend(EntryResult(entry, 200, f"Schedule/{row.id}") for entry, row in schedule_rows.items())
+    # One response per entry sent: an actor is stored with the Schedule naming it.
+    results.extend(EntryResult(entry, 200) for entry in command.actor_entries)
     return sorted(results, key=lambda r: r.entry)
 
 
@@ -100,6 +110,9 @@ def _upsert_schedule(
     commune = communes().get(schedule.commune)
     if commune is None:
         return None
+    # No CPTS covering it: the schedule is still searchable by the SAS, outside any placement pool.
+    territory = territory_of(uow, commune.postal_codes) or ""
+    postal_code = schedule.postal_code or commune.postal_code
     schedule_id = stable_id(org_id, "schedule", schedule.client_id)
     row = uow.schedules.get(schedule_id)
     if row is None:
@@ -108,13 +121,34 @@ def _upsert_schedule(
             org_id=org_id,
             client_id=schedule.client_id,
             commune=commune.insee,
-            territory=commune.territory,
+            postal_code=postal_code,
+            territory=territory,
             updated_at=now,
         )
         uow.schedules.add(row)
     else:
-        row.commune, row.territory, row.updated_at = commune.insee, commune.territory, now
+        row.commune, row.postal_code, row.territory, row.updated_at = commune.insee, postal_code, territory, now
+    uow.schedules.replace_actors(schedule_id, [_actor_row(org_id, schedule_id, a) for a in schedule.actors])
     return row
+
+
+def _actor_row(org_id: str, schedule_id: str, actor: ActorInput) -> ScheduleActorRow:
+    actor_id = stable_id(org_id, actor.kind, actor.client_id)
+    resource = dict(actor.resource) | {"id": actor_id}
+    return ScheduleActorRow(
+        id=stable_id(schedule_id, actor_id),
+        schedule_id=schedule_id,
+        org_id=org_id,
+        kind=actor.kind,
+        identifier=actor.identifier[:300] if actor.identifier else None,
+        resource=json.dumps(resource, separators=(",", ":")),
+    )
+
+
+def _framed(codes: tuple[str, ...]) -> str:
+    # ",A,B," lets one LIKE '%,A,%' find a code; over-long lists keep their first codes.
+    text = "," + ",".join(c.replace(",", "") for c in codes) + "," if codes else ""
+    return text[:300]
 
 
 def _upsert_slot(
@@ -122,6 +156,12 @@ def _upsert_slot(
 ) -> EntryResult | EntryError:
     slot_id = stable_id(org_id, "slot", slot.client_id)
     row = uow.slots.get(slot_id)
+    coded = {
+        "types": _framed(slot.types),
+        "service_types": _framed(slot.service_types),
+        "specialties": _framed(slot.specialties),
+        "detail": json.dumps(slot.detail, separators=(",", ":")),
+    }
     if row is None:
         uow.slots.add(
             SlotRow(
@@ -135,6 +175,7 @@ def _upsert_slot(
                 start=slot.start,
                 end=slot.end,
                 updated_at=now,
+                **coded,
             )
         )
         return EntryResult(slot.entry, 201, f"Slot/{slot_id}")
@@ -143,6 +184,8 @@ def _upsert_slot(
         return EntryError(slot.entry, 409, f"Slot {slot_id} is booked and cannot change")
     row.schedule_id, row.commune, row.territory = schedule.id, schedule.commune, schedule.territory
     row.status, row.start, row.end, row.updated_at = FREE, slot.start, slot.end, now
+    row.types, row.service_types = coded["types"], coded["service_types"]
+    row.specialties, row.detail = coded["specialties"], coded["detail"]
     return EntryResult(slot.entry, 200, f"Slot/{slot_id}")
 
 

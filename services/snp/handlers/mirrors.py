@@ -49,5 +49,7 @@ def mirror_territory(command: MirrorTerritory, uow: SnpUnitOfWork, deps: Deps) -
         row.cpts_org_id, row.dac_org_id = change.cpts_org_id, change.dac_org_id
         row.source_time = change.at or row.source_time
         row.updated_at = deps.clock()
+        # Agendas published before their CPTS was known (or under another one) join its pool now.
+        uow.schedules.set_territory(change.postal_code, change.cpts_org_id or "")
 
     return handle_once(uow, CONSUMER, command.message_id, apply)

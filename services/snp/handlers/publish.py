@@ -27,15 +27,23 @@ def own_team(uow: SnpUnitOfWork, request: RequestRow) -> str | None:
     return mirror.team_org_id if mirror and mirror.status == "active" else None
 
 
+def territory_of(uow: SnpUnitOfWork, postal_codes: tuple[str, ...]) -> str | None:
+    """A commune's territory is the CPTS that covers one of its postal codes (territory mirror)."""
+    for postal_code in postal_codes:
+        row = uow.mirrors.territory(postal_code)
+        if row is not None and row.cpts_org_id:
+            return row.cpts_org_id
+    return None
+
+
 def patient_context(uow: SnpUnitOfWork, request: RequestRow, team_org_id: str | None = None) -> PatientContext:
     """Who is involved, as the mirrors know it: the routing table decides who is told."""
     mirror = uow.mirrors.careteam(request.patient_key)
     commune = communes().get(request.commune)
-    territory = uow.mirrors.territory(commune.postal_code) if commune else None
     return PatientContext(
         team_org_id=team_org_id or own_team(uow, request),
         hospital_org_id=None,
-        cpts_org_id=territory.cpts_org_id if territory else None,
+        cpts_org_id=territory_of(uow, commune.postal_codes) if commune else None,
         dac_org_id=None,
         consent_opposed=bool(mirror and mirror.consent_opposed),
     )

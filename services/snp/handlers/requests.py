@@ -6,14 +6,14 @@ import uuid
 from datetime import datetime
 
 from services.snp.adapters.orm import AppointmentRow, FactRow, RequestRow
-from services.snp.commands import PlaceWaitingRequest, RequestSnp
+from services.snp.commands import BookSlot, PlaceWaitingRequest, RequestSnp
 from services.snp.deps import Deps
 from services.snp.domain import AppointmentStatus, RequestState, communes, deadline_for, placement_order
-from services.snp.handlers.publish import domain_event, notify, own_team, patient_context, stable_id
+from services.snp.handlers.publish import domain_event, notify, own_team, patient_context, stable_id, territory_of
 from services.snp.resources import appointment_resource, service_request_resource
 from services.snp.uow import SnpUnitOfWork
 from services.snp.views import RequestView, detached
-from shared.errors import Unprocessable
+from shared.errors import Conflict, NotFound, Unprocessable
 from shared.events import EventType
 
 MAX_PLACEMENT_ROUNDS = 3
@@ -24,11 +24,16 @@ def request_snp(command: RequestSnp, uow: SnpUnitOfWork, deps: Deps) -> RequestV
     commune = communes().get(command.commune)
     if commune is None:
         raise Unprocessable(
-            f"commune {command.commune} is not in a territory Relais serves",
-            expression=["ServiceRequest.locationCode"],
+            f"{command.commune} is not an INSEE commune code", expression=["ServiceRequest.locationCode"]
         )
     key = deps.pseudonymise(command.patient_system, command.patient_value)
     with uow:
+        territory = territory_of(uow, commune.postal_codes)
+        if territory is None:
+            raise Unprocessable(
+                f"commune {command.commune} is not in a territory Relais serves (no CPTS covers it)",
+                expression=["ServiceRequest.locationCode"],
+            )
         if command.identifier:
             existing = uow.requests.by_identifier(command.sas_org_id, command.identifier)
             if existing is not None:
@@ -46,7 +51,7 @@ def request_snp(command: RequestSnp, uow: SnpUnitOfWork, deps: Deps) -> RequestV
             patient_system=command.patient_system,
             patient_value=command.patient_value,
             commune=commune.insee,
-            territory=commune.territory,
+            territory=territory,
             urgency=command.urgency.value,
             reason=command.reason,
             state=RequestState.WAITING.value,
@@ -173,3 +178,51 @@ def _record_placement(
         now=now,
         occurred_at=now,
     )
+
+
+def book_slot(command: BookSlot, uow: SnpUnitOfWork, deps: Deps) -> RequestView:
+    """A slot the SAS chose from its search: claimed like a placement, then pending or booked at once."""
+    now = deps.clock()
+    with uow:
+        request = uow.requests.get(command.request_id)
+        if request is None or request.sas_org_id != command.sas_org_id:
+            raise NotFound(f"no ServiceRequest {command.request_id}")
+        slot_id = command.slot_id or uow.slots.free_of_practitioner(command.practitioner, command.start)
+        existing = uow.appointments.for_request(request.id)
+        if existing is not None and existing.status != AppointmentStatus.CANCELLED.value:
+            # The same booking again (by slot, or by effecteur and start): the same appointment.
+            same_slot = existing.slot_id == (command.slot_id or slot_id)
+            if same_slot or (not command.slot_id and existing.start == command.start):
+                return detached(uow, request, existing, created=False)
+            raise Conflict(f"ServiceRequest {request.id} already has Appointment {existing.id}; cancel it first")
+        slot = uow.slots.get(slot_id) if slot_id else None
+        if slot is None or "SNP" not in slot.types.split(","):
+            raise Unprocessable("no SNP slot of that effecteur at that start: search again (GET /snp/fhir/Slot)")
+        if not uow.slots.claim(slot.id, now):
+            raise Conflict(f"Slot {slot.id} is no longer free")
+        appointment = AppointmentRow(
+            id=stable_id("appointment", request.id, slot.id),
+            request_id=request.id,
+            slot_id=slot.id,
+            org_id=slot.org_id,
+            via="sas-booking",
+            status=command.status.value,
+            start=slot.start,
+            end=slot.end,
+            created_at=now,
+            updated_at=now,
+        )
+        uow.appointments.add(appointment)
+        if not uow.requests.move(request.id, RequestState.WAITING, RequestState.PLACED) and existing is None:
+            raise Conflict(f"ServiceRequest {request.id} is {request.state}: it cannot be booked")
+        request.state = RequestState.PLACED.value
+        _record_placement(uow, request, appointment, now)
+        uow.audit.record(
+            "snp.book-slot",
+            outcome="ok",
+            organisation_id=command.sas_org_id,
+            role="sas",
+            resource=f"Appointment/{appointment.id}",
+        )
+        uow.commit()
+        return detached(uow, request, appointment, created=True)
