@@ -14,6 +14,7 @@ from rich.table import Table
 from relais.services import SERVICE_NAMES, bootstrapper
 from shared.auth import Directory
 from shared.events import Role
+from shared.logs import configure_logging
 from shared.settings import SETTINGS_BY_SERVICE, RelaisSettings
 
 app = typer.Typer(help="Relais: the ville–hôpital coordination backend.", no_args_is_help=True)
@@ -28,11 +29,11 @@ console = Console()
 
 def _configure_logging() -> None:
     level = os.environ.get("RELAIS_LOG_LEVEL", "INFO").upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # Migrations and broker clients narrate every step at INFO; keep the console for what an operator needs.
+    # The log policy (shared/logs.py) keeps the broker client at WARNING even at DEBUG: it logs record values.
+    configure_logging(level)
+    # Migrations narrate every step at INFO; keep the console for what an operator needs.
     if level != "DEBUG":
-        for chatty in ("alembic", "kafka"):
-            logging.getLogger(chatty).setLevel(logging.WARNING)
+        logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def _directory() -> Directory:
