@@ -214,5 +214,31 @@ def outbox_dead_letters(
     console.print(table)
 
 
+@app.command()
+def disclosures(
+    patient: Annotated[str, typer.Option(help="The patient's identifier as system|value (e.g. an INS-NIR)")],
+) -> None:
+    """Which organisations received which event about a patient, at which detail, by which channel, and when."""
+    from sqlalchemy import select
+
+    from services.notifications.adapters.orm import DisclosureRow
+    from shared.identifiers import patient_key
+
+    system, _, value = patient.partition("|")
+    if not system or not value:
+        raise typer.BadParameter("give the patient as system|value", param_hint="--patient")
+    settings, engine = _service_engine("notifications")
+    key = patient_key(system, value, settings.secret_key)
+    table_ = DisclosureRow.__table__  # type: ignore[attr-defined]
+    with engine.connect() as connection:
+        rows = connection.execute(select(table_).where(table_.c.patient_key == key).order_by("at", "id")).all()
+    engine.dispose()
+    table = Table("at", "organisation", "role", "event", "detail", "channel", "notification")
+    for row in rows:
+        table.add_row(row.at.isoformat(), row.org_id, row.role, row.event, row.detail, row.channel, row.notification_id)
+    console.print(f"patient key {key}: {len(rows)} disclosure(s)")
+    console.print(table)
+
+
 if __name__ == "__main__":
     app()
