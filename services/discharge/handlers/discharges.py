@@ -25,7 +25,7 @@ from shared.fhir.encounter import check_same_patient, local_only_issue
 from shared.fhir.models import Bundle
 from shared.fhir.outcome import issue, outcome_from_issues
 from shared.idempotence import check_replay
-from shared.identifiers import FINESS
+from shared.identifiers import FINESS, INS_SYSTEMS
 from shared.routing import Recipient, recipients_from_json, recipients_to_json, route
 
 M = TypeVar("M", bound=DischargeMessage)
@@ -330,7 +330,7 @@ def _answer(
 ) -> Response:
     """The response message (the Tasks ride along), stored for replays and audited."""
     issues = [issue("information", "informational", note) for note in notes]
-    if cmd.facts.patient.local_only:
+    if cmd.facts.patient.system not in INS_SYSTEMS:
         issues.append(local_only_issue())
     response = message_response(
         cmd.message_id,
