@@ -1,5 +1,7 @@
 """Regressions of the patient-data boundary review (issue 11): wrong patient on correction, identifier bypass."""
 
+# ruff: noqa: F811 - the fixtures of the admissions and discharge handler tests are reused by name
+
 from __future__ import annotations
 
 import json
@@ -71,7 +73,7 @@ def test_a_correction_under_another_ins_system_of_the_same_person_is_accepted(uo
     assert response["entry"][0]["resource"]["response"]["code"] == "ok"
 
 
-def test_revise_discharge_naming_another_patient_is_refused_over_http(harness):  # noqa: F811
+def test_revise_discharge_naming_another_patient_is_refused_over_http(harness):
     harness.careteam()
     assert harness.post_message(f.full_discharge_message(message_id="first")).status_code == 200
     sent = len(harness.notifications())
@@ -83,7 +85,9 @@ def test_revise_discharge_naming_another_patient_is_refused_over_http(harness): 
     body = response.json()
     assert body["resourceType"] == "OperationOutcome" and "cancel" in json.dumps(body)
     assert len(harness.notifications()) == sent
-    cancel = f.full_discharge_message(message_id="cancel", nir=OTHER_NIR, event=(RELAIS_EVENT_SYSTEM, "cancel-discharge"))
+    cancel = f.full_discharge_message(
+        message_id="cancel", nir=OTHER_NIR, event=(RELAIS_EVENT_SYSTEM, "cancel-discharge")
+    )
     assert harness.post_message(cancel).status_code == 409
     assert len(harness.notifications()) == sent
 
@@ -111,7 +115,7 @@ def test_a_patient_known_only_by_a_local_identifier_is_not_shared_and_the_hospit
     assert warnings and "local identifier" in warnings[0]["diagnostics"]
 
 
-def test_a_local_only_discharge_reaches_no_cpts_and_says_why(harness):  # noqa: F811
+def test_a_local_only_discharge_reaches_no_cpts_and_says_why(harness):
     harness.territory()
     bundle = f.full_discharge_message(message_id="local")
     patient = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
