@@ -58,7 +58,7 @@ def scrub(record: logging.LogRecord) -> logging.LogRecord:
         record.msg = exception_summary(record.msg)
     if record.exc_info and record.exc_info[0] is not None:
         # Formatters use exc_text when it is set: the traceback keeps its frames, never the message.
-        record.exc_text = _scrubbed_traceback(record.exc_info)  # type: ignore[arg-type]
+        record.exc_text = _scrubbed_traceback(record.exc_info)
     return record
 
 

@@ -167,3 +167,14 @@ def test_access_log_lines_lose_their_query_string():
         ("127.0.0.1:1", "GET", f"/notifications/disclosures?patient=x|{NIR}", "1.1", 200), None,
     )
     assert NIR not in scrub(record).getMessage()
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "postgresql://relais@127.0.0.1:1/relais"])
+def test_statement_parameters_are_hidden_on_both_dialects(url):
+    from shared.db.engine import make_engine
+
+    engine = make_engine(url)  # no schema: nothing connects
+    try:
+        assert engine.hide_parameters is True
+    finally:
+        engine.dispose()
