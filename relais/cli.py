@@ -14,6 +14,7 @@ from rich.table import Table
 from relais.services import SERVICE_NAMES, bootstrapper
 from shared.auth import Directory
 from shared.events import Role
+from shared.logs import configure_logging
 from shared.settings import SETTINGS_BY_SERVICE, RelaisSettings
 
 app = typer.Typer(help="Relais: the ville–hôpital coordination backend.", no_args_is_help=True)
@@ -28,11 +29,11 @@ console = Console()
 
 def _configure_logging() -> None:
     level = os.environ.get("RELAIS_LOG_LEVEL", "INFO").upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # Migrations and broker clients narrate every step at INFO; keep the console for what an operator needs.
+    # The log policy (shared/logs.py) keeps the broker client at WARNING even at DEBUG: it logs record values.
+    configure_logging(level)
+    # Migrations narrate every step at INFO; keep the console for what an operator needs.
     if level != "DEBUG":
-        for chatty in ("alembic", "kafka"):
-            logging.getLogger(chatty).setLevel(logging.WARNING)
+        logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def _directory() -> Directory:
@@ -210,6 +211,32 @@ def outbox_dead_letters(
         for row in rows:
             table.add_row(name, str(row.outbox_seq), row.message_id, row.event_type, str(row.size), row.reason,
                           row.dead_at.isoformat())
+    console.print(table)
+
+
+@app.command()
+def disclosures(
+    patient: Annotated[str, typer.Option(help="The patient's identifier as system|value (e.g. an INS-NIR)")],
+) -> None:
+    """Which organisations received which event about a patient, at which detail, by which channel, and when."""
+    from sqlalchemy import select
+
+    from services.notifications.adapters.orm import DisclosureRow
+    from shared.identifiers import patient_key
+
+    system, _, value = patient.partition("|")
+    if not system or not value:
+        raise typer.BadParameter("give the patient as system|value", param_hint="--patient")
+    settings, engine = _service_engine("notifications")
+    key = patient_key(system, value, settings.secret_key)
+    table_ = DisclosureRow.__table__  # type: ignore[attr-defined]
+    with engine.connect() as connection:
+        rows = connection.execute(select(table_).where(table_.c.patient_key == key).order_by("at", "id")).all()
+    engine.dispose()
+    table = Table("at", "organisation", "role", "event", "detail", "channel", "notification")
+    for row in rows:
+        table.add_row(row.at.isoformat(), row.org_id, row.role, row.event, row.detail, row.channel, row.notification_id)
+    console.print(f"patient key {key}: {len(rows)} disclosure(s)")
     console.print(table)
 
 

@@ -155,15 +155,26 @@ def validate_identifier(system: str | None, value: str | None) -> str:
     return str(value).strip()
 
 
-def patient_key(identifier_system: str, value: str, secret: str) -> str:
-    """Pseudonymous patient key: HMAC-SHA256(secret, system|value) as 32 hex chars.
+# The INS family names one person by one number: every INS system keys on this one namespace.
+INS_KEY_NAMESPACE = "ins"
 
-    It is the Kafka key of domain topics and the patient key of minimised data.
+
+def key_namespace(identifier_system: str) -> str:
+    """The namespace a patient key is computed in: one for the whole INS family, else the system itself."""
+    return INS_KEY_NAMESPACE if identifier_system in INS_SYSTEMS else identifier_system
+
+
+def patient_key(identifier_system: str, value: str, secret: str) -> str:
+    """Pseudonymous patient key: HMAC-SHA256(secret, namespace|normalised value) as 32 hex chars.
+
+    INS-NIR, its test OID and INS-NIA share one namespace, so the same normalised NIR is the same person
+    (an opposition recorded under one applies under the others). It is the Kafka key of domain topics and
+    the patient key of minimised data.
     """
     if not secret:
         raise ValueError("patient_key needs a non-empty secret")
     normalised = validate_identifier(identifier_system, value)
-    message = f"{identifier_system}|{normalised}".encode()
+    message = f"{key_namespace(identifier_system)}|{normalised}".encode()
     return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()[:32]
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Any
 
+from shared.communes import communes_for_postal_code
 from shared.events import EventType
 from shared.routing import Detail, Recipient
 
@@ -30,6 +32,8 @@ AGE_BANDS: frozenset[str] = frozenset(label for _, label in _BANDS)
 # Past these limits a string is more likely a note or a label than a code, name of a commune or a key.
 MAX_VALUE_LENGTH = 64
 MAX_VALUE_WORDS = 4
+# An INSEE commune code: 5 digits, or 2A/2B and 3 digits in Corsica; nothing else is a commune here.
+_INSEE_CODE = re.compile(r"^(\d{5}|2[AB]\d{3})$")
 _NIR_LIKE = re.compile(r"^[12]\s?\d{2}\s?(\d{2}|2[AB])\s?\d{2}\s?\d{3}\s?\d{3}(\s?\d{2})?$", re.IGNORECASE)
 
 
@@ -39,9 +43,34 @@ class NotMinimised(ValueError):
 
 def age_band(birth_date: date, on: date) -> str:
     if birth_date > on:
-        raise ValueError(f"birth date {birth_date} is after {on}")
+        raise ValueError("the birth date is after the event date")  # never the date itself: it is patient data
     age = on.year - birth_date.year - ((on.month, on.day) < (birth_date.month, birth_date.day))
     return next(label for lower, label in _BANDS if age >= lower)
+
+
+def _folded(name: str) -> str:
+    plain = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode().casefold()
+    return " ".join(re.sub(r"[^a-z0-9]+", " ", plain).split())
+
+
+def commune_code(postal_code: str | None, city: str | None = None) -> str | None:
+    """The INSEE code of the patient's commune, from the reference list by postal code; None if unknown.
+
+    Several communes may share a postal code: the one whose name is the address's city (accents, case and
+    punctuation aside) is taken, else the lowest INSEE code of them. The city text itself never leaves.
+    """
+    if not postal_code:
+        return None
+    candidates = sorted(communes_for_postal_code(postal_code), key=lambda c: c.insee)
+    if not candidates:
+        return None
+    wanted = _folded(city) if city else None
+    chosen = next((c for c in candidates if wanted and _folded(c.name) == wanted), candidates[0])
+    return chosen.insee if _INSEE_CODE.match(chosen.insee) else None
+
+
+def is_commune_code(value: str | None) -> bool:
+    return value is not None and bool(_INSEE_CODE.match(value))
 
 
 def _timestamp(value: datetime | str) -> str:
@@ -65,7 +94,8 @@ def minimise(
     minimal: dict[str, str | None] = {
         "event": EventType(event_type).value,
         "patient_key": patient_key,
-        "commune": commune,
+        # Only a commune code leaves; anything else (a hospital's free text, a postal code) is dropped.
+        "commune": commune if is_commune_code(commune) else None,
         "age_band": age_band(birth_date, on) if birth_date is not None else None,
         "occurred_at": occurred,
         "recorded_at": _timestamp(recorded_at),
@@ -113,6 +143,8 @@ def assert_minimised(payload: Mapping[str, Any], *, allowed: frozenset[str] = MI
             raise NotMinimised(f"{key} looks like free text")
     if payload.get("event") is not None and payload["event"] not in {e.value for e in EventType}:
         raise NotMinimised(f"unknown event {payload['event']!r}")
+    if payload.get("commune") is not None and not is_commune_code(payload["commune"]):
+        raise NotMinimised("commune is not an INSEE commune code")
     if payload.get("age_band") is not None and payload["age_band"] not in AGE_BANDS:
         raise NotMinimised(f"age_band {payload['age_band']!r} is not a band")
     patient_key: str | None = payload.get("patient_key")

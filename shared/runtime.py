@@ -20,6 +20,7 @@ from shared.bus.worker import ConsumerLoop, Handler, OutboxRelay, SupervisedWork
 from shared.db import migrate
 from shared.db.engine import make_engine, session_factory
 from shared.db.uow import UnitOfWork, Wakeup
+from shared.logs import install_log_policy
 from shared.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,7 @@ def build_runtime(
     migrate_database: bool = True,
     run_workers: bool = True,
 ) -> Runtime:
+    install_log_policy()  # before any worker or broker client can log
     engine = make_engine(settings.resolved_database_url, settings.database_schema)
     if migrate_database:
         migrate.upgrade(name, engine, settings.database_schema)

@@ -217,6 +217,8 @@ class SnpSettings(ServiceSettings):
     service: ClassVar[str] = "snp"
     database_url: str | None = Field(default=None, validation_alias=_env("snp", "DATABASE_URL"))
     database_schema: str | None = Field(default=None, validation_alias=_env("snp", "DATABASE_SCHEMA"))
+    # Dashboard breakdown cells under this many requests are suppressed (RELAIS_SMALL_CELL_THRESHOLD).
+    small_cell_threshold: int = Field(default=5, ge=1)
 
 
 class NotificationsSettings(ServiceSettings):

@@ -19,6 +19,14 @@ class StoreNotification:
 
 
 @dataclass(frozen=True)
+class RecordFeedRead:
+    """The caller's feed returned these notifications: a disclosure by the feed channel."""
+
+    org_id: str
+    notification_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class AcknowledgeNotification:
     principal: Principal
     notification_id: str

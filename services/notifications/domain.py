@@ -13,9 +13,10 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from shared.auth import Principal
-from shared.contracts import InvalidContract
+from shared.contracts import InvalidContract, check_minimised_payload
 from shared.contracts import parse_notification as parse_contract
 from shared.errors import BadRequest, NotFound, Unprocessable
+from shared.minimise import NotMinimised
 
 FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
@@ -45,6 +46,10 @@ def parse_notification(topic: str, envelope_id: str, sent_at: str, data: Mapping
     if not FHIR_ID.match(envelope_id):
         raise InvalidNotification("envelope id must be a FHIR id (letters, digits, '-', '.'; at most 64)")
     contract = parse_contract(topic, data)
+    try:
+        check_minimised_payload(contract)  # defence in depth: the whitelist again, on receipt
+    except NotMinimised as exc:
+        raise InvalidNotification(str(exc)) from None
     return Notification(
         id=envelope_id,
         topic=topic,

@@ -6,6 +6,7 @@ from sqlmodel import Session
 
 from services.notifications.adapters.repositories import (
     DeliveryRepository,
+    DisclosureRepository,
     NotificationRepository,
     SubscriptionRepository,
     WebhookRepository,
@@ -18,9 +19,11 @@ class NotificationsUnitOfWork(UnitOfWork):
     webhooks: WebhookRepository
     subscriptions: SubscriptionRepository
     deliveries: DeliveryRepository
+    disclosures: DisclosureRepository
 
     def _open_repositories(self, session: Session) -> None:
         self.notifications = NotificationRepository(session)
         self.webhooks = WebhookRepository(session)
         self.subscriptions = SubscriptionRepository(session)
         self.deliveries = DeliveryRepository(session)
+        self.disclosures = DisclosureRepository(session)

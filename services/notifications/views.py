@@ -13,6 +13,7 @@ from typing import TypeVar
 
 from services.notifications.adapters.orm import (
     DeliveryRow,
+    DisclosureRow,
     NotificationRow,
     SubscriptionRow,
     WebhookRow,
@@ -35,6 +36,24 @@ def _detached(uow: NotificationsUnitOfWork, value: T) -> T:
 def feed(uow: NotificationsUnitOfWork, org_id: str, after: int, limit: int) -> list[NotificationRow]:
     with uow:
         return _detached(uow, uow.notifications.feed(org_id, after, limit))
+
+
+def disclosures(uow: NotificationsUnitOfWork, patient_key: str) -> list[DisclosureRow]:
+    """The disclosure log of one patient, oldest first."""
+    with uow:
+        return _detached(uow, uow.disclosures.for_patient(patient_key))
+
+
+def disclosure_json(row: DisclosureRow) -> dict[str, str | None]:
+    return {
+        "organisation": row.org_id,
+        "role": row.role,
+        "event": row.event,
+        "detail": row.detail,
+        "channel": row.channel,
+        "at": row.at.isoformat() if row.at else None,
+        "notification": row.notification_id,
+    }
 
 
 def receipts(uow: NotificationsUnitOfWork, sender_org_id: str, limit: int) -> list[NotificationRow]:

@@ -336,8 +336,41 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 2)
 
 
-def dashboard(facts: Sequence[Fact], commune_names: Mapping[str, str] | None = None) -> dict:
-    """Aggregates over the requests of one territory and period."""
+# A breakdown cell counting fewer requests than this could single a person out (RELAIS_SMALL_CELL_THRESHOLD).
+SMALL_CELL_THRESHOLD = 5
+_CELL_LABELS = frozenset({"key", "name", "hour"})
+
+
+def suppress_small_cells(rows: list[dict], threshold: int, count: str = "requests") -> list[dict]:
+    """Blank every count of a cell with 0 < requests < threshold, marking it ``suppressed``.
+
+    Secondary suppression: while the suppressed cells add up to less than the threshold (so the total minus the
+    visible cells would give them away), the smallest visible non-empty cell is suppressed as well.
+    """
+    small = {i for i, row in enumerate(rows) if 0 < row[count] < threshold}
+    hidden = sum(rows[i][count] for i in small)
+    visible = sorted((i for i, row in enumerate(rows) if row[count] >= threshold), key=lambda i: rows[i][count])
+    while 0 < hidden < threshold and visible:
+        i = visible.pop(0)
+        small.add(i)
+        hidden += rows[i][count]
+    shaped = []
+    for i, row in enumerate(rows):
+        if i in small:
+            shaped.append({k: (v if k in _CELL_LABELS else None) for k, v in row.items()} | {"suppressed": True})
+        else:
+            shaped.append(dict(row))
+    return shaped
+
+
+def dashboard(
+    facts: Sequence[Fact],
+    commune_names: Mapping[str, str] | None = None,
+    *,
+    small_cell_threshold: int = SMALL_CELL_THRESHOLD,
+) -> dict:
+    """Aggregates over the requests of one territory and period; breakdown cells under the threshold are
+    suppressed (see suppress_small_cells)."""
     names = commune_names or {}
     minutes = [m for f in facts if (m := f.minutes_to_appointment) is not None]
     within = sum(f.within_deadline for f in facts)
@@ -360,8 +393,11 @@ def dashboard(facts: Sequence[Fact], commune_names: Mapping[str, str] | None = N
         "unplaced": sum(not f.placed for f in facts),
         "expired": sum(f.state == RequestState.EXPIRED for f in facts),
         "waiting": sum(f.state == RequestState.WAITING for f in facts),
-        "by_urgency": _group(facts, lambda f: f.urgency),
-        "by_commune": by_commune,
-        "by_effecteur": by_effecteur,
-        "by_hour": [{"hour": h, "requests": hours.get(h, 0)} for h in range(24)],
+        "small_cell_threshold": small_cell_threshold,
+        "by_urgency": suppress_small_cells(_group(facts, lambda f: f.urgency), small_cell_threshold),
+        "by_commune": suppress_small_cells(by_commune, small_cell_threshold),
+        "by_effecteur": suppress_small_cells(by_effecteur, small_cell_threshold),
+        "by_hour": suppress_small_cells(
+            [{"hour": h, "requests": hours.get(h, 0)} for h in range(24)], small_cell_threshold
+        ),
     }

@@ -96,7 +96,13 @@ def territories_of(uow: SnpUnitOfWork, cpts_org_id: str) -> set[str]:
 
 
 def territory_dashboard(
-    uow: SnpUnitOfWork, cpts_org_id: str, territory: str | None, start: datetime, end: datetime
+    uow: SnpUnitOfWork,
+    cpts_org_id: str,
+    territory: str | None,
+    start: datetime,
+    end: datetime,
+    *,
+    small_cell_threshold: int,
 ) -> dict[str, Any]:
     with uow:
         own = territories_of(uow, cpts_org_id)
@@ -129,7 +135,7 @@ def territory_dashboard(
         "territory": territory,
         "from": start.isoformat(),
         "to": end.isoformat(),
-        **dashboard(facts, names),
+        **dashboard(facts, names, small_cell_threshold=small_cell_threshold),
     }
 
 

@@ -11,7 +11,8 @@ The rules, the same at every door (DESIGN §4):
 - Encounter key: "system|value" of the first Encounter.identifier with both (e.g. the NDA).
 - Referent: the PractitionerRole of `Encounter.participant`, else the first in the Bundle; optional, but one
   that is named needs a phone or an MSSanté address.
-- Residence: the home (else first current) address: postal code, commune, country. Birth date when complete.
+- Residence: the home (else first current) address: postal code, commune code (reference list), country.
+  Birth date when complete.
 What differs per service (statuses, classes, dates, follow-up plans) stays in the service.
 """
 
@@ -21,8 +22,8 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, TypeVar
 
-from shared.errors import Forbidden, Unprocessable
-from shared.fhir.intake import MessageBundle, usable_commune, usable_postal_code
+from shared.errors import Conflict, Forbidden, Unprocessable
+from shared.fhir.intake import MessageBundle, usable_postal_code
 from shared.fhir.models import (
     Address,
     Encounter,
@@ -35,7 +36,9 @@ from shared.fhir.models import (
     Reference,
     Resource,
 )
+from shared.fhir.outcome import issue
 from shared.identifiers import FINESS, INS_NIR, INS_NIR_TEST, INS_SYSTEMS, RPPS, validate_identifier
+from shared.minimise import commune_code
 
 __all__ = [
     "EncounterMessage",
@@ -43,7 +46,9 @@ __all__ = [
     "Referent",
     "Residence",
     "check_caller",
+    "check_same_patient",
     "hospital_finess",
+    "local_only_issue",
     "patient_identity",
     "read_encounter_message",
 ]
@@ -78,7 +83,7 @@ class Referent:
 @dataclass(frozen=True)
 class Residence:
     postal_code: str | None
-    commune: str | None
+    commune: str | None  # INSEE code from the reference list, derived from the postal code; never the city text
     country: str | None
 
 
@@ -145,6 +150,28 @@ def check_caller(hospital_org_id: str, caller_org_id: str) -> None:
         )
 
 
+def local_only_issue() -> dict[str, Any]:
+    """The warning a hospital gets when it names the patient by a local identifier only (no INS)."""
+    return issue(
+        "warning",
+        "informational",
+        "the patient is named by a local identifier only (no INS): consent cannot be checked, so this event is "
+        "shared with the care team only (no CPTS or DAC notice); send the INS to share it beyond the team",
+        ["Patient.identifier"],
+    )
+
+
+def check_same_patient(original_patient_key: str, correction_patient_key: str) -> None:
+    """A correction or cancellation must name the original's patient: it never moves data to another patient."""
+    if original_patient_key != correction_patient_key:
+        raise Conflict(
+            "this correction names another patient than the original message for this encounter; a correction "
+            "cannot change the patient: cancel the original (naming its patient) and send a new message for the "
+            "right patient",
+            expression=["Encounter.subject"],
+        )
+
+
 def patient_identity(identifiers: list[Identifier] | None, where: str) -> PatientIdentity:
     """An INS if there is one (validated, normalised), else the first local identifier (flagged local-only)."""
     usable = [i for i in identifiers or [] if i.system and i.value and i.use != "old"]
@@ -169,9 +196,10 @@ def _residence(patient: Patient) -> Residence:
     address = next((a for a in addresses if a.use == "home"), addresses[0] if addresses else None)
     if address is None:
         return Residence(None, None, None)
+    postal_code = usable_postal_code(address.postalCode)
     return Residence(
-        postal_code=usable_postal_code(address.postalCode),
-        commune=usable_commune(address.city),
+        postal_code=postal_code,
+        commune=commune_code(postal_code, address.city),
         country=address.country.strip() if address.country else None,
     )
 

@@ -168,7 +168,7 @@ def publish(
                 "patient_key": patient_key,
                 "sender": sender,
                 "subject": f"enc-{i}",
-                "payload": admission_message() if role != "cpts" else {"event": event, "commune": "Épinal"},
+                "payload": admission_message() if role != "cpts" else {"event": event, "commune": "88160"},
             },
         )
         producer.send(f"relais.notify.{role}", recipient, envelope.to_json().encode())

@@ -58,6 +58,7 @@ class Harness:
             kafka_bootstrap_servers=broker.bootstrap,
             kafka_session_timeout_ms=2_000,
             environment="test",
+            small_cell_threshold=1,  # the dashboard test checks the arithmetic; suppression has its unit tests
         )
         self.service = bootstrap(
             settings, bus=self.bus, directory=self.directory, clock=self.clock, worker_interval=0.2

@@ -134,10 +134,11 @@ def test_residence_prefers_the_home_address_and_keeps_the_country():
     resources(bundle)["Patient"]["address"] = [
         {"use": "old", "postalCode": "13001", "city": "Marseille"},
         {"use": "work", "postalCode": "92100", "city": "Boulogne"},
-        {"use": "home", "postalCode": "75014", "city": "Paris", "country": "FR"},
+        {"use": "home", "postalCode": "88800", "city": "Vittel", "country": "FR"},
     ]
     found = read(bundle)
-    assert (found.residence.postal_code, found.residence.commune, found.residence.country) == ("75014", "Paris", "FR")
+    # The commune is the reference list's INSEE code for the postal code, never the address's city text.
+    assert (found.residence.postal_code, found.residence.commune, found.residence.country) == ("88800", "88516", "FR")
 
 
 def test_a_complete_birth_date_is_a_date_and_a_partial_one_is_none():

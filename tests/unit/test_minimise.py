@@ -169,9 +169,12 @@ def test_assert_minimised_catches_leaks(payload):
         assert_minimised(payload)
 
 
-def test_assert_minimised_accepts_compound_commune_names():
-    assert_minimised({"commune": "Saint-Rémy-de-Provence"})
-    assert_minimised({"commune": "Le Puy-en-Velay"})
+def test_assert_minimised_accepts_commune_codes_only():
+    assert_minimised({"commune": "88516"})
+    assert_minimised({"commune": "2A004"})  # Corsica
+    for name in ("Saint-Rémy-de-Provence", "Le Puy-en-Velay", "885160"):
+        with pytest.raises(NotMinimised):
+            assert_minimised({"commune": name})
 
 
 # Strings too short would match inside the fixed fields by chance (e.g. "0" in a timestamp).

@@ -71,9 +71,9 @@ def test_a_minimised_notification_for_the_cpts_is_accepted():
         "relais.notify.cpts",
         "n-1",
         "",
-        data(role="cpts", detail="minimised", payload={"event": "x", "commune": "Épinal"}),
+        data(role="cpts", detail="minimised", payload={"event": "admission.recorded", "commune": "88160"}),
     )
-    assert n.payload == {"event": "x", "commune": "Épinal"}
+    assert n.payload == {"event": "admission.recorded", "commune": "88160"}
 
 
 def test_an_envelope_id_that_is_not_a_fhir_id_is_refused():

@@ -89,7 +89,7 @@ def publish(
     handlers = notification_handlers(service.app.state.messagebus, threading.Event())
     sent = []
     for i in range(n):
-        payload = admission_message() if detail == "full" else {"event": event, "commune": "Épinal"}
+        payload = admission_message() if detail == "full" else {"event": event, "commune": "88160"}
         envelope = Envelope(
             id=ids[i] if ids else str(uuid.uuid4()),
             type=event,

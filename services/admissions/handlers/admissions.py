@@ -17,6 +17,8 @@ from services.admissions.uow import AdmissionsUnitOfWork
 from shared.contracts import About, build_notification
 from shared.errors import Conflict
 from shared.fhir.builders import RELAIS_ENDPOINT, message_bundle, message_response
+from shared.fhir.encounter import check_same_patient, local_only_issue
+from shared.fhir.outcome import outcome_from_issues
 from shared.identifiers import FINESS
 from shared.routing import Recipient, recipients_from_json, recipients_to_json, route
 
@@ -30,7 +32,7 @@ def _notify(
         patient_key=key,
         reference=f"Admission/{admission_id}",
         subject=facts.encounter_key,
-        commune=facts.commune or facts.postal_code,
+        commune=facts.commune,
         birth_date=facts.birth_date,
     )
 
@@ -90,10 +92,13 @@ def _replayed(uow: AdmissionsUnitOfWork, cmd: AdmissionMessage) -> dict[str, Any
 
 
 def _response(cmd: AdmissionMessage, now: datetime) -> dict[str, Any]:
+    # A local-only patient is shared with the care team only, and the hospital is told why.
+    outcome = outcome_from_issues([local_only_issue()]) if cmd.facts.patient.local_only else None
     return message_response(
         cmd.message_id,
         cmd.request_header,
         "ok",
+        outcome,
         message_id=domain.derived_id(cmd.message_id, "response"),
         timestamp=instant(now),
     )
@@ -178,6 +183,7 @@ def record_admission(cmd: RecordAdmission, uow: AdmissionsUnitOfWork, deps: Deps
 def amend_admission(cmd: ReviseAdmission | CancelAdmission, uow: AdmissionsUnitOfWork, deps: Deps) -> dict[str, Any]:
     """A correction or cancellation (HL7 v2 A08/A11): told to the original's recipients, nobody else."""
     facts = cmd.facts
+    key = deps.pseudonymise(facts.patient)
     with uow:
         replay = _replayed(uow, cmd)
         if replay is not None:
@@ -186,6 +192,7 @@ def amend_admission(cmd: ReviseAdmission | CancelAdmission, uow: AdmissionsUnitO
         domain.check_correction_target(original.status if original else None, facts.encounter_key, cmd.event_type)
         if original is None:  # check_correction_target refuses a missing original; this narrows the type
             raise RuntimeError("correction target vanished")
+        check_same_patient(original.patient_key, key)
         now = deps.clock()
         recipients = domain.correction_recipients(recipients_from_json(original.recipients), cmd.event_type)
         # A correction may carry a new address; a cancellation (maybe of the wrong patient) teaches nothing.

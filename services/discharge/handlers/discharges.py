@@ -21,10 +21,11 @@ from services.discharge.uow import DischargeUnitOfWork
 from shared.errors import Conflict, Forbidden
 from shared.events import EventType, Role
 from shared.fhir.builders import message_bundle, message_response
+from shared.fhir.encounter import check_same_patient, local_only_issue
 from shared.fhir.models import Bundle
 from shared.fhir.outcome import issue, outcome_from_issues
 from shared.idempotence import check_replay
-from shared.identifiers import FINESS
+from shared.identifiers import FINESS, INS_SYSTEMS
 from shared.routing import Recipient, recipients_from_json, recipients_to_json, route
 
 M = TypeVar("M", bound=DischargeMessage)
@@ -144,6 +145,7 @@ def _record(uow: DischargeUnitOfWork, cmd: RecordDischarge, patient_key: str, de
 def _revise(uow: DischargeUnitOfWork, cmd: ReviseDischarge, patient_key: str, deps: Deps) -> Response:
     facts, now, policy = cmd.facts, deps.clock(), deps.policy
     discharge = _original(uow, cmd)
+    check_same_patient(discharge.patient_key, patient_key)
     met, complex_case = domain.complexity(facts.flags, discharge.readmission, policy.criteria)
     discharge.status = DischargeStatus.CORRECTED
     discharge.discharged_at = facts.discharged_at
@@ -176,6 +178,7 @@ def _revise(uow: DischargeUnitOfWork, cmd: ReviseDischarge, patient_key: str, de
 def _cancel(uow: DischargeUnitOfWork, cmd: CancelDischarge, patient_key: str, deps: Deps) -> Response:
     now = deps.clock()
     discharge = _original(uow, cmd)
+    check_same_patient(discharge.patient_key, patient_key)
     discharge.status = DischargeStatus.CANCELLED
     discharge.updated_at = now
     for handoff in uow.handoffs.for_discharge(discharge.id):
@@ -327,6 +330,8 @@ def _answer(
 ) -> Response:
     """The response message (the Tasks ride along), stored for replays and audited."""
     issues = [issue("information", "informational", note) for note in notes]
+    if cmd.facts.patient.system not in INS_SYSTEMS:
+        issues.append(local_only_issue())
     response = message_response(
         cmd.message_id,
         cmd.request_header,

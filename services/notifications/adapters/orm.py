@@ -126,10 +126,28 @@ class DeliveryRow(SQLModel, table=True):
     dead_at: datetime | None = _ts(nullable=True)
 
 
+class DisclosureRow(SQLModel, table=True):
+    """The disclosure log: which organisation received which event about a patient, at which detail, by which
+    channel, when. One row per notification and channel (the first time it happened)."""
+
+    __tablename__ = "notifications_disclosure"
+    __table_args__ = (UniqueConstraint("notification_id", "channel", name="uq_notifications_disclosure_channel"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    patient_key: str = Field(max_length=100, index=True)
+    notification_id: str = Field(max_length=64)
+    org_id: str = Field(max_length=100)
+    role: str = Field(max_length=20)
+    event: str = Field(max_length=100)
+    detail: str = Field(max_length=20)
+    channel: str = Field(max_length=100)  # the relais.notify.* topic, feed, webhook or subscription
+    at: datetime = _ts()
+
+
 TABLES = (
     *KERNEL_TABLES,
     *(
         SQLModel.metadata.tables[model.__tablename__]
-        for model in (NotificationRow, WebhookRow, SubscriptionRow, SubscriptionEventRow, DeliveryRow)
+        for model in (NotificationRow, WebhookRow, SubscriptionRow, SubscriptionEventRow, DeliveryRow, DisclosureRow)
     ),
 )

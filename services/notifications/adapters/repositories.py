@@ -10,6 +10,7 @@ from sqlmodel import col
 
 from services.notifications.adapters.orm import (
     DeliveryRow,
+    DisclosureRow,
     NotificationRow,
     SubscriptionEventRow,
     SubscriptionRow,
@@ -29,6 +30,16 @@ class NotificationRepository(Repository):
             col(NotificationRow.id) == notification_id, col(NotificationRow.recipient_org_id) == org_id
         )
         return self.session.execute(query).scalars().first()
+
+    def by_id(self, notification_id: str) -> NotificationRow | None:
+        query = select(NotificationRow).where(col(NotificationRow.id) == notification_id)
+        return self.session.execute(query).scalars().first()
+
+    def for_ids(self, org_id: str, notification_ids: list[str]) -> list[NotificationRow]:
+        query = select(NotificationRow).where(
+            col(NotificationRow.recipient_org_id) == org_id, col(NotificationRow.id).in_(notification_ids)
+        )
+        return list(self.session.execute(query).scalars())
 
     def feed(self, org_id: str, after: int, limit: int) -> list[NotificationRow]:
         query = (
@@ -219,3 +230,36 @@ class DeliveryRepository(Repository):
 
 def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class DisclosureRepository(Repository):
+    def record(self, notification: NotificationRow, channel: str, at: datetime) -> None:
+        """Log that ``notification`` reached its recipient by ``channel`` (the first time only; organisational
+        notifications carry no patient key and disclose nothing about a person)."""
+        if not notification.patient_key:
+            return
+        query = select(col(DisclosureRow.id)).where(
+            col(DisclosureRow.notification_id) == notification.id, col(DisclosureRow.channel) == channel
+        )
+        if self.session.execute(query).first() is not None:
+            return
+        self.session.add(
+            DisclosureRow(
+                patient_key=notification.patient_key,
+                notification_id=notification.id,
+                org_id=notification.recipient_org_id,
+                role=notification.role,
+                event=notification.event,
+                detail=notification.detail,
+                channel=channel,
+                at=at,
+            )
+        )
+
+    def for_patient(self, patient_key: str) -> list[DisclosureRow]:
+        query = (
+            select(DisclosureRow)
+            .where(col(DisclosureRow.patient_key) == patient_key)
+            .order_by(col(DisclosureRow.at), col(DisclosureRow.id))
+        )
+        return list(self.session.execute(query).scalars())

@@ -16,9 +16,10 @@ from pydantic import BaseModel, Field
 from services.notifications import commands, fhir, views
 from services.notifications.adapters.orm import DeliveryRow, WebhookRow
 from services.notifications.domain import CONTENT_TYPES, page_limit, parse_cursor
-from services.notifications.entrypoints.dependencies import Bus, Caller, Settings
+from services.notifications.entrypoints.dependencies import Admin, Bus, Caller, Settings
 from shared.api.responses import FhirResponse
 from shared.errors import BadRequest, UnsupportedMediaType
+from shared.identifiers import patient_key
 
 PREFIX = "/notifications"
 
@@ -91,6 +92,7 @@ def feed(
     base = str(request.url.replace(query=None))
     after_part = f"after={cursor}&" if after else ""
     rows = views.feed(bus.uow(), caller.organisation_id, cursor, size)
+    bus.handle(commands.RecordFeedRead(caller.organisation_id, tuple(row.id for row in rows if row.patient_key)))
     next_cursor = rows[-1].seq if rows and rows[-1].seq is not None else cursor
     return FhirResponse(
         fhir.feed_bundle(
@@ -123,6 +125,30 @@ def receipts(request: Request, caller: Caller, bus: Bus, settings: Settings, lim
     size = page_limit(limit, settings.feed_default_limit, settings.feed_max_limit)
     rows = views.receipts(bus.uow(), caller.organisation_id, size)
     return FhirResponse(fhir.receipts_bundle(rows, str(request.url)))
+
+
+# --- disclosure log --------------------------------------------------------------------------------
+
+
+@router.get(
+    "/disclosures",
+    tags=["disclosures"],
+    summary="Administrators: which organisations received which event about a patient, how and when",
+)
+def disclosures(
+    admin: Admin,
+    bus: Bus,
+    settings: Settings,
+    patient: Annotated[str, Query(description="the patient's identifier as system|value (e.g. an INS-NIR)")],
+) -> JSONResponse:
+    del admin  # the dependency is the check
+    system, _, value = patient.partition("|")
+    if not system or not value:
+        raise BadRequest("patient must be system|value, e.g. urn:oid:1.2.250.1.213.1.4.8|<NIR>")
+    key = patient_key(system, value, settings.secret_key)
+    rows = views.disclosures(bus.uow(), key)
+    # The answer names the pseudonym, never the identifier asked about.
+    return JSONResponse({"patient_key": key, "disclosures": [views.disclosure_json(row) for row in rows]})
 
 
 # --- webhooks --------------------------------------------------------------------------------------

@@ -7,7 +7,8 @@ from typing import Annotated, cast
 from fastapi import Depends, Request
 
 from services.notifications.messagebus import MessageBus
-from shared.auth import Principal, current_principal
+from shared.auth import Principal, current_principal, require_role
+from shared.events import Role
 from shared.settings import NotificationsSettings
 
 
@@ -22,3 +23,4 @@ def settings(bus: Annotated[MessageBus, Depends(message_bus)]) -> NotificationsS
 Caller = Annotated[Principal, Depends(current_principal)]
 Bus = Annotated[MessageBus, Depends(message_bus)]
 Settings = Annotated[NotificationsSettings, Depends(settings)]
+Admin = Annotated[Principal, Depends(require_role(Role.ADMIN))]

@@ -10,7 +10,7 @@ from typing import Any
 
 from services.notifications import commands
 from services.notifications.handlers.deliveries import claim_due, record_attempt
-from services.notifications.handlers.feed import acknowledge, store_notification
+from services.notifications.handlers.feed import acknowledge, record_feed_read, store_notification
 from services.notifications.handlers.subscriptions import create_subscription, delete_subscription, queue_heartbeats
 from services.notifications.handlers.webhooks import delete_webhook, redeliver, register_webhook
 
@@ -19,6 +19,7 @@ Handler = Callable[[Any, Any, Any], Any]
 HANDLERS: dict[type, Handler] = {
     commands.StoreNotification: store_notification,
     commands.AcknowledgeNotification: acknowledge,
+    commands.RecordFeedRead: record_feed_read,
     commands.RegisterWebhook: register_webhook,
     commands.DeleteWebhook: delete_webhook,
     commands.RedeliverDelivery: redeliver,

@@ -69,6 +69,9 @@ def record_attempt(command: RecordDeliveryAttempt, uow: NotificationsUnitOfWork,
         )
         if step.outcome == "delivered":
             row.state, row.delivered_at = "delivered", now
+            delivered = uow.notifications.by_id(row.notification_id) if row.notification_id else None
+            if delivered is not None:
+                uow.disclosures.record(delivered, row.target_kind, now)  # webhook or subscription
         elif step.outcome == "dead":
             row.state, row.dead_at = "dead", now
         elif step.retry_in is not None:

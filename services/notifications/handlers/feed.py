@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import uuid
 
+from sqlalchemy.exc import IntegrityError
+
 from services.notifications import fhir
 from services.notifications.adapters.orm import NotificationRow, SubscriptionEventRow
-from services.notifications.commands import AcknowledgeNotification, StoreNotification
+from services.notifications.commands import AcknowledgeNotification, RecordFeedRead, StoreNotification
 from services.notifications.deps import NotificationsDeps
 from services.notifications.domain import Missing, Notification, matches
 from services.notifications.handlers.common import new_delivery
@@ -52,6 +54,8 @@ def _store(notification: Notification, uow: NotificationsUnitOfWork, deps: Notif
     )
     uow.notifications.add(row)
     uow.notifications.flush()  # allocates seq, the feed cursor
+    # Stored for its recipient from its role topic: the first disclosure, by the Kafka channel.
+    uow.disclosures.record(row, notification.topic, now)
     for webhook in uow.webhooks.active_for(notification.recipient):
         uow.deliveries.add(
             new_delivery(
@@ -90,6 +94,20 @@ def _store(notification: Notification, uow: NotificationsUnitOfWork, deps: Notif
             )
         )
         subscription.last_sent_at = now
+
+
+def record_feed_read(command: RecordFeedRead, uow: NotificationsUnitOfWork, deps: NotificationsDeps) -> None:
+    """Log the first feed read of each notification about a patient (the disclosure log)."""
+    if not command.notification_ids:
+        return
+    with uow:
+        now = deps.clock()
+        for row in uow.notifications.for_ids(command.org_id, list(command.notification_ids)):
+            uow.disclosures.record(row, "feed", now)
+        try:
+            uow.commit()
+        except IntegrityError:
+            uow.rollback()  # a concurrent read of the same page logged them first
 
 
 def acknowledge(

@@ -178,7 +178,10 @@ def get_dashboard(
     since = period_bound(start, to - timedelta(days=7))
     if since >= to:
         raise BadRequest("`from` must be before `to`")
-    return JSONResponse(views.territory_dashboard(uow, principal.organisation_id, territory, since, to))
+    threshold = bus.deps.settings.small_cell_threshold
+    return JSONResponse(
+        views.territory_dashboard(uow, principal.organisation_id, territory, since, to, small_cell_threshold=threshold)
+    )
 
 
 @router.get(

@@ -183,7 +183,9 @@ var Relais = (function () {
         chart.appendChild(svg("rect", { x: left, y: y, width: (r[part] / max) * width, height: rowH - 6,
                                         fill: "#2f6fb3" }));
       }
-      chart.appendChild(svg("text", { x: left + w + 6, y: y + 15 }, part ? r[main] + " / " + r[part] : String(r[main])));
+      // A suppressed cell (too few to publish without singling someone out) shows no number.
+      var shown = r.suppressed ? "masqué (petit effectif)" : (part ? r[main] + " / " + r[part] : String(r[main]));
+      chart.appendChild(svg("text", { x: left + w + 6, y: y + 15 }, shown));
     });
     box.appendChild(chart);
   }
