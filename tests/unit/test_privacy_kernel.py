@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime
 import pytest
 
 from services.snp.domain import dashboard, suppress_small_cells
+from shared.communes import communes_for_postal_code
 from shared.contracts import About, build_notification
 from shared.events import TOPIC_NOTIFY_CPTS, EventType, Role
 from shared.identifiers import INS_NIA, INS_NIR, INS_NIR_TEST, make_nir, patient_key
@@ -38,15 +39,17 @@ def test_a_local_identifier_with_the_same_digits_is_another_key():
 
 
 def test_the_commune_is_the_reference_code_of_the_postal_code_whatever_the_city_text():
+    lowest = min(c.insee for c in communes_for_postal_code("88800"))
     assert commune_code("88800", "Vittel") == "88516"
-    assert commune_code("88800", "Jean DUPONT diabète") == "88516"
-    assert commune_code("88800", None) == "88516"
+    # Free text in the city field never leaves: it can only pick among the postal code's communes.
+    assert commune_code("88800", "Jean DUPONT diabète") == lowest
+    assert commune_code("88800", None) == lowest
 
 
 def test_a_postal_code_shared_by_several_communes_takes_the_named_one_else_the_lowest_code():
     assert commune_code("88140", "CONTREXEVILLE") == "88114"
-    assert commune_code("88140", "Bulgnéville") == "88078"
-    assert commune_code("88140", "somewhere else") == "88078"
+    assert commune_code("88140", "Bulgnéville") == "88079"
+    assert commune_code("88140", "somewhere else") == "88003"
 
 
 def test_an_unknown_postal_code_gives_no_commune():
