@@ -24,7 +24,7 @@ from shared.events import EventType
 from shared.fhir.encounter import EncounterMessage, read_encounter_message
 from shared.fhir.intake import MessageBundle
 from shared.fhir.models import CarePlan, Condition, DocumentReference, Encounter, Resource, to_json
-from shared.idempotence import fingerprint
+from shared.idempotence import fingerprint, sender_message_id
 
 _SKIPPED_ACTIVITY_STATUSES = frozenset({"completed", "cancelled", "stopped", "entered-in-error"})
 
@@ -145,7 +145,7 @@ def discharge_facts(msg: MessageBundle, event_type: EventType, caller_org_id: st
     The hospital, caller, encounter key, patient identity (INS or local-only), referent and residence are read
     by the shared reader, as at admission.
     """
-    read = read_encounter_message(msg, caller_org_id)
+    read = read_encounter_message(msg, caller_org_id, tolerant_referent=True)
     encounter = read.encounter
     check_encounter_status(event_type, read.status)
     if encounter.period is None or encounter.period.end is None:
@@ -194,7 +194,7 @@ def discharge_command(msg: MessageBundle, caller_org_id: str) -> DischargeMessag
     """The command a discharge message asks for, with its facts read and the caller checked."""
     command = command_for(msg.event_type)
     return command(
-        message_id=msg.message_id,
+        message_id=sender_message_id(caller_org_id, msg.message_id),
         fingerprint=fingerprint(msg.raw),
         event_type=msg.event_type,
         caller_org_id=caller_org_id,

@@ -49,6 +49,17 @@ def _validated(task: dict[str, Any]) -> dict[str, Any]:
     return to_json(Task.model_validate(task))
 
 
+def _no_referent_inputs(discharge: DischargeRow) -> list[dict[str, Any]]:
+    """No reachable referent was named: the hospital organisation is the contact, and the Task says why."""
+    return [
+        {"type": {"text": "hospital-referent-missing"}, "valueString": "no hospital referent was named"},
+        {
+            "type": {"text": "hospital-contact"},
+            "valueReference": {"type": "Organization", "identifier": {"system": FINESS, "value": discharge.hospital_org_id}},
+        },
+    ]
+
+
 def handoff_task(handoff: HandoffRow, discharge: DischargeRow, letter: str | None = None) -> dict[str, Any]:
     referent = handoff.hospital_referent or {}
     inputs: list[dict[str, Any]] = []
@@ -68,6 +79,8 @@ def handoff_task(handoff: HandoffRow, discharge: DischargeRow, letter: str | Non
                 "valueContactPoint": {"system": "email", "value": referent["mssante"]},
             }
         )
+    if not referent.get("phone") and not referent.get("mssante"):
+        inputs.extend(_no_referent_inputs(discharge))
     if letter:
         inputs.append(
             {
