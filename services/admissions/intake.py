@@ -11,7 +11,7 @@ from services.admissions import cercle, commands, domain
 from services.admissions.domain import AdmissionFacts, Participant
 from shared.errors import BadRequest, Forbidden, Unprocessable
 from shared.fhir.encounter import PatientIdentity, patient_identity, read_encounter_message
-from shared.fhir.intake import MessageBundle, check_codes, usable_postal_code
+from shared.fhir.intake import MessageBundle, check_codes, forwardable, usable_postal_code
 from shared.fhir.models import CareTeam, Consent, Parameters, Resource
 from shared.fhir.outcome import outcome_from_validation_error
 from shared.identifiers import validate_identifier
@@ -38,11 +38,9 @@ def admission_facts(msg: MessageBundle, caller_org_id: str) -> AdmissionFacts:
     started = _iso(encounter.period.start if encounter.period else None) or _iso(msg.bundle.timestamp)
     if not started:
         raise Unprocessable("Encounter.period.start is required", expression=["Encounter.period.start"])
-    resources = tuple(
-        msg.json_of(entry.resource)
-        for entry in (msg.bundle.entry or [])[1:]
-        if entry.resource is not None and entry.resource is not encounter
-    )
+    forwarded = forwardable(msg)
+    focus = next(data for resource, data in forwarded if resource is encounter)
+    resources = tuple(data for resource, data in forwarded if resource is not encounter)
     return AdmissionFacts(
         hospital_org_id=read.hospital_org_id,
         encounter_key=read.encounter_key,
@@ -55,7 +53,7 @@ def admission_facts(msg: MessageBundle, caller_org_id: str) -> AdmissionFacts:
         commune=read.residence.commune,
         referent=read.referent,
         has_reason=bool(msg.all("Condition")),
-        focus=msg.json_of(encounter),
+        focus=focus,
         resources=resources,
     )
 

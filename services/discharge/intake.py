@@ -22,7 +22,7 @@ from services.discharge.domain import (
 from shared.errors import Unprocessable
 from shared.events import EventType
 from shared.fhir.encounter import EncounterMessage, read_encounter_message
-from shared.fhir.intake import MessageBundle
+from shared.fhir.intake import MessageBundle, forwardable
 from shared.fhir.models import CarePlan, Condition, DocumentReference, Encounter, Resource, to_json
 from shared.idempotence import fingerprint, sender_message_id
 
@@ -166,6 +166,7 @@ def discharge_facts(msg: MessageBundle, event_type: EventType, caller_org_id: st
     if disposition_concept is not None:
         codes = [c.code for c in disposition_concept.coding or [] if c.code]
         disposition = disposition_concept.text or (codes[0] if codes else "")
+    forwarded = forwardable(msg)
     return DischargeFacts(
         hospital_org_id=read.hospital_org_id,
         encounter_key=read.encounter_key,
@@ -181,12 +182,8 @@ def discharge_facts(msg: MessageBundle, event_type: EventType, caller_org_id: st
         letter=_letter(msg),
         followups=_followups(msg, discharged_at),
         flags=_flags(msg, encounter),
-        encounter=to_json(encounter),
-        resources=tuple(
-            to_json(e.resource)
-            for e in (msg.bundle.entry or [])[1:]
-            if e.resource is not None and e.resource.get_resource_type() != "Encounter"
-        ),
+        encounter=next(data for resource, data in forwarded if resource is encounter),
+        resources=tuple(data for resource, data in forwarded if resource.get_resource_type() != "Encounter"),
     )
 
 

@@ -44,6 +44,7 @@ def _notify(
             sender={"identifier": {"system": FINESS, "value": facts.hospital_org_id}},
             message_id=message_id,
             timestamp=instant(now),
+            sender_event=cmd.request_header.get("eventCoding"),
         )
 
     for recipient in recipients:

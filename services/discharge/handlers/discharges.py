@@ -299,12 +299,17 @@ def _notify_discharge(
         sender=discharge.hospital_org_id,
         occurred_at=discharge.discharged_at,
         now=now,
-        full=lambda: _full_bundle(event, discharge, tasks, policy, cmd.message_id),
+        full=lambda: _full_bundle(event, discharge, tasks, policy, cmd.message_id, cmd.request_header),
     )
 
 
 def _full_bundle(
-    event: EventType, discharge: DischargeRow, tasks: list[dict[str, Any]], policy: Policy, message_id: str
+    event: EventType,
+    discharge: DischargeRow,
+    tasks: list[dict[str, Any]],
+    policy: Policy,
+    message_id: str,
+    request_header: dict[str, Any],
 ) -> dict[str, Any]:
     stored = discharge.payload
     return message_bundle(
@@ -314,6 +319,7 @@ def _full_bundle(
         sender={"identifier": {"system": FINESS, "value": discharge.hospital_org_id}},
         extra_resources=[*stored["resources"], *tasks],
         message_id=domain.derived_id(message_id, "bundle", event.value),
+        sender_event=request_header.get("eventCoding"),
     )
 
 
