@@ -21,7 +21,7 @@ from shared.fhir.encounter import PatientIdentity, patient_identity
 from shared.fhir.intake import check_codes, index_resources, resolve_reference, usable_postal_code
 from shared.fhir.models import Bundle, CareTeam, Patient, PractitionerRole, Resource
 from shared.fhir.outcome import outcome_from_validation_error
-from shared.identifiers import validate_identifier
+from shared.identifiers import ADELI, FINESS, IDNPS, IDNST, RPPS, SIRET, validate_identifier
 
 TRE_R259 = "https://mos.esante.gouv.fr/NOS/TRE_R259-HL7ParticipationFunction/FHIR/TRE-R259-HL7ParticipationFunction"
 TRE_R260 = "https://mos.esante.gouv.fr/NOS/TRE_R260-HL7RoleClass/FHIR/TRE-R260-HL7RoleClass"
@@ -30,6 +30,16 @@ TRE_R260_ROLE = "tre-r260:"  # stored role prefix of a TRE_R260 role class (ECON
 MEMBER_REFERENCE = "https://relais.example.org/fhir/NamingSystem/careteam-member-reference"
 # What a Cercle de soins transaction may create next to its CareTeam (kept inside the CareTeam by Relais).
 TRANSACTION_TYPES = frozenset({"Patient", "Organization", "RelatedPerson", "Practitioner", "PractitionerRole"})
+
+# National identifier systems of members, and the resource type each names (rendered as Reference.type).
+MEMBER_TYPES = {
+    RPPS: "Practitioner",
+    IDNPS: "Practitioner",
+    ADELI: "Practitioner",
+    FINESS: "Organization",
+    IDNST: "Organization",
+    SIRET: "Organization",
+}
 
 Resolve = Callable[[str | None], Resource | None]
 
@@ -83,7 +93,10 @@ def member_of(reference: Any, where: str, resolve: Resolve) -> tuple[str, str, s
     found = resolve(literal)
     identifier = getattr(reference, "identifier", None) if reference is not None else None
     if (identifier is None or not identifier.value) and found is not None:
-        identifier = next((i for i in getattr(found, "identifier", None) or [] if i.system and i.value), None)
+        # A national identifier names the member for good; a local one (a RelatedPerson's) says less than
+        # the reference, which keeps the member's type.
+        found_ids = getattr(found, "identifier", None) or []
+        identifier = next((i for i in found_ids if i.system in MEMBER_TYPES and i.value), None)
     display = (getattr(reference, "display", None) if reference is not None else None) or (
         _name(found) if found is not None else None
     )
@@ -145,7 +158,7 @@ def transaction_careteam(data: dict[str, Any]) -> tuple[CareTeam, Resolve, list[
         raise BadRequest("expected a Bundle of type transaction", expression=["Bundle.type"])
     check_no_empty_strings(data, "Bundle")
     bundle = _validated_bundle(data)
-    careteams = [e for e in bundle.entry or [] if isinstance(e.resource, CareTeam)]
+    careteams = [e.resource for e in bundle.entry or [] if isinstance(e.resource, CareTeam)]
     if len(careteams) != 1:
         raise Unprocessable(
             f"a Cercle de soins transaction creates exactly one CareTeam, got {len(careteams)}",
@@ -164,8 +177,7 @@ def transaction_careteam(data: dict[str, Any]) -> tuple[CareTeam, Resolve, list[
                 f"Bundle.entry[{i}].request.method must be POST (creation)", expression=[f"Bundle.entry[{i}].request"]
             )
     index = index_resources(bundle)
-    careteam = careteams[0].resource
-    assert isinstance(careteam, CareTeam)  # filtered above; narrows the type
+    careteam = careteams[0]
     resolve = contained_resolver(careteam, lambda ref: resolve_reference(ref, index))
     return careteam, resolve, list(data.get("entry") or [])
 
@@ -187,7 +199,7 @@ def _validated_bundle(data: dict[str, Any]) -> Bundle:
 
 def transaction_response(entries: list[dict[str, Any]], careteam_id: str) -> dict[str, Any]:
     """The transaction-response: the CareTeam created; its Patient and members kept inside it (no own resource)."""
-    answers = []
+    answers: list[dict[str, Any]] = []
     for entry in entries:
         kind = (entry.get("resource") or {}).get("resourceType")
         if kind == "CareTeam":

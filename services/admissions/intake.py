@@ -14,8 +14,8 @@ from shared.fhir.encounter import PatientIdentity, patient_identity, read_encoun
 from shared.fhir.intake import MessageBundle, check_codes, forwardable, usable_postal_code
 from shared.fhir.models import CareTeam, Consent, Parameters, Resource
 from shared.fhir.outcome import outcome_from_validation_error
-from shared.identifiers import validate_identifier
 from shared.idempotence import sender_message_id
+from shared.identifiers import validate_identifier
 
 
 def _iso(value: date | datetime | str | None) -> str | None:
@@ -118,7 +118,8 @@ def _telecom(points: list[Any] | None) -> tuple[dict[str, str], ...]:
 def _postal_code(careteam: Any) -> str | None:
     """The postal code of the CareTeam's only contained Patient, when the subject is given by identifier."""
     patients = [r for r in careteam.contained or [] if r.get_resource_type() == "Patient"]
-    codes = [usable_postal_code(a.postalCode) for a in (patients[0].address or []) if len(patients) == 1] if patients else []
+    addresses = (patients[0].address or []) if len(patients) == 1 else []
+    codes = [usable_postal_code(a.postalCode) for a in addresses]
     return next((c for c in codes if c), None)
 
 

@@ -10,6 +10,7 @@ from services.discharge.domain import (
     ORGANISATION_SYSTEM,
     TASK_CODE_SYSTEM,
     FollowupStatus,
+    as_utc,
     fhir_instant,
 )
 from shared.fhir.models import Task, to_json
@@ -55,7 +56,10 @@ def _no_referent_inputs(discharge: DischargeRow) -> list[dict[str, Any]]:
         {"type": {"text": "hospital-referent-missing"}, "valueString": "no hospital referent was named"},
         {
             "type": {"text": "hospital-contact"},
-            "valueReference": {"type": "Organization", "identifier": {"system": FINESS, "value": discharge.hospital_org_id}},
+            "valueReference": {
+                "type": "Organization",
+                "identifier": {"system": FINESS, "value": discharge.hospital_org_id},
+            },
         },
     ]
 
@@ -138,4 +142,6 @@ def followup_task(item: FollowupRow, discharge: DischargeRow, team_org_id: str |
         task["executionPeriod"] = {"end": fhir_instant(item.completed_at)}
     elif item.status == FollowupStatus.REQUESTED and item.escalation_level is not None:
         task["businessStatus"] = {"text": "overdue" if item.escalation_level == 0 else "overdue-escalated"}
+    elif item.status == FollowupStatus.REQUESTED and as_utc(item.due_at) <= as_utc(discharge.recorded_at):
+        task["businessStatus"] = {"text": "late-on-arrival"}  # due before Relais heard of it: not escalated
     return _validated(task)

@@ -29,8 +29,8 @@ __all__ = [
     "MessageBundle",
     "check_codes",
     "check_content_type",
-    "forwardable",
     "event_type_for",
+    "forwardable",
     "parse_json",
     "parse_message_bundle",
     "resolve_reference",
@@ -193,7 +193,7 @@ class MessageBundle:
         return self.header.id
 
 
-def _rewrite(node: Any, to: dict[str, str], msg: MessageBundle) -> Any:
+def _rewrite(node: Any, to: dict[int, str], msg: MessageBundle) -> Any:
     if isinstance(node, dict):
         out = {k: _rewrite(v, to, msg) for k, v in node.items()}
         ref = node.get("reference")
@@ -210,7 +210,7 @@ def forwardable(msg: MessageBundle) -> list[tuple[Resource, dict[str, Any]]]:
     rewritten to the fullUrl Relais will give them (the sender's urn:uuid fullUrls may differ from the ids)."""
     from shared.fhir.builders import full_url_for  # builders imports this module
 
-    pairs = []
+    pairs: list[tuple[Resource, dict[str, Any]]] = []
     for entry in (msg.bundle.entry or [])[1:]:
         if entry.resource is None:
             continue

@@ -17,7 +17,9 @@ from services.admissions.uow import AdmissionsUnitOfWork
 from shared.contracts import About, build_notification
 from shared.errors import Conflict
 from shared.fhir.builders import RELAIS_ENDPOINT, message_bundle, message_response
+from shared.fhir.outcome import outcome_from_issues
 from shared.identifiers import FINESS
+from shared.reach import nobody_reached
 from shared.routing import Recipient, recipients_from_json, recipients_to_json, route
 
 
@@ -90,11 +92,12 @@ def _replayed(uow: AdmissionsUnitOfWork, cmd: AdmissionMessage) -> dict[str, Any
     return seen.response
 
 
-def _response(cmd: AdmissionMessage, now: datetime) -> dict[str, Any]:
+def _response(cmd: AdmissionMessage, now: datetime, *, reached: bool = True) -> dict[str, Any]:
     return message_response(
         cmd.message_id,
         cmd.request_header,
         "ok",
+        None if reached else outcome_from_issues([nobody_reached("admissions", cmd.event_type.value)]),
         message_id=domain.derived_id(cmd.message_id, "response"),
         timestamp=instant(now),
     )
@@ -152,7 +155,7 @@ def record_admission(cmd: RecordAdmission, uow: AdmissionsUnitOfWork, deps: Deps
         # Before the admission rows are added: this flushes, and only the commit below may meet a duplicate.
         if learn_postal_code(uow, key, facts.postal_code, now):
             careteam_changed(uow, key, "postal-code", now)
-        response = _response(cmd, now)
+        response = _response(cmd, now, reached=bool(recipients))
         admission = Admission(
             id=domain.derived_id(cmd.message_id, "admission"),
             message_id=cmd.message_id,

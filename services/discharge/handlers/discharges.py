@@ -25,6 +25,7 @@ from shared.fhir.models import Bundle
 from shared.fhir.outcome import issue, outcome_from_issues
 from shared.idempotence import check_replay
 from shared.identifiers import FINESS
+from shared.reach import nobody_reached
 from shared.routing import Recipient, recipients_from_json, recipients_to_json, route
 
 M = TypeVar("M", bound=DischargeMessage)
@@ -138,7 +139,11 @@ def _record(uow: DischargeUnitOfWork, cmd: RecordDischarge, patient_key: str, de
         criteria_met=met,
         has_letter=bool(facts.letter),
     )
-    return _answer(uow, cmd, discharge.id, tasks, notes, now)
+    late = sum(1 for f in followups if domain.as_utc(f.due_at) <= domain.as_utc(now))
+    if late:
+        notes.append(f"{late} follow-up deadline(s) had passed before the message arrived: shown late, not escalated")
+    warnings = [] if recipients else [nobody_reached("discharge", event.value)]
+    return _answer(uow, cmd, discharge.id, tasks, notes, now, warnings)
 
 
 def _revise(uow: DischargeUnitOfWork, cmd: ReviseDischarge, patient_key: str, deps: Deps) -> Response:
@@ -330,9 +335,10 @@ def _answer(
     tasks: list[dict[str, Any]],
     notes: list[str],
     now: datetime,
+    warnings: list[dict[str, Any]] | None = None,
 ) -> Response:
     """The response message (the Tasks ride along), stored for replays and audited."""
-    issues = [issue("information", "informational", note) for note in notes]
+    issues = [*(warnings or []), *(issue("information", "informational", note) for note in notes)]
     response = message_response(
         cmd.message_id,
         cmd.request_header,
