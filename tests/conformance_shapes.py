@@ -95,7 +95,9 @@ def davinci_message(
         del encounter["participant"]
     if event == "notification-discharge":
         encounter["hospitalization"] = {
-            "dischargeDisposition": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/discharge-disposition", "code": "home"}]}
+            "dischargeDisposition": {
+                "coding": [{"system": "http://terminology.hl7.org/CodeSystem/discharge-disposition", "code": "home"}]
+            }
         }
     header: dict[str, Any] = {
         "resourceType": "MessageHeader",
@@ -113,7 +115,12 @@ def davinci_message(
         _entry(encounter, url["enc"]),
         _entry(patient, url["pat"]),
         _entry(
-            {"resourceType": "Location", "id": ids["loc"], "name": "CH Vosges", "managingOrganization": {"reference": url["org"]}},
+            {
+                "resourceType": "Location",
+                "id": ids["loc"],
+                "name": "CH Vosges",
+                "managingOrganization": {"reference": url["org"]},
+            },
             url["loc"],
         ),
         _entry(practitioner, url["prac"]),
@@ -151,7 +158,11 @@ def davinci_message(
                     "id": _uid(),
                     "target": [{"reference": url["header"]}],
                     "recorded": "2024-03-01T08:05:00+01:00",
-                    "activity": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/iso-21089-lifecycle", "code": "transmit"}]},
+                    "activity": {
+                        "coding": [
+                            {"system": "http://terminology.hl7.org/CodeSystem/iso-21089-lifecycle", "code": "transmit"}
+                        ]
+                    },
                     "agent": [
                         {"who": {"reference": url["prac"]}, "onBehalfOf": {"reference": url["org"]}},
                         {"who": {"reference": url["inter"]}},
@@ -208,7 +219,11 @@ def cds_patient(nir: str = TEST_NIR, system: str = INS_NIR_TEST) -> dict[str, An
         "identifier": [
             {
                 "use": "official",
-                "type": {"coding": [{"system": "https://hl7.fr/ig/fhir/core/CodeSystem/fr-core-cs-v2-0203", "code": "INS-NIR"}]},
+                "type": {
+                    "coding": [
+                        {"system": "https://hl7.fr/ig/fhir/core/CodeSystem/fr-core-cs-v2-0203", "code": "INS-NIR"}
+                    ]
+                },
                 "system": system,
                 "value": nir,
             }
@@ -242,7 +257,9 @@ def cds_organization() -> dict[str, Any]:
         "resourceType": "Organization",
         "id": "cds-organization-1",
         "active": True,
-        "type": [{"coding": [{"system": "https://hl7.fr/ig/fhir/core/CodeSystem/fr-core-cs-v2-3307", "code": "MEDICAL"}]}],
+        "type": [
+            {"coding": [{"system": "https://hl7.fr/ig/fhir/core/CodeSystem/fr-core-cs-v2-3307", "code": "MEDICAL"}]}
+        ],
         "name": "Cabinet médical des Thermes",
         "address": [{"line": ["2 avenue Bouloumié"], "city": "Vittel", "postalCode": "88800", "country": "99100"}],
     }
@@ -253,8 +270,16 @@ def cds_careteam(*, subject_identifier: bool = True, references: str = "literal"
     (one ending in the future), no participant role, managingOrganization by reference.
     `references="uuid"` points at the transaction's urn:uuid fullUrls instead."""
     ref = {
-        "literal": {"pat": "Patient/cds-patient-1", "rp": "RelatedPerson/cds-relatedperson-1", "org": "Organization/cds-organization-1"},
-        "uuid": {"pat": "urn:uuid:11111111-1111-4111-8111-111111111113", "rp": "urn:uuid:11111111-1111-4111-8111-111111111114", "org": "urn:uuid:11111111-1111-4111-8111-111111111112"},
+        "literal": {
+            "pat": "Patient/cds-patient-1",
+            "rp": "RelatedPerson/cds-relatedperson-1",
+            "org": "Organization/cds-organization-1",
+        },
+        "uuid": {
+            "pat": "urn:uuid:11111111-1111-4111-8111-111111111113",
+            "rp": "urn:uuid:11111111-1111-4111-8111-111111111114",
+            "org": "urn:uuid:11111111-1111-4111-8111-111111111112",
+        },
     }[references]
     subject: dict[str, Any] = {"reference": ref["pat"]}
     if subject_identifier:
@@ -271,7 +296,10 @@ def cds_careteam(*, subject_identifier: bool = True, references: str = "literal"
         "period": {"start": "2024-01-12"},
         "participant": [
             {"member": {"reference": ref["rp"]}, "period": {"start": "2024-01-12"}},
-            {"member": {"reference": ref["org"]}, "period": {"start": "2024-01-12", "end": "2034-12-18T13:48:19+01:00"}},
+            {
+                "member": {"reference": ref["org"]},
+                "period": {"start": "2024-01-12", "end": "2034-12-18T13:48:19+01:00"},
+            },
         ],
         "managingOrganization": [{"reference": ref["org"]}],
     }
@@ -291,22 +319,44 @@ def with_empty_translation(resource: dict[str, Any]) -> dict[str, Any]:
     return resource
 
 
-def cds_transaction(*, nir: str = TEST_NIR, nir_system: str = INS_NIR_TEST, references: str = "literal") -> dict[str, Any]:
+def cds_transaction(
+    *, nir: str = TEST_NIR, nir_system: str = INS_NIR_TEST, references: str = "literal"
+) -> dict[str, Any]:
     """The IG's creation transaction: CareTeam, Organization, Patient, RelatedPerson, each POSTed, urn:uuid
     fullUrls; the CareTeam refers to the others by `Type/id` (as the IG example does) or by their fullUrls."""
     careteam = cds_careteam(subject_identifier=False, references=references)
     return {
         "resourceType": "Bundle",
         "id": "cds-transaction-1",
-        "meta": {"profile": ["https://interop.esante.gouv.fr/ig/fhir/cds/StructureDefinition/cds-bundle-transaction-creation"]},
+        "meta": {
+            "profile": [
+                "https://interop.esante.gouv.fr/ig/fhir/cds/StructureDefinition/cds-bundle-transaction-creation"
+            ]
+        },
         "type": "transaction",
         "entry": [
-            {"fullUrl": "urn:uuid:11111111-1111-4111-8111-111111111111", "resource": careteam, "request": {"method": "POST", "url": "CareTeam"}},
-            {"fullUrl": "urn:uuid:11111111-1111-4111-8111-111111111112", "resource": cds_organization(), "request": {"method": "POST", "url": "Organization"}},
-            {"fullUrl": "urn:uuid:11111111-1111-4111-8111-111111111113", "resource": cds_patient(nir, nir_system), "request": {"method": "POST", "url": "Patient"}},
-            {"fullUrl": "urn:uuid:11111111-1111-4111-8111-111111111114", "resource": cds_related_person(), "request": {"method": "POST", "url": "RelatedPerson"}},
+            {
+                "fullUrl": "urn:uuid:11111111-1111-4111-8111-111111111111",
+                "resource": careteam,
+                "request": {"method": "POST", "url": "CareTeam"},
+            },
+            {
+                "fullUrl": "urn:uuid:11111111-1111-4111-8111-111111111112",
+                "resource": cds_organization(),
+                "request": {"method": "POST", "url": "Organization"},
+            },
+            {
+                "fullUrl": "urn:uuid:11111111-1111-4111-8111-111111111113",
+                "resource": cds_patient(nir, nir_system),
+                "request": {"method": "POST", "url": "Patient"},
+            },
+            {
+                "fullUrl": "urn:uuid:11111111-1111-4111-8111-111111111114",
+                "resource": cds_related_person(),
+                "request": {"method": "POST", "url": "RelatedPerson"},
+            },
         ],
     }
 
 
-__all__ = ["INS_NIR", "IG_WRONG_KEY_NIR", "RELAIS_ROLE", "TEST_NIR", "TRE_R259", "TRE_R260"]
+__all__ = ["IG_WRONG_KEY_NIR", "INS_NIR", "RELAIS_ROLE", "TEST_NIR", "TRE_R259", "TRE_R260"]

@@ -53,7 +53,8 @@ def role_concept(role: str) -> dict[str, Any]:
 def member_reference(system: str, value: str, display: str | None) -> dict[str, Any]:
     """A member by identifier; one known by its literal reference keeps its resource type (RelatedPerson...)."""
     member: dict[str, Any] = {"identifier": {"system": system, "value": value}}
-    kind = value.split("/")[0] if system == cercle.MEMBER_REFERENCE and "/" in value else cercle.MEMBER_TYPES.get(system)
+    by_reference = system == cercle.MEMBER_REFERENCE and "/" in value
+    kind = value.split("/")[0] if by_reference else cercle.MEMBER_TYPES.get(system)
     if kind and kind[:1].isupper() and kind.isalpha():
         member["type"] = kind
     if display:

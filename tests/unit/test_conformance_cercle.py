@@ -77,7 +77,9 @@ def test_the_creation_transaction_is_accepted_with_its_members(client, service, 
     statuses = [e["response"]["status"] for e in answer["entry"]]
     assert statuses == ["201 Created", "200 OK", "200 OK", "200 OK"]
     careteam_id = answer["entry"][0]["response"]["location"].split("/")[1]
-    read = client.get(f"/admissions/fhir/CareTeam/{careteam_id}", headers={"Authorization": f"Bearer {service.tokens['team']}"})
+    read = client.get(
+        f"/admissions/fhir/CareTeam/{careteam_id}", headers={"Authorization": f"Bearer {service.tokens['team']}"}
+    )
     careteam = read.json()
     assert careteam["subject"]["identifier"]["value"] == shapes.TEST_NIR
     found = members(careteam)
@@ -138,7 +140,11 @@ def test_a_transaction_for_another_organisation_is_forbidden(client, service):
 def test_a_transaction_carrying_other_resources_is_refused(client, service):
     bundle = shapes.cds_transaction()
     bundle["entry"].append(
-        {"fullUrl": "urn:uuid:11111111-1111-4111-8111-111111111119", "resource": {"resourceType": "Observation", "status": "final", "code": {"text": "x"}}, "request": {"method": "POST", "url": "Observation"}}
+        {
+            "fullUrl": "urn:uuid:11111111-1111-4111-8111-111111111119",
+            "resource": {"resourceType": "Observation", "status": "final", "code": {"text": "x"}},
+            "request": {"method": "POST", "url": "Observation"},
+        }
     )
     response = post(client, service, "/admissions/fhir", bundle)
     assert response.status_code == 422
