@@ -18,10 +18,10 @@ from shared.bus.envelope import Envelope
 from shared.contracts import notification_id
 from shared.db.tables import AuditEntry, OutboxMessage
 from shared.events import RELAIS_EVENT_SYSTEM, TOPIC_CARETEAM, TOPIC_DISCHARGE, EventType, Role
+from shared.idempotence import sender_message_id
 from shared.identifiers import INS_NIR_TEST, make_finess, patient_key
 from shared.routing import Detail, Recipient
 from shared.settings import DischargeSettings
-from shared.idempotence import sender_message_id
 from tests import factories as f
 
 FINESS = f.DEFAULT_FINESS

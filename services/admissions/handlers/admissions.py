@@ -17,7 +17,7 @@ from services.admissions.uow import AdmissionsUnitOfWork
 from shared.contracts import About, build_notification
 from shared.errors import Conflict
 from shared.fhir.builders import RELAIS_ENDPOINT, message_bundle, message_response
-from shared.fhir.outcome import outcome_from_issues
+from shared.fhir.outcome import issue, outcome_from_issues
 from shared.identifiers import FINESS
 from shared.reach import nobody_reached
 from shared.routing import Recipient, recipients_from_json, recipients_to_json, route
@@ -133,6 +133,23 @@ def _message_row(
     )
 
 
+def _already_recorded(
+    uow: AdmissionsUnitOfWork, cmd: AdmissionMessage, existing: Admission, now: datetime
+) -> dict[str, Any]:
+    """The same admission again under another message id (a copy relayed by an engine): ok, nobody told twice."""
+    note = issue("information", "duplicate", f"this admission was already recorded from an earlier message (Relais id {existing.message_id})")
+    response = message_response(
+        cmd.message_id,
+        cmd.request_header,
+        "ok",
+        outcome_from_issues([note]),
+        message_id=domain.derived_id(cmd.message_id, "response"),
+        timestamp=instant(now),
+    )
+    uow.messages.add(_message_row(cmd, existing.id, response, now))
+    return _commit_or_replay(uow, cmd, response)
+
+
 def record_admission(cmd: RecordAdmission, uow: AdmissionsUnitOfWork, deps: Deps) -> dict[str, Any]:
     facts = cmd.facts
     key = deps.pseudonymise(facts.patient)
@@ -141,6 +158,8 @@ def record_admission(cmd: RecordAdmission, uow: AdmissionsUnitOfWork, deps: Deps
         if replay is not None:
             return replay
         existing = uow.admissions.by_encounter(facts.hospital_org_id, facts.encounter_key)
+        if existing is not None and domain.same_admission(existing, key, facts):
+            return _already_recorded(uow, cmd, existing, deps.clock())
         if existing is not None:
             raise Conflict(
                 f"encounter {facts.encounter_key} was admitted by message {existing.message_id}; "
