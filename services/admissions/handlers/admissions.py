@@ -137,7 +137,8 @@ def _already_recorded(
     uow: AdmissionsUnitOfWork, cmd: AdmissionMessage, existing: Admission, now: datetime
 ) -> dict[str, Any]:
     """The same admission again under another message id (a copy relayed by an engine): ok, nobody told twice."""
-    note = issue("information", "duplicate", f"this admission was already recorded from an earlier message (Relais id {existing.message_id})")
+    earlier = f"this admission was already recorded from an earlier message (Relais id {existing.message_id})"
+    note = issue("information", "duplicate", earlier)
     response = message_response(
         cmd.message_id,
         cmd.request_header,
