@@ -10,7 +10,7 @@ from shared.errors import Conflict, Forbidden, Unprocessable
 from shared.events import TOPIC_NOTIFY_CPTS, TOPIC_NOTIFY_TEAM, EventType, Role
 from shared.fhir.intake import parse_message_bundle
 from shared.identifiers import make_finess
-from shared.routing import Detail, Recipient
+from shared.routing import Detail, Recipient, recipients_from_json, recipients_to_json
 from tests import factories as f
 
 HOSPITAL = f.DEFAULT_FINESS
@@ -48,8 +48,8 @@ def test_a_correction_goes_to_the_original_recipients_and_nobody_else():
             Role.TEAM, "msp-x", Detail.FULL, TOPIC_NOTIFY_TEAM, "admission.recorded/team/full/has_team"
         ),
     ]
-    stored = domain.recipients_to_json(original)
-    again = domain.correction_recipients(domain.recipients_from_json(stored), EventType.ADMISSION_CANCELLED)
+    stored = recipients_to_json(original)
+    again = domain.correction_recipients(recipients_from_json(stored), EventType.ADMISSION_CANCELLED)
     assert [(r.role, r.organisation_id, r.detail, r.topic) for r in again] == [
         (Role.TEAM, "msp-x", Detail.FULL, TOPIC_NOTIFY_TEAM)
     ]
