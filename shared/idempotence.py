@@ -30,3 +30,11 @@ def check_replay(stored_fingerprint: str, fingerprint_: str, message_id: str) ->
 def derived_id(namespace: uuid.UUID, source_id: str, *parts: str) -> str:
     """Deterministic id for what a request or a timer causes, so a replay can never cause it twice."""
     return str(uuid.uuid5(namespace, "|".join((source_id, *parts))))
+
+
+_SENDER_NAMESPACE = uuid.UUID("0b6f6f3e-5d0c-4c4e-9a55-2d0f4c8a7e31")
+
+
+def sender_message_id(sender_org_id: str, bundle_id: str) -> str:
+    """Relais' key for a hospital's message: Bundle.id is unique per sender only (two hospitals may reuse one)."""
+    return str(uuid.uuid5(_SENDER_NAMESPACE, f"{sender_org_id}|{bundle_id}"))

@@ -8,6 +8,7 @@ import re
 from collections.abc import Callable
 
 from stdnum import luhn
+from stdnum.exceptions import InvalidChecksum
 from stdnum.exceptions import ValidationError as StdnumError
 from stdnum.fr import nir as stdnum_nir
 from stdnum.fr import siren as stdnum_siren
@@ -66,6 +67,8 @@ def validate_nir(value: str | None) -> str:
     try:
         # python-stdnum handles the 2A/2B substitution and the key
         return stdnum_nir.validate(nir)
+    except InvalidChecksum as exc:
+        raise Unprocessable("NIR key is wrong: its last 2 digits (the check key) do not match the first 13") from exc
     except StdnumError as exc:
         raise Unprocessable(f"NIR is invalid: {str(exc).lower().rstrip('.')}") from exc
 

@@ -149,11 +149,22 @@ def check_encounter_class(code: str | None) -> str:
     return code.upper()
 
 
+def same_admission(existing: Any, patient_key: str, facts: AdmissionFacts) -> bool:
+    """An admission message repeating a recorded one (same patient, class and start): a copy, not a conflict."""
+    return (
+        existing.status == AdmissionStatus.RECORDED
+        and existing.patient_key == patient_key
+        and existing.encounter_class == facts.encounter_class
+        and existing.started_at == facts.started_at
+    )
+
+
 def check_enrolment(participants: tuple[Participant, ...]) -> None:
-    """A treating team names exactly one current referent (its guichet unique)."""
+    """A treating team names at most one current referent (its guichet unique); with none, the team's managing
+    organisation is the contact (ANS Cercle de soins CareTeams often carry no such role)."""
     referents = [p for p in participants if p.role == ROLE_REFERENT and p.end is None]
-    if len(referents) != 1:
+    if len(referents) > 1:
         raise Unprocessable(
-            f"a CareTeam needs exactly one current participant with role {ROLE_REFERENT!r}, got {len(referents)}",
+            f"a CareTeam names at most one current participant with role {ROLE_REFERENT!r}, got {len(referents)}",
             expression=["CareTeam.participant"],
         )

@@ -7,13 +7,14 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from services.admissions import commands, domain
+from services.admissions import cercle, commands, domain
 from services.admissions.domain import AdmissionFacts, Participant
 from shared.errors import BadRequest, Forbidden, Unprocessable
 from shared.fhir.encounter import PatientIdentity, patient_identity, read_encounter_message
-from shared.fhir.intake import MessageBundle, check_codes, usable_postal_code
+from shared.fhir.intake import MessageBundle, check_codes, forwardable, usable_postal_code
 from shared.fhir.models import CareTeam, Consent, Parameters, Resource
 from shared.fhir.outcome import outcome_from_validation_error
+from shared.idempotence import sender_message_id
 from shared.identifiers import validate_identifier
 
 
@@ -37,11 +38,9 @@ def admission_facts(msg: MessageBundle, caller_org_id: str) -> AdmissionFacts:
     started = _iso(encounter.period.start if encounter.period else None) or _iso(msg.bundle.timestamp)
     if not started:
         raise Unprocessable("Encounter.period.start is required", expression=["Encounter.period.start"])
-    resources = tuple(
-        msg.json_of(entry.resource)
-        for entry in (msg.bundle.entry or [])[1:]
-        if entry.resource is not None and entry.resource is not encounter
-    )
+    forwarded = forwardable(msg)
+    focus = next(data for resource, data in forwarded if resource is encounter)
+    resources = tuple(data for resource, data in forwarded if resource is not encounter)
     return AdmissionFacts(
         hospital_org_id=read.hospital_org_id,
         encounter_key=read.encounter_key,
@@ -54,7 +53,7 @@ def admission_facts(msg: MessageBundle, caller_org_id: str) -> AdmissionFacts:
         commune=read.residence.commune,
         referent=read.referent,
         has_reason=bool(msg.all("Condition")),
-        focus=msg.json_of(encounter),
+        focus=focus,
         resources=resources,
     )
 
@@ -63,7 +62,7 @@ def admission_command(msg: MessageBundle, caller_org_id: str) -> commands.Admiss
     command = commands.command_for(msg.event_type)
     facts = admission_facts(msg, caller_org_id)
     return command(
-        message_id=msg.message_id,
+        message_id=sender_message_id(caller_org_id, msg.message_id),
         fingerprint=domain.fingerprint(msg.raw),
         event_type=msg.event_type,
         caller_org_id=caller_org_id,
@@ -101,14 +100,6 @@ def validated(model: type[R], data: dict[str, Any]) -> R:
     return resource
 
 
-def _role_code(participant: Any) -> str:
-    for concept in participant.role or []:
-        for coding in concept.coding or []:
-            if coding.code in domain.ROLE_DISPLAY:
-                return coding.code
-    return domain.ROLE_MEMBER
-
-
 def _member(reference: Any, where: str) -> tuple[str, str, str | None]:
     identifier = getattr(reference, "identifier", None) if reference is not None else None
     if identifier is None or not identifier.system or not identifier.value:
@@ -124,62 +115,53 @@ def _telecom(points: list[Any] | None) -> tuple[dict[str, str], ...]:
     )
 
 
-def _contained(careteam: Any) -> dict[str, Any]:
-    """The CareTeam's contained resources by local reference ("#id")."""
-    return {f"#{r.id}": r for r in careteam.contained or [] if getattr(r, "id", None)}
+def _postal_code(careteam: Any) -> str | None:
+    """The postal code of the CareTeam's only contained Patient, when the subject is given by identifier."""
+    patients = [r for r in careteam.contained or [] if r.get_resource_type() == "Patient"]
+    addresses = (patients[0].address or []) if len(patients) == 1 else []
+    codes = [usable_postal_code(a.postalCode) for a in addresses]
+    return next((c for c in codes if c), None)
 
 
-def _member_telecom(reference: Any, contained: dict[str, Any]) -> tuple[dict[str, str], ...]:
-    """Phones and MSSanté addresses of a member given as a contained PractitionerRole or Practitioner."""
-    found = contained.get(getattr(reference, "reference", None) or "")
-    if found is None or found.get_resource_type() not in ("PractitionerRole", "Practitioner"):
-        return ()
-    return _telecom(found.telecom)
+def _check_managing_organisation(careteam: CareTeam, team_org_id: str, resolve: cercle.Resolve) -> None:
+    for org in careteam.managingOrganization or []:
+        identifiers = [org.identifier] if org.identifier else []
+        found = resolve(org.reference)
+        identifiers += list(getattr(found, "identifier", None) or [])
+        for identifier in identifiers:
+            if identifier.value and identifier.value != team_org_id:
+                raise Forbidden(
+                    f"a team enrols patients for itself: managingOrganization {identifier.value} is not {team_org_id}",
+                    expression=["CareTeam.managingOrganization"],
+                )
 
 
-def _postal_code(careteam: Any, contained: dict[str, Any]) -> str | None:
-    """The postal code of the CareTeam's contained Patient (the subject's, else the only one), if any."""
-    subject = contained.get(getattr(careteam.subject, "reference", None) or "")
-    patients = [r for r in contained.values() if r.get_resource_type() == "Patient"]
-    patient = subject if subject is not None and subject.get_resource_type() == "Patient" else None
-    if patient is None and len(patients) == 1:
-        patient = patients[0]
-    for address in (patient.address or []) if patient is not None else []:
-        if usable_postal_code(address.postalCode):
-            return usable_postal_code(address.postalCode)
-    return None
-
-
-def participant_from(
-    part: Any, index: int, now: datetime, contained: dict[str, Any] | None = None
-) -> Participant:
-    system, value, display = _member(part.member, f"CareTeam.participant[{index}].member")
-    start = part.period.start if part.period and part.period.start else now
-    end = part.period.end if part.period and part.period.end else None
-    telecom = _member_telecom(part.member, contained or {})
-    return Participant(_role_code(part), system, value, display, start, end, telecom)
+def careteam_enrolment(
+    careteam: CareTeam, team_org_id: str, now: datetime, resolve: cercle.Resolve
+) -> commands.EnrolPatient:
+    """The enrolment a Cercle de soins CareTeam asks for (members and subject resolved by `resolve`)."""
+    if careteam.status not in (None, "active", "proposed"):
+        raise Unprocessable("a new enrolment is active; send status 'active'", expression=["CareTeam.status"])
+    patient, postal_code = cercle.subject_of(careteam, resolve)
+    _check_managing_organisation(careteam, team_org_id, resolve)
+    participants = tuple(cercle.participant_of(p, i, now, resolve) for i, p in enumerate(careteam.participant or []))
+    domain.check_enrolment(participants)
+    name = careteam.name
+    return commands.EnrolPatient(team_org_id, patient, participants, name, postal_code or _postal_code(careteam))
 
 
 def enrol_command(data: dict[str, Any], team_org_id: str, now: datetime) -> commands.EnrolPatient:
+    cercle.check_no_empty_strings(data, "CareTeam")
     careteam = validated(CareTeam, data)
-    if careteam.status not in (None, "active", "proposed"):
-        raise Unprocessable("a new enrolment is active; send status 'active'", expression=["CareTeam.status"])
-    patient = patient_identity_from_reference(careteam.subject, "CareTeam.subject")
-    for org in careteam.managingOrganization or []:
-        value = org.identifier.value if org.identifier else None
-        if value and value != team_org_id:
-            raise Forbidden(
-                f"a team enrols patients for itself: managingOrganization {value} is not {team_org_id}",
-                expression=["CareTeam.managingOrganization"],
-            )
-    contained = _contained(careteam)
-    participants = tuple(
-        participant_from(p, i, now, contained) for i, p in enumerate(careteam.participant or [])
-    )
-    domain.check_enrolment(participants)
-    return commands.EnrolPatient(
-        team_org_id, patient, participants, careteam.name, _postal_code(careteam, contained)
-    )
+    return careteam_enrolment(careteam, team_org_id, now, cercle.contained_resolver(careteam))
+
+
+def transaction_command(
+    data: dict[str, Any], team_org_id: str, now: datetime
+) -> tuple[commands.EnrolPatient, list[dict[str, Any]]]:
+    """A Cercle de soins creation transaction: the enrolment of its CareTeam, and the entries to answer."""
+    careteam, resolve, entries = cercle.transaction_careteam(data)
+    return careteam_enrolment(careteam, team_org_id, now, resolve), entries
 
 
 def change_referent_command(

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from services.admissions import domain
+from services.admissions import cercle, domain
 from services.admissions.adapters.orm import CareTeamParticipantRow, CareTeamRow, DacCase, Territory
 from services.admissions.uow import AdmissionsUnitOfWork
 from shared.audit import RefusalRecorder
@@ -40,6 +40,28 @@ def _period(start: datetime | None, end: datetime | None) -> dict[str, str]:
     return {k: v for k, v in period.items() if v}
 
 
+def role_concept(role: str) -> dict[str, Any]:
+    """A stored role as FHIR: Relais' code (with the IG's TRE_R259 PCP for the médecin traitant) or a TRE_R260 class."""
+    if role.startswith(cercle.TRE_R260_ROLE):
+        return {"coding": [{"system": cercle.TRE_R260, "code": role.removeprefix(cercle.TRE_R260_ROLE)}]}
+    coding = [{"system": domain.CARETEAM_ROLE_SYSTEM, "code": role, "display": domain.ROLE_DISPLAY.get(role, role)}]
+    if role == domain.ROLE_MEDECIN_TRAITANT:
+        coding.append({"system": cercle.TRE_R259, "code": "PCP", "display": "Médecin traitant"})
+    return {"coding": coding}
+
+
+def member_reference(system: str, value: str, display: str | None) -> dict[str, Any]:
+    """A member by identifier; one known by its literal reference keeps its resource type (RelatedPerson...)."""
+    member: dict[str, Any] = {"identifier": {"system": system, "value": value}}
+    by_reference = system == cercle.MEMBER_REFERENCE and "/" in value
+    kind = value.split("/")[0] if by_reference else cercle.MEMBER_TYPES.get(system)
+    if kind and kind[:1].isupper() and kind.isalpha():
+        member["type"] = kind
+    if display:
+        member["display"] = display
+    return member
+
+
 def careteam(team: CareTeamRow, participants: Sequence[CareTeamParticipantRow]) -> dict[str, Any]:
     resource = {
         "resourceType": "CareTeam",
@@ -52,21 +74,8 @@ def careteam(team: CareTeamRow, participants: Sequence[CareTeamParticipantRow]) 
         "period": _period(team.started_at, team.ended_at),
         "participant": [
             {
-                "role": [
-                    {
-                        "coding": [
-                            {
-                                "system": domain.CARETEAM_ROLE_SYSTEM,
-                                "code": p.role,
-                                "display": domain.ROLE_DISPLAY.get(p.role, p.role),
-                            }
-                        ]
-                    }
-                ],
-                "member": {
-                    "identifier": {"system": p.member_system, "value": p.member_value},
-                    **({"display": p.member_display} if p.member_display else {}),
-                },
+                "role": [role_concept(p.role)],
+                "member": member_reference(p.member_system, p.member_value, p.member_display),
                 "onBehalfOf": {"identifier": {"system": IDNST_OR_LOCAL, "value": team.team_org_id}},
                 "period": _period(p.period_start, p.period_end),
             }

@@ -22,9 +22,9 @@ from services.discharge.domain import (
 from shared.errors import Unprocessable
 from shared.events import EventType
 from shared.fhir.encounter import EncounterMessage, read_encounter_message
-from shared.fhir.intake import MessageBundle
+from shared.fhir.intake import MessageBundle, forwardable
 from shared.fhir.models import CarePlan, Condition, DocumentReference, Encounter, Resource, to_json
-from shared.idempotence import fingerprint
+from shared.idempotence import fingerprint, sender_message_id
 
 _SKIPPED_ACTIVITY_STATUSES = frozenset({"completed", "cancelled", "stopped", "entered-in-error"})
 
@@ -145,7 +145,7 @@ def discharge_facts(msg: MessageBundle, event_type: EventType, caller_org_id: st
     The hospital, caller, encounter key, patient identity (INS or local-only), referent and residence are read
     by the shared reader, as at admission.
     """
-    read = read_encounter_message(msg, caller_org_id)
+    read = read_encounter_message(msg, caller_org_id, tolerant_referent=True)
     encounter = read.encounter
     check_encounter_status(event_type, read.status)
     if encounter.period is None or encounter.period.end is None:
@@ -166,6 +166,7 @@ def discharge_facts(msg: MessageBundle, event_type: EventType, caller_org_id: st
     if disposition_concept is not None:
         codes = [c.code for c in disposition_concept.coding or [] if c.code]
         disposition = disposition_concept.text or (codes[0] if codes else "")
+    forwarded = forwardable(msg)
     return DischargeFacts(
         hospital_org_id=read.hospital_org_id,
         encounter_key=read.encounter_key,
@@ -181,12 +182,8 @@ def discharge_facts(msg: MessageBundle, event_type: EventType, caller_org_id: st
         letter=_letter(msg),
         followups=_followups(msg, discharged_at),
         flags=_flags(msg, encounter),
-        encounter=to_json(encounter),
-        resources=tuple(
-            to_json(e.resource)
-            for e in (msg.bundle.entry or [])[1:]
-            if e.resource is not None and e.resource.get_resource_type() != "Encounter"
-        ),
+        encounter=next(data for resource, data in forwarded if resource is encounter),
+        resources=tuple(data for resource, data in forwarded if resource.get_resource_type() != "Encounter"),
     )
 
 
@@ -194,7 +191,7 @@ def discharge_command(msg: MessageBundle, caller_org_id: str) -> DischargeMessag
     """The command a discharge message asks for, with its facts read and the caller checked."""
     command = command_for(msg.event_type)
     return command(
-        message_id=msg.message_id,
+        message_id=sender_message_id(caller_org_id, msg.message_id),
         fingerprint=fingerprint(msg.raw),
         event_type=msg.event_type,
         caller_org_id=caller_org_id,

@@ -10,6 +10,7 @@ from services.discharge.domain import (
     ORGANISATION_SYSTEM,
     TASK_CODE_SYSTEM,
     FollowupStatus,
+    as_utc,
     fhir_instant,
 )
 from shared.fhir.models import Task, to_json
@@ -49,6 +50,20 @@ def _validated(task: dict[str, Any]) -> dict[str, Any]:
     return to_json(Task.model_validate(task))
 
 
+def _no_referent_inputs(discharge: DischargeRow) -> list[dict[str, Any]]:
+    """No reachable referent was named: the hospital organisation is the contact, and the Task says why."""
+    return [
+        {"type": {"text": "hospital-referent-missing"}, "valueString": "no hospital referent was named"},
+        {
+            "type": {"text": "hospital-contact"},
+            "valueReference": {
+                "type": "Organization",
+                "identifier": {"system": FINESS, "value": discharge.hospital_org_id},
+            },
+        },
+    ]
+
+
 def handoff_task(handoff: HandoffRow, discharge: DischargeRow, letter: str | None = None) -> dict[str, Any]:
     referent = handoff.hospital_referent or {}
     inputs: list[dict[str, Any]] = []
@@ -68,6 +83,8 @@ def handoff_task(handoff: HandoffRow, discharge: DischargeRow, letter: str | Non
                 "valueContactPoint": {"system": "email", "value": referent["mssante"]},
             }
         )
+    if not referent.get("phone") and not referent.get("mssante"):
+        inputs.extend(_no_referent_inputs(discharge))
     if letter:
         inputs.append(
             {
@@ -125,4 +142,6 @@ def followup_task(item: FollowupRow, discharge: DischargeRow, team_org_id: str |
         task["executionPeriod"] = {"end": fhir_instant(item.completed_at)}
     elif item.status == FollowupStatus.REQUESTED and item.escalation_level is not None:
         task["businessStatus"] = {"text": "overdue" if item.escalation_level == 0 else "overdue-escalated"}
+    elif item.status == FollowupStatus.REQUESTED and as_utc(item.due_at) <= as_utc(discharge.recorded_at):
+        task["businessStatus"] = {"text": "late-on-arrival"}  # due before Relais heard of it: not escalated
     return _validated(task)

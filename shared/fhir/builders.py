@@ -23,11 +23,23 @@ def now_instant() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _entry(resource: dict[str, Any]) -> dict[str, Any]:
-    # fullUrl is urn:uuid of the id when it is a UUID, so senders can use either reference style
+_FULL_URL_NAMESPACE = uuid.UUID("3c7d2f0e-6b1a-4f7e-8d2c-5a9e1b4c7f20")
+
+
+def full_url_for(resource: dict[str, Any]) -> str:
+    """The fullUrl Relais gives a resource it sends: urn:uuid of its id when a UUID, else derived from Type/id,
+    so references rewritten to it at intake (shared.fhir.intake.forwardable) stay resolvable."""
     rid = resource.get("id")
-    full_url = f"urn:uuid:{rid}" if rid and _is_uuid(rid) else f"urn:uuid:{new_id()}"
-    return {"fullUrl": full_url, "resource": resource}
+    if rid and _is_uuid(rid):
+        return f"urn:uuid:{rid}"
+    if rid:
+        key = f"{resource.get('resourceType')}/{rid}"
+        return f"urn:uuid:{uuid.uuid5(_FULL_URL_NAMESPACE, key)}"
+    return f"urn:uuid:{new_id()}"
+
+
+def _entry(resource: dict[str, Any]) -> dict[str, Any]:
+    return {"fullUrl": full_url_for(resource), "resource": resource}
 
 
 def _is_uuid(value: str) -> bool:
@@ -39,9 +51,6 @@ def _is_uuid(value: str) -> bool:
 
 
 def _reference_to(entry: dict[str, Any]) -> dict[str, str]:
-    resource = entry["resource"]
-    if resource.get("id"):
-        return {"reference": f"{resource['resourceType']}/{resource['id']}"}
     return {"reference": entry["fullUrl"]}
 
 
@@ -88,8 +97,12 @@ def message_bundle(
     extra_resources: Iterable[dict[str, Any]] = (),
     message_id: str | None = None,
     timestamp: str | None = None,
+    sender_event: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A validated FHIR message Bundle: MessageHeader first (Relais event code), then focus and extras.
+
+    `sender_event`: the eventCoding of the hospital message being forwarded; it stays the header's event and
+    Relais' own code goes into MessageHeader.meta.tag (a receiver may key on either).
 
     `sender` is either a Reference dict or a resource dict (then bundled and referenced).
     Bundle.id and MessageHeader.id are both the message id.
@@ -106,6 +119,9 @@ def message_bundle(
         "source": {"name": "Relais", "endpoint": source_endpoint},
         "focus": [_reference_to(e) for e in focus_entries],
     }
+    if sender_event and sender_event.get("code"):
+        header["meta"] = {"tag": [header["eventCoding"]]}
+        header["eventCoding"] = {k: v for k, v in sender_event.items() if k in ("system", "code", "display")}
     if destinations := _destinations(destination):
         header["destination"] = destinations
     if sender is not None:

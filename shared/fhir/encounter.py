@@ -48,6 +48,7 @@ __all__ = [
     "check_caller",
     "check_same_patient",
     "hospital_finess",
+    "is_france",
     "local_only_issue",
     "patient_identity",
     "read_encounter_message",
@@ -191,16 +192,31 @@ def _birth_date(value: Any) -> date | None:
     return value if isinstance(value, date) else None
 
 
+# How senders write France in Address.country: ISO 3166 alpha-2/alpha-3/numeric, the name, the INSEE code (99100),
+# and the overseas departments' own ISO codes (their 97x postal codes are French postal codes).
+_FRANCE = frozenset(
+    {"fr", "fra", "250", "france", "99100", "république française", "republique francaise"}
+    | {"gp", "glp", "mq", "mtq", "gf", "guf", "re", "reu", "yt", "myt"}
+)
+
+
+def is_france(country: str | None) -> bool:
+    """True when Address.country is absent (a French deployment's default) or names France."""
+    return country is None or country.strip().lower() in _FRANCE
+
+
 def _residence(patient: Patient) -> Residence:
     addresses: list[Address] = [a for a in patient.address or [] if a.use != "old"]
     address = next((a for a in addresses if a.use == "home"), addresses[0] if addresses else None)
     if address is None:
         return Residence(None, None, None)
-    postal_code = usable_postal_code(address.postalCode)
+    country = address.country.strip() if address.country else None
+    # A foreign address's code is not a French postal code (a US ZIP looks like one): never routed on.
+    postal_code = usable_postal_code(address.postalCode) if is_france(country) else None
     return Residence(
         postal_code=postal_code,
         commune=commune_code(postal_code, address.city),
-        country=address.country.strip() if address.country else None,
+        country=country,
     )
 
 
@@ -211,34 +227,45 @@ def _name(human: HumanName) -> str | None:
     return " ".join(part for part in parts if part).strip() or None
 
 
-def _referent(msg: MessageBundle, encounter: Encounter) -> Referent | None:
-    role = next(
-        (
-            found
-            for participant in encounter.participant or []
-            if (found := _bundled(msg, participant.individual, PractitionerRole)) is not None
-        ),
-        None,
-    )
-    if role is None:
-        role = next((r for r in msg.all("PractitionerRole") if isinstance(r, PractitionerRole)), None)
-    if role is None:
-        return None
-    phone = next((t.value for t in role.telecom or [] if t.system == "phone" and t.value), None)
-    mail = next((t.value for t in role.telecom or [] if t.system == "email" and t.value), None)
+def _reach(msg: MessageBundle, person: PractitionerRole | Practitioner) -> Referent | None:
+    """The referent a PractitionerRole or a Practitioner (attending with a secure e-mail) gives, if reachable."""
+    role = person if isinstance(person, PractitionerRole) else None
+    practitioner = _bundled(msg, role.practitioner, Practitioner) if role is not None else person
+    telecom = [*(person.telecom or []), *((practitioner.telecom or []) if practitioner is not None else [])]
+    phone = next((t.value for t in telecom if t.system == "phone" and t.value), None)
+    mail = next((t.value for t in telecom if t.system == "email" and t.value), None)
     if not phone and not mail:
-        raise Unprocessable(
-            "the hospital referent (PractitionerRole) needs a phone or an MSSanté address",
-            expression=["PractitionerRole.telecom"],
-        )
-    practitioner = _bundled(msg, role.practitioner, Practitioner)
+        return None
     name, rpps = None, None
-    if practitioner is not None:
+    if isinstance(practitioner, Practitioner):
         name = _name(practitioner.name[0]) if practitioner.name else None
         for identifier in practitioner.identifier or []:
             if identifier.system == RPPS and identifier.value:
                 rpps = validate_identifier(RPPS, identifier.value)
     return Referent(name=name, phone=phone, mssante=mail, rpps=rpps)
+
+
+def _referent(msg: MessageBundle, encounter: Encounter, *, tolerant: bool) -> Referent | None:
+    """The Encounter's participants first (PractitionerRole or Practitioner), else the Bundle's PractitionerRole.
+
+    A named PractitionerRole nobody can reach is refused (422) unless `tolerant`: a discharge is never refused
+    for want of a referent (DESIGN §4), its handoff then comes from the hospital organisation.
+    """
+    named: list[PractitionerRole | Practitioner] = []
+    for participant in encounter.participant or []:
+        found = msg.resource(participant.individual.reference) if participant.individual else None
+        if isinstance(found, PractitionerRole | Practitioner):
+            named.append(found)
+    candidates = named + [r for r in msg.all_of(PractitionerRole)[:1] if not any(r is n for n in named)]
+    for candidate in candidates:
+        if (referent := _reach(msg, candidate)) is not None:
+            return referent
+    if not tolerant and any(isinstance(c, PractitionerRole) for c in candidates):
+        raise Unprocessable(
+            "the hospital referent (PractitionerRole) needs a phone or an MSSanté address",
+            expression=["PractitionerRole.telecom"],
+        )
+    return None
 
 
 def focus_encounter(msg: MessageBundle) -> Encounter:
@@ -248,8 +275,13 @@ def focus_encounter(msg: MessageBundle) -> Encounter:
     return encounter
 
 
-def read_encounter_message(msg: MessageBundle, caller_org_id: str) -> EncounterMessage:
-    """The shared facts of a hospital's encounter message; 403 for another hospital, 422 for what is missing."""
+def read_encounter_message(
+    msg: MessageBundle, caller_org_id: str, *, tolerant_referent: bool = False
+) -> EncounterMessage:
+    """The shared facts of a hospital's encounter message; 403 for another hospital, 422 for what is missing.
+
+    `tolerant_referent`: an unreachable referent is read as none instead of refused (the discharge door).
+    """
     encounter = focus_encounter(msg)
     hospital = hospital_finess(msg, encounter)
     check_caller(hospital, caller_org_id)
@@ -275,5 +307,5 @@ def read_encounter_message(msg: MessageBundle, caller_org_id: str) -> EncounterM
         identity=patient_identity(patient.identifier, "Patient.identifier"),
         birth_date=_birth_date(patient.birthDate),
         residence=_residence(patient),
-        referent=_referent(msg, encounter),
+        referent=_referent(msg, encounter, tolerant=tolerant_referent),
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -29,6 +30,7 @@ __all__ = [
     "check_codes",
     "check_content_type",
     "event_type_for",
+    "forwardable",
     "parse_json",
     "parse_message_bundle",
     "resolve_reference",
@@ -189,6 +191,37 @@ class MessageBundle:
     @property
     def header_id(self) -> str | None:
         return self.header.id
+
+
+def _rewrite(node: Any, to: dict[int, str], msg: MessageBundle) -> Any:
+    if isinstance(node, dict):
+        out = {k: _rewrite(v, to, msg) for k, v in node.items()}
+        ref = node.get("reference")
+        if isinstance(ref, str) and (found := msg.resource(ref)) is not None and id(found) in to:
+            out["reference"] = to[id(found)]
+        return out
+    if isinstance(node, list):
+        return [_rewrite(item, to, msg) for item in node]
+    return node
+
+
+def forwardable(msg: MessageBundle) -> list[tuple[Resource, dict[str, Any]]]:
+    """Each entry after the MessageHeader with its JSON ready to forward: references to bundled resources
+    rewritten to the fullUrl Relais will give them (the sender's urn:uuid fullUrls may differ from the ids)."""
+    from shared.fhir.builders import full_url_for  # builders imports this module
+
+    pairs: list[tuple[Resource, dict[str, Any]]] = []
+    for entry in (msg.bundle.entry or [])[1:]:
+        if entry.resource is None:
+            continue
+        data = dict(msg.json_of(entry.resource))
+        data.setdefault("id", str(uuid.uuid5(_ID_NAMESPACE, entry.fullUrl or str(len(pairs)))))
+        pairs.append((entry.resource, data))
+    to = {id(resource): full_url_for(data) for resource, data in pairs}
+    return [(resource, _rewrite(data, to, msg)) for resource, data in pairs]
+
+
+_ID_NAMESPACE = uuid.UUID("9a4e7c1d-2f3b-4d5a-8e6f-7b8c9d0e1f2a")  # ids for bundled resources sent without one
 
 
 @functools.cache

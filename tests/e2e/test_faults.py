@@ -24,6 +24,7 @@ import pytest
 
 from relais.demo import Commune, FeedItem, Person, Territory, hospital_message, load_territory
 from services.admissions import domain as admissions_domain
+from shared.idempotence import sender_message_id
 from shared.identifiers import INS_NIR_TEST, RPPS, make_nir
 from tests.e2e.harness import RelaisProcesses
 from tests.infra.wait import wait_for
@@ -155,6 +156,10 @@ class Stream:
         self.thread.start()
         return self
 
+    def _key(self, message: dict) -> str:
+        """Relais' key of a hospital message: its Bundle.id scoped by the sending hospital."""
+        return sender_message_id(self.world.territory.org("hospital").id, message["id"])
+
     def _post(self, client: httpx.Client, message: dict, deadline: float) -> None:
         body = json.dumps(message, ensure_ascii=False).encode()
         headers = {"Authorization": f"Bearer {self.world.tokens['hospital']}", "Content-Type": FHIR}
@@ -194,7 +199,7 @@ class Stream:
                 subject = (
                     f"{encounter['system']}|{encounter['value']}"
                     if owner != CPTS
-                    else f"Admission/{admissions_domain.derived_id(message['id'], 'admission')}"
+                    else f"Admission/{admissions_domain.derived_id(self._key(message), 'admission')}"
                 )
                 with self.lock:
                     self.accepted[subject] = owner

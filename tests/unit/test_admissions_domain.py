@@ -127,11 +127,10 @@ def test_a_finished_encounter_is_not_an_admission():
         intake.admission_command(parsed(f.admission_message(encounter_status="finished")), HOSPITAL)
 
 
-def test_an_enrolment_needs_exactly_one_current_referent():
+def test_an_enrolment_names_at_most_one_current_referent():
     now = None
     member = domain.Participant(domain.ROLE_MEMBER, "https://rpps.esante.gouv.fr", "1", None, now, None)
-    with pytest.raises(Unprocessable):
-        domain.check_enrolment((member,))
+    domain.check_enrolment((member,))  # no referent: the managing organisation is the contact
     referent = domain.Participant(domain.ROLE_REFERENT, "https://rpps.esante.gouv.fr", "2", None, now, None)
     domain.check_enrolment((member, referent))
     with pytest.raises(Unprocessable):

@@ -168,10 +168,20 @@ def test_other_content_under_a_used_message_id_is_a_conflict(uow, sessions, cloc
         admit(uow, clock, other)
 
 
-def test_a_second_admission_of_the_same_encounter_is_a_conflict(uow, clock):
+def test_the_same_admission_again_under_another_id_is_a_copy_not_a_conflict(uow, sessions, clock):
+    territory(uow, clock)
+    admit(uow, clock, message("NDA-1"))
+    told = len(notifications(sessions))
+    answer = admit(uow, clock, message("NDA-1"))  # e.g. the copy an integration engine relays
+    outcome = next(e["resource"] for e in answer["entry"] if e["resource"]["resourceType"] == "OperationOutcome")
+    assert outcome["issue"][0]["code"] == "duplicate"
+    assert len(notifications(sessions)) == told  # nobody is told twice
+
+
+def test_a_second_admission_of_the_same_encounter_with_other_facts_is_a_conflict(uow, clock):
     admit(uow, clock, message("NDA-1"))
     with pytest.raises(Conflict):
-        admit(uow, clock, message("NDA-1"))
+        admit(uow, clock, message("NDA-1", encounter_class="EMER"))
 
 
 def test_a_correction_reaches_the_original_recipients_even_after_the_patient_enrols(uow, sessions, clock):

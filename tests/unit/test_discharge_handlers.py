@@ -18,6 +18,7 @@ from shared.bus.envelope import Envelope
 from shared.contracts import notification_id
 from shared.db.tables import AuditEntry, OutboxMessage
 from shared.events import RELAIS_EVENT_SYSTEM, TOPIC_CARETEAM, TOPIC_DISCHARGE, EventType, Role
+from shared.idempotence import sender_message_id
 from shared.identifiers import INS_NIR_TEST, make_finess, patient_key
 from shared.routing import Detail, Recipient
 from shared.settings import DischargeSettings
@@ -163,7 +164,9 @@ def test_notification_ids_are_deterministic_per_message_recipient_role_and_event
     harness.post_message(f.full_discharge_message(message_id="m-det"))
     message = next(m for m in harness.outbox() if m["type"] == "discharge.recorded")
     recipient = Recipient(Role.TEAM, TEAM, Detail.FULL, "relais.notify.team", "x")
-    assert message["id"] == notification_id("m-det", recipient, EventType.DISCHARGE_RECORDED)
+    # the message key is the Bundle.id scoped by its sender (two hospitals may use the same Bundle.id)
+    scoped = sender_message_id(f.DEFAULT_FINESS, "m-det")
+    assert message["id"] == notification_id(scoped, recipient, EventType.DISCHARGE_RECORDED)
     assert message["key"] == TEAM and message["topic"] == "relais.notify.team"
     # The kernel's versioned contract (shared/contracts.py): "v" is its version.
     assert set(message["data"]) == {

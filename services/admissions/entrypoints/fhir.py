@@ -9,7 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import BaseModel, Field, ValidationError
 
-from services.admissions import commands, intake, views
+from services.admissions import cercle, commands, intake, views
 from services.admissions.messagebus import MessageBus
 from services.admissions.uow import AdmissionsUnitOfWork
 from shared.api.responses import FhirResponse
@@ -84,6 +84,21 @@ async def create_careteam(request: Request, principal: Team, data: Body, bus: Bu
         raise
     view: views.CareTeamView = await run_in_threadpool(bus.handle, command)
     return FhirResponse(view.resource, status_code=201, headers={"Location": _location(view.id)})
+
+
+@router.post(
+    "/fhir",
+    summary="ANS Cercle de soins creation transaction: a CareTeam with its Patient and members",
+    response_class=FhirResponse,
+)
+async def careteam_transaction(request: Request, principal: Team, data: Body, bus: Bus) -> FhirResponse:
+    try:
+        command, entries = intake.transaction_command(data, principal.organisation_id, bus.deps.clock())
+    except Forbidden:
+        await run_in_threadpool(audit_refusal, request, principal, "enrolment for another organisation")
+        raise
+    view: views.CareTeamView = await run_in_threadpool(bus.handle, command)
+    return FhirResponse(cercle.transaction_response(entries, view.id))
 
 
 @router.get("/fhir/CareTeam", summary="The caller's patients (searchset)", response_class=FhirResponse)

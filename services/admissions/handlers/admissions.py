@@ -18,8 +18,9 @@ from shared.contracts import About, build_notification
 from shared.errors import Conflict
 from shared.fhir.builders import RELAIS_ENDPOINT, message_bundle, message_response
 from shared.fhir.encounter import check_same_patient, local_only_issue
-from shared.fhir.outcome import outcome_from_issues
+from shared.fhir.outcome import issue, outcome_from_issues
 from shared.identifiers import FINESS
+from shared.reach import nobody_reached
 from shared.routing import Recipient, recipients_from_json, recipients_to_json, route
 
 
@@ -46,6 +47,7 @@ def _notify(
             sender={"identifier": {"system": FINESS, "value": facts.hospital_org_id}},
             message_id=message_id,
             timestamp=instant(now),
+            sender_event=cmd.request_header.get("eventCoding"),
         )
 
     for recipient in recipients:
@@ -91,14 +93,18 @@ def _replayed(uow: AdmissionsUnitOfWork, cmd: AdmissionMessage) -> dict[str, Any
     return seen.response
 
 
-def _response(cmd: AdmissionMessage, now: datetime) -> dict[str, Any]:
+def _response(cmd: AdmissionMessage, now: datetime, *, reached: bool = True) -> dict[str, Any]:
+    issues: list[dict[str, Any]] = []
     # A local-only patient is shared with the care team only, and the hospital is told why.
-    outcome = outcome_from_issues([local_only_issue()]) if cmd.facts.patient.local_only else None
+    if cmd.facts.patient.local_only:
+        issues.append(local_only_issue())
+    if not reached:
+        issues.append(nobody_reached("admissions", cmd.event_type.value))
     return message_response(
         cmd.message_id,
         cmd.request_header,
         "ok",
-        outcome,
+        outcome_from_issues(issues) if issues else None,
         message_id=domain.derived_id(cmd.message_id, "response"),
         timestamp=instant(now),
     )
@@ -134,6 +140,24 @@ def _message_row(
     )
 
 
+def _already_recorded(
+    uow: AdmissionsUnitOfWork, cmd: AdmissionMessage, existing: Admission, now: datetime
+) -> dict[str, Any]:
+    """The same admission again under another message id (a copy relayed by an engine): ok, nobody told twice."""
+    earlier = f"this admission was already recorded from an earlier message (Relais id {existing.message_id})"
+    note = issue("information", "duplicate", earlier)
+    response = message_response(
+        cmd.message_id,
+        cmd.request_header,
+        "ok",
+        outcome_from_issues([note]),
+        message_id=domain.derived_id(cmd.message_id, "response"),
+        timestamp=instant(now),
+    )
+    uow.messages.add(_message_row(cmd, existing.id, response, now))
+    return _commit_or_replay(uow, cmd, response)
+
+
 def record_admission(cmd: RecordAdmission, uow: AdmissionsUnitOfWork, deps: Deps) -> dict[str, Any]:
     facts = cmd.facts
     key = deps.pseudonymise(facts.patient)
@@ -142,6 +166,8 @@ def record_admission(cmd: RecordAdmission, uow: AdmissionsUnitOfWork, deps: Deps
         if replay is not None:
             return replay
         existing = uow.admissions.by_encounter(facts.hospital_org_id, facts.encounter_key)
+        if existing is not None and domain.same_admission(existing, key, facts):
+            return _already_recorded(uow, cmd, existing, deps.clock())
         if existing is not None:
             raise Conflict(
                 f"encounter {facts.encounter_key} was admitted by message {existing.message_id}; "
@@ -156,7 +182,7 @@ def record_admission(cmd: RecordAdmission, uow: AdmissionsUnitOfWork, deps: Deps
         # Before the admission rows are added: this flushes, and only the commit below may meet a duplicate.
         if learn_postal_code(uow, key, facts.postal_code, now):
             careteam_changed(uow, key, "postal-code", now)
-        response = _response(cmd, now)
+        response = _response(cmd, now, reached=bool(recipients))
         admission = Admission(
             id=domain.derived_id(cmd.message_id, "admission"),
             message_id=cmd.message_id,

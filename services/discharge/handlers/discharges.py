@@ -26,6 +26,7 @@ from shared.fhir.models import Bundle
 from shared.fhir.outcome import issue, outcome_from_issues
 from shared.idempotence import check_replay
 from shared.identifiers import FINESS, INS_SYSTEMS
+from shared.reach import nobody_reached
 from shared.routing import Recipient, recipients_from_json, recipients_to_json, route
 
 M = TypeVar("M", bound=DischargeMessage)
@@ -139,7 +140,11 @@ def _record(uow: DischargeUnitOfWork, cmd: RecordDischarge, patient_key: str, de
         criteria_met=met,
         has_letter=bool(facts.letter),
     )
-    return _answer(uow, cmd, discharge.id, tasks, notes, now)
+    late = sum(1 for f in followups if domain.as_utc(f.due_at) <= domain.as_utc(now))
+    if late:
+        notes.append(f"{late} follow-up deadline(s) had passed before the message arrived: shown late, not escalated")
+    warnings = [] if recipients else [nobody_reached("discharge", event.value)]
+    return _answer(uow, cmd, discharge.id, tasks, notes, now, warnings)
 
 
 def _revise(uow: DischargeUnitOfWork, cmd: ReviseDischarge, patient_key: str, deps: Deps) -> Response:
@@ -302,12 +307,17 @@ def _notify_discharge(
         sender=discharge.hospital_org_id,
         occurred_at=discharge.discharged_at,
         now=now,
-        full=lambda: _full_bundle(event, discharge, tasks, policy, cmd.message_id),
+        full=lambda: _full_bundle(event, discharge, tasks, policy, cmd.message_id, cmd.request_header),
     )
 
 
 def _full_bundle(
-    event: EventType, discharge: DischargeRow, tasks: list[dict[str, Any]], policy: Policy, message_id: str
+    event: EventType,
+    discharge: DischargeRow,
+    tasks: list[dict[str, Any]],
+    policy: Policy,
+    message_id: str,
+    request_header: dict[str, Any],
 ) -> dict[str, Any]:
     stored = discharge.payload
     return message_bundle(
@@ -317,6 +327,7 @@ def _full_bundle(
         sender={"identifier": {"system": FINESS, "value": discharge.hospital_org_id}},
         extra_resources=[*stored["resources"], *tasks],
         message_id=domain.derived_id(message_id, "bundle", event.value),
+        sender_event=request_header.get("eventCoding"),
     )
 
 
@@ -327,9 +338,10 @@ def _answer(
     tasks: list[dict[str, Any]],
     notes: list[str],
     now: datetime,
+    warnings: list[dict[str, Any]] | None = None,
 ) -> Response:
     """The response message (the Tasks ride along), stored for replays and audited."""
-    issues = [issue("information", "informational", note) for note in notes]
+    issues = [*(warnings or []), *(issue("information", "informational", note) for note in notes)]
     if cmd.facts.patient.system not in INS_SYSTEMS:
         issues.append(local_only_issue())
     response = message_response(

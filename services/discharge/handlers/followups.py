@@ -127,7 +127,9 @@ def plan_followups(
         uow.followups.add(row)
         # Every escalation level is durable from the start: a restart between them loses nothing.
         for level, due_at in domain.escalation_deadlines(item.due_at, policy.followup_grace):
-            schedule(uow, TimerKind.FOLLOWUP_MISSED, row.id, level, due_at)
+            # A deadline already past when the message arrived is shown late, never escalated in a burst.
+            if domain.as_utc(due_at) > domain.as_utc(now):
+                schedule(uow, TimerKind.FOLLOWUP_MISSED, row.id, level, due_at)
         rows.append(row)
     return rows
 
