@@ -2,21 +2,71 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from shared.api.app import install_error_handlers
+from shared.fhir.nde import (
+    NDE_ADMISSION_ENDPOINT,
+    NDE_BASE,
+    NDE_DISCHARGE_ENDPOINT,
+    NDE_ENDPOINT,
+    declared_code,
+)
 from shared.service import Service
 
 HOME_PAGE = "/discharge/app/"
 
 
+# A declaration larger than this is not read here: admissions' request guard answers 413 for it.
+_NDE_PEEK_BYTES = 4_000_000
+
+
+async def _buffered(receive: Receive) -> tuple[bytes, Receive]:
+    """The request body read up to a bound, and a receive callable that replays it before the rest."""
+    chunks: list[bytes] = []
+    size, more = 0, True
+    while more and size <= _NDE_PEEK_BYTES:
+        message = await receive()
+        if message["type"] != "http.request":  # the client went away: let the app see it
+            return b"", _replay([message], receive)
+        chunk = message.get("body", b"")
+        chunks.append(chunk)
+        size += len(chunk)
+        more = message.get("more_body", False)
+    body = b"".join(chunks)
+    return body, _replay([{"type": "http.request", "body": body, "more_body": more}], receive)
+
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    pending = list(messages)
+
+    async def replay() -> Message:
+        return pending.pop(0) if pending else await receive()
+
+    return replay
+
+
+def nde_target(method: str, path: str, body: bytes) -> str:
+    """Where an NdE request lands (DESIGN §8): a declaration to the service of its event (ADM admissions, SOR
+    discharge; anything unreadable to admissions, which answers the 4xx), everything else to notifications."""
+    if method == "POST" and path.rstrip("/") == NDE_ENDPOINT:
+        try:
+            code = declared_code(json.loads(body))
+        except (ValueError, RecursionError):
+            code = None
+        return NDE_DISCHARGE_ENDPOINT if code == "SOR" else NDE_ADMISSION_ENDPOINT
+    return "/notifications" + path
+
+
 class PrefixDispatcher:
-    """Routes `/admissions/...` to the admissions app (paths unchanged), anything else to the root app."""
+    """Routes `/admissions/...` to the admissions app (paths unchanged), `/nde/fhir/...` to the service that
+    serves that NdE interaction, anything else to the root app."""
 
     def __init__(self, root: FastAPI, services: Sequence[Service]) -> None:
         self.root = root
@@ -25,6 +75,11 @@ class PrefixDispatcher:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
             path = scope.get("path", "")
+            if scope["type"] == "http" and path.startswith(NDE_BASE + "/"):
+                body, receive = await _buffered(receive) if scope.get("method") == "POST" else (b"", receive)
+                target = nde_target(scope.get("method", ""), path, body)
+                scope = {**scope, "path": target, "raw_path": target.encode()}
+                path = target
             prefix = "/" + path.lstrip("/").split("/", 1)[0]
             app = self.apps.get(prefix)
             if app is not None:

@@ -51,7 +51,7 @@ def bootstrap(
             "Hospital admissions as FHIR messages, routed to the patient's treating team (full), the DAC "
             "(open case) or the CPTS (minimised, no team); and the registry of treating teams (CareTeam)."
         ),
-        routers=[fhir.router],
+        routers=[fhir.router, fhir.nde_router],
         resources=RESOURCES,
         messaging=True,
     )

@@ -9,7 +9,7 @@ from typing import cast
 
 from services.discharge.deps import Clock, Deps
 from services.discharge.domain import Policy
-from services.discharge.entrypoints.api import router
+from services.discharge.entrypoints.api import nde_router, router
 from services.discharge.entrypoints.consumers import careteam_handlers
 from services.discharge.entrypoints.timers import TimerWorker
 from services.discharge.messagebus import MessageBus
@@ -87,7 +87,7 @@ def bootstrap(
             "Hospital discharges, the hospital-to-team handoff (FHIR Task), follow-up deadlines and their "
             "escalation to the CPTS and the DAC."
         ),
-        routers=[router],
+        routers=[router, nde_router],
         resources=RESOURCES,
         messaging=True,
     )
