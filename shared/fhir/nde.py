@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
-from shared.errors import BadRequest, PayloadTooLarge, Unprocessable
+from shared.errors import BadRequest, PayloadTooLarge, RelaisError, Unprocessable
 from shared.events import TRE_R254_OID, TRE_R254_SYSTEM, EventType
 from shared.fhir.intake import MessageBundle, check_codes, check_content_type, parse_json, parse_message_bundle
 from shared.fhir.models import CommunicationRequest
@@ -43,6 +45,7 @@ __all__ = [
     "SUBSCRIPTION_PROFILE",
     "Declaration",
     "declaration_message",
+    "declaration_paths",
     "declared",
     "declared_code",
     "extension_values",
@@ -236,6 +239,36 @@ def declared(declaration: Declaration) -> dict[str, Any]:
         "status_code": 201,
         "headers": {"Location": f"{NDE_ENDPOINT}/{resource['id']}"},
     }
+
+
+# The shared reader names message elements; a declarant reads them as elements of its declaration.
+_PATHS = (
+    ("Encounter.serviceProvider (or MessageHeader.sender)", "CommunicationRequest.requester"),
+    ("Encounter.serviceProvider", "CommunicationRequest.requester"),
+    ("MessageHeader.sender", "CommunicationRequest.requester"),
+    ("Encounter.identifier", "CommunicationRequest.groupIdentifier"),
+    ("Encounter.subject", "CommunicationRequest.subject"),
+    ("Patient.identifier", "CommunicationRequest.contained(Patient).identifier"),
+    ("PractitionerRole.telecom", "CommunicationRequest.contained(PractitionerRole).telecom"),
+)
+
+
+def _as_declaration(text: str) -> str:
+    for message_path, declaration_path in _PATHS:
+        text = text.replace(message_path, declaration_path)
+    return text
+
+
+@contextmanager
+def declaration_paths() -> Iterator[None]:
+    """Refusals raised while a service reads the equivalent message name the declaration's elements."""
+    try:
+        yield
+    except RelaisError as err:
+        err.diagnostics = _as_declaration(err.diagnostics)
+        err.args = (err.diagnostics,)
+        err.expression = [_as_declaration(path) for path in err.expression]
+        raise
 
 
 def declaration_message(body: bytes, content_type: str | None, max_bytes: int) -> Declaration:

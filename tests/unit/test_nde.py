@@ -24,7 +24,7 @@ from services.notifications.bootstrap import bootstrap as notifications_bootstra
 from shared.auth import Directory
 from shared.events import Role
 from shared.fhir.nde import NOTIFICATION_PROFILE, declaration_message
-from shared.identifiers import make_finess
+from shared.identifiers import INS_NIR_TEST, make_finess
 from shared.settings import AdmissionsSettings, DischargeSettings, NotificationsSettings
 from tests import factories as f
 from tests import nde_factories as nde
@@ -183,12 +183,14 @@ def test_each_service_serves_its_own_event_and_names_the_other_door(relais_once)
         (lambda r: r["extension"][0]["valueCodeableConcept"]["coding"][0].update(code="DEC"), 422, "EventType"),
         (lambda r: r.update(extension=r["extension"][:1]), 422, "EventTime"),
         (lambda r: r.update(subject={"reference": "Patient/elsewhere"}), 422, "subject"),
-        (lambda r: r["contained"][0].pop("identifier"), 422, "identifier"),
+        (lambda r: r["contained"][0].pop("identifier"), 422, "CommunicationRequest.contained(Patient).identifier"),
+        (lambda r: r["contained"][1].pop("identifier"), 422, "CommunicationRequest.requester"),
         (lambda r: r["contained"][0]["identifier"][0].update(value="279035121518980"), 422, "NIR is invalid"),
         (lambda r: r.update(resourceType="Communication"), 400, "resourceType"),
         (lambda r: r.update(status="bogus"), 400, "status"),
     ],
     ids=["no event type", "event type not acted on", "no event time", "subject not contained", "no identifier",
+         "declarant without FINESS",
          "INS with a wrong key", "not a CommunicationRequest", "invalid status"],
 )
 def test_a_declaration_relais_cannot_act_on_is_refused_with_an_operation_outcome(relais_once, change, status, where):
@@ -199,6 +201,25 @@ def test_a_declaration_relais_cannot_act_on_is_refused_with_an_operation_outcome
     outcome = answer.json()
     assert outcome["resourceType"] == "OperationOutcome"
     assert where in json.dumps(outcome)
+
+
+def test_a_declaration_reads_into_the_facts_of_the_equivalent_encounter_message():
+    from services.admissions.intake import admission_command
+    from services.discharge.intake import discharge_command
+
+    admitted = declaration_message(nde.body(nde.declaration("ADM")), FHIR, 200_000)
+    facts = admission_command(admitted.message, f.DEFAULT_FINESS).facts
+    assert (facts.hospital_org_id, facts.patient.system, facts.patient.value) == (
+        f.DEFAULT_FINESS, INS_NIR_TEST, f.DEFAULT_NIR
+    )
+    assert (facts.encounter_key, facts.postal_code) == ("https://dpi.ch-exemple.fr/nda|NDA-4242", "88000")
+    assert facts.started_at.startswith("2026-11-29T10:00:00")
+    discharged = declaration_message(nde.body(nde.declaration("SOR", declaration_id="d2")), FHIR, 200_000)
+    out = discharge_command(discharged.message, f.DEFAULT_FINESS).facts
+    assert out.encounter_key == facts.encounter_key  # the stay's key, shared by its ADM and SOR declarations
+    assert out.discharged_at.isoformat() == "2026-11-29T10:00:00+01:00"
+    assert out.referent.name is None and out.referent.phone is None  # never refused for want of a referent
+    assert admitted.message.message_id != discharged.message.message_id
 
 
 def test_a_patient_known_by_a_local_identifier_only_is_accepted_as_local(relais_once):

@@ -19,7 +19,7 @@ from shared.events import Role
 from shared.fhir.encounter import patient_identity
 from shared.fhir.intake import check_content_type, parse_json, parse_message_bundle
 from shared.fhir.models import Identifier
-from shared.fhir.nde import NDE_DISCHARGE_ENDPOINT, NDE_ENDPOINT, declaration_message, declared
+from shared.fhir.nde import NDE_DISCHARGE_ENDPOINT, NDE_ENDPOINT, declaration_message, declaration_paths, declared
 from shared.routing import ADMISSION_EVENTS
 
 
@@ -87,11 +87,13 @@ async def declare_event(request: Request, principal: Hospital, bus: Bus) -> Fhir
             expression=["CommunicationRequest.extension('EventType')"],
         )
     try:
-        command = intake.admission_command(declaration.message, principal.organisation_id)
+        with declaration_paths():
+            command = intake.admission_command(declaration.message, principal.organisation_id)
     except Forbidden:
         await run_in_threadpool(audit_refusal, request, principal, "another hospital's declaration")
         raise
-    await run_in_threadpool(bus.handle, command)
+    with declaration_paths():
+        await run_in_threadpool(bus.handle, command)
     return FhirResponse(**declared(declaration))
 
 

@@ -17,7 +17,7 @@ from shared.auth import Principal, audit_refusal, current_principal, require_rol
 from shared.errors import BadRequest, Forbidden, Unprocessable
 from shared.events import Role
 from shared.fhir.intake import check_content_type, parse_json, parse_message_bundle
-from shared.fhir.nde import NDE_ADMISSION_ENDPOINT, NDE_ENDPOINT, declaration_message, declared
+from shared.fhir.nde import NDE_ADMISSION_ENDPOINT, NDE_ENDPOINT, declaration_message, declaration_paths, declared
 from shared.routing import DISCHARGE_EVENTS
 
 
@@ -101,11 +101,13 @@ async def declare_event(request: Request, principal: Hospital, bus: Bus) -> Fhir
             expression=["CommunicationRequest.extension('EventType')"],
         )
     try:
-        command = discharge_command(declaration.message, principal.organisation_id)
+        with declaration_paths():
+            command = discharge_command(declaration.message, principal.organisation_id)
     except Forbidden:
         await run_in_threadpool(audit_refusal, request, principal, "another hospital's declaration")
         raise
-    await run_in_threadpool(bus.handle, command)
+    with declaration_paths():
+        await run_in_threadpool(bus.handle, command)
     return FhirResponse(**declared(declaration))
 
 
