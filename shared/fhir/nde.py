@@ -278,6 +278,14 @@ def declaration_message(body: bytes, content_type: str | None, max_bytes: int) -
     check_content_type(content_type)
     data = parse_json(body)
     _validate(data)
+    profiles = (data.get("meta") or {}).get("profile") or []
+    if NOTIFICATION_PROFILE in profiles:
+        raise Unprocessable(
+            "this is an nde-notificationrequest (flux 4), what Relais sends to subscribers; a hospital declares "
+            "an event with an nde-eventdeclaration CommunicationRequest (flux 3)",
+            issue_code="not-supported",
+            expression=["CommunicationRequest.meta.profile"],
+        )
     code = declared_code(data)
     if code not in EVENT_CODES:
         raise Unprocessable(

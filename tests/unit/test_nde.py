@@ -186,11 +186,12 @@ def test_each_service_serves_its_own_event_and_names_the_other_door(relais_once)
         (lambda r: r["contained"][0].pop("identifier"), 422, "CommunicationRequest.contained(Patient).identifier"),
         (lambda r: r["contained"][1].pop("identifier"), 422, "CommunicationRequest.requester"),
         (lambda r: r["contained"][0]["identifier"][0].update(value="279035121518980"), 422, "NIR is invalid"),
+        (lambda r: r.update(meta={"profile": [NOTIFICATION_PROFILE]}), 422, "meta.profile"),
         (lambda r: r.update(resourceType="Communication"), 400, "resourceType"),
         (lambda r: r.update(status="bogus"), 400, "status"),
     ],
     ids=["no event type", "event type not acted on", "no event time", "subject not contained", "no identifier",
-         "declarant without FINESS",
+         "declarant without FINESS", "a notification request, not a declaration",
          "INS with a wrong key", "not a CommunicationRequest", "invalid status"],
 )
 def test_a_declaration_relais_cannot_act_on_is_refused_with_an_operation_outcome(relais_once, change, status, where):
