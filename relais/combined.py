@@ -23,15 +23,11 @@ from shared.service import Service
 HOME_PAGE = "/discharge/app/"
 
 
-# A declaration larger than this is not read here: admissions' request guard answers 413 for it.
-_NDE_PEEK_BYTES = 4_000_000
-
-
-async def _buffered(receive: Receive) -> tuple[bytes, Receive]:
-    """The request body read up to a bound, and a receive callable that replays it before the rest."""
+async def _buffered(receive: Receive, limit: int) -> tuple[bytes, Receive]:
+    """The request body read up to `limit` bytes, and a receive callable that replays it before the rest."""
     chunks: list[bytes] = []
     size, more = 0, True
-    while more and size <= _NDE_PEEK_BYTES:
+    while more and size <= limit:
         message = await receive()
         if message["type"] != "http.request":  # the client went away: let the app see it
             return b"", _replay([message], receive)
@@ -71,12 +67,16 @@ class PrefixDispatcher:
     def __init__(self, root: FastAPI, services: Sequence[Service]) -> None:
         self.root = root
         self.apps = {f"/{service.name}": service.app for service in services}
+        # A larger declaration is not read here: the service's request guard answers 413 for it.
+        self.peek_bytes = max((service.runtime.settings.max_body_bytes for service in services), default=1_000_000)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
             path = scope.get("path", "")
             if scope["type"] == "http" and path.startswith(NDE_BASE + "/"):
-                body, receive = await _buffered(receive) if scope.get("method") == "POST" else (b"", receive)
+                body = b""
+                if scope.get("method") == "POST":
+                    body, receive = await _buffered(receive, self.peek_bytes)
                 target = nde_target(scope.get("method", ""), path, body)
                 scope = {**scope, "path": target, "raw_path": target.encode()}
                 path = target

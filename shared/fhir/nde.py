@@ -247,6 +247,8 @@ _PATHS = (
     ("Encounter.serviceProvider", "CommunicationRequest.requester"),
     ("MessageHeader.sender", "CommunicationRequest.requester"),
     ("Encounter.identifier", "CommunicationRequest.groupIdentifier"),
+    ("Encounter.period.start", "CommunicationRequest.extension('EventTime')"),
+    ("Encounter.period.end", "CommunicationRequest.extension('EventTime')"),
     ("Encounter.subject", "CommunicationRequest.subject"),
     ("Patient.identifier", "CommunicationRequest.contained(Patient).identifier"),
     ("PractitionerRole.telecom", "CommunicationRequest.contained(PractitionerRole).telecom"),

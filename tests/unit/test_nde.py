@@ -182,6 +182,7 @@ def test_each_service_serves_its_own_event_and_names_the_other_door(relais_once)
         (lambda r: r.update(extension=r["extension"][1:]), 422, "EventType"),
         (lambda r: r["extension"][0]["valueCodeableConcept"]["coding"][0].update(code="DEC"), 422, "EventType"),
         (lambda r: r.update(extension=r["extension"][:1]), 422, "EventTime"),
+        (lambda r: r["extension"][1].update(valueDateTime="2026-11-29"), 422, "EventTime"),
         (lambda r: r.update(subject={"reference": "Patient/elsewhere"}), 422, "subject"),
         (lambda r: r["contained"][0].pop("identifier"), 422, "CommunicationRequest.contained(Patient).identifier"),
         (lambda r: r["contained"][1].pop("identifier"), 422, "CommunicationRequest.requester"),
@@ -190,7 +191,8 @@ def test_each_service_serves_its_own_event_and_names_the_other_door(relais_once)
         (lambda r: r.update(resourceType="Communication"), 400, "resourceType"),
         (lambda r: r.update(status="bogus"), 400, "status"),
     ],
-    ids=["no event type", "event type not acted on", "no event time", "subject not contained", "no identifier",
+    ids=["no event type", "event type not acted on", "no event time",
+         "event time without a time", "subject not contained", "no identifier",
          "declarant without FINESS", "a notification request, not a declaration",
          "INS with a wrong key", "not a CommunicationRequest", "invalid status"],
 )
