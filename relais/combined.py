@@ -10,12 +10,16 @@ from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 from starlette.types import Message, Receive, Scope, Send
 
-from shared.api.app import install_error_handlers
+from shared.api.app import capability_statement, install_error_handlers
+from shared.api.responses import FhirResponse
 from shared.fhir.nde import (
+    DECLARATION_PROFILE,
     NDE_ADMISSION_ENDPOINT,
     NDE_BASE,
     NDE_DISCHARGE_ENDPOINT,
     NDE_ENDPOINT,
+    NOTIFICATION_PROFILE,
+    SUBSCRIPTION_PROFILE,
     declared_code,
 )
 from shared.service import Service
@@ -48,9 +52,28 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
     return replay
 
 
+NDE_METADATA = f"{NDE_BASE}/metadata"
+NDE_RESOURCES = (
+    {
+        "type": "CommunicationRequest",
+        "supportedProfile": [DECLARATION_PROFILE, NOTIFICATION_PROFILE],
+        "interaction": [{"code": "create"}, {"code": "read"}],
+        "documentation": "create: an nde-eventdeclaration (ADM, SOR); read: one of your nde-notificationrequests",
+    },
+    {
+        "type": "Subscription",
+        "supportedProfile": [SUBSCRIPTION_PROFILE],
+        "interaction": [{"code": "create"}, {"code": "read"}, {"code": "delete"}],
+        "documentation": "an nde-subscription for one patient, rest-hook channel",
+    },
+)
+
+
 def nde_target(method: str, path: str, body: bytes) -> str:
     """Where an NdE request lands (DESIGN §8): a declaration to the service of its event (ADM admissions, SOR
     discharge; anything unreadable to admissions, which answers the 4xx), everything else to notifications."""
+    if path.rstrip("/") == NDE_METADATA:
+        return NDE_METADATA  # answered by the combined root
     if method == "POST" and path.rstrip("/") == NDE_ENDPOINT:
         try:
             code = declared_code(json.loads(body))
@@ -103,6 +126,10 @@ def combined_app(services: Sequence[Service]) -> PrefixDispatcher:
     @root.get("/healthz")
     def healthz() -> dict:
         return {"status": "ok", "services": [service.name for service in services]}
+
+    @root.get(NDE_METADATA, include_in_schema=False)
+    def nde_metadata() -> FhirResponse:
+        return FhirResponse(capability_statement("NdE", NDE_RESOURCES, messaging=False))
 
     @root.get("/")
     def index() -> dict:

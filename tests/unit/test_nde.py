@@ -243,6 +243,13 @@ def test_the_combined_dispatcher_routes_by_event_type():
         "/admissions/nde/fhir/CommunicationRequest"
     )
     assert nde_target("POST", "/nde/fhir/Subscription", b"{}") == "/notifications/nde/fhir/Subscription"
+    assert nde_target("GET", "/nde/fhir/metadata", b"") == "/nde/fhir/metadata"
+
+
+def test_the_nde_base_announces_its_interactions(relais_once):
+    statement = relais_once.client.get("/nde/fhir/metadata").json()
+    assert statement["resourceType"] == "CapabilityStatement"
+    assert {r["type"] for r in statement["rest"][0]["resource"]} == {"CommunicationRequest", "Subscription"}
 
 
 # --- Subscriptions and notifications -----------------------------------------------------------------------
