@@ -2,29 +2,107 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
-from shared.api.app import install_error_handlers
+from shared.api.app import capability_statement, install_error_handlers
+from shared.api.responses import FhirResponse
+from shared.fhir.nde import (
+    DECLARATION_PROFILE,
+    NDE_ADMISSION_ENDPOINT,
+    NDE_BASE,
+    NDE_DISCHARGE_ENDPOINT,
+    NDE_ENDPOINT,
+    NOTIFICATION_PROFILE,
+    SUBSCRIPTION_PROFILE,
+    declared_code,
+)
 from shared.service import Service
 
 HOME_PAGE = "/discharge/app/"
 
 
+async def _buffered(receive: Receive, limit: int) -> tuple[bytes, Receive]:
+    """The request body read up to `limit` bytes, and a receive callable that replays it before the rest."""
+    chunks: list[bytes] = []
+    size, more = 0, True
+    while more and size <= limit:
+        message = await receive()
+        if message["type"] != "http.request":  # the client went away: let the app see it
+            return b"", _replay([message], receive)
+        chunk = message.get("body", b"")
+        chunks.append(chunk)
+        size += len(chunk)
+        more = message.get("more_body", False)
+    body = b"".join(chunks)
+    return body, _replay([{"type": "http.request", "body": body, "more_body": more}], receive)
+
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    pending = list(messages)
+
+    async def replay() -> Message:
+        return pending.pop(0) if pending else await receive()
+
+    return replay
+
+
+NDE_METADATA = f"{NDE_BASE}/metadata"
+NDE_RESOURCES = (
+    {
+        "type": "CommunicationRequest",
+        "supportedProfile": [DECLARATION_PROFILE, NOTIFICATION_PROFILE],
+        "interaction": [{"code": "create"}, {"code": "read"}],
+        "documentation": "create: an nde-eventdeclaration (ADM, SOR); read: one of your nde-notificationrequests",
+    },
+    {
+        "type": "Subscription",
+        "supportedProfile": [SUBSCRIPTION_PROFILE],
+        "interaction": [{"code": "create"}, {"code": "read"}, {"code": "delete"}],
+        "documentation": "an nde-subscription for one patient, rest-hook channel",
+    },
+)
+
+
+def nde_target(method: str, path: str, body: bytes) -> str:
+    """Where an NdE request lands (DESIGN §8): a declaration to the service of its event (ADM admissions, SOR
+    discharge; anything unreadable to admissions, which answers the 4xx), everything else to notifications."""
+    if path.rstrip("/") == NDE_METADATA:
+        return NDE_METADATA  # answered by the combined root
+    if method == "POST" and path.rstrip("/") == NDE_ENDPOINT:
+        try:
+            code = declared_code(json.loads(body))
+        except (ValueError, RecursionError):
+            code = None
+        return NDE_DISCHARGE_ENDPOINT if code == "SOR" else NDE_ADMISSION_ENDPOINT
+    return "/notifications" + path
+
+
 class PrefixDispatcher:
-    """Routes `/admissions/...` to the admissions app (paths unchanged), anything else to the root app."""
+    """Routes `/admissions/...` to the admissions app (paths unchanged), `/nde/fhir/...` to the service that
+    serves that NdE interaction, anything else to the root app."""
 
     def __init__(self, root: FastAPI, services: Sequence[Service]) -> None:
         self.root = root
         self.apps = {f"/{service.name}": service.app for service in services}
+        # A larger declaration is not read here: the service's request guard answers 413 for it.
+        self.peek_bytes = max((service.runtime.settings.max_body_bytes for service in services), default=1_000_000)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
             path = scope.get("path", "")
+            if scope["type"] == "http" and path.startswith(NDE_BASE + "/"):
+                body = b""
+                if scope.get("method") == "POST":
+                    body, receive = await _buffered(receive, self.peek_bytes)
+                target = nde_target(scope.get("method", ""), path, body)
+                scope = {**scope, "path": target, "raw_path": target.encode()}
+                path = target
             prefix = "/" + path.lstrip("/").split("/", 1)[0]
             app = self.apps.get(prefix)
             if app is not None:
@@ -48,6 +126,10 @@ def combined_app(services: Sequence[Service]) -> PrefixDispatcher:
     @root.get("/healthz")
     def healthz() -> dict:
         return {"status": "ok", "services": [service.name for service in services]}
+
+    @root.get(NDE_METADATA, include_in_schema=False)
+    def nde_metadata() -> FhirResponse:
+        return FhirResponse(capability_statement("NdE", NDE_RESOURCES, messaging=False))
 
     @root.get("/")
     def index() -> dict:

@@ -11,6 +11,7 @@ from services.admissions.uow import AdmissionsUnitOfWork
 from shared.auth import Directory
 from shared.bus.base import Bus
 from shared.fhir.encounter import PatientIdentity
+from shared.fhir.nde import DECLARATION_PROFILE
 from shared.identifiers import patient_key
 from shared.runtime import build_runtime
 from shared.service import Service, service_app
@@ -31,6 +32,8 @@ RESOURCES = (
     },
     {"type": "Consent", "interaction": [{"code": "create"}]},
     {"type": "MessageHeader", "interaction": []},
+    # NdE declarations of an admission (ADM), at /admissions/nde/fhir/CommunicationRequest.
+    {"type": "CommunicationRequest", "supportedProfile": [DECLARATION_PROFILE], "interaction": [{"code": "create"}]},
 )
 
 
@@ -51,7 +54,7 @@ def bootstrap(
             "Hospital admissions as FHIR messages, routed to the patient's treating team (full), the DAC "
             "(open case) or the CPTS (minimised, no team); and the registry of treating teams (CareTeam)."
         ),
-        routers=[fhir.router],
+        routers=[fhir.router, fhir.nde_router],
         resources=RESOURCES,
         messaging=True,
     )

@@ -9,7 +9,7 @@ from typing import cast
 
 from services.discharge.deps import Clock, Deps
 from services.discharge.domain import Policy
-from services.discharge.entrypoints.api import router
+from services.discharge.entrypoints.api import nde_router, router
 from services.discharge.entrypoints.consumers import careteam_handlers
 from services.discharge.entrypoints.timers import TimerWorker
 from services.discharge.messagebus import MessageBus
@@ -17,6 +17,7 @@ from services.discharge.uow import DischargeUnitOfWork
 from shared.auth import Directory
 from shared.bus.base import Bus
 from shared.bus.worker import ConsumerLoop
+from shared.fhir.nde import DECLARATION_PROFILE
 from shared.identifiers import patient_key
 from shared.runtime import Runtime, build_runtime
 from shared.service import Service, service_app
@@ -32,7 +33,9 @@ RESOURCES = [
             {"name": name, "definition": f"https://relais.example.org/fhir/OperationDefinition/Task-{name}"}
             for name in ("accept", "decline", "cancel", "complete")
         ],
-    }
+    },
+    # NdE declarations of a discharge (SOR), at /discharge/nde/fhir/CommunicationRequest.
+    {"type": "CommunicationRequest", "supportedProfile": [DECLARATION_PROFILE], "interaction": [{"code": "create"}]},
 ]
 
 
@@ -87,7 +90,7 @@ def bootstrap(
             "Hospital discharges, the hospital-to-team handoff (FHIR Task), follow-up deadlines and their "
             "escalation to the CPTS and the DAC."
         ),
-        routers=[router],
+        routers=[router, nde_router],
         resources=RESOURCES,
         messaging=True,
     )

@@ -58,6 +58,14 @@ class CreateSubscription:
 
 
 @dataclass(frozen=True)
+class CreateNdeSubscription:
+    """An NdE per-patient Subscription: active at once (the IG has no handshake), delivered by rest-hook."""
+
+    principal: Principal
+    request: SubscriptionRequest
+
+
+@dataclass(frozen=True)
 class DeleteSubscription:
     principal: Principal
     subscription_id: str

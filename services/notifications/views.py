@@ -130,6 +130,18 @@ def subscription_events(
         return _detached(uow, page)
 
 
+def nde_notification(
+    uow: NotificationsUnitOfWork, org_id: str, notification_id: str
+) -> tuple[SubscriptionRow, NotificationRow] | None:
+    """One of the caller's notifications that an NdE subscription of the caller received, with that subscription."""
+    with uow:
+        notification = uow.notifications.get_for(org_id, notification_id)
+        subscription = uow.subscriptions.nde_for_notification(org_id, notification_id) if notification else None
+        if notification is None or subscription is None:
+            return None
+        return _detached(uow, (subscription, notification))
+
+
 def delivery_target(uow: NotificationsUnitOfWork, target_kind: str, target_id: str) -> Target | None:
     """The secret of an active webhook or the channel headers of a live subscription; None once deleted."""
     with uow:

@@ -14,6 +14,8 @@ The rules, the same at every door (DESIGN §4):
 - Residence: the home (else first current) address: postal code, commune code (reference list), country.
   Birth date when complete.
 What differs per service (statuses, classes, dates, follow-up plans) stays in the service.
+The NdE door (an nde-eventdeclaration CommunicationRequest) comes here too: `shared.fhir.nde` turns a declaration
+into the equivalent message, which this reader then reads like any other.
 """
 
 from __future__ import annotations

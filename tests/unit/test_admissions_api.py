@@ -210,5 +210,6 @@ def test_consent_dac_case_and_territory_endpoints(service, client):
 
 def test_metadata_lists_the_registry_and_messaging(client):
     statement = client.get("/admissions/metadata").json()
-    assert {r["type"] for r in statement["rest"][0]["resource"]} == {"CareTeam", "Consent", "MessageHeader"}
+    types = {r["type"] for r in statement["rest"][0]["resource"]}
+    assert types == {"CareTeam", "Consent", "MessageHeader", "CommunicationRequest"}  # the NdE declaration door
     assert statement["messaging"]

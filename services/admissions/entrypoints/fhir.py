@@ -19,6 +19,8 @@ from shared.events import Role
 from shared.fhir.encounter import patient_identity
 from shared.fhir.intake import check_content_type, parse_json, parse_message_bundle
 from shared.fhir.models import Identifier
+from shared.fhir.nde import NDE_DISCHARGE_ENDPOINT, NDE_ENDPOINT, declaration_message, declaration_paths, declared
+from shared.routing import ADMISSION_EVENTS
 
 
 def _bus(request: Request) -> MessageBus:
@@ -61,6 +63,38 @@ async def process_message(request: Request, principal: Hospital, bus: Bus) -> Fh
         await run_in_threadpool(audit_refusal, request, principal, "another hospital's message")
         raise
     return FhirResponse(await run_in_threadpool(bus.handle, command))
+
+
+# --- NdE event declaration (ANS Notification d'évènements, flux 3) ---------------------------------------
+
+nde_router = APIRouter(prefix="/admissions/nde/fhir", tags=["NdE"])
+
+
+@nde_router.post(
+    "/CommunicationRequest",
+    summary="NdE event declaration (profile nde-eventdeclaration): ADM here; SOR goes to discharge",
+    status_code=201,
+    response_class=FhirResponse,
+)
+async def declare_event(request: Request, principal: Hospital, bus: Bus) -> FhirResponse:
+    body = await request.body()
+    declaration = declaration_message(body, request.headers.get("content-type"), bus.deps.settings.max_body_bytes)
+    if declaration.event_type not in ADMISSION_EVENTS:
+        raise Unprocessable(
+            f"a {declaration.code} declaration is a discharge: send it to {NDE_DISCHARGE_ENDPOINT} "
+            f"(or {NDE_ENDPOINT} in the combined mode)",
+            issue_code="not-supported",
+            expression=["CommunicationRequest.extension('EventType')"],
+        )
+    try:
+        with declaration_paths():
+            command = intake.admission_command(declaration.message, principal.organisation_id)
+    except Forbidden:
+        await run_in_threadpool(audit_refusal, request, principal, "another hospital's declaration")
+        raise
+    with declaration_paths():
+        await run_in_threadpool(bus.handle, command)
+    return FhirResponse(**declared(declaration))
 
 
 # --- CareTeam ------------------------------------------------------------------------------------------

@@ -14,9 +14,11 @@ from services.discharge.intake import discharge_command
 from services.discharge.messagebus import MessageBus
 from shared.api.responses import FhirResponse
 from shared.auth import Principal, audit_refusal, current_principal, require_role
-from shared.errors import BadRequest, Forbidden
+from shared.errors import BadRequest, Forbidden, Unprocessable
 from shared.events import Role
 from shared.fhir.intake import check_content_type, parse_json, parse_message_bundle
+from shared.fhir.nde import NDE_ADMISSION_ENDPOINT, NDE_ENDPOINT, declaration_message, declaration_paths, declared
+from shared.routing import DISCHARGE_EVENTS
 
 
 def _bus(request: Request) -> MessageBus:
@@ -77,6 +79,36 @@ async def process_message(request: Request, principal: Hospital, bus: Bus) -> Fh
         await run_in_threadpool(audit_refusal, request, principal, "another hospital's message")
         raise
     return FhirResponse(await run_in_threadpool(bus.handle, command))
+
+
+nde_router = APIRouter(prefix="/discharge/nde/fhir", tags=["NdE"])
+
+
+@nde_router.post(
+    "/CommunicationRequest",
+    summary="NdE event declaration (profile nde-eventdeclaration): SOR here; ADM goes to admissions",
+    status_code=201,
+    response_class=FhirResponse,
+)
+async def declare_event(request: Request, principal: Hospital, bus: Bus) -> FhirResponse:
+    body = await request.body()
+    declaration = declaration_message(body, request.headers.get("content-type"), bus.deps.settings.max_body_bytes)
+    if declaration.event_type not in DISCHARGE_EVENTS:
+        raise Unprocessable(
+            f"a {declaration.code} declaration is an admission: send it to {NDE_ADMISSION_ENDPOINT} "
+            f"(or {NDE_ENDPOINT} in the combined mode)",
+            issue_code="not-supported",
+            expression=["CommunicationRequest.extension('EventType')"],
+        )
+    try:
+        with declaration_paths():
+            command = discharge_command(declaration.message, principal.organisation_id)
+    except Forbidden:
+        await run_in_threadpool(audit_refusal, request, principal, "another hospital's declaration")
+        raise
+    with declaration_paths():
+        await run_in_threadpool(bus.handle, command)
+    return FhirResponse(**declared(declaration))
 
 
 @router.get(

@@ -157,6 +157,21 @@ class SubscriptionRepository(Repository):
         return list(self.session.execute(query).scalars())
 
 
+    def nde_for_notification(self, org_id: str, notification_id: str) -> SubscriptionRow | None:
+        """The caller's NdE subscription that received this notification (the first, if several did)."""
+        query = (
+            select(SubscriptionRow)
+            .join(SubscriptionEventRow, col(SubscriptionEventRow.subscription_id) == col(SubscriptionRow.id))
+            .where(
+                col(SubscriptionEventRow.notification_id) == notification_id,
+                col(SubscriptionRow.org_id) == org_id,
+                col(SubscriptionRow.content) == "nde",
+            )
+            .order_by(col(SubscriptionRow.created_at))
+        )
+        return self.session.execute(query).scalars().first()
+
+
 class DeliveryRepository(Repository):
     def get_for(self, org_id: str, delivery_id: str) -> DeliveryRow | None:
         query = select(DeliveryRow).where(col(DeliveryRow.id) == delivery_id, col(DeliveryRow.org_id) == org_id)

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
@@ -17,8 +18,12 @@ from services.notifications import commands, fhir, views
 from services.notifications.adapters.orm import DeliveryRow, WebhookRow
 from services.notifications.domain import CONTENT_TYPES, page_limit, parse_cursor
 from services.notifications.entrypoints.dependencies import Admin, Bus, Caller, Settings
+from services.notifications.fhir import nde
+from services.notifications.messagebus import MessageBus
 from shared.api.responses import FhirResponse
-from shared.errors import BadRequest, UnsupportedMediaType
+from shared.auth import Principal, audit_refusal
+from shared.errors import BadRequest, Forbidden, UnsupportedMediaType
+from shared.fhir.nde import NDE_BASE
 from shared.identifiers import patient_key
 
 PREFIX = "/notifications"
@@ -299,3 +304,75 @@ def subscription_events(
     if page is None:
         raise bus.missing(caller, "subscription.events", f"Subscription/{subscription_id}")
     return FhirResponse(fhir.notification_bundle(page.subscription, "query-event", page.events, content))
+
+
+# --- NdE (ANS Notification d'évènements): per-patient Subscription and notification requests --------------
+
+
+@router.post(
+    "/nde/fhir/Subscription",
+    tags=["NdE"],
+    status_code=201,
+    response_class=FhirResponse,
+    summary="NdE per-patient Subscription (profile nde-subscription, rest-hook channel)",
+)
+async def create_nde_subscription(request: Request, caller: Caller, bus: Bus, settings: Settings) -> FhirResponse:
+    body = await _fhir_body(request)
+    try:
+        parsed = nde.parse_nde_subscription(body, settings.environment, settings.secret_key, caller.organisation_id)
+    except Forbidden:
+        await run_in_threadpool(audit_refusal, request, caller, "NdE subscription for another organisation")
+        raise
+    row = await run_in_threadpool(bus.handle, commands.CreateNdeSubscription(caller, parsed))
+    return FhirResponse(
+        nde.subscription_resource(row),
+        status_code=201,
+        headers={"Location": f"{NDE_BASE}/Subscription/{row.id}"},
+    )
+
+
+def _nde_subscription(caller: Principal, bus: MessageBus, subscription_id: str, action: str) -> Any:
+    row = views.subscription(bus.uow(), caller.organisation_id, subscription_id)
+    if row is None or row.content != nde.NDE_CONTENT:
+        raise bus.missing(caller, action, f"Subscription/{subscription_id}")
+    return row
+
+
+@router.get("/nde/fhir/Subscription/{subscription_id}", tags=["NdE"], response_class=FhirResponse)
+def read_nde_subscription(subscription_id: str, caller: Caller, bus: Bus) -> FhirResponse:
+    return FhirResponse(nde.subscription_resource(_nde_subscription(caller, bus, subscription_id, "subscription.read")))
+
+
+@router.delete("/nde/fhir/Subscription/{subscription_id}", tags=["NdE"], status_code=204)
+def delete_nde_subscription(subscription_id: str, caller: Caller, bus: Bus) -> Response:
+    _nde_subscription(caller, bus, subscription_id, "subscription.delete")
+    bus.handle(commands.DeleteSubscription(caller, subscription_id))
+    return Response(status_code=204)
+
+
+@router.get(
+    "/nde/fhir/CommunicationRequest/{notification_id}",
+    tags=["NdE"],
+    response_class=FhirResponse,
+    summary="One of your NdE notifications (nde-notificationrequest): status completed once acknowledged",
+)
+def read_nde_notification(notification_id: str, caller: Caller, bus: Bus) -> FhirResponse:
+    found = views.nde_notification(bus.uow(), caller.organisation_id, notification_id)
+    if found is None:
+        raise bus.missing(caller, "notification.read", f"CommunicationRequest/{notification_id}")
+    subscription, notification = found
+    return FhirResponse(nde.notification_request(subscription, notification))
+
+
+@router.post(
+    "/nde/fhir/CommunicationRequest/{notification_id}/$ack",
+    tags=["NdE"],
+    response_class=FhirResponse,
+    summary="Mark one of your NdE notifications read (the read receipt goes to the hospital)",
+)
+def ack_nde_notification(notification_id: str, caller: Caller, bus: Bus) -> FhirResponse:
+    found = views.nde_notification(bus.uow(), caller.organisation_id, notification_id)
+    if found is None:
+        raise bus.missing(caller, "notification.ack", f"CommunicationRequest/{notification_id}")
+    row = bus.handle(commands.AcknowledgeNotification(caller, notification_id))
+    return FhirResponse(nde.notification_request(found[0], row))

@@ -32,6 +32,7 @@ from services.notifications.fhir.common import (
 from services.notifications.fhir.feed import notification_parameters
 from shared.errors import Unprocessable
 from shared.fhir.models import Subscription, to_json
+from shared.fhir.nde import SUBSCRIPTION_PROFILE
 from shared.fhir.outcome import outcome_from_validation_error
 
 
@@ -237,7 +238,8 @@ def capability_resources() -> list[dict[str, Any]]:
                 {"url": BACKPORT_TOPIC_CANONICAL, "valueCanonical": canonical}
                 for canonical in SUBSCRIPTION_TOPICS.values()
             ],
-            "supportedProfile": [BACKPORT_SUBSCRIPTION],
+            # NdE per-patient Subscriptions are served at /notifications/nde/fhir/Subscription (/nde/fhir combined).
+            "supportedProfile": [BACKPORT_SUBSCRIPTION, SUBSCRIPTION_PROFILE],
             "interaction": [
                 {"code": "create"},
                 {"code": "read"},

@@ -11,7 +11,12 @@ from typing import Any
 from services.notifications import commands
 from services.notifications.handlers.deliveries import claim_due, record_attempt
 from services.notifications.handlers.feed import acknowledge, record_feed_read, store_notification
-from services.notifications.handlers.subscriptions import create_subscription, delete_subscription, queue_heartbeats
+from services.notifications.handlers.subscriptions import (
+    create_nde_subscription,
+    create_subscription,
+    delete_subscription,
+    queue_heartbeats,
+)
 from services.notifications.handlers.webhooks import delete_webhook, redeliver, register_webhook
 
 Handler = Callable[[Any, Any, Any], Any]
@@ -24,6 +29,7 @@ HANDLERS: dict[type, Handler] = {
     commands.DeleteWebhook: delete_webhook,
     commands.RedeliverDelivery: redeliver,
     commands.CreateSubscription: create_subscription,
+    commands.CreateNdeSubscription: create_nde_subscription,
     commands.DeleteSubscription: delete_subscription,
     commands.QueueHeartbeats: queue_heartbeats,
     commands.ClaimDueDeliveries: claim_due,

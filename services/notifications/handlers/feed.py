@@ -11,6 +11,7 @@ from services.notifications.adapters.orm import NotificationRow, SubscriptionEve
 from services.notifications.commands import AcknowledgeNotification, RecordFeedRead, StoreNotification
 from services.notifications.deps import NotificationsDeps
 from services.notifications.domain import Missing, Notification, matches
+from services.notifications.fhir.nde import NDE_CONTENT, nde_matches, notification_request
 from services.notifications.handlers.common import new_delivery
 from services.notifications.uow import NotificationsUnitOfWork
 from shared.db.uow import UnitOfWork, handle_once
@@ -71,7 +72,10 @@ def _store(notification: Notification, uow: NotificationsUnitOfWork, deps: Notif
             )
         )
     for subscription in uow.subscriptions.live_for(notification.recipient, lock=True):
-        if not matches(subscription.topic, subscription.filters, notification):
+        nde = subscription.content == NDE_CONTENT
+        if nde and not nde_matches(subscription.filters, notification, now):
+            continue
+        if not nde and not matches(subscription.topic, subscription.filters, notification):
             continue
         subscription.events_since_start += 1
         number = subscription.events_since_start
@@ -88,7 +92,13 @@ def _store(notification: Notification, uow: NotificationsUnitOfWork, deps: Notif
                 kind="event-notification",
                 dedup_key=f"e:{number}",
                 url=subscription.endpoint,
-                body=fhir.notification_bundle(subscription, "event-notification", [fhir.EventView(number, now, row)]),
+                body=(
+                    notification_request(subscription, row)
+                    if nde
+                    else fhir.notification_bundle(
+                        subscription, "event-notification", [fhir.EventView(number, now, row)]
+                    )
+                ),
                 notification_id=row.id,
                 now=now,
             )

@@ -6,7 +6,12 @@ import uuid
 
 from services.notifications import fhir
 from services.notifications.adapters.orm import SubscriptionRow
-from services.notifications.commands import CreateSubscription, DeleteSubscription, QueueHeartbeats
+from services.notifications.commands import (
+    CreateNdeSubscription,
+    CreateSubscription,
+    DeleteSubscription,
+    QueueHeartbeats,
+)
 from services.notifications.deps import NotificationsDeps
 from services.notifications.domain import Missing
 from services.notifications.handlers.common import new_delivery
@@ -50,6 +55,40 @@ def create_subscription(
                 now=now,
             )
         )
+        uow.audit.record(
+            "subscription.create",
+            outcome="ok",
+            organisation_id=row.org_id,
+            role=command.principal.role.value,
+            resource=f"Subscription/{row.id}",
+        )
+        uow.commit()
+        return row
+
+
+def create_nde_subscription(
+    command: CreateNdeSubscription, uow: NotificationsUnitOfWork, deps: NotificationsDeps
+) -> SubscriptionRow:
+    """Store the NdE Subscription, active: it filters what is already routed to the caller's organisation."""
+    now = deps.clock()
+    req = command.request
+    with uow:
+        row = SubscriptionRow(
+            id=str(uuid.uuid4()),
+            org_id=command.principal.organisation_id,
+            topic=req.topic,
+            filters=req.filters,
+            endpoint=req.endpoint,
+            headers=req.headers,
+            content=req.content,
+            heartbeat_seconds=None,
+            status="active",
+            events_since_start=0,
+            resource=req.resource,
+            created_at=now,
+            last_sent_at=now,
+        )
+        uow.subscriptions.add(row)
         uow.audit.record(
             "subscription.create",
             outcome="ok",
