@@ -9,7 +9,7 @@ import json
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
@@ -17,6 +17,7 @@ from services.notifications import commands, fhir, views
 from services.notifications.adapters.orm import DeliveryRow, WebhookRow
 from services.notifications.domain import CONTENT_TYPES, page_limit, parse_cursor
 from services.notifications.entrypoints.dependencies import Bus, Caller, Settings
+from shared.api.body import RawBody
 from shared.api.responses import FhirResponse
 from shared.errors import BadRequest, UnsupportedMediaType
 
@@ -59,14 +60,18 @@ def delivery_json(row: DeliveryRow) -> dict[str, Any]:
     }
 
 
-async def _fhir_body(request: Request) -> Any:
+def _fhir_body(request: Request, raw: RawBody) -> Any:
+    """Parsed in the threadpool (a sync dependency): a large body never holds the event loop."""
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media not in ("application/fhir+json", "application/json"):
         raise UnsupportedMediaType("send application/fhir+json")
     try:
-        return json.loads(await request.body())
+        return json.loads(raw)
     except ValueError as exc:
         raise BadRequest("the body is not JSON") from exc
+
+
+FhirBody = Annotated[Any, Depends(_fhir_body)]
 
 
 # --- feed ------------------------------------------------------------------------------------------
@@ -200,9 +205,10 @@ def delete_webhook(webhook_id: str, caller: Caller, bus: Bus) -> Response:
     response_class=FhirResponse,
     summary="Create a topic-based Subscription (rest-hook); a handshake is sent first",
 )
-async def create_subscription(request: Request, caller: Caller, bus: Bus, settings: Settings) -> FhirResponse:
-    body = await _fhir_body(request)
-    parsed = fhir.parse_subscription(body, settings.environment, settings.subscription_heartbeat_seconds)
+def create_subscription(body: FhirBody, caller: Caller, bus: Bus, settings: Settings) -> FhirResponse:
+    parsed = fhir.parse_subscription(
+        body, bus.deps.outbound, settings.subscription_heartbeat_seconds, settings.subscription_heartbeat_min_seconds
+    )
     row = bus.handle(commands.CreateSubscription(caller, parsed))
     return FhirResponse(
         fhir.subscription_resource(row),
