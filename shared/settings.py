@@ -211,6 +211,8 @@ class DischargeSettings(ServiceSettings):
     timer_interval_seconds: float = Field(
         default=1.0, gt=0, validation_alias=_env("discharge", "TIMER_INTERVAL_SECONDS")
     )
+    # CarePlan activities accepted in one discharge (each makes a follow-up, timers and bus records).
+    max_followups: int = Field(default=50, ge=1, le=1000, validation_alias=_env("discharge", "MAX_FOLLOWUPS"))
 
 
 class SnpSettings(ServiceSettings):

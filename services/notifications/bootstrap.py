@@ -7,6 +7,7 @@ from typing import cast
 
 import httpx
 
+from services.notifications.adapters.orm import retention_rules
 from services.notifications.adapters.sender import GuardedSender, Sender
 from services.notifications.deps import NotificationsDeps
 from services.notifications.entrypoints.api import router
@@ -18,6 +19,7 @@ from services.notifications.uow import NotificationsUnitOfWork
 from shared.auth import Directory
 from shared.bus.base import Bus
 from shared.outbound import GuardedClient
+from shared.retention import RetentionWorker
 from shared.runtime import build_runtime
 from shared.service import Service, service_app
 from shared.settings import NotificationsSettings
@@ -40,6 +42,9 @@ def bootstrap(
 ) -> Service:
     settings = settings or NotificationsSettings()
     runtime = build_runtime(NAME, settings, bus=bus, directory=directory, run_workers=run_workers)
+    # Purge what has done its job (kernel rules and this service's), hourly, supervised like every worker.
+    retention = RetentionWorker.for_settings(runtime.engine, settings, extra=retention_rules(settings), source=NAME)
+    runtime.extra_workers.append(retention.run)
 
     def unit_of_work() -> NotificationsUnitOfWork:
         return cast(NotificationsUnitOfWork, runtime.unit_of_work(NotificationsUnitOfWork))

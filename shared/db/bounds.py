@@ -6,25 +6,30 @@ an input PostgreSQL would refuse (a 500) is a 422 on every database, SQLite incl
 
 from __future__ import annotations
 
-from functools import cache
 from typing import Any
 
 from sqlalchemy import String, event, inspect
+from sqlalchemy.orm import Mapper
 from sqlalchemy.orm import Session as OrmSession
 
 from shared.errors import Unprocessable
 
+_COLUMNS: dict[type, tuple[tuple[str, int | None], ...]] = {}
 
-@cache
+
 def _bounded_columns(cls: type) -> tuple[tuple[str, int | None], ...]:
-    """(attribute, length or None) of each string column of a mapped class."""
-    mapper = inspect(cls)
-    columns = []
+    """(attribute, length or None) of each string column of a mapped class (computed once per class)."""
+    found = _COLUMNS.get(cls)
+    if found is not None:
+        return found
+    mapper: Mapper[Any] = inspect(cls)
+    columns: list[tuple[str, int | None]] = []
     for attr in mapper.column_attrs:
         for column in attr.columns:
             if isinstance(column.type, String):
                 columns.append((attr.key, column.type.length))
-    return tuple(columns)
+    _COLUMNS[cls] = tuple(columns)
+    return _COLUMNS[cls]
 
 
 def check_bounds(instance: Any) -> None:

@@ -71,7 +71,7 @@ def process_message(request: Request, principal: Hospital, bus: Bus, body: RawBo
     # A plain `def`: parsing a large Bundle runs in the threadpool, never on the event loop.
     msg = parse_message_bundle(body, request.headers.get("content-type"), bus.deps.settings.max_body_bytes)
     try:
-        command = discharge_command(msg, principal.organisation_id)
+        command = discharge_command(msg, principal.organisation_id, bus.deps.settings.max_followups)
     except Forbidden:
         audit_refusal(request, principal, "another hospital's message")
         raise

@@ -20,6 +20,7 @@ from services.notifications.entrypoints.dependencies import Bus, Caller, Setting
 from shared.api.body import RawBody
 from shared.api.responses import FhirResponse
 from shared.errors import BadRequest, UnsupportedMediaType
+from shared.validation import INT64
 
 PREFIX = "/notifications"
 
@@ -269,8 +270,9 @@ def subscription_events(
     subscription_id: str,
     caller: Caller,
     bus: Bus,
-    events_since: Annotated[int | None, Query(alias="eventsSinceNumber", ge=1)] = None,
-    events_until: Annotated[int | None, Query(alias="eventsUntilNumber", ge=1)] = None,
+    # Bounded to PostgreSQL's bigint: a larger number is a 422, not a database error.
+    events_since: Annotated[int | None, Query(alias="eventsSinceNumber", ge=1, le=INT64[1])] = None,
+    events_until: Annotated[int | None, Query(alias="eventsUntilNumber", ge=1, le=INT64[1])] = None,
     content: Annotated[str | None, Query()] = None,
 ) -> FhirResponse:
     if content is not None and content not in CONTENT_TYPES:
