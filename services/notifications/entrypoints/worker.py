@@ -97,9 +97,10 @@ class DeliveryWorker:
     def claim(
         self, limit: int, busy: frozenset[str] = frozenset(), inflight: dict[str, int] | None = None
     ) -> list[Claimed]:
-        command = ClaimDueDeliveries(
-            self.owner, limit, busy, inflight or {}, self._settings.webhook_workers_per_organisation
-        )
+        """With `inflight` (the pool's view), at most `webhook_workers_per_organisation` per organisation;
+        without it (run_due, one thread), everything due."""
+        share = self._settings.webhook_workers_per_organisation if inflight is not None else None
+        command = ClaimDueDeliveries(self.owner, limit, busy, inflight or {}, share)
         claimed: list[Claimed] = self._bus.handle(command)
         return claimed
 
