@@ -29,7 +29,7 @@ Limit = Annotated[int | None, Query()]
 
 
 class WebhookIn(BaseModel):
-    url: str = Field(description="https endpoint (http to 127.0.0.1/localhost only outside production)")
+    url: str = Field(description="https endpoint at a public address (docs/security.md, outbound policy)")
     secret: str | None = Field(default=None, description="HMAC key, 16 to 200 characters; generated if absent")
 
 
