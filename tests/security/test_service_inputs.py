@@ -142,6 +142,19 @@ def test_dashboard_dates_out_of_range_are_4xx(database, tmp_path, query):
         refused(response, 400, 422)
 
 
+@pytest.mark.parametrize(
+    "query",
+    ["start=ge2026-11-23&start=le9999-12-31", "start=ge0001-01-01&start=le2026-11-23",
+     "start=ge2026-11-23&start=le2026-11-24&_count=" + "9" * 5000,
+     "start=ge2026-11-23&start=le2026-11-24&_offset=" + "9" * 5000],
+)
+def test_sas_slot_searches_out_of_range_are_not_500s(database, tmp_path, query):
+    with _start(snp_bootstrap, _settings(SnpSettings, database, tmp_path), tmp_path) as running:
+        response = running.client.get(f"/snp/fhir/Slot?{query}", headers=running.headers("sas", "sas-88"))
+        if response.status_code != 200:
+            refused(response, 400, 422)
+
+
 # --- notifications ---------------------------------------------------------------------------------
 
 

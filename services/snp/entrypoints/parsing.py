@@ -396,11 +396,13 @@ def _instant(raw: str, *, upper: bool) -> datetime:
     raw = re.sub(r" (\d{2}:?\d{2})$", r"+\1", raw)
     try:
         if len(raw) == 10:
-            day = date.fromisoformat(raw)
+            # Within 1870-2200: the day after 9999-12-31 would overflow.
+            day = check_date(date.fromisoformat(raw), "start")
             return datetime.combine(day + timedelta(days=1) if upper else day, time(), tzinfo=PARIS)
         moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
-        raise BadRequest(f"start: {raw!r} is not an ISO date or date-time", expression=["start"]) from None
+        raise BadRequest(f"start: {raw[:40]!r} is not an ISO date or date-time", expression=["start"]) from None
+    check_date(moment.date(), "start")
     # The IG's own example sends local times without an offset: France's.
     return moment if moment.tzinfo else moment.replace(tzinfo=PARIS)
 
@@ -419,7 +421,8 @@ def _codes_only(name: str, raw: str) -> tuple[str, ...]:
 def _integer(name: str, raw: str, ceiling: int) -> int:
     if not raw.isdigit():
         raise BadRequest(f"{name} must be a non-negative integer", expression=[name])
-    return min(int(raw), ceiling)
+    # Thousands of digits would make int() itself refuse (a 500): anything that long is past the ceiling.
+    return ceiling if len(raw) > 18 else min(int(raw), ceiling)
 
 
 def slot_search(params: list[tuple[str, str]]) -> SlotQuery:
