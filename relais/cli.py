@@ -182,12 +182,18 @@ def _service_engine(name: str):
 def purge(
     services: Annotated[list[str] | None, typer.Argument(help="Services to purge (default: all)")] = None,
 ) -> None:
-    """Delete what has done its job now (kernel tables; RELAIS_RETENTION_*_DAYS), as the services do hourly."""
+    """Delete what has done its job now (kernel and service tables; RELAIS_RETENTION_*_DAYS), as the services
+    do hourly."""
+    import importlib
+
     from shared.retention import RetentionWorker
 
     for name in services or SERVICE_NAMES:
         settings, engine = _service_engine(name)
-        deleted = RetentionWorker.for_settings(engine, settings, source=name).run_once()
+        # A service's own rules (fired timers, deliveries...) live beside its tables.
+        rules = getattr(importlib.import_module(f"services.{name}.adapters.orm"), "retention_rules", None)
+        extra = rules(settings) if rules is not None else []
+        deleted = RetentionWorker.for_settings(engine, settings, extra=extra, source=name).run_once()
         engine.dispose()
         summary = ", ".join(f"{rule} {count}" for rule, count in deleted.items())
         console.print(f"[green]✓[/] {name}: {summary}")

@@ -211,6 +211,8 @@ class DischargeSettings(ServiceSettings):
     timer_interval_seconds: float = Field(
         default=1.0, gt=0, validation_alias=_env("discharge", "TIMER_INTERVAL_SECONDS")
     )
+    # CarePlan activities accepted in one discharge (each makes a follow-up, timers and bus records).
+    max_followups: int = Field(default=50, ge=1, le=1000, validation_alias=_env("discharge", "MAX_FOLLOWUPS"))
 
 
 class SnpSettings(ServiceSettings):
@@ -235,6 +237,12 @@ class NotificationsSettings(ServiceSettings):
     webhook_workers: int = Field(default=8, ge=1, le=64)
     dispatcher_idle_seconds: float = Field(default=0.2, gt=0)
     subscription_heartbeat_seconds: int = Field(default=60, ge=1)
+    # Abuse limits (docs/security.md): a shorter heartbeat is refused; counts are live ones per organisation.
+    subscription_heartbeat_min_seconds: int = Field(default=30, ge=1)
+    webhooks_max_per_organisation: int = Field(default=20, ge=1)
+    subscriptions_max_per_organisation: int = Field(default=20, ge=1)
+    # At most this many attempts in flight per organisation, so one organisation cannot hold the whole pool.
+    webhook_workers_per_organisation: int = Field(default=2, ge=1, le=64)
     feed_default_limit: int = Field(default=50, ge=1)
     feed_max_limit: int = Field(default=200, ge=1)
 

@@ -13,6 +13,7 @@ from shared.bus.base import Bus
 from shared.fhir.encounter import PatientIdentity
 from shared.fhir.nde import DECLARATION_PROFILE
 from shared.identifiers import patient_key
+from shared.retention import RetentionWorker
 from shared.runtime import build_runtime
 from shared.service import Service, service_app
 from shared.settings import AdmissionsSettings
@@ -47,6 +48,8 @@ def bootstrap(
 ) -> Service:
     settings = settings or AdmissionsSettings()
     runtime = build_runtime(NAME, settings, bus=bus, directory=directory, run_workers=run_workers)
+    # Purge what has done its job (kernel rules), hourly, supervised like every worker.
+    runtime.extra_workers.append(RetentionWorker.for_settings(runtime.engine, settings, source=NAME).run)
     app = service_app(
         runtime,
         title="Relais admissions",

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field, ValidationError
 from services.admissions import cercle, commands, intake, views
 from services.admissions.messagebus import MessageBus
 from services.admissions.uow import AdmissionsUnitOfWork
+from shared.api.body import RawBody
 from shared.api.responses import FhirResponse
 from shared.auth import Principal, audit_refusal, require_role
 from shared.errors import BadRequest, Forbidden, Unprocessable
@@ -32,9 +33,9 @@ def _uow(bus: Annotated[MessageBus, Depends(_bus)]) -> AdmissionsUnitOfWork:
     return bus.unit_of_work()
 
 
-async def _fhir_json(request: Request) -> dict[str, Any]:
+def _fhir_json(request: Request, raw: RawBody) -> dict[str, Any]:
     check_content_type(request.headers.get("content-type"))
-    return parse_json(await request.body())
+    return parse_json(raw)
 
 
 Bus = Annotated[MessageBus, Depends(_bus)]
@@ -54,15 +55,15 @@ router = APIRouter(prefix="/admissions", tags=["admissions"])
     summary="Hospital admission, correction or cancellation (FHIR message Bundle)",
     response_class=FhirResponse,
 )
-async def process_message(request: Request, principal: Hospital, bus: Bus) -> FhirResponse:
-    body = await request.body()
+def process_message(request: Request, principal: Hospital, bus: Bus, body: RawBody) -> FhirResponse:
+    # A plain `def`: parsing a large Bundle runs in the threadpool, never on the event loop.
     message = parse_message_bundle(body, request.headers.get("content-type"), bus.deps.settings.max_body_bytes)
     try:
         command = intake.admission_command(message, principal.organisation_id)
     except Forbidden:
-        await run_in_threadpool(audit_refusal, request, principal, "another hospital's message")
+        audit_refusal(request, principal, "another hospital's message")
         raise
-    return FhirResponse(await run_in_threadpool(bus.handle, command))
+    return FhirResponse(bus.handle(command))
 
 
 # --- NdE event declaration (ANS Notification d'évènements, flux 3) ---------------------------------------
@@ -110,13 +111,13 @@ def _location(careteam_id: str) -> str:
     status_code=201,
     response_class=FhirResponse,
 )
-async def create_careteam(request: Request, principal: Team, data: Body, bus: Bus) -> FhirResponse:
+def create_careteam(request: Request, principal: Team, data: Body, bus: Bus) -> FhirResponse:
     try:
         command = intake.enrol_command(data, principal.organisation_id, bus.deps.clock())
     except Forbidden:
-        await run_in_threadpool(audit_refusal, request, principal, "enrolment for another organisation")
+        audit_refusal(request, principal, "enrolment for another organisation")
         raise
-    view: views.CareTeamView = await run_in_threadpool(bus.handle, command)
+    view: views.CareTeamView = bus.handle(command)
     return FhirResponse(view.resource, status_code=201, headers={"Location": _location(view.id)})
 
 
@@ -154,9 +155,9 @@ def read_careteam(careteam_id: str, principal: Team, uow: Uow, bus: Bus) -> Fhir
     summary="Change the team referent: ends the current participant period and starts another",
     response_class=FhirResponse,
 )
-async def change_referent(careteam_id: str, principal: Team, data: Body, bus: Bus) -> FhirResponse:
+def change_referent(careteam_id: str, principal: Team, data: Body, bus: Bus) -> FhirResponse:
     command = intake.change_referent_command(data, principal.organisation_id, careteam_id, bus.deps.clock())
-    view: views.CareTeamView = await run_in_threadpool(bus.handle, command)
+    view: views.CareTeamView = bus.handle(command)
     return FhirResponse(view.resource)
 
 
@@ -175,9 +176,9 @@ def end_careteam(careteam_id: str, principal: Team, bus: Bus) -> FhirResponse:
     status_code=201,
     response_class=FhirResponse,
 )
-async def create_consent(principal: TeamOrHospital, data: Body, bus: Bus) -> FhirResponse:
+def create_consent(principal: TeamOrHospital, data: Body, bus: Bus) -> FhirResponse:
     command = intake.consent_command(data, principal.organisation_id)
-    consent_id = await run_in_threadpool(bus.handle, command)
+    consent_id = bus.handle(command)
     return FhirResponse(
         {**data, "id": consent_id}, status_code=201, headers={"Location": f"{views.BASE}/Consent/{consent_id}"}
     )

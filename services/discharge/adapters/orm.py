@@ -10,6 +10,7 @@ from sqlalchemy import JSON, Column, DateTime, Index, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from shared.db.tables import KERNEL_TABLES
+from shared.retention import PurgeRule, table_of
 
 
 def _ts(nullable: bool = False, index: bool = False) -> Any:
@@ -167,3 +168,12 @@ TABLES = (
         )
     ),
 )
+
+
+def retention_rules(settings: Any) -> list[PurgeRule]:
+    """Service rules beside the kernel's (docs/security.md, Retention): timers that have fired or were set aside."""
+    timers = table_of(TimerRow)
+    return [
+        PurgeRule("discharge_timer", timers, "fired_at", settings.retention_timers_days,
+                  lambda t: t.c.fired_at.is_not(None)),
+    ]

@@ -6,12 +6,13 @@ from datetime import datetime
 from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Depends, Request
-from starlette.concurrency import run_in_threadpool
+from fastapi.concurrency import run_in_threadpool
 
 from services.discharge import views
 from services.discharge.commands import AcceptHandoff, CancelHandoff, CompleteFollowup, DeclineHandoff
 from services.discharge.intake import discharge_command
 from services.discharge.messagebus import MessageBus
+from shared.api.body import RawBody
 from shared.api.responses import FhirResponse
 from shared.auth import Principal, audit_refusal, current_principal, require_role
 from shared.errors import BadRequest, Forbidden, Unprocessable
@@ -25,9 +26,8 @@ def _bus(request: Request) -> MessageBus:
     return cast(MessageBus, request.app.state.messagebus)
 
 
-async def _parameters(request: Request) -> dict[str, Any]:
+def _parameters(request: Request, body: RawBody) -> dict[str, Any]:
     """Operation inputs from a FHIR Parameters body (or a plain JSON object); an empty body is no input."""
-    body = await request.body()
     if not body.strip():
         return {}
     check_content_type(request.headers.get("content-type"))
@@ -70,15 +70,15 @@ router = APIRouter(prefix="/discharge/fhir", tags=["discharge"])
     summary="Hospital discharge message (SOR, notification-discharge, revise-/cancel-discharge)",
     response_class=FhirResponse,
 )
-async def process_message(request: Request, principal: Hospital, bus: Bus) -> FhirResponse:
-    body = await request.body()
+def process_message(request: Request, principal: Hospital, bus: Bus, body: RawBody) -> FhirResponse:
+    # A plain `def`: parsing a large Bundle runs in the threadpool, never on the event loop.
     msg = parse_message_bundle(body, request.headers.get("content-type"), bus.deps.settings.max_body_bytes)
     try:
-        command = discharge_command(msg, principal.organisation_id)
+        command = discharge_command(msg, principal.organisation_id, bus.deps.settings.max_followups)
     except Forbidden:
-        await run_in_threadpool(audit_refusal, request, principal, "another hospital's message")
+        audit_refusal(request, principal, "another hospital's message")
         raise
-    return FhirResponse(await run_in_threadpool(bus.handle, command))
+    return FhirResponse(bus.handle(command))
 
 
 nde_router = APIRouter(prefix="/discharge/nde/fhir", tags=["NdE"])
@@ -128,22 +128,22 @@ def accept(task_id: str, principal: Team, bus: Bus) -> FhirResponse:
 @router.post(
     "/Task/{task_id}/$decline", summary="The team declines the handoff, with a reason", response_class=FhirResponse
 )
-async def decline(task_id: str, principal: Team, params: Params, bus: Bus) -> FhirResponse:
+def decline(task_id: str, principal: Team, params: Params, bus: Bus) -> FhirResponse:
     command = DeclineHandoff(task_id, principal.organisation_id, str(params.get("reason") or ""))
-    return FhirResponse(await run_in_threadpool(bus.handle, command))
+    return FhirResponse(bus.handle(command))
 
 
 @router.post("/Task/{task_id}/$cancel", summary="The hospital cancels its handoff", response_class=FhirResponse)
-async def cancel(task_id: str, principal: Hospital, params: Params, bus: Bus) -> FhirResponse:
+def cancel(task_id: str, principal: Hospital, params: Params, bus: Bus) -> FhirResponse:
     reason = params.get("reason")
     command = CancelHandoff(task_id, principal.organisation_id, str(reason) if reason else None)
-    return FhirResponse(await run_in_threadpool(bus.handle, command))
+    return FhirResponse(bus.handle(command))
 
 
 @router.post(
     "/Task/{task_id}/$complete", summary="The team records a follow-up item as done", response_class=FhirResponse
 )
-async def complete(task_id: str, principal: Team, params: Params, bus: Bus) -> FhirResponse:
+def complete(task_id: str, principal: Team, params: Params, bus: Bus) -> FhirResponse:
     done_at = _datetime(params.get("completedAt"), "completedAt")
     command = CompleteFollowup(task_id, principal.organisation_id, done_at)
-    return FhirResponse(await run_in_threadpool(bus.handle, command))
+    return FhirResponse(bus.handle(command))

@@ -50,11 +50,27 @@ def fire_next_timer(cmd: FireNextTimer, uow: DischargeUnitOfWork, deps: Deps) ->
         if not uow.timers.claim(timer_id, now, cmd.worker):
             uow.rollback()
             return ""
-        fired = _fire(uow, timer_id, kind, subject, level, now=now, policy=deps.policy)
-        if not fired:
-            uow.timers.set_outcome(timer_id, "obsolete")
-        uow.commit()
+        try:
+            fired = _fire(uow, timer_id, kind, subject, level, now=now, policy=deps.policy)
+            if not fired:
+                uow.timers.set_outcome(timer_id, "obsolete")
+            uow.commit()
+        except TimerFailed:
+            raise
+        except Exception as exc:
+            if transient(exc):
+                raise  # the database is away or busy: the timer stays due and is retried
+            # A permanent error (a value the database refuses, a constraint) would come back on every retry
+            # and hold every later deadline: the worker sets this timer aside.
+            raise TimerFailed(timer_id) from exc
     return timer_id
+
+
+def transient(exc: BaseException) -> bool:
+    """An error worth retrying the same timer for: the database unreachable, busy or the connection lost."""
+    if isinstance(exc, OperationalError):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
 
 def _fire(
@@ -66,9 +82,9 @@ def _fire(
         return False
     try:
         return effect(uow, subject, level, now=now, policy=policy, source_id=timer_id)
-    except (OperationalError, DBAPIError):
-        raise  # the database is away: the timer stays due and is retried
     except Exception as exc:
+        if transient(exc):
+            raise  # the database is away: the timer stays due and is retried
         raise TimerFailed(timer_id) from exc
 
 
