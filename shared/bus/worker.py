@@ -177,6 +177,8 @@ class ConsumerLoop:
     """Handles each record, commits its offset only after the handler's own commit.
 
     Transient failure: retried with backoff, then rewound so the offset does not advance.
+    A batch stops after `batch_seconds` (the rest is rewound) so that the consumer polls well within
+    the group's max poll interval.
     Anything else: the record goes to `<topic>.dlq` with the error, and the stream goes on.
     A consumer that fails `recreate_after` times in a row (coordinator gone, stuck rebalance) is closed
     without committing and replaced: the new member resumes from the committed offsets.
@@ -191,9 +193,11 @@ class ConsumerLoop:
         max_attempts: int = 5,
         backoff_seconds: float = 0.05,
         recreate_after: int = 5,
+        batch_seconds: float = 10.0,
     ) -> None:
         self._bus = bus
         self._recreate_after = recreate_after
+        self._batch_seconds = batch_seconds
         self.group_id = group_id
         self._handlers = handlers
         self._max_attempts = max_attempts
@@ -210,7 +214,13 @@ class ConsumerLoop:
     def run_once(self, timeout: float = 0.5, max_records: int = 100) -> int:
         """Process one poll; returns how many records were committed."""
         records = self.consumer.poll(max_records=max_records, timeout=timeout)
+        started = time.monotonic()
         for index, record in enumerate(records):
+            if index and time.monotonic() - started > self._batch_seconds:
+                # A slow batch (loaded machine, slow database) must not outlast max_poll_interval: the
+                # member would be dropped from its group mid-batch. Poll again; the rest comes back.
+                self._rewind(records[index:])
+                return index
             try:
                 self._process(record)
             except TRANSIENT as exc:

@@ -99,3 +99,14 @@ def test_a_rebalance_refusing_commits_is_retried_without_back_off_then_replaced(
     assert group.committed == 6
     assert group.consumers[0].closed
     assert sorted(set(handled)) == list(range(6))
+
+
+def test_a_batch_over_its_time_budget_stops_and_rewinds_the_rest():
+    group = FakeGroup(total=3, broken_commits=0)
+    handled: list[int] = []
+    loop = ConsumerLoop(FakeBus(group), "g", {TOPIC: lambda env: handled.append(env.data["n"])}, batch_seconds=0)
+    assert loop.run_once() == 1  # one record, then the budget is spent: poll again before going on
+    assert handled == [0] and group.committed == 1
+    assert group.consumers[0].position == 1  # the unhandled records come back on the next poll
+    assert loop.run_once() == 1 and loop.run_once() == 1
+    assert handled == [0, 1, 2] and group.committed == 3
