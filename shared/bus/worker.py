@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 from prometheus_client import Counter, Gauge
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlmodel import Session, col
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
@@ -34,7 +34,8 @@ WORKER_RESTARTS = Counter("relais_worker_restarts_total", "Background workers re
 WORKER_UP = Gauge("relais_worker_up", "1 while a background worker runs, 0 while it waits to restart", ["worker"])
 
 # Failures that say "try again later" rather than "this message is wrong".
-TRANSIENT = (TransientError, BusUnavailable, OperationalError)
+# Connection-level database errors (a restart, a cut) are never the message's fault.
+TRANSIENT = (TransientError, BusUnavailable, OperationalError, InterfaceError, DisconnectionError)
 
 Handler = Callable[[Envelope], None]
 

@@ -361,8 +361,15 @@ def test_seeded_fault_campaign_loses_duplicates_and_reorders_nothing(cluster, ka
         return ({(p.owner, s) for s, p in admissions.items()} <= got_adm) and set(discharges) <= got_sor
 
     drain_started = time.monotonic()
+    def missing() -> str:
+        got = {(org, i.subject, i.event) for org in orgs for i in mine(org)}
+        adm = sorted(f"{p.owner} {s}" for s, p in admissions.items() if (p.owner, s, "admission.recorded") not in got)
+        sor = sorted(s for s in discharges if not any((org, s, "discharge.recorded") in got for org in orgs))
+        return f"missing admissions {adm}, missing discharges {sor}"
+
     wait_for(everything_arrived, timeout=300, interval=0.5,
-             message=lambda: f"every notification (seed {SEED}, faults {nemesis.log})\n{cluster.relais.logs()}")
+             message=lambda: f"every notification (seed {SEED}, faults {nemesis.log}; {missing()})\n"
+                             f"{cluster.relais.logs()}")
     drain_seconds = time.monotonic() - drain_started
     for _ in range(5):  # a late duplicate would show up in a few more reads
         everything_arrived()
