@@ -30,6 +30,8 @@ class RelaisSettings(BaseSettings):
     # Old brokers (Apache Kafka 0.9) cannot be probed for their version: name it, e.g. "0.9".
     kafka_api_version: str | None = None
     kafka_session_timeout_ms: int = 10_000
+    # Longest pause between two polls of a consumer, and how long a rebalance waits for a stuck member.
+    kafka_max_poll_interval_ms: int = 30_000
     # Partitions and configs of the topics the bus creates (default: the repository's deploy/kafka/topics.yaml).
     kafka_topics_file: Path | None = None
     # Authentication to a secured cluster (each service has its own principal; see deploy/kafka/acls.yaml).
