@@ -179,6 +179,7 @@ def on_orientation_handoff(
         ctx = routing_context(uow, discharge, team_org_id=None, pin_team=True, handoff_failed=True)
     else:  # the hospital withdrew the handoff: the orientation waits for the CPTS again
         row.status = domain.next_orientation_status(row.status, "return", row.id)
+        row.updated_at = now
         return
     row.updated_at = now
     recipients = route(event, ctx)
@@ -229,6 +230,7 @@ def _tell(
         sender=actor,
         occurred_at=now,
         now=now,
+        # Only accepted/returned reach full-detail recipients, and they pass `full`: this default is a safe fallback.
         full=full or (lambda: task_bundle(event, rendered, Policy(), actor)),
     )
     domain_event(uow, event.value, source_id, discharge, task=row.id, status=row.status)
