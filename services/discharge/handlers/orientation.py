@@ -7,6 +7,7 @@ so that a retry or a restart does it once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -23,7 +24,7 @@ from services.discharge.uow import DischargeUnitOfWork
 from shared.contracts import TreatingTeamAssigned, registry_update_record
 from shared.errors import Conflict, NotFound, Unprocessable
 from shared.events import EventType, Role
-from shared.routing import route
+from shared.routing import Recipient, route
 
 
 def open_orientation(
@@ -188,7 +189,7 @@ def on_orientation_handoff(
         full=lambda: task_bundle(event, handoff_task, policy, actor),
     )
     uow.audit.record(
-        f"orientation.{ 'accept' if action == 'accept' else 'return'}",
+        "orientation.accept" if action == "accept" else "orientation.return",
         outcome="ok",
         organisation_id=actor,
         resource=f"Task/{row.id}",
@@ -210,7 +211,7 @@ def _render(uow: DischargeUnitOfWork, row: OrientationRow, discharge: DischargeR
 def _tell(
     uow: DischargeUnitOfWork,
     event: EventType,
-    recipients: list[Any],
+    recipients: list[Recipient],
     row: OrientationRow,
     discharge: DischargeRow,
     *,
@@ -218,7 +219,7 @@ def _tell(
     actor: str | None,
     now: datetime,
     task: str | None = None,
-    full: Any = None,
+    full: Callable[[], dict[str, Any]] | None = None,
 ) -> None:
     rendered = _render(uow, row, discharge)
     notify(
