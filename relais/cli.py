@@ -97,12 +97,24 @@ def demo(
         str | None, typer.Option(help="With --url: the auth database (default RELAIS_AUTH_DATABASE_URL)")
     ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for each notification")] = 30.0,
+    keep_running: Annotated[
+        bool, typer.Option(help="In-process mode: leave the territory running and print sign-in tokens for the pages")
+    ] = False,
 ) -> None:
     """Seed a Vosges territory, play patient journeys over HTTP, show what each organisation received."""
     from relais.demo import DemoError, run_demo
 
+    if keep_running and url:
+        raise typer.BadParameter("--keep-running keeps the in-process territory; it does not apply to --url")
     try:
-        run_demo(urls=url, data_dir=data_dir, auth_database_url=auth_database_url, timeout=timeout, console=console)
+        run_demo(
+            urls=url,
+            data_dir=data_dir,
+            auth_database_url=auth_database_url,
+            timeout=timeout,
+            console=console,
+            keep_running=keep_running,
+        )
     except DemoError as exc:
         console.print(f"[red]demo failed:[/] {exc}")
         raise typer.Exit(1) from None

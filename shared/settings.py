@@ -209,6 +209,10 @@ class DischargeSettings(ServiceSettings):
     handoff_expiry_hours: float = Field(default=48.0, gt=0, validation_alias=_env("discharge", "HANDOFF_EXPIRY_HOURS"))
     # After a missed follow-up the team referent has this long before the CPTS (and DAC) are told.
     followup_grace_hours: float = Field(default=48.0, ge=0, validation_alias=_env("discharge", "FOLLOWUP_GRACE_HOURS"))
+    # The team referent is reminded (followup.due) this long before a follow-up deadline; 0 turns it off.
+    followup_reminder_hours: float = Field(
+        default=24.0, ge=0, validation_alias=_env("discharge", "FOLLOWUP_REMINDER_HOURS")
+    )
     # How often the timer worker looks for due deadlines.
     timer_interval_seconds: float = Field(
         default=1.0, gt=0, validation_alias=_env("discharge", "TIMER_INTERVAL_SECONDS")

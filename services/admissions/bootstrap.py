@@ -6,6 +6,7 @@ from typing import cast
 
 from services.admissions.deps import Clock, Deps, system_clock
 from services.admissions.entrypoints import fhir
+from services.admissions.entrypoints.consumers import registry_update_handlers
 from services.admissions.messagebus import MessageBus
 from services.admissions.uow import AdmissionsUnitOfWork
 from shared.auth import Directory
@@ -78,4 +79,5 @@ def bootstrap(
         return cast(AdmissionsUnitOfWork, runtime.unit_of_work(AdmissionsUnitOfWork))
 
     app.state.bus = MessageBus(unit_of_work, deps)
+    runtime.add_consumer(registry_update_handlers(app.state.bus))
     return Service(runtime, app)

@@ -30,10 +30,10 @@ NAME = "discharge"
 RESOURCES = [
     {
         "type": "Task",
-        "interaction": [{"code": "read"}],
+        "interaction": [{"code": "read"}, {"code": "search-type"}],
         "operation": [
             {"name": name, "definition": f"https://relais.example.org/fhir/OperationDefinition/Task-{name}"}
-            for name in ("accept", "decline", "cancel", "complete")
+            for name in ("accept", "decline", "cancel", "complete", "assign")
         ],
     },
     # NdE declarations of a discharge (SOR), at /discharge/nde/fhir/CommunicationRequest.
@@ -79,10 +79,12 @@ def bootstrap(
         policy=Policy(
             handoff_expiry=timedelta(hours=settings.handoff_expiry_hours),
             followup_grace=timedelta(hours=settings.followup_grace_hours),
+            followup_reminder=timedelta(hours=settings.followup_reminder_hours),
         ),
         pseudonymise=partial(_pseudonymise, settings.secret_key),
         record_refusal=runtime.record_refusal,
         settings=settings,
+        organisation=runtime.directory.get,
     )
     messagebus = MessageBus(partial(_unit_of_work, runtime), deps)
     consumer = runtime.add_consumer(careteam_handlers(messagebus))

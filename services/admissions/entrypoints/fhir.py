@@ -46,6 +46,7 @@ Team = Annotated[Principal, Depends(require_role(Role.TEAM))]
 TeamOrHospital = Annotated[Principal, Depends(require_role(Role.TEAM, Role.HOSPITAL))]
 Dac = Annotated[Principal, Depends(require_role(Role.DAC))]
 Admin = Annotated[Principal, Depends(require_role(Role.ADMIN))]
+Coordinator = Annotated[Principal, Depends(require_role(Role.ADMIN, Role.CPTS, Role.DAC))]
 
 router = APIRouter(prefix="/admissions", tags=["admissions"])
 
@@ -226,3 +227,33 @@ def put_territory(postal_code: str, body: TerritoryIn, principal: Admin, bus: Bu
         raise BadRequest("postal code must be 5 digits", expression=["postal_code"])
     view = bus.handle(commands.SetTerritory(postal_code, body.cpts, body.dac))
     return FhirResponse(view, media_type="application/json")
+
+
+# --- read-backs: what the caller wrote or may see -------------------------------------------------------------
+
+
+@router.get("/consents", summary="The patient's consent, for whoever recorded it or treats the patient")
+def read_consent(patient: str, principal: TeamOrHospital, uow: Uow, bus: Bus) -> Response:
+    system, bar, value = patient.partition("|")
+    if not bar or not system or not value:
+        raise BadRequest("patient must be system|value (e.g. the INS-NIR OID and the NIR)", expression=["patient"])
+    try:
+        identifier = Identifier(system=system, value=value)
+    except ValidationError:
+        raise BadRequest("patient must be system|value", expression=["patient"]) from None
+    key = bus.deps.pseudonymise(patient_identity([identifier], "patient"))
+    return FhirResponse(views.consent_for(uow, principal.organisation_id, key), media_type="application/json")
+
+
+@router.get("/dac-cases", summary="The calling DAC's cases (status=open for the open ones)")
+def list_dac_cases(principal: Dac, uow: Uow, status: str | None = None) -> Response:
+    if status not in (None, "open", "all"):
+        raise BadRequest("status is open or all", expression=["status"])
+    cases = views.dac_cases_of(uow, principal.organisation_id, open_only=status == "open")
+    return FhirResponse({"cases": cases}, media_type="application/json")
+
+
+@router.get("/territories", summary="Mapped postal codes: all for an administrator, the covered ones for a CPTS or DAC")
+def list_territories(principal: Coordinator, uow: Uow) -> Response:
+    covered_by = None if principal.role is Role.ADMIN else principal.organisation_id
+    return FhirResponse({"territories": views.territories_for(uow, covered_by)}, media_type="application/json")

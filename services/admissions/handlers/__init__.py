@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from services.admissions.commands import (
+    AssignTreatingTeam,
     CancelAdmission,
     ChangeReferent,
     CloseDacCase,
@@ -19,6 +20,7 @@ from services.admissions.commands import (
 )
 from services.admissions.deps import Deps
 from services.admissions.handlers.admissions import amend_admission, record_admission
+from services.admissions.handlers.assignments import assign_treating_team
 from services.admissions.handlers.careteams import change_referent, end_enrolment, enrol_patient
 from services.admissions.handlers.registry import close_dac_case, open_dac_case, record_consent, set_territory
 from services.admissions.uow import AdmissionsUnitOfWork
@@ -36,6 +38,7 @@ HANDLERS: dict[type, Handler] = {
     CloseDacCase: close_dac_case,
     RecordConsent: record_consent,
     SetTerritory: set_territory,
+    AssignTreatingTeam: assign_treating_team,
 }
 
 __all__ = ["HANDLERS", "Handler"]

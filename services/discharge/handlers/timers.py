@@ -11,7 +11,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from services.discharge.commands import FireNextTimer, SetTimerAside
 from services.discharge.deps import Deps
 from services.discharge.domain import Policy, TimerKind
-from services.discharge.handlers.followups import escalate_followup
+from services.discharge.handlers.followups import escalate_followup, remind_followup
 from services.discharge.handlers.handoffs import expire_handoff
 from services.discharge.uow import DischargeUnitOfWork
 
@@ -29,6 +29,7 @@ class TimerEffect(Protocol):
 EFFECTS: dict[str, TimerEffect] = {
     TimerKind.HANDOFF_EXPIRY: expire_handoff,
     TimerKind.FOLLOWUP_MISSED: escalate_followup,
+    TimerKind.FOLLOWUP_REMINDER: remind_followup,
 }
 
 
