@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from shared.errors import BadRequest, PayloadTooLarge, RelaisError, Unprocessable
+from shared.errors import BadRequest, Forbidden, PayloadTooLarge, RelaisError, Unprocessable
 from shared.events import TRE_R254_OID, TRE_R254_SYSTEM, EventType
 from shared.fhir.intake import MessageBundle, check_codes, check_content_type, parse_json, parse_message_bundle
 from shared.fhir.models import CommunicationRequest
@@ -348,3 +348,33 @@ def declaration_message(body: bytes, content_type: str | None, max_bytes: int) -
 
 def _inpatient() -> dict[str, str]:
     return {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"}
+
+
+C = TypeVar("C")
+
+
+def declaration_command(
+    body: bytes,
+    content_type: str | None,
+    max_bytes: int,
+    *,
+    accepted: Collection[EventType],
+    other_door: str,
+    build: Callable[[MessageBundle], C],
+    refused: Callable[[], None],
+) -> tuple[Declaration, C]:
+    """A service's NdE door: read the declaration, send the other event types to `other_door`, build the command
+    through the service's own reader; `refused` audits a declaration for another hospital before the 403."""
+    declaration = declaration_message(body, content_type, max_bytes)
+    if declaration.event_type not in accepted:
+        raise Unprocessable(
+            f"a {declaration.code} declaration belongs at {other_door} (or {NDE_ENDPOINT} in the combined mode)",
+            issue_code="not-supported",
+            expression=["CommunicationRequest.extension('EventType')"],
+        )
+    try:
+        with declaration_paths():
+            return declaration, build(declaration.message)
+    except Forbidden:
+        refused()
+        raise

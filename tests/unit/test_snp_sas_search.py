@@ -13,7 +13,7 @@ import pytest
 
 from services.snp import domain
 from services.snp.entrypoints.consumers import on_careteam_message
-from services.snp.entrypoints.parsing import MAX_COUNT
+from services.snp.entrypoints.sas import MAX_COUNT
 from services.snp.entrypoints.workers import retry_waiting
 from services.snp.resources import ACTOR_PROFILES, SAS_BUNDLE_PROFILE, SAS_SCHEDULE_PROFILE, SAS_SLOT_PROFILE
 from shared.identifiers import make_rpps

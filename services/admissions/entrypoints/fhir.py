@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import BaseModel, Field, ValidationError
 
@@ -20,7 +19,7 @@ from shared.events import Role
 from shared.fhir.encounter import patient_identity
 from shared.fhir.intake import check_content_type, parse_json, parse_message_bundle
 from shared.fhir.models import Identifier
-from shared.fhir.nde import NDE_DISCHARGE_ENDPOINT, NDE_ENDPOINT, declaration_message, declaration_paths, declared
+from shared.fhir.nde import NDE_DISCHARGE_ENDPOINT, declaration_command, declaration_paths, declared
 from shared.routing import ADMISSION_EVENTS
 
 
@@ -78,24 +77,18 @@ nde_router = APIRouter(prefix="/admissions/nde/fhir", tags=["NdE"])
     status_code=201,
     response_class=FhirResponse,
 )
-async def declare_event(request: Request, principal: Hospital, bus: Bus) -> FhirResponse:
-    body = await request.body()
-    declaration = declaration_message(body, request.headers.get("content-type"), bus.deps.settings.max_body_bytes)
-    if declaration.event_type not in ADMISSION_EVENTS:
-        raise Unprocessable(
-            f"a {declaration.code} declaration is a discharge: send it to {NDE_DISCHARGE_ENDPOINT} "
-            f"(or {NDE_ENDPOINT} in the combined mode)",
-            issue_code="not-supported",
-            expression=["CommunicationRequest.extension('EventType')"],
-        )
-    try:
-        with declaration_paths():
-            command = intake.admission_command(declaration.message, principal.organisation_id)
-    except Forbidden:
-        await run_in_threadpool(audit_refusal, request, principal, "another hospital's declaration")
-        raise
+def declare_event(request: Request, principal: Hospital, bus: Bus, body: RawBody) -> FhirResponse:
+    declaration, command = declaration_command(
+        body,
+        request.headers.get("content-type"),
+        bus.deps.settings.max_body_bytes,
+        accepted=ADMISSION_EVENTS,
+        other_door=NDE_DISCHARGE_ENDPOINT,
+        build=lambda message: intake.admission_command(message, principal.organisation_id),
+        refused=lambda: audit_refusal(request, principal, "another hospital's declaration"),
+    )
     with declaration_paths():
-        await run_in_threadpool(bus.handle, command)
+        bus.handle(command)
     return FhirResponse(**declared(declaration))
 
 
@@ -127,13 +120,13 @@ def create_careteam(request: Request, principal: Team, data: Body, bus: Bus) -> 
     summary="ANS Cercle de soins creation transaction: a CareTeam with its Patient and members",
     response_class=FhirResponse,
 )
-async def careteam_transaction(request: Request, principal: Team, data: Body, bus: Bus) -> FhirResponse:
+def careteam_transaction(request: Request, principal: Team, data: Body, bus: Bus) -> FhirResponse:
     try:
         command, entries = intake.transaction_command(data, principal.organisation_id, bus.deps.clock())
     except Forbidden:
-        await run_in_threadpool(audit_refusal, request, principal, "enrolment for another organisation")
+        audit_refusal(request, principal, "enrolment for another organisation")
         raise
-    view: views.CareTeamView = await run_in_threadpool(bus.handle, command)
+    view: views.CareTeamView = bus.handle(command)
     return FhirResponse(cercle.transaction_response(entries, view.id))
 
 

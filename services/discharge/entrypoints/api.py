@@ -7,7 +7,6 @@ from typing import Annotated, Any, cast
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.concurrency import run_in_threadpool
 
 from services.discharge import views
 from services.discharge.commands import (
@@ -22,10 +21,10 @@ from services.discharge.messagebus import MessageBus
 from shared.api.body import RawBody
 from shared.api.responses import FhirResponse
 from shared.auth import Principal, audit_refusal, current_principal, require_role
-from shared.errors import BadRequest, Forbidden, Unprocessable
+from shared.errors import BadRequest, Forbidden
 from shared.events import Role
 from shared.fhir.intake import check_content_type, parse_json, parse_message_bundle
-from shared.fhir.nde import NDE_ADMISSION_ENDPOINT, NDE_ENDPOINT, declaration_message, declaration_paths, declared
+from shared.fhir.nde import NDE_ADMISSION_ENDPOINT, declaration_command, declaration_paths, declared
 from shared.routing import DISCHARGE_EVENTS
 
 
@@ -180,24 +179,18 @@ nde_router = APIRouter(prefix="/discharge/nde/fhir", tags=["NdE"])
     status_code=201,
     response_class=FhirResponse,
 )
-async def declare_event(request: Request, principal: Hospital, bus: Bus) -> FhirResponse:
-    body = await request.body()
-    declaration = declaration_message(body, request.headers.get("content-type"), bus.deps.settings.max_body_bytes)
-    if declaration.event_type not in DISCHARGE_EVENTS:
-        raise Unprocessable(
-            f"a {declaration.code} declaration is an admission: send it to {NDE_ADMISSION_ENDPOINT} "
-            f"(or {NDE_ENDPOINT} in the combined mode)",
-            issue_code="not-supported",
-            expression=["CommunicationRequest.extension('EventType')"],
-        )
-    try:
-        with declaration_paths():
-            command = discharge_command(declaration.message, principal.organisation_id)
-    except Forbidden:
-        await run_in_threadpool(audit_refusal, request, principal, "another hospital's declaration")
-        raise
+def declare_event(request: Request, principal: Hospital, bus: Bus, body: RawBody) -> FhirResponse:
+    declaration, command = declaration_command(
+        body,
+        request.headers.get("content-type"),
+        bus.deps.settings.max_body_bytes,
+        accepted=DISCHARGE_EVENTS,
+        other_door=NDE_ADMISSION_ENDPOINT,
+        build=lambda message: discharge_command(message, principal.organisation_id, bus.deps.settings.max_followups),
+        refused=lambda: audit_refusal(request, principal, "another hospital's declaration"),
+    )
     with declaration_paths():
-        await run_in_threadpool(bus.handle, command)
+        bus.handle(command)
     return FhirResponse(**declared(declaration))
 
 

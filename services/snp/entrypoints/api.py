@@ -13,14 +13,8 @@ from sqlalchemy.exc import IntegrityError
 from services.snp import views
 from services.snp.adapters.orm import AppointmentRow
 from services.snp.commands import ChangeAppointmentStatus, WithdrawSlot
-from services.snp.entrypoints.parsing import (
-    booking_command,
-    period_bound,
-    publish_command,
-    request_command,
-    slot_search,
-    status_of,
-)
+from services.snp.entrypoints.parsing import period_bound, publish_command, request_command, status_of
+from services.snp.entrypoints.sas import booking_command, slot_search
 from services.snp.messagebus import MessageBus
 from services.snp.resources import appointment_resource, publish_response, service_request_resource
 from services.snp.uow import SnpUnitOfWork
