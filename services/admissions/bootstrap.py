@@ -6,6 +6,7 @@ from typing import cast
 
 from services.admissions.deps import Clock, Deps, system_clock
 from services.admissions.entrypoints import fhir
+from services.admissions.entrypoints.workers import TeamChangeExpiry
 from services.admissions.messagebus import MessageBus
 from services.admissions.uow import AdmissionsUnitOfWork
 from shared.auth import Directory
@@ -75,4 +76,6 @@ def bootstrap(
         return cast(AdmissionsUnitOfWork, runtime.unit_of_work(AdmissionsUnitOfWork))
 
     app.state.bus = MessageBus(unit_of_work, deps)
+    expiry = TeamChangeExpiry(app.state.bus, interval=settings.team_change_interval_seconds)
+    runtime.extra_workers.append(expiry.run)
     return Service(runtime, app)
