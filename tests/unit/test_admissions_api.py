@@ -181,13 +181,11 @@ def test_a_team_cannot_enrol_for_another_organisation(service, client):
 
 
 def test_consent_dac_case_and_territory_endpoints(service, client):
-    put = client.put(
-        "/admissions/territories/75014", json={"cpts": "cpts-14", "dac": "dac-75"}, headers=headers(service, "admin", None)
-    )
+    territory = {"cpts": "cpts-14", "dac": "dac-75"}
+    put = client.put("/admissions/territories/75014", json=territory, headers=headers(service, "admin", None))
     assert put.status_code == 200
-    admitted = client.post(
-        "/admissions/fhir/$process-message", content=f.body(f.admission_message()), headers=headers(service, "hospital")
-    )
+    admission = f.body(f.admission_message())
+    admitted = client.post("/admissions/fhir/$process-message", content=admission, headers=headers(service, "hospital"))
     assert admitted.status_code == 200, admitted.text
     consent = client.post(
         "/admissions/fhir/Consent",
