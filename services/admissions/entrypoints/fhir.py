@@ -150,8 +150,8 @@ async def careteam_transaction(request: Request, principal: Team, data: Body, bu
 
 @router.get("/fhir/CareTeam", summary="The caller's patients (searchset)", response_class=FhirResponse)
 def search_careteams(request: Request, principal: Team, uow: Uow, status: str | None = None) -> FhirResponse:
-    if status not in (None, "active", "inactive"):
-        raise BadRequest("status must be active or inactive", expression=["status"])
+    if status not in (None, "active", "inactive", "proposed"):
+        raise BadRequest("status must be active, inactive or proposed", expression=["status"])
     found = views.list_careteams(uow, principal.organisation_id, status)
     return FhirResponse(views.searchset([v.resource for v in found], str(request.url)))
 
