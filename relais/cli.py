@@ -97,12 +97,24 @@ def demo(
         str | None, typer.Option(help="With --url: the auth database (default RELAIS_AUTH_DATABASE_URL)")
     ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for each notification")] = 30.0,
+    keep_running: Annotated[
+        bool, typer.Option(help="In-process mode: leave the territory running and print sign-in tokens for the pages")
+    ] = False,
 ) -> None:
     """Seed a Vosges territory, play patient journeys over HTTP, show what each organisation received."""
     from relais.demo import DemoError, run_demo
 
+    if keep_running and url:
+        raise typer.BadParameter("--keep-running keeps the in-process territory; it does not apply to --url")
     try:
-        run_demo(urls=url, data_dir=data_dir, auth_database_url=auth_database_url, timeout=timeout, console=console)
+        run_demo(
+            urls=url,
+            data_dir=data_dir,
+            auth_database_url=auth_database_url,
+            timeout=timeout,
+            console=console,
+            keep_running=keep_running,
+        )
     except DemoError as exc:
         console.print(f"[red]demo failed:[/] {exc}")
         raise typer.Exit(1) from None
@@ -182,12 +194,18 @@ def _service_engine(name: str):
 def purge(
     services: Annotated[list[str] | None, typer.Argument(help="Services to purge (default: all)")] = None,
 ) -> None:
-    """Delete what has done its job now (kernel tables; RELAIS_RETENTION_*_DAYS), as the services do hourly."""
+    """Delete what has done its job now (kernel and service tables; RELAIS_RETENTION_*_DAYS), as the services
+    do hourly."""
+    import importlib
+
     from shared.retention import RetentionWorker
 
     for name in services or SERVICE_NAMES:
         settings, engine = _service_engine(name)
-        deleted = RetentionWorker.for_settings(engine, settings, source=name).run_once()
+        # A service's own rules (fired timers, deliveries...) live beside its tables.
+        rules = getattr(importlib.import_module(f"services.{name}.adapters.orm"), "retention_rules", None)
+        extra = rules(settings) if rules is not None else []
+        deleted = RetentionWorker.for_settings(engine, settings, extra=extra, source=name).run_once()
         engine.dispose()
         summary = ", ".join(f"{rule} {count}" for rule, count in deleted.items())
         console.print(f"[green]✓[/] {name}: {summary}")

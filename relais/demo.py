@@ -50,11 +50,12 @@ CARETEAM_ROLE = "https://relais.example.org/fhir/CodeSystem/careteam-role"
 INSEE_COMMUNE = "https://relais.example.org/fhir/NamingSystem/insee-commune"
 SNP_URGENCY = "https://relais.example.org/fhir/CodeSystem/snp-urgency"
 SNP_REASON = "https://relais.example.org/fhir/CodeSystem/snp-reason-category"
+TASK_CODE_SYSTEM = "https://relais.example.org/fhir/CodeSystem/task-code"
 FHIR_JSON = "application/fhir+json"
 
 # What each organisation of the scenario must receive, by event (the routing table applied to the journeys).
 EXPECTED: dict[str, dict[str, int]] = {
-    "hospital": {"handoff.proposed": 2, "handoff.accepted": 1},
+    "hospital": {"handoff.proposed": 2, "handoff.accepted": 1, "orientation.accepted": 1},
     "msp-monthureux": {
         "admission.recorded": 1,
         "discharge.recorded": 1,
@@ -63,9 +64,22 @@ EXPECTED: dict[str, dict[str, int]] = {
         "snp.requested": 1,
         "snp.offered": 1,
     },
-    "msp-lamarche": {"admission.recorded": 1, "discharge.recorded": 1, "handoff.proposed": 1},
+    "msp-lamarche": {
+        "admission.recorded": 2,  # Marcel's, then Paul's once the MSP accepted him through orientation
+        "discharge.recorded": 1,
+        "handoff.proposed": 1,
+        "orientation.assigned": 1,
+        "orientation.accepted": 1,
+    },
     "cabinet-vittel": {"snp.offered": 1},
-    "cpts": {"admission.recorded": 1, "discharge.recorded": 1, "snp.requested": 2, "snp.offered": 2},
+    "cpts": {
+        "admission.recorded": 1,  # Paul's first admission only: his next one goes to his new team
+        "discharge.recorded": 1,
+        "orientation.requested": 1,
+        "orientation.accepted": 1,
+        "snp.requested": 2,
+        "snp.offered": 2,
+    },
     "dac": {"discharge.recorded": 1},
     "sas": {},
     "admin": {},
@@ -609,6 +623,7 @@ class Scenario:
         self.timings: dict[str, float] = {}
         self.received = {key: Received(org) for key, org in territory.organisations.items()}
         self.handoffs: dict[str, str] = {}
+        self.orientations: dict[str, str] = {}
         self._mirror_base: dict[str, float] = {}
         self._mirror_changes = 0
 
@@ -662,6 +677,9 @@ class Scenario:
             ("Marcel: admission", self.admit_marcel),
             ("Marcel: complex discharge reaches the DAC", self.discharge_marcel),
             ("SAS: SNP requests placed", self.snp_requests),
+            ("Paul: the CPTS finds his orientation Task and proposes the MSP de Lamarche", self.orient_paul),
+            ("Paul: the MSP referent accepts him from its worklist", self.accept_paul),
+            ("Paul: readmitted, the admission reaches his new MSP, not the CPTS", self.readmit_paul),
             ("read every organisation's feed", self.collect),
         ]
 
@@ -714,12 +732,12 @@ class Scenario:
     def _mirror_progress(self, service: str, target: float) -> str:
         return f"{service} mirrored {self.http.handled(service):.0f} of {target:.0f} care-team messages"
 
-    def _admit(self, person: str) -> None:
+    def _admit(self, person: str, nda: str | None = None) -> None:
         message = hospital_message(
             self.territory,
             self.territory.people[person],
             event="ADM",
-            nda=self.nda(person),
+            nda=nda or self.nda(person),
             start=self.now - timedelta(days=5),
         )
         self.http.call("admissions", "POST", "/fhir/$process-message", self.tokens["hospital"], message)
@@ -790,6 +808,58 @@ class Scenario:
         self.expect("msp-monthureux", "snp.offered")
         self.expect("cabinet-vittel", "snp.offered")
         self.expect("cpts", "snp.offered", count=2)
+
+    def _tasks(self, key: str, **params: str) -> list[dict[str, Any]]:
+        bundle = self.http.call("discharge", "GET", "/fhir/Task", self.tokens[key], params=params)
+        return [entry["resource"] for entry in bundle.get("entry", [])]
+
+    def orient_paul(self) -> None:
+        self.expect("cpts", "orientation.requested")
+        waiting = self._tasks("cpts", code=f"{TASK_CODE_SYSTEM}|orientation", status="requested")
+        if not waiting:
+            raise DemoError("the CPTS has no orientation Task for Paul in its Task search")
+        orientation = waiting[0]["id"]  # newest first: this run's
+        team = self.territory.org("msp-lamarche").id
+        body = {"resourceType": "Parameters", "parameter": [{"name": "team", "valueString": team}]}
+        self.http.call("discharge", "POST", f"/fhir/Task/{orientation}/$assign", self.tokens["cpts"], body)
+        self.orientations["paul"] = orientation
+        self.expect("msp-lamarche", "orientation.assigned")
+
+    def accept_paul(self) -> None:
+        based_on = f"Task/{self.orientations['paul']}"
+        handoffs = [
+            task
+            for task in self._tasks("msp-lamarche", code="handoff", status="requested")
+            if any(ref.get("reference") == based_on for ref in task.get("basedOn", []))
+        ]
+        if not handoffs:
+            raise DemoError("the MSP de Lamarche has no handoff for Paul in its Task search")
+        task = handoffs[0]["id"]
+        self.http.call("discharge", "POST", f"/fhir/Task/{task}/$accept", self.tokens["msp-lamarche"])
+        self.expect("msp-lamarche", "orientation.accepted")
+        self.expect("hospital", "orientation.accepted")
+        self.expect("cpts", "orientation.accepted")
+
+    def readmit_paul(self) -> None:
+        paul = self.territory.people["paul"]
+        # The registry learns of the new team through the bus: wait until the MSP's CareTeam search lists Paul.
+        wait_until(
+            partial(self._treats, "msp-lamarche", paul.nir),
+            self.timeout,
+            lambda: "the registry to make the MSP de Lamarche Paul's treating team",
+        )
+        nda = f"{self.nda('paul')}-2"
+        self._admit("paul", nda=nda)
+        subject = self.encounter_key("paul").replace(self.nda("paul"), nda)
+        self.expect("msp-lamarche", "admission.recorded", subject=subject)
+
+    def _treats(self, key: str, nir: str) -> bool:
+        bundle = self.http.call("admissions", "GET", "/fhir/CareTeam", self.tokens[key], params={"status": "active"})
+        return any(
+            ident.get("value") == nir
+            for entry in bundle.get("entry", [])
+            for ident in [entry["resource"].get("subject", {}).get("identifier", {})]
+        )
 
     def collect(self) -> None:
         """Wait for every expected notification, then check nobody got more than the routing table says."""
@@ -908,6 +978,22 @@ def received_table(received: Mapping[str, Received]) -> Any:
     return table
 
 
+def _serve_until_stopped(
+    url: str, territory: Territory, tokens: Mapping[str, str], console: Any, stop: threading.Event
+) -> None:
+    """Leave the demo territory running for a newcomer to sign in to the pages."""
+    console.print(f"\nThe territory keeps running. Sign in at {url}/app/ with one of these tokens:")
+    for key in ("cpts", "msp-lamarche", "msp-monthureux", "hospital"):
+        org = territory.org(key)
+        console.print(f"  {org.name} ({org.role}): {tokens[key]}")
+    console.print("Press Ctrl-C to stop.")
+    try:
+        while not stop.wait(1.0):
+            pass
+    except KeyboardInterrupt:
+        console.print("stopping")
+
+
 def run_demo(
     *,
     urls: list[str] | None = None,
@@ -916,8 +1002,13 @@ def run_demo(
     auth_database_schema: str | None = None,
     timeout: float = 30.0,
     console: Any = None,
+    keep_running: bool = False,
+    stop: threading.Event | None = None,
 ) -> dict[str, Received]:
-    """Seed the territory and play the journeys, in-process (default) or against running services (`urls`)."""
+    """Seed the territory and play the journeys, in-process (default) or against running services (`urls`).
+
+    keep_running (in-process only): leave the territory up afterwards, print where to sign in with which token,
+    and serve until `stop` is set or the user presses Ctrl-C."""
     import tempfile
 
     from rich.console import Console
@@ -929,8 +1020,10 @@ def run_demo(
     run_tag = uuid.uuid4().hex[:8]
     territory = load_territory(run_tag)
 
+    tokens: dict[str, str] = {}
+
     def play(http: RelaisHttp, directory: Any) -> dict[str, Received]:
-        tokens = register(territory, directory)
+        tokens.update(register(territory, directory))
         scenario = Scenario(http, territory, tokens, timeout=timeout, run_tag=run_tag)
         received = _progress_and_table(scenario, console)
         console.print(received_table(received))
@@ -966,7 +1059,10 @@ def run_demo(
                 bus = f"Kafka at {settings.kafka_bootstrap_servers}" if settings.uses_kafka else "the embedded log"
                 console.print(f"Relais in this process on {url}: data in {where}, bus: {bus}")
                 http = stack.enter_context(_closing(RelaisHttp({s: url for s in SERVICES})))
-                return play(http, directory)
+                received = play(http, directory)
+                if keep_running:
+                    _serve_until_stopped(url, territory, tokens, console, stop or threading.Event())
+                return received
         finally:
             root.removeHandler(handler)
             handler.close()

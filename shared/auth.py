@@ -16,7 +16,7 @@ from sqlalchemy import Boolean, Column, DateTime, MetaData, String, Table, inser
 from sqlalchemy.exc import IntegrityError
 
 from shared.api.limits import RateLimits
-from shared.db.engine import make_engine
+from shared.db.engine import create_tables, make_engine
 from shared.errors import Conflict, Forbidden, NotFound, Unauthorized
 from shared.events import Role
 
@@ -61,7 +61,7 @@ class Directory:
         miss_cache_seconds: float = 2.0,
     ) -> None:
         self.engine = make_engine(url, schema)
-        metadata.create_all(self.engine)
+        create_tables(self.engine, metadata)
         # Bounded both ways: known tokens for cache_seconds, guessed ones only briefly (a burst of the
         # same wrong token costs one query, a stream of different ones cannot grow memory).
         self._hits: TTLCache[str, Principal] = TTLCache(maxsize=cache_size, ttl=max(cache_seconds, 1e-6))

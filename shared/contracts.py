@@ -26,6 +26,7 @@ from shared.events import (
     TOPIC_NOTIFY_CPTS,
     TOPIC_NOTIFY_DAC,
     TOPIC_NOTIFY_TEAM,
+    TOPIC_REGISTRY_UPDATES,
     EventType,
     Role,
 )
@@ -270,6 +271,42 @@ def newer_wins(incoming_at: str | None, stored_at: str | None) -> bool:
         return datetime.fromisoformat(incoming_at) >= datetime.fromisoformat(stored_at)
     except ValueError:
         return incoming_at >= stored_at
+
+
+# --- registry updates other services ask for, on relais.registry.updates ------------------------------------
+
+
+class TreatingTeamAssigned(_Contract):
+    """A team accepted a patient the CPTS oriented to it: the registry makes it the treating team (key: patient key).
+
+    Carries the patient's identifier because the registry keys a CareTeam's subject on it; the topic is read by
+    admissions only (deploy/kafka/acls.yaml).
+    """
+
+    event: Literal["careteam.assigned"] = "careteam.assigned"
+    assignment_id: str = Field(min_length=1, max_length=36)  # the accepted handoff: one assignment, once
+    patient_key: str = Field(min_length=1, max_length=64)
+    subject_system: str = Field(min_length=1, max_length=200)
+    subject_value: str = Field(min_length=1, max_length=100)
+    team_org_id: str = Field(min_length=1, max_length=100)
+    cpts_org_id: str | None = Field(default=None, max_length=100)
+    postal_code: str | None = Field(default=None, max_length=10)
+    at: str | None = None
+
+
+def registry_update_record(update: TreatingTeamAssigned) -> tuple[str, str, str, dict[str, Any]]:
+    """(topic, key, type, data) of a registry update, ready for the outbox."""
+    return TOPIC_REGISTRY_UPDATES, update.patient_key, update.event, update.model_dump(mode="json")
+
+
+def parse_registry_update(event_type: str, data: Mapping[str, Any]) -> TreatingTeamAssigned | None:
+    """The update a ``relais.registry.updates`` record asks for; None for a type this reader does not know."""
+    if event_type != EventType.CARETEAM_ASSIGNED.value:
+        return None
+    try:
+        return TreatingTeamAssigned.model_validate(dict(data))
+    except ValidationError as exc:
+        raise InvalidContract(_first_error(exc)) from None
 
 
 def _first_error(exc: ValidationError) -> str:

@@ -20,6 +20,10 @@ class EventType(StrEnum):
     HANDOFF_DECLINED = "handoff.declined"
     HANDOFF_EXPIRED = "handoff.expired"
     HANDOFF_CANCELLED = "handoff.cancelled"
+    ORIENTATION_REQUESTED = "orientation.requested"
+    ORIENTATION_ASSIGNED = "orientation.assigned"
+    ORIENTATION_ACCEPTED = "orientation.accepted"
+    ORIENTATION_RETURNED = "orientation.returned"
     FOLLOWUP_DUE = "followup.due"
     FOLLOWUP_MISSED = "followup.missed"
     SNP_REQUESTED = "snp.requested"
@@ -30,6 +34,7 @@ class EventType(StrEnum):
     SNP_EXPIRED = "snp.expired"
     SNP_CANCELLED = "snp.cancelled"
     CARETEAM_CHANGED = "careteam.changed"
+    CARETEAM_ASSIGNED = "careteam.assigned"
     TERRITORY_CHANGED = "territory.changed"
     NOTIFICATION_READ = "notification.read"
 
@@ -49,6 +54,8 @@ TOPIC_DISCHARGE = "relais.discharge"
 TOPIC_SNP = "relais.snp"
 TOPIC_CARETEAM = "relais.careteam"
 TOPIC_RECEIPTS = "relais.receipts"
+# Registry updates other services ask admissions to make (keyed by patient pseudonym): admissions consumes it.
+TOPIC_REGISTRY_UPDATES = "relais.registry.updates"
 TOPIC_NOTIFY_TEAM = "relais.notify.team"
 TOPIC_NOTIFY_CPTS = "relais.notify.cpts"
 TOPIC_NOTIFY_DAC = "relais.notify.dac"
@@ -122,6 +129,25 @@ CATALOGUE: dict[EventType, EventSpec] = {
         _spec(_E.HANDOFF_EXPIRED, "Nobody answered the handoff before its deadline.", TOPIC_DISCHARGE, "Task"),
         _spec(_E.HANDOFF_CANCELLED, "The hospital withdrew the handoff.", TOPIC_DISCHARGE, "Task"),
         _spec(
+            _E.ORIENTATION_REQUESTED,
+            "A patient without a treating team waits for the CPTS to orient them.",
+            TOPIC_DISCHARGE,
+            "Task",
+        ),
+        _spec(_E.ORIENTATION_ASSIGNED, "The CPTS proposed a treating team for the patient.", TOPIC_DISCHARGE, "Task"),
+        _spec(
+            _E.ORIENTATION_ACCEPTED,
+            "The proposed team accepted: it is now the patient's treating team.",
+            TOPIC_DISCHARGE,
+            "Task",
+        ),
+        _spec(
+            _E.ORIENTATION_RETURNED,
+            "The proposed team declined or did not answer: the orientation is back with the CPTS.",
+            TOPIC_DISCHARGE,
+            "Task",
+        ),
+        _spec(
             _E.FOLLOWUP_DUE, "A post-discharge follow-up action is due.", TOPIC_DISCHARGE, "Task", "CarePlan"
         ),
         _spec(
@@ -156,6 +182,12 @@ CATALOGUE: dict[EventType, EventSpec] = {
         ),
         _spec(
             _E.CARETEAM_CHANGED, "The patient's care team or referent changed.", TOPIC_CARETEAM, "CareTeam"
+        ),
+        _spec(
+            _E.CARETEAM_ASSIGNED,
+            "A team accepted the patient through orientation: the registry makes it the treating team.",
+            TOPIC_REGISTRY_UPDATES,
+            "CareTeam",
         ),
         _spec(
             _E.TERRITORY_CHANGED,

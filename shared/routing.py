@@ -145,7 +145,14 @@ HANDOFF_FAILED_EVENTS = (EventType.HANDOFF_DECLINED, EventType.HANDOFF_EXPIRED)
 SNP_REQUEST_EVENTS = (EventType.SNP_REQUESTED, EventType.SNP_OFFERED)
 SNP_OUTCOME_EVENTS = (EventType.SNP_BOOKED, EventType.SNP_FULFILLED, EventType.SNP_NOSHOW)
 # Domain events and receipts, deliberately absent from the table: nobody is notified of them.
-UNROUTED_EVENTS = frozenset({EventType.CARETEAM_CHANGED, EventType.TERRITORY_CHANGED, EventType.NOTIFICATION_READ})
+UNROUTED_EVENTS = frozenset(
+    {
+        EventType.CARETEAM_CHANGED,
+        EventType.CARETEAM_ASSIGNED,
+        EventType.TERRITORY_CHANGED,
+        EventType.NOTIFICATION_READ,
+    }
+)
 
 ROUTING_TABLE: tuple[Rule, ...] = (
     # admission: the team; the CPTS only when there is no team; the DAC only with an open case
@@ -166,6 +173,15 @@ ROUTING_TABLE: tuple[Rule, ...] = (
     # the hospital withdrew its handoff: both sides learn it, nobody else was involved yet
     Rule(EventType.HANDOFF_CANCELLED, Role.TEAM, Detail.FULL),
     Rule(EventType.HANDOFF_CANCELLED, Role.HOSPITAL, Detail.FULL),
+    # orientation: the CPTS owns it; the proposed team decides on minimised facts, full once it accepts
+    Rule(EventType.ORIENTATION_REQUESTED, Role.CPTS, Detail.MINIMISED),
+    Rule(EventType.ORIENTATION_ASSIGNED, Role.TEAM, Detail.MINIMISED),
+    Rule(EventType.ORIENTATION_ACCEPTED, Role.TEAM, Detail.FULL),
+    Rule(EventType.ORIENTATION_ACCEPTED, Role.HOSPITAL, Detail.FULL),
+    Rule(EventType.ORIENTATION_ACCEPTED, Role.CPTS, Detail.MINIMISED),
+    Rule(EventType.ORIENTATION_RETURNED, Role.HOSPITAL, Detail.FULL),
+    Rule(EventType.ORIENTATION_RETURNED, Role.CPTS, Detail.MINIMISED),
+    Rule(EventType.ORIENTATION_RETURNED, Role.DAC, Detail.FULL, COMPLEX),
     # follow-up: the team referent first; CPTS then DAC (if complex) once escalated
     Rule(EventType.FOLLOWUP_DUE, Role.TEAM, Detail.FULL),
     Rule(EventType.FOLLOWUP_MISSED, Role.TEAM, Detail.FULL),

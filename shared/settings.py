@@ -30,6 +30,8 @@ class RelaisSettings(BaseSettings):
     # Old brokers (Apache Kafka 0.9) cannot be probed for their version: name it, e.g. "0.9".
     kafka_api_version: str | None = None
     kafka_session_timeout_ms: int = 10_000
+    # Longest pause between two polls of a consumer, and how long a rebalance waits for a stuck member.
+    kafka_max_poll_interval_ms: int = 30_000
     # Partitions and configs of the topics the bus creates (default: the repository's deploy/kafka/topics.yaml).
     kafka_topics_file: Path | None = None
     # Authentication to a secured cluster (each service has its own principal; see deploy/kafka/acls.yaml).
@@ -215,10 +217,16 @@ class DischargeSettings(ServiceSettings):
     handoff_expiry_hours: float = Field(default=48.0, gt=0, validation_alias=_env("discharge", "HANDOFF_EXPIRY_HOURS"))
     # After a missed follow-up the team referent has this long before the CPTS (and DAC) are told.
     followup_grace_hours: float = Field(default=48.0, ge=0, validation_alias=_env("discharge", "FOLLOWUP_GRACE_HOURS"))
+    # The team referent is reminded (followup.due) this long before a follow-up deadline; 0 turns it off.
+    followup_reminder_hours: float = Field(
+        default=24.0, ge=0, validation_alias=_env("discharge", "FOLLOWUP_REMINDER_HOURS")
+    )
     # How often the timer worker looks for due deadlines.
     timer_interval_seconds: float = Field(
         default=1.0, gt=0, validation_alias=_env("discharge", "TIMER_INTERVAL_SECONDS")
     )
+    # CarePlan activities accepted in one discharge (each makes a follow-up, timers and bus records).
+    max_followups: int = Field(default=50, ge=1, le=1000, validation_alias=_env("discharge", "MAX_FOLLOWUPS"))
 
 
 class SnpSettings(ServiceSettings):
@@ -243,6 +251,12 @@ class NotificationsSettings(ServiceSettings):
     webhook_workers: int = Field(default=8, ge=1, le=64)
     dispatcher_idle_seconds: float = Field(default=0.2, gt=0)
     subscription_heartbeat_seconds: int = Field(default=60, ge=1)
+    # Abuse limits (docs/security.md): a shorter heartbeat is refused; counts are live ones per organisation.
+    subscription_heartbeat_min_seconds: int = Field(default=30, ge=1)
+    webhooks_max_per_organisation: int = Field(default=20, ge=1)
+    subscriptions_max_per_organisation: int = Field(default=20, ge=1)
+    # At most this many attempts in flight per organisation, so one organisation cannot hold the whole pool.
+    webhook_workers_per_organisation: int = Field(default=2, ge=1, le=64)
     feed_default_limit: int = Field(default=50, ge=1)
     feed_max_limit: int = Field(default=200, ge=1)
 

@@ -6,6 +6,7 @@ from typing import cast
 
 from services.admissions.deps import Clock, Deps, system_clock
 from services.admissions.entrypoints import fhir
+from services.admissions.entrypoints.consumers import registry_update_handlers
 from services.admissions.entrypoints.workers import TeamChangeExpiry
 from services.admissions.messagebus import MessageBus
 from services.admissions.uow import AdmissionsUnitOfWork
@@ -14,6 +15,7 @@ from shared.bus.base import Bus
 from shared.fhir.encounter import PatientIdentity
 from shared.fhir.nde import DECLARATION_PROFILE
 from shared.identifiers import patient_key
+from shared.retention import RetentionWorker
 from shared.runtime import build_runtime
 from shared.service import Service, service_app
 from shared.settings import AdmissionsSettings
@@ -48,6 +50,8 @@ def bootstrap(
 ) -> Service:
     settings = settings or AdmissionsSettings()
     runtime = build_runtime(NAME, settings, bus=bus, directory=directory, run_workers=run_workers)
+    # Purge what has done its job (kernel rules), hourly, supervised like every worker.
+    runtime.extra_workers.append(RetentionWorker.for_settings(runtime.engine, settings, source=NAME).run)
     app = service_app(
         runtime,
         title="Relais admissions",
@@ -76,6 +80,7 @@ def bootstrap(
         return cast(AdmissionsUnitOfWork, runtime.unit_of_work(AdmissionsUnitOfWork))
 
     app.state.bus = MessageBus(unit_of_work, deps)
+    runtime.add_consumer(registry_update_handlers(app.state.bus))
     expiry = TeamChangeExpiry(app.state.bus, interval=settings.team_change_interval_seconds)
     runtime.extra_workers.append(expiry.run)
     return Service(runtime, app)

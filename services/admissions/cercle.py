@@ -22,6 +22,7 @@ from shared.fhir.intake import check_codes, index_resources, resolve_reference, 
 from shared.fhir.models import Bundle, CareTeam, Patient, PractitionerRole, Resource
 from shared.fhir.outcome import outcome_from_validation_error
 from shared.identifiers import ADELI, FINESS, IDNPS, IDNST, RPPS, SIRET, validate_identifier
+from shared.validation import check_text
 
 TRE_R259 = "https://mos.esante.gouv.fr/NOS/TRE_R259-HL7ParticipationFunction/FHIR/TRE-R259-HL7ParticipationFunction"
 TRE_R260 = "https://mos.esante.gouv.fr/NOS/TRE_R260-HL7RoleClass/FHIR/TRE-R260-HL7RoleClass"
@@ -42,6 +43,8 @@ MEMBER_TYPES = {
 }
 
 Resolve = Callable[[str | None], Resource | None]
+
+MAX_MEMBER_TEXT = 200
 
 
 def check_no_empty_strings(node: Any, path: str) -> None:
@@ -115,7 +118,11 @@ def member_of(reference: Any, where: str, resolve: Resolve) -> tuple[str, str, s
 
 
 def participant_of(part: Any, index: int, now: datetime, resolve: Resolve) -> Participant:
-    system, value, display, telecom = member_of(part.member, f"CareTeam.participant[{index}].member", resolve)
+    where = f"CareTeam.participant[{index}].member"
+    system, value, display, telecom = member_of(part.member, where, resolve)
+    # The participant columns hold 200 characters (member system and display): longer is refused, not cut.
+    check_text(system, f"{where}.identifier.system", MAX_MEMBER_TEXT)
+    display = check_text(display, f"{where}.display", MAX_MEMBER_TEXT)
     start = part.period.start if part.period and part.period.start else now
     end = part.period.end if part.period and part.period.end else None
     return Participant(role_of(part), system, value, display, start, end, telecom)

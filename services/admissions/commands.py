@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.admissions.domain import AdmissionFacts, Participant
+from shared.contracts import TreatingTeamAssigned
 from shared.errors import Unprocessable
 from shared.events import EventType, Role
 from shared.fhir.encounter import PatientIdentity
@@ -108,6 +109,14 @@ class SetTerritory:
     postal_code: str
     cpts_org_id: str | None
     dac_org_id: str | None
+
+
+@dataclass(frozen=True)
+class AssignTreatingTeam:
+    """From the bus: a team the CPTS oriented the patient to accepted (relais.registry.updates)."""
+
+    message_id: str
+    update: TreatingTeamAssigned
 
 
 def command_for(event_type: EventType) -> type[AdmissionMessage]:

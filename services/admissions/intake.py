@@ -17,6 +17,10 @@ from shared.fhir.models import CareTeam, Consent, Parameters, Resource
 from shared.fhir.outcome import outcome_from_validation_error
 from shared.idempotence import sender_message_id
 from shared.identifiers import validate_identifier
+from shared.validation import check_text
+
+# CareTeam name, member system and display columns.
+MAX_NAME = 200
 
 
 def _iso(value: date | datetime | str | None) -> str | None:
@@ -105,7 +109,9 @@ def _member(reference: Any, where: str) -> tuple[str, str, str | None]:
     identifier = getattr(reference, "identifier", None) if reference is not None else None
     if identifier is None or not identifier.system or not identifier.value:
         raise Unprocessable(f"{where} needs an identifier (RPPS or IDNPS)", expression=[where])
-    return identifier.system, validate_identifier(identifier.system, identifier.value), reference.display
+    check_text(identifier.system, f"{where}.identifier.system", MAX_NAME)
+    value = check_text(validate_identifier(identifier.system, identifier.value), f"{where}.identifier.value", 100)
+    return identifier.system, value or "", check_text(reference.display, f"{where}.display", MAX_NAME)
 
 
 def _telecom(points: list[Any] | None) -> tuple[dict[str, str], ...]:
@@ -147,7 +153,7 @@ def careteam_enrolment(
     _check_managing_organisation(careteam, team_org_id, resolve)
     participants = tuple(cercle.participant_of(p, i, now, resolve) for i, p in enumerate(careteam.participant or []))
     domain.check_enrolment(participants)
-    name = careteam.name
+    name = check_text(careteam.name, "CareTeam.name", MAX_NAME)
     return commands.EnrolPatient(team_org_id, patient, participants, name, postal_code or _postal_code(careteam))
 
 
@@ -188,7 +194,7 @@ def change_referent_command(
             expression=["Parameters.parameter[referent]"],
         )
     if "name" in by_name and by_name["name"].valueString:
-        display = by_name["name"].valueString
+        display = check_text(by_name["name"].valueString, "Parameters.parameter[name]", MAX_NAME)
     # How to reach the new referent: any number of 'telecom' parameters (valueContactPoint).
     telecom = _telecom(
         [p.valueContactPoint for p in params.parameter or [] if p.name == "telecom" and p.valueContactPoint]

@@ -241,3 +241,32 @@ def read_careteam(
 def list_careteams(uow: AdmissionsUnitOfWork, team_org_id: str, status: str | None = None) -> list[CareTeamView]:
     with uow:
         return [render(uow, team) for team in uow.careteams.for_team(team_org_id, status)]
+
+
+# --- read-backs of what a caller wrote or may see ------------------------------------------------------------
+
+
+def consent_for(uow: AdmissionsUnitOfWork, organisation_id: str, patient_key: str) -> dict[str, Any]:
+    """The patient's consent for whoever recorded it or treats the patient; anyone else gets 404, as for a patient
+    Relais does not know (the answer never reveals who else is in the care circle)."""
+    with uow:
+        row = uow.consents.get(patient_key)
+        team = uow.careteams.active_for_patient(patient_key)
+        if row is None or organisation_id not in (row.recorded_by, team.team_org_id if team else None):
+            raise NotFound("no consent recorded for this patient that you may read")
+        return {
+            "patient_key": patient_key,
+            "provision": "deny" if row.opposed else "permit",
+            "recorded_at": _instant(row.recorded_at),
+            "recorded_by_you": row.recorded_by == organisation_id,
+        }
+
+
+def dac_cases_of(uow: AdmissionsUnitOfWork, dac_org_id: str, *, open_only: bool) -> list[dict[str, Any]]:
+    with uow:
+        return [dac_case(case) for case in uow.dac_cases.for_dac(dac_org_id, open_only=open_only)]
+
+
+def territories_for(uow: AdmissionsUnitOfWork, covered_by: str | None) -> list[dict[str, Any]]:
+    with uow:
+        return [territory(row) for row in uow.territories.listed(covered_by)]

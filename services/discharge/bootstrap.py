@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import cast
 
+from services.discharge.adapters.orm import retention_rules
 from services.discharge.deps import Clock, Deps
 from services.discharge.domain import Policy
 from services.discharge.entrypoints.api import nde_router, router
@@ -19,6 +20,7 @@ from shared.bus.base import Bus
 from shared.bus.worker import ConsumerLoop
 from shared.fhir.nde import DECLARATION_PROFILE
 from shared.identifiers import patient_key
+from shared.retention import RetentionWorker
 from shared.runtime import Runtime, build_runtime
 from shared.service import Service, service_app
 from shared.settings import DischargeSettings
@@ -28,10 +30,10 @@ NAME = "discharge"
 RESOURCES = [
     {
         "type": "Task",
-        "interaction": [{"code": "read"}],
+        "interaction": [{"code": "read"}, {"code": "search-type"}],
         "operation": [
             {"name": name, "definition": f"https://relais.example.org/fhir/OperationDefinition/Task-{name}"}
-            for name in ("accept", "decline", "cancel", "complete")
+            for name in ("accept", "decline", "cancel", "complete", "assign")
         ],
     },
     # NdE declarations of a discharge (SOR), at /discharge/nde/fhir/CommunicationRequest.
@@ -69,15 +71,20 @@ def bootstrap(
 ) -> DischargeService:
     settings = settings or DischargeSettings()
     runtime = build_runtime(NAME, settings, bus=bus, directory=directory, run_workers=run_workers)
+    # Purge what has done its job (kernel rules and this service's), hourly, supervised like every worker.
+    retention = RetentionWorker.for_settings(runtime.engine, settings, extra=retention_rules(settings), source=NAME)
+    runtime.extra_workers.append(retention.run)
     deps = Deps(
         clock=clock or system_clock,
         policy=Policy(
             handoff_expiry=timedelta(hours=settings.handoff_expiry_hours),
             followup_grace=timedelta(hours=settings.followup_grace_hours),
+            followup_reminder=timedelta(hours=settings.followup_reminder_hours),
         ),
         pseudonymise=partial(_pseudonymise, settings.secret_key),
         record_refusal=runtime.record_refusal,
         settings=settings,
+        organisation=runtime.directory.get,
     )
     messagebus = MessageBus(partial(_unit_of_work, runtime), deps)
     consumer = runtime.add_consumer(careteam_handlers(messagebus))

@@ -61,6 +61,15 @@ class CancelHandoff:
 
 
 @dataclass(frozen=True)
+class AssignOrientation:
+    """The CPTS proposes a treating team for a patient it orients."""
+
+    task_id: str
+    cpts_org_id: str
+    team_org_id: object  # as sent: the handler checks it names a registered team
+
+
+@dataclass(frozen=True)
 class CompleteFollowup:
     task_id: str
     team_org_id: str
@@ -106,6 +115,7 @@ Command = (
     | AcceptHandoff
     | DeclineHandoff
     | CancelHandoff
+    | AssignOrientation
     | CompleteFollowup
     | FireNextTimer
     | SetTimerAside

@@ -25,8 +25,13 @@ from shared.fhir.encounter import EncounterMessage, read_encounter_message
 from shared.fhir.intake import MessageBundle, forwardable
 from shared.fhir.models import CarePlan, Condition, DocumentReference, Encounter, Resource, to_json
 from shared.idempotence import fingerprint, sender_message_id
+from shared.validation import check_datetime, check_text
 
 _SKIPPED_ACTIVITY_STATUSES = frozenset({"completed", "cancelled", "stopped", "entered-in-error"})
+# The follow-up columns (code 100, display 300) and the default plan cap (RELAIS_DISCHARGE_MAX_FOLLOWUPS).
+MAX_FOLLOWUP_CODE = 100
+MAX_FOLLOWUP_DISPLAY = 300
+DEFAULT_MAX_FOLLOWUPS = 50
 
 
 def _aware(value: Any, path: str) -> datetime:
@@ -76,10 +81,16 @@ def _letter(msg: MessageBundle) -> str | None:
     return f"DocumentReference/{document.id}" if document.id else None
 
 
-def _followups(msg: MessageBundle, discharged_at: datetime) -> tuple[FollowupPlanItem, ...]:
+def _followups(msg: MessageBundle, discharged_at: datetime, max_items: int) -> tuple[FollowupPlanItem, ...]:
     plans = msg.all_of(CarePlan)
     if not plans:
         return default_followups(discharged_at)
+    # Each follow-up makes a row, timers and bus records: a plan of thousands is refused, not stored.
+    if sum(len(plan.activity or []) for plan in plans) > max_items:
+        raise Unprocessable(
+            f"at most {max_items} CarePlan activities per discharge", expression=["CarePlan.activity"],
+            issue_code="too-costly",
+        )
     items: list[FollowupPlanItem] = []
     for p, plan in enumerate(plans):
         for a, activity in enumerate(plan.activity or []):
@@ -106,9 +117,11 @@ def _followups(msg: MessageBundle, discharged_at: datetime) -> tuple[FollowupPla
                 or detail.description
                 or code
             )
-            items.append(
-                FollowupPlanItem(code, display, _aware(period.end, f"{path}.detail.scheduledPeriod.end"))
-            )
+            check_text(code, f"{path}.detail.code", MAX_FOLLOWUP_CODE)
+            check_text(display, f"{path}.detail.code.text", MAX_FOLLOWUP_DISPLAY)
+            due = check_datetime(_aware(period.end, f"{path}.detail.scheduledPeriod.end"),
+                                 f"{path}.detail.scheduledPeriod.end")
+            items.append(FollowupPlanItem(code, display, due))
     return tuple(sorted(items, key=lambda item: item.due_at))
 
 
@@ -139,7 +152,9 @@ def _referent(read: EncounterMessage) -> HospitalReferent:
     return HospitalReferent(name=found.name, phone=found.phone, mssante=found.mssante, rpps=found.rpps)
 
 
-def discharge_facts(msg: MessageBundle, event_type: EventType, caller_org_id: str) -> DischargeFacts:
+def discharge_facts(
+    msg: MessageBundle, event_type: EventType, caller_org_id: str, max_followups: int = DEFAULT_MAX_FOLLOWUPS
+) -> DischargeFacts:
     """Validated facts of a discharge message; 403 for another hospital, 422 for what is missing.
 
     The hospital, caller, encounter key, patient identity (INS or local-only), referent and residence are read
@@ -152,7 +167,8 @@ def discharge_facts(msg: MessageBundle, event_type: EventType, caller_org_id: st
         raise Unprocessable(
             "the Encounter needs period.end, the discharge time", expression=["Encounter.period.end"]
         )
-    discharged_at = _aware(encounter.period.end, "Encounter.period.end")
+    # Deadlines are computed from it: a year 9999 discharge would overflow them.
+    discharged_at = check_datetime(_aware(encounter.period.end, "Encounter.period.end"), "Encounter.period.end")
     started_at = _aware(encounter.period.start, "Encounter.period.start") if encounter.period.start else None
     disposition_concept = (
         encounter.hospitalization.dischargeDisposition if encounter.hospitalization else None
@@ -180,14 +196,16 @@ def discharge_facts(msg: MessageBundle, event_type: EventType, caller_org_id: st
         commune=read.residence.commune,
         referent=_referent(read),
         letter=_letter(msg),
-        followups=_followups(msg, discharged_at),
+        followups=_followups(msg, discharged_at, max_followups),
         flags=_flags(msg, encounter),
         encounter=next(data for resource, data in forwarded if resource is encounter),
         resources=tuple(data for resource, data in forwarded if resource.get_resource_type() != "Encounter"),
     )
 
 
-def discharge_command(msg: MessageBundle, caller_org_id: str) -> DischargeMessage:
+def discharge_command(
+    msg: MessageBundle, caller_org_id: str, max_followups: int = DEFAULT_MAX_FOLLOWUPS
+) -> DischargeMessage:
     """The command a discharge message asks for, with its facts read and the caller checked."""
     command = command_for(msg.event_type)
     return command(
@@ -195,6 +213,6 @@ def discharge_command(msg: MessageBundle, caller_org_id: str) -> DischargeMessag
         fingerprint=fingerprint(msg.raw),
         event_type=msg.event_type,
         caller_org_id=caller_org_id,
-        facts=discharge_facts(msg, msg.event_type, caller_org_id),
+        facts=discharge_facts(msg, msg.event_type, caller_org_id, max_followups),
         request_header=to_json(msg.header),
     )

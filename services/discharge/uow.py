@@ -10,6 +10,7 @@ from services.discharge.adapters.repositories import (
     HandoffRepository,
     MessageRepository,
     MirrorRepository,
+    OrientationRepository,
     TimerRepository,
 )
 from shared.db.uow import UnitOfWork
@@ -20,6 +21,7 @@ class DischargeUnitOfWork(UnitOfWork):
     discharges: DischargeRepository
     handoffs: HandoffRepository
     followups: FollowupRepository
+    orientations: OrientationRepository
     timers: TimerRepository
     mirror: MirrorRepository
 
@@ -28,5 +30,6 @@ class DischargeUnitOfWork(UnitOfWork):
         self.discharges = DischargeRepository(session)
         self.handoffs = HandoffRepository(session)
         self.followups = FollowupRepository(session)
+        self.orientations = OrientationRepository(session)
         self.timers = TimerRepository(session)
         self.mirror = MirrorRepository(session)

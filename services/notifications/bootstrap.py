@@ -7,7 +7,8 @@ from typing import cast
 
 import httpx
 
-from services.notifications.adapters.sender import HttpxSender, Sender
+from services.notifications.adapters.orm import retention_rules
+from services.notifications.adapters.sender import GuardedSender, Sender
 from services.notifications.deps import NotificationsDeps
 from services.notifications.entrypoints.api import router
 from services.notifications.entrypoints.consumers import notification_handlers
@@ -17,6 +18,8 @@ from services.notifications.messagebus import MessageBus
 from services.notifications.uow import NotificationsUnitOfWork
 from shared.auth import Directory
 from shared.bus.base import Bus
+from shared.outbound import GuardedClient
+from shared.retention import RetentionWorker
 from shared.runtime import build_runtime
 from shared.service import Service, service_app
 from shared.settings import NotificationsSettings
@@ -39,14 +42,20 @@ def bootstrap(
 ) -> Service:
     settings = settings or NotificationsSettings()
     runtime = build_runtime(NAME, settings, bus=bus, directory=directory, run_workers=run_workers)
+    # Purge what has done its job (kernel rules and this service's), hourly, supervised like every worker.
+    retention = RetentionWorker.for_settings(runtime.engine, settings, extra=retention_rules(settings), source=NAME)
+    runtime.extra_workers.append(retention.run)
 
     def unit_of_work() -> NotificationsUnitOfWork:
         return cast(NotificationsUnitOfWork, runtime.unit_of_work(NotificationsUnitOfWork))
 
-    messagebus = MessageBus(unit_of_work, NotificationsDeps(settings=settings))
+    deps = NotificationsDeps(settings=settings)
+    messagebus = MessageBus(unit_of_work, deps)
     wakeup = threading.Event()
     runtime.add_consumer(notification_handlers(messagebus, wakeup))
-    sender = sender or HttpxSender(settings.webhook_workers, transport=transport)
+    # The one outbound client (webhooks, handshakes, heartbeats); a test transport keeps the URL checks.
+    client = GuardedClient(deps.outbound, max_connections=settings.webhook_workers * 2, transport=transport)
+    sender = sender or GuardedSender(client)
     dispatcher = DeliveryWorker(messagebus, sender, wakeup)
     runtime.extra_workers.append(dispatcher.run)
     app = service_app(

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from services.notifications.domain import Attempt, Claimed, Notification
@@ -80,11 +81,15 @@ class QueueHeartbeats:
 
 @dataclass(frozen=True)
 class ClaimDueDeliveries:
-    """Lease up to `limit` due deliveries, the head of each target's queue, skipping targets in `busy`."""
+    """Lease up to `limit` due deliveries, the head of each target's queue, skipping targets in `busy` and
+    organisations that already have `per_organisation` attempts in flight."""
 
     owner: str
     limit: int
     busy: frozenset[str] = frozenset()
+    # Attempts in flight per organisation: an organisation at `per_organisation` gets nothing more now.
+    inflight: Mapping[str, int] = field(default_factory=dict)
+    per_organisation: int | None = None
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 
+from shared.outbound import OutboundPolicy
 from shared.settings import NotificationsSettings
 
 Clock = Callable[[], datetime]
@@ -22,3 +25,10 @@ class NotificationsDeps:
     clock: Clock = utcnow
     # Jitter of retry delays (tests pin it).
     rand: Callable[[], float] = field(default=random.random)
+
+    @cached_property
+    def outbound(self) -> OutboundPolicy:
+        """Where registrants may point us (RELAIS_OUTBOUND_*); one attempt lasts at most the webhook timeout."""
+        policy = OutboundPolicy.from_settings(self.settings)
+        timeout = min(policy.timeout_seconds, self.settings.webhook_timeout_seconds)
+        return dataclasses.replace(policy, timeout_seconds=timeout)

@@ -10,13 +10,14 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
 
 from shared.auth import Principal
 from shared.contracts import InvalidContract, check_minimised_payload
 from shared.contracts import parse_notification as parse_contract
 from shared.errors import BadRequest, NotFound, Unprocessable
 from shared.minimise import NotMinimised
+from shared.outbound import OutboundPolicy, validate_endpoint_url, validate_headers
 
 FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
@@ -197,6 +198,7 @@ class Claimed:
     url: str
     body: str
     attempts: int
+    org_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -254,7 +256,7 @@ def after_attempt(
 
 
 def delivery_headers(item: Claimed, target: Target, body: bytes, now: int) -> dict[str, str]:
-    """The headers of one POST: ids, the signature for a webhook, the channel headers for a subscription."""
+    """Relais' own headers of one POST: ids and, for a webhook, the signature (they win over channel headers)."""
     headers = {
         "Content-Type": "application/fhir+json",
         "User-Agent": "Relais-Notifications/0.1",
@@ -263,11 +265,17 @@ def delivery_headers(item: Claimed, target: Target, body: bytes, now: int) -> di
     }
     if item.notification_id:
         headers["Relais-Notification-Id"] = item.notification_id
+    if target.secret is not None:
+        headers[SIGNATURE_HEADER] = signature_header(target.secret, now, body)
+    return headers
+
+
+def channel_headers(target: Target) -> dict[str, str]:
+    """A subscription's `channel.header` lines as a dict (checked again by the outbound client)."""
+    headers: dict[str, str] = {}
     for header in target.headers:
         name, _, value = header.partition(":")
         headers[name.strip()] = value.strip()
-    if target.secret is not None:
-        headers[SIGNATURE_HEADER] = signature_header(target.secret, now, body)
     return headers
 
 
@@ -298,22 +306,25 @@ def page_limit(limit: int | None, default: int, maximum: int) -> int:
 
 # --- Endpoints ----------------------------------------------------------------------------------
 
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+def check_endpoint_url(url: Any, policy: OutboundPolicy, where: str = "url") -> str:
+    """The outbound policy's registration check: https (http only where allowed), no credentials, no inward or
+    metadata host; the 422 never echoes the URL."""
+    return validate_endpoint_url(url, policy, field=where)
 
 
-def check_endpoint_url(url: str, environment: str, where: str = "url") -> str:
-    """HTTPS only; plain HTTP to loopback is allowed outside production (tests, a developer's laptop)."""
-    if not isinstance(url, str) or len(url) > 2000:
-        raise Unprocessable("the endpoint must be a URL of at most 2000 characters", expression=[where])
-    parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
-    if not host or parts.username or parts.password:
-        raise Unprocessable("the endpoint must be an absolute URL without credentials", expression=[where])
-    if parts.scheme == "https":
-        return url
-    if parts.scheme == "http" and host in LOOPBACK_HOSTS and environment != "production":
-        return url
-    raise Unprocessable(
-        "the endpoint must use https (http is allowed only to loopback outside production)",
-        expression=[where],
-    )
+def check_channel_headers(headers: Any, where: str = "Subscription.channel.header") -> list[str]:
+    """Registrant headers: 'Name: value' lines, none reserved (Host, Content-*, Relais-*...), no CR/LF/NUL."""
+    if headers is None:
+        return []
+    if not isinstance(headers, list):
+        raise Unprocessable("channel.header must be a list of 'Name: value'", expression=[where])
+    clean = validate_headers(headers, field=where)
+    return [f"{name}: {value}" for name, value in clean.items()]
+
+
+def check_heartbeat(seconds: int | None, minimum: int) -> int | None:
+    if seconds is not None and not minimum <= seconds <= 86_400:
+        raise Unprocessable(
+            f"the heartbeat period must be between {minimum} and 86400 seconds", expression=["Subscription.channel"]
+        )
+    return seconds

@@ -13,6 +13,7 @@ from services.snp.uow import SnpUnitOfWork
 from shared.auth import Directory
 from shared.bus.base import Bus
 from shared.identifiers import patient_key
+from shared.retention import RetentionWorker
 from shared.runtime import build_runtime
 from shared.service import Service, service_app
 from shared.settings import SnpSettings
@@ -49,6 +50,8 @@ def bootstrap(
 ) -> Service:
     settings = settings or SnpSettings()
     runtime = build_runtime(NAME, settings, bus=bus, directory=directory, run_workers=run_workers)
+    # Purge what has done its job (kernel rules), hourly, supervised like every worker.
+    runtime.extra_workers.append(RetentionWorker.for_settings(runtime.engine, settings, source=NAME).run)
     secret = settings.secret_key
 
     def unit_of_work() -> SnpUnitOfWork:

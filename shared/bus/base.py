@@ -13,6 +13,10 @@ class BusUnavailable(Exception):
     """The broker (or the embedded log's database) did not take the messages; nothing was acknowledged."""
 
 
+class Rebalancing(BusUnavailable):
+    """The consumer group is moving partitions: poll again at once (that is where a member rejoins)."""
+
+
 class MessageRejected(Exception):
     """The bus will never take these messages (too large, invalid): retrying cannot help.
 

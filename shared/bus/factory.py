@@ -14,6 +14,7 @@ def bus_from_settings(settings: RelaisSettings, client_id: str = "relais") -> Bu
             settings.kafka_bootstrap_servers or "",
             api_version=settings.kafka_api_version_tuple,
             session_timeout_ms=settings.kafka_session_timeout_ms,
+            max_poll_interval_ms=settings.kafka_max_poll_interval_ms,
             client_id=client_id,
             security=settings.kafka_security,
             topics_file=settings.kafka_topics_file or DEFAULT_TOPICS_FILE,

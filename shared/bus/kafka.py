@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,9 +14,9 @@ from pathlib import Path
 import kafka.errors
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError, TopicAlreadyExistsError
-from kafka.structs import OffsetAndMetadata
+from kafka.structs import MemberState, OffsetAndMetadata
 
-from shared.bus.base import BusUnavailable, MessageRejected, Record
+from shared.bus.base import BusUnavailable, MessageRejected, Rebalancing, Record
 
 log = logging.getLogger(__name__)
 
@@ -117,15 +118,38 @@ class KafkaBusProducer:
         self._producer.close(timeout=5)
 
 
+# Commit errors that mean "the group changed under you": rejoin by polling, no back-off.
+REBALANCE_ERRORS: tuple[type[Exception], ...] = tuple(
+    getattr(kafka.errors, name)
+    for name in ("CommitFailedError", "RebalanceInProgressError", "IllegalGenerationError", "UnknownMemberIdError")
+    if hasattr(kafka.errors, name)
+)
+
+
 class KafkaBusConsumer:
-    def __init__(self, consumer: KafkaConsumer) -> None:
+    """Manual commits; a member that cannot settle in its group reports it so that the loop replaces it.
+
+    kafka-python keeps a JoinGroup in flight across polls for up to max_poll_interval_ms; when the group
+    coordinator moves mid-rebalance that wait can outlive the fault, so after `stuck_after` seconds
+    without a stable membership poll raises BusUnavailable and the caller builds a fresh consumer (which
+    starts from the committed offsets: nothing skipped, at worst handled again and absorbed by the inbox).
+    """
+
+    def __init__(self, consumer: KafkaConsumer, *, commit_timeout_ms: int = 10_000,
+                 stuck_after: float = 60.0) -> None:
         self._consumer = consumer
+        self._commit_timeout_ms = commit_timeout_ms
+        self._stuck_after = stuck_after
+        self._unstable_since: float | None = None
 
     def poll(self, max_records: int = 100, timeout: float = 0.5) -> list[Record]:
         try:
             batches = self._consumer.poll(timeout_ms=int(timeout * 1000), max_records=max_records)
+        except REBALANCE_ERRORS as exc:
+            raise Rebalancing(f"Kafka consumer group rebalancing: {exc}") from exc
         except KafkaError as exc:
             raise BusUnavailable(f"Kafka poll failed: {exc}") from exc
+        self._watch_membership()
         records: list[Record] = []
         for messages in batches.values():
             for message in messages:
@@ -133,15 +157,31 @@ class KafkaBusConsumer:
                 records.append(Record(message.topic, message.partition, message.offset, key, message.value))
         return records
 
+    def _watch_membership(self) -> None:
+        if self._consumer.group_metadata().state == MemberState.STABLE:
+            self._unstable_since = None
+            return
+        now = time.monotonic()
+        if self._unstable_since is None:
+            self._unstable_since = now
+        elif now - self._unstable_since > self._stuck_after:
+            raise BusUnavailable(f"Kafka consumer not settled in its group for {now - self._unstable_since:.0f} s")
+
     def commit(self, record: Record) -> None:
         partition = TopicPartition(record.topic, record.partition)
         try:
-            self._consumer.commit({partition: OffsetAndMetadata(record.offset + 1, "", -1)})
+            self._consumer.commit({partition: OffsetAndMetadata(record.offset + 1, "", -1)},
+                                  timeout_ms=self._commit_timeout_ms)
+        except REBALANCE_ERRORS as exc:
+            raise Rebalancing(f"Kafka offset commit refused, group rebalancing: {exc}") from exc
         except KafkaError as exc:
             raise BusUnavailable(f"Kafka offset commit failed: {exc}") from exc
 
     def rewind(self, record: Record) -> None:
-        self._consumer.seek(TopicPartition(record.topic, record.partition), record.offset)
+        partition = TopicPartition(record.topic, record.partition)
+        if partition not in self._consumer.assignment():
+            return  # no longer ours: its next owner starts from the committed offset
+        self._consumer.seek(partition, record.offset)
 
     def close(self) -> None:
         self._consumer.close(autocommit=False)
@@ -156,6 +196,7 @@ class KafkaBus:
         *,
         api_version: tuple[int, ...] | None = None,
         session_timeout_ms: int = 10_000,
+        max_poll_interval_ms: int = 30_000,
         client_id: str = "relais",
         partitions: int = 3,
         security: dict[str, str] | None = None,
@@ -164,6 +205,7 @@ class KafkaBus:
         self.bootstrap_servers = bootstrap_servers
         self.api_version = api_version
         self.session_timeout_ms = session_timeout_ms
+        self.max_poll_interval_ms = max_poll_interval_ms
         self.client_id = client_id
         self.partitions = partitions
         self.security = security or {}
@@ -174,6 +216,13 @@ class KafkaBus:
     def modern(self) -> bool:
         """Record headers, the idempotent producer and the admin API (Kafka 0.11 and later)."""
         return self.api_version is None or self.api_version >= (0, 11)
+
+    @property
+    def _max_poll_interval_ms(self) -> int:
+        """Brokers before 0.10.1 have no separate rebalance timeout: it is the session timeout."""
+        if self.api_version is not None and self.api_version < (0, 10, 1):
+            return self.session_timeout_ms
+        return max(self.max_poll_interval_ms, self.session_timeout_ms)
 
     def _common(self) -> dict:
         common: dict = {
@@ -215,6 +264,9 @@ class KafkaBus:
                 auto_offset_reset="earliest",
                 session_timeout_ms=self.session_timeout_ms,
                 heartbeat_interval_ms=max(self.session_timeout_ms // 3, 100),
+                # Also the rebalance timeout: how long the coordinator waits for a stuck member before
+                # going on without it (the 5-minute default stalled the whole group after a broker kill).
+                max_poll_interval_ms=self._max_poll_interval_ms,
                 # Brokers that answer a fetch only when its wait expires (Tansu) would add up to this much latency.
                 fetch_max_wait_ms=100,
                 bootstrap_timeout_ms=5_000,
@@ -222,7 +274,8 @@ class KafkaBus:
             )
         except KafkaError as exc:
             raise BusUnavailable(f"cannot reach Kafka at {self.bootstrap_servers}: {exc}") from exc
-        return KafkaBusConsumer(consumer)
+        # A member unsettled for longer than the broker's own rebalance bound is stuck on the client side.
+        return KafkaBusConsumer(consumer, stuck_after=2 * self._max_poll_interval_ms / 1000 + 10)
 
     def ensure_topics(self, topics: Sequence[str]) -> None:
         """Create missing topics with topics.yaml's partitions and configs, replication capped at the cluster's size."""

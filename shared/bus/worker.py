@@ -13,11 +13,11 @@ from datetime import UTC, datetime
 
 from prometheus_client import Counter, Gauge
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlmodel import Session, col
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from shared.bus.base import Bus, BusUnavailable, Consumer, MessageRejected, Producer, Record, dlq_topic
+from shared.bus.base import Bus, BusUnavailable, Consumer, MessageRejected, Producer, Rebalancing, Record, dlq_topic
 from shared.bus.envelope import DEFAULT_MAX_MESSAGE_BYTES, Envelope, PoisonMessage
 from shared.db.engine import is_postgres
 from shared.db.tables import OutboxDeadLetter, OutboxMessage, utcnow
@@ -34,7 +34,8 @@ WORKER_RESTARTS = Counter("relais_worker_restarts_total", "Background workers re
 WORKER_UP = Gauge("relais_worker_up", "1 while a background worker runs, 0 while it waits to restart", ["worker"])
 
 # Failures that say "try again later" rather than "this message is wrong".
-TRANSIENT = (TransientError, BusUnavailable, OperationalError)
+# Connection-level database errors (a restart, a cut) are never the message's fault.
+TRANSIENT = (TransientError, BusUnavailable, OperationalError, InterfaceError, DisconnectionError)
 
 Handler = Callable[[Envelope], None]
 
@@ -177,7 +178,11 @@ class ConsumerLoop:
     """Handles each record, commits its offset only after the handler's own commit.
 
     Transient failure: retried with backoff, then rewound so the offset does not advance.
+    A batch stops after `batch_seconds` (the rest is rewound) so that the consumer polls well within
+    the group's max poll interval.
     Anything else: the record goes to `<topic>.dlq` with the error, and the stream goes on.
+    A consumer that fails `recreate_after` times in a row (coordinator gone, stuck rebalance) is closed
+    without committing and replaced: the new member resumes from the committed offsets.
     """
 
     def __init__(
@@ -188,8 +193,12 @@ class ConsumerLoop:
         *,
         max_attempts: int = 5,
         backoff_seconds: float = 0.05,
+        recreate_after: int = 5,
+        batch_seconds: float = 10.0,
     ) -> None:
         self._bus = bus
+        self._recreate_after = recreate_after
+        self._batch_seconds = batch_seconds
         self.group_id = group_id
         self._handlers = handlers
         self._max_attempts = max_attempts
@@ -206,7 +215,13 @@ class ConsumerLoop:
     def run_once(self, timeout: float = 0.5, max_records: int = 100) -> int:
         """Process one poll; returns how many records were committed."""
         records = self.consumer.poll(max_records=max_records, timeout=timeout)
+        started = time.monotonic()
         for index, record in enumerate(records):
+            if index and time.monotonic() - started > self._batch_seconds:
+                # A slow batch (loaded machine, slow database) must not outlast max_poll_interval: the
+                # member would be dropped from its group mid-batch. Poll again; the rest comes back.
+                self._rewind(records[index:])
+                return index
             try:
                 self._process(record)
             except TRANSIENT as exc:
@@ -270,25 +285,46 @@ class ConsumerLoop:
         self._dlq.flush()
 
     def run(self, stop: threading.Event, timeout: float = 0.5) -> None:
-        backoff = self._backoff
-        while not stop.is_set():
-            try:
-                self.run_once(timeout=timeout)
-                backoff = self._backoff
-            except BusUnavailable as exc:
-                log.warning("%s: bus unavailable: %s", self.group_id, exc)
-                backoff = min(backoff * 2, 5.0)
-                stop.wait(backoff)
+        backoff, failures = self._backoff, 0
+        try:
+            while not stop.is_set():
+                try:
+                    self.run_once(timeout=timeout)
+                    backoff, failures = self._backoff, 0
+                except BusUnavailable as exc:
+                    failures += 1
+                    log.warning("%s: bus unavailable (%d in a row): %s", self.group_id, failures, exc)
+                    if failures >= self._recreate_after:
+                        log.warning("%s: replacing the consumer after %d failures", self.group_id, failures)
+                        self._reset_consumer()
+                        failures = 0
+                    if isinstance(exc, Rebalancing):
+                        stop.wait(self._backoff)  # rejoining happens in the next poll: no growing back-off
+                        continue
+                    backoff = min(backoff * 2, 5.0)
+                    stop.wait(backoff)
+        except BaseException:
+            # Whatever killed the loop, its restart gets a fresh consumer from the committed offsets.
+            self._reset_consumer()
+            raise
         self.close()
 
+    def _reset_consumer(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            try:
+                consumer.close()
+            except Exception:
+                log.debug("closing a broken consumer failed", exc_info=True)
+
     def close(self) -> None:
-        for client in (self._consumer, self._dlq):
-            if client is not None:
-                try:
-                    client.close()
-                except Exception:
-                    log.debug("closing a bus client failed", exc_info=True)
-        self._consumer = self._dlq = None
+        self._reset_consumer()
+        if self._dlq is not None:
+            try:
+                self._dlq.close()
+            except Exception:
+                log.debug("closing a bus client failed", exc_info=True)
+        self._dlq = None
 
 
 class SupervisedWorker:

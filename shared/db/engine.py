@@ -6,7 +6,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, MetaData, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session
@@ -30,6 +30,8 @@ def make_engine(url: str, schema: str | None = None, *, pool_size: int = 10) -> 
     )
     if schema:
         with engine.begin() as connection:
+            # Concurrent CREATE SCHEMA IF NOT EXISTS can still collide on the catalogue: serialise it.
+            connection.execute(text("SELECT pg_advisory_xact_lock(hashtext('relais.create_tables'))"))
             connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
     return engine
 
@@ -132,3 +134,12 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
 
 def is_postgres(engine: Engine | Connection) -> bool:
     return engine.dialect.name == "postgresql"
+
+
+def create_tables(engine: Engine, metadata: MetaData) -> None:
+    """`metadata.create_all`, serialised on PostgreSQL: replicas starting together share the auth schema,
+    and two concurrent CREATE TABLE of the same name fail on the catalogue's unique index."""
+    with engine.begin() as connection:
+        if is_postgres(connection):
+            connection.execute(text("SELECT pg_advisory_xact_lock(hashtext('relais.create_tables'))"))
+        metadata.create_all(connection)

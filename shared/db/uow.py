@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
 from shared.bus.envelope import DEFAULT_MAX_MESSAGE_BYTES, Envelope, encoded_envelope
+from shared.db import bounds
 from shared.db.tables import AuditEntry, InboxMessage, OutboxMessage, utcnow
 
 
@@ -79,6 +80,9 @@ class AuditLog:
                 detail=detail,
             )
         )
+
+# Over-long strings and NUL bytes become a 422 at flush on every database, not a 500 on PostgreSQL.
+bounds.install()
 
 
 class UnitOfWork:

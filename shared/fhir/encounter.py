@@ -41,6 +41,7 @@ from shared.fhir.models import (
 from shared.fhir.outcome import issue
 from shared.identifiers import FINESS, INS_NIR, INS_NIR_TEST, INS_SYSTEMS, RPPS, validate_identifier
 from shared.minimise import commune_code
+from shared.validation import check_date, check_text
 
 __all__ = [
     "EncounterMessage",
@@ -61,6 +62,11 @@ R = TypeVar("R", bound=Resource)
 # Preference when a Patient carries several INS: the production INS-NIR, the test one, then the NIA.
 _INS_ORDER = {INS_NIR: 0, INS_NIR_TEST: 1}
 
+
+# Column sizes every service shares (encounter_key 300; discharge stores patient system 100 and value 40).
+MAX_ENCOUNTER_KEY = 300
+MAX_IDENTIFIER_SYSTEM = 100
+MAX_IDENTIFIER_VALUE = 40
 
 @dataclass(frozen=True)
 class PatientIdentity:
@@ -184,14 +190,21 @@ def patient_identity(identifiers: list[Identifier] | None, where: str) -> Patien
         raise Unprocessable(
             f"{where} needs an identifier with system and value (INS-NIR or local)", expression=[where]
         )
-    return PatientIdentity(chosen.system, validate_identifier(chosen.system, chosen.value))
+    # Bounded here, the one reader, to the narrowest column any service stores them in (no 500 on PostgreSQL).
+    check_text(chosen.system, f"{where}.system", MAX_IDENTIFIER_SYSTEM)
+    value = validate_identifier(chosen.system, chosen.value)
+    check_text(value, f"{where}.value", MAX_IDENTIFIER_VALUE)
+    return PatientIdentity(chosen.system, value)
 
 
 def _birth_date(value: Any) -> date | None:
     # A partial date ("1955", "1955-03") stays a string in the model: too vague for an age band.
     if isinstance(value, datetime):
-        return value.date()
-    return value if isinstance(value, date) else None
+        value = value.date()
+    if not isinstance(value, date):
+        return None
+    # A birth date in the future (or before 1870) would make every age computation wrong or overflow.
+    return check_date(value, "Patient.birthDate", not_future=True)
 
 
 # How senders write France in Address.country: ISO 3166 alpha-2/alpha-3/numeric, the name, the INSEE code (99100),
@@ -293,6 +306,7 @@ def read_encounter_message(
             "Encounter.identifier (system and value, e.g. the NDA) is required to match corrections",
             expression=["Encounter.identifier"],
         )
+    check_text(f"{key.system}|{key.value}", "Encounter.identifier", MAX_ENCOUNTER_KEY)
     if not encounter.status:
         raise Unprocessable("Encounter.status is required", expression=["Encounter.status"])
     patient = _bundled(msg, encounter.subject, Patient)

@@ -11,11 +11,11 @@ import pytest
 from tests.e2e.harness import clean_environment, relais_executable
 
 EXPECTED_ROWS = {
-    "Centre hospitalier de l'Ouest vosgien (Neufchâteau)": 3,
+    "Centre hospitalier de l'Ouest vosgien (Neufchâteau)": 4,
     "MSP de Monthureux-sur-Saône": 6,
-    "MSP de Lamarche": 3,
+    "MSP de Lamarche": 6,
     "Cabinet médical de Vittel (effecteur SNP)": 1,
-    "CPTS de la Plaine": 6,
+    "CPTS de la Plaine": 8,
     "DAC des Vosges": 1,
     "SAS des Vosges (régulation libérale)": 0,
     "Administrateur Relais (démo)": 0,

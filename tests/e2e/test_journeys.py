@@ -84,7 +84,7 @@ def text(items: list[FeedItem]) -> str:
 def test_each_organisation_receives_what_the_routing_table_says_and_nothing_more(relais, journeys):
     counts = {key: dict(Counter(i.event for i in feed(relais, journeys, key))) for key in journeys.tokens}
     assert counts == {
-        "hospital": {"handoff.proposed": 2, "handoff.accepted": 1},
+        "hospital": {"handoff.proposed": 2, "handoff.accepted": 1, "orientation.accepted": 1},
         "msp-monthureux": {
             "admission.recorded": 1,
             "discharge.recorded": 1,
@@ -93,13 +93,42 @@ def test_each_organisation_receives_what_the_routing_table_says_and_nothing_more
             "snp.requested": 1,
             "snp.offered": 1,
         },
-        "msp-lamarche": {"admission.recorded": 1, "discharge.recorded": 1, "handoff.proposed": 1},
+        "msp-lamarche": {
+            "admission.recorded": 2,
+            "discharge.recorded": 1,
+            "handoff.proposed": 1,
+            "orientation.assigned": 1,
+            "orientation.accepted": 1,
+        },
         "cabinet-vittel": {"snp.offered": 1},
-        "cpts": {"admission.recorded": 1, "discharge.recorded": 1, "snp.requested": 2, "snp.offered": 2},
+        "cpts": {
+            "admission.recorded": 1,
+            "discharge.recorded": 1,
+            "orientation.requested": 1,
+            "orientation.accepted": 1,
+            "snp.requested": 2,
+            "snp.offered": 2,
+        },
         "dac": {"discharge.recorded": 1},
         "sas": {},
         "admin": {},
     }
+
+
+def test_paul_oriented_by_the_cpts_and_accepted_by_an_msp_is_readmitted_to_that_msp_only(relais, journeys):
+    paul = journeys.territory.people["paul"]
+    readmission = f"{journeys.encounter_key('paul')}-2"
+    lamarche = feed(relais, journeys, "msp-lamarche")
+    assigned = next(i for i in lamarche if i.event == "orientation.assigned")
+    assert assigned.detail == "minimised" and paul.nir not in json.dumps(assigned.resource)
+    accepted = next(i for i in lamarche if i.event == "orientation.accepted")
+    assert accepted.detail == "full"
+    admitted = [i for i in lamarche if i.event == "admission.recorded" and i.subject == readmission]
+    assert len(admitted) == 1 and admitted[0].detail == "full"
+    assert admitted[0].payload_resources("Patient")[0]["identifier"][0]["value"] == paul.nir
+    cpts = feed(relais, journeys, "cpts")
+    assert [i.event for i in cpts if i.event.startswith("admission.")] == ["admission.recorded"]  # the first one
+    assert {i.detail for i in cpts if i.event.startswith("orientation.")} == {"minimised"}
 
 
 def test_the_treating_team_gets_the_full_clinical_message_of_its_own_patient_only(relais, journeys):
@@ -144,6 +173,7 @@ def test_the_cpts_gets_minimised_and_organisational_data_only(relais, journeys):
         allowed = MINIMISED_FIELDS if item.detail == "minimised" else ORGANISATIONAL_FIELDS
         assert set(item.payload) <= allowed, item.payload
     paul = [i for i in items if i.event.startswith(("admission", "discharge"))]
+    assert {i.subject.split("/")[0] for i in items if i.event.startswith("orientation.")} == {"Task"}
     # The CPTS follows Paul under opaque Relais references; the hospital's encounter number never reaches it.
     assert paul and all(i.subject and i.subject.startswith(("Admission/", "Discharge/")) for i in paul)
     assert journeys.encounter_key("paul") not in body
@@ -193,5 +223,5 @@ def test_relais_demo_command_drives_the_processes_on_postgres_and_kafka(relais, 
         m.group(1).strip(): int(m.group(2))
         for m in re.finditer(r"^│ ([^│]+?)\s*│ \w+\s*│\s+(\d+) │", result.stdout, re.MULTILINE)
     }
-    assert rows["CPTS de la Plaine"] == 6 and rows["DAC des Vosges"] == 1
+    assert rows["CPTS de la Plaine"] == 8 and rows["DAC des Vosges"] == 1
     assert rows["MSP de Monthureux-sur-Saône"] == 6 and rows["SAS des Vosges (régulation libérale)"] == 0

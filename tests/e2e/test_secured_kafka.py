@@ -19,7 +19,7 @@ from tests.e2e.harness import RelaisProcesses
 pytestmark = [pytest.mark.postgres, pytest.mark.kafka, pytest.mark.timeout(360)]
 
 EXPECTED = {
-    "hospital": {"handoff.proposed": 2, "handoff.accepted": 1},
+    "hospital": {"handoff.proposed": 2, "handoff.accepted": 1, "orientation.accepted": 1},
     "msp-monthureux": {
         "admission.recorded": 1,
         "discharge.recorded": 1,
@@ -28,9 +28,22 @@ EXPECTED = {
         "snp.requested": 1,
         "snp.offered": 1,
     },
-    "msp-lamarche": {"admission.recorded": 1, "discharge.recorded": 1, "handoff.proposed": 1},
+    "msp-lamarche": {
+        "admission.recorded": 2,  # Marcel's, and Paul's readmission once the MSP accepted him through orientation
+        "discharge.recorded": 1,
+        "handoff.proposed": 1,
+        "orientation.assigned": 1,
+        "orientation.accepted": 1,
+    },
     "cabinet-vittel": {"snp.offered": 1},
-    "cpts": {"admission.recorded": 1, "discharge.recorded": 1, "snp.requested": 2, "snp.offered": 2},
+    "cpts": {
+        "admission.recorded": 1,
+        "discharge.recorded": 1,
+        "orientation.requested": 1,
+        "orientation.accepted": 1,
+        "snp.requested": 2,
+        "snp.offered": 2,
+    },
     "dac": {"discharge.recorded": 1},
     "sas": {},
     "admin": {},

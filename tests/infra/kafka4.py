@@ -337,6 +337,18 @@ class Kafka4Cluster(_Broker):
                     return next(i for i, n in enumerate(self.nodes) if n.node_id == leader)
         raise LookupError(f"no leader for {topic}/{partition}")
 
+    def coordinator_index(self, group: str) -> int:
+        """Index into ``nodes`` of ``group``'s coordinator: the leader of its __consumer_offsets partition."""
+        code = 0
+        for char in group:  # Java's String.hashCode, by which Kafka places a group
+            code = (31 * code + ord(char)) & 0xFFFFFFFF
+        admin = self.admin()
+        try:
+            [offsets] = admin.describe_topics(["__consumer_offsets"])
+        finally:
+            admin.close()
+        return self.leader_index("__consumer_offsets", (code & 0x7FFFFFFF) % len(offsets["partitions"]))
+
     def close(self) -> None:
         for node in self.nodes:
             if node.process is not None:

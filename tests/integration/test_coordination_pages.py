@@ -200,8 +200,11 @@ def test_a_team_declines_with_a_reason_and_the_cpts_board_shows_only_minimised_f
     assert page.locator("#failed-handoffs tbody tr").count() >= 1
     assert "Relais refusé" in page.inner_text("#failed-handoffs")
     assert page.locator("#by-day svg rect").count() >= 1
-    # The orientation queue waits for the orientation Tasks: a placeholder, never an error.
-    assert page.is_visible("#orientations-unavailable")
+    # The orientation queue lists Paul (discharged without a team) and Marcel (declined), as minimised facts.
+    assert not page.is_visible("#orientations-unavailable")
+    assert page.locator("#orientations tbody tr").count() >= 2
+    assert "Relais refusé" in page.inner_text("#orientations")
+    assert page.locator("#handoff-states svg rect").count() >= 1
     content = page.content()
     for person in seeded.territory.people.values():
         assert person.nir not in content and person.family not in content
@@ -246,3 +249,65 @@ def test_the_pages_carry_a_strict_content_security_policy(seeded):
         assert signin.headers["x-frame-options"] == "DENY" and signin.headers["cache-control"] == "no-store"
         wait_for(lambda: client.get("/discharge/app/static/relais.js").status_code == 200, 5)
         assert client.get("/discharge/app/static/..%2Fsessions.py").status_code == 404
+
+
+def _orientation(seeded: Seeded, reason: str) -> dict[str, Any]:
+    response = httpx.get(
+        f"{seeded.base}/discharge/fhir/Task",
+        params={"code": "orientation", "status": "requested"},
+        headers={"Authorization": f"Bearer {seeded.tokens['cpts']}"},
+    )
+    assert response.status_code == 200, response.text
+    found = [
+        e["resource"]
+        for e in response.json().get("entry", [])
+        if e["resource"]["statusReason"]["coding"][0]["code"] == reason
+    ]
+    assert found, response.text
+    return found[0]
+
+
+def test_the_cpts_assigns_a_team_from_the_board_and_that_team_accepts_from_its_worklist(seeded, browser, tmp_path):
+    seeded.scenario.expect("cpts", "orientation.requested")
+    orientation = _orientation(seeded, "no-team")  # Paul
+    team = seeded.territory.org("msp-monthureux")
+    context, page, blocked, errors = open_page(browser, seeded.base)
+    sign_in(page, seeded.base, seeded.tokens["cpts"])
+    page.wait_for_url(f"{seeded.base}/discharge/app/board")
+    page.wait_for_selector("body[data-loaded=true]", timeout=20_000)
+    row = page.locator(f"#orientations tr[data-task='{orientation['id']}']")
+    assert "Sortie sans équipe traitante" in row.inner_text()
+    screenshot(page, "board-orientation.png", tmp_path)
+    row.locator("input.team").fill(team.id)
+    row.locator("button.assign").click()
+    page.wait_for_selector("#status:has-text('Équipe proposée')", timeout=20_000)
+    assert page.locator(f"#orientations tr[data-task='{orientation['id']}']").count() == 0
+    content = page.content()
+    for person in seeded.territory.people.values():
+        assert person.nir not in content and person.family not in content
+    assert not blocked and not errors
+    context.close()
+
+    seeded.scenario.expect("msp-monthureux", "orientation.assigned")
+    context, page, blocked, errors = open_page(browser, seeded.base)
+    sign_in(page, seeded.base, seeded.tokens["msp-monthureux"])
+    page.wait_for_selector("body[data-loaded=true]", timeout=20_000)
+    rows = page.locator("#handoffs tbody tr")
+    assert rows.count() == 1 and "Orienté par la CPTS" in rows.first.inner_text()
+    paul = seeded.territory.people["paul"]
+    assert paul.nir not in page.content() and paul.family not in page.content()  # not before it accepts
+    handoff = rows.first.get_attribute("data-task")
+    screenshot(page, "worklist-orientation.png", tmp_path)
+    rows.first.locator("button.accept").click()
+    page.wait_for_selector("#status:has-text('Réponse enregistrée')", timeout=20_000)
+    accepted = seeded.task(handoff, "msp-monthureux")
+    assert accepted["status"] == "accepted" and accepted["for"]["identifier"]["value"] == paul.nir
+    assert seeded.task(orientation["id"], "cpts")["status"] == "completed"
+    # Another team's page shows nothing of it.
+    context.close()
+    context, page, _, _ = open_page(browser, seeded.base)
+    sign_in(page, seeded.base, seeded.tokens["msp-lamarche"])
+    page.wait_for_selector("body[data-loaded=true]", timeout=20_000)
+    assert handoff not in page.content() and paul.nir not in page.content()
+    assert not blocked and not errors
+    context.close()

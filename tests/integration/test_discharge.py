@@ -326,7 +326,8 @@ def test_two_replicas_racing_fire_each_deadline_exactly_once(world):
             t.start()
         for t in threads:
             t.join(timeout=60)
-        assert len(fired) == 2 and sum(fired) <= 2 * len(items)  # the background workers may take some
+        # Per item: two escalation levels and the reminder before the deadline; the background workers may take some.
+        assert len(fired) == 2 and sum(fired) <= 3 * len(items)
         with first.unit_of_work() as uow:
             rows = (
                 uow.session.execute(select(TimerRow).where(TimerRow.kind == "followup-missed"))

@@ -127,6 +127,9 @@ def settings(postgres_url, tansu, tmp_path) -> NotificationsSettings:
         webhook_timeout_seconds=1.0,
         webhook_lease_seconds=2.0,
         dispatcher_idle_seconds=0.05,
+        # Receivers listen on loopback: allowed here only (the default allows public addresses only).
+        outbound_allowed_networks=["127.0.0.0/8"],
+        outbound_allow_http=True,
     )
 
 

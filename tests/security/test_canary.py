@@ -84,6 +84,9 @@ def _plant(bundle: dict, prefix: str = "") -> dict:
 def relais(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("RELAIS_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("RELAIS_ENVIRONMENT", "test")
+    # Webhooks and subscriptions aim at a closed loopback port: allowed explicitly, as in local development.
+    monkeypatch.setenv("RELAIS_OUTBOUND_ALLOWED_NETWORKS", "127.0.0.0/8")
+    monkeypatch.setenv("RELAIS_OUTBOUND_ALLOW_HTTP", "true")
     install_log_policy()
     caplog.set_level(logging.DEBUG)
     directory = Directory(f"sqlite:///{tmp_path / 'auth.sqlite'}")

@@ -111,7 +111,10 @@ class Harness:
 @pytest.fixture
 def harness(tmp_path):
     secret = "unit-test-secret-" + "x" * 20
-    settings = DischargeSettings(data_dir=tmp_path, environment="test", secret_key=secret)
+    # Reminders before a deadline have their own tests (test_orientation.py); here they would only add timers.
+    settings = DischargeSettings(
+        data_dir=tmp_path, environment="test", secret_key=secret, followup_reminder_hours=0
+    )
     directory = Directory(f"sqlite:///{tmp_path / 'auth.sqlite'}")
     tokens = {
         FINESS: directory.add(Role.HOSPITAL, FINESS, "CHU Exemple"),

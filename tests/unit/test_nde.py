@@ -186,7 +186,7 @@ def test_each_service_serves_its_own_event_and_names_the_other_door(relais_once)
         (lambda r: r.update(subject={"reference": "Patient/elsewhere"}), 422, "subject"),
         (lambda r: r["contained"][0].pop("identifier"), 422, "CommunicationRequest.contained(Patient).identifier"),
         (lambda r: r["contained"][1].pop("identifier"), 422, "CommunicationRequest.requester"),
-        (lambda r: r["contained"][0]["identifier"][0].update(value="279035121518980"), 422, "NIR is invalid"),
+        (lambda r: r["contained"][0]["identifier"][0].update(value="279035121518980"), 422, "NIR key is wrong"),
         (lambda r: r.update(meta={"profile": [NOTIFICATION_PROFILE]}), 422, "meta.profile"),
         (lambda r: r.update(resourceType="Communication"), 400, "resourceType"),
         (lambda r: r.update(status="bogus"), 400, "status"),

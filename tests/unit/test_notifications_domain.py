@@ -9,6 +9,7 @@ import pytest
 from services.notifications import domain
 from services.notifications.domain import InvalidNotification, Notification, parse_notification
 from shared.errors import BadRequest, Unprocessable
+from shared.outbound import OutboundPolicy, parse_networks
 
 MESSAGE = {"resourceType": "Bundle", "type": "message", "entry": []}
 
@@ -181,25 +182,30 @@ def test_the_page_limit_is_clamped():
         domain.page_limit(0, 50, 200)
 
 
+LOOPBACK = OutboundPolicy(allowed_networks=parse_networks(["127.0.0.0/8"]), allow_http=True)
+
+
 @pytest.mark.parametrize(
-    ("url", "environment", "ok"),
+    ("url", "policy", "ok"),
     [
-        ("https://msp.example.fr/hook", "production", True),
-        ("http://127.0.0.1:8080/hook", "test", True),
-        ("http://localhost/hook", "development", True),
-        ("http://127.0.0.1:8080/hook", "production", False),
-        ("http://msp.example.fr/hook", "test", False),
-        ("ftp://msp.example.fr/hook", "test", False),
-        ("https://user:pw@msp.example.fr/hook", "test", False),
-        ("not a url", "test", False),
+        ("https://msp.example.fr/hook", OutboundPolicy(), True),
+        ("http://127.0.0.1:8080/hook", LOOPBACK, True),
+        ("http://127.0.0.1:8080/hook", OutboundPolicy(), False),
+        ("https://127.0.0.1:8080/hook", OutboundPolicy(), False),
+        ("https://localhost/hook", LOOPBACK, False),
+        ("https://169.254.169.254/latest", LOOPBACK, False),
+        ("http://msp.example.fr/hook", OutboundPolicy(), False),
+        ("ftp://msp.example.fr/hook", LOOPBACK, False),
+        ("https://user:pw@msp.example.fr/hook", OutboundPolicy(), False),
+        ("not a url", OutboundPolicy(), False),
     ],
 )
-def test_endpoints_must_be_https_except_loopback_outside_production(url, environment, ok):
+def test_endpoints_follow_the_outbound_policy(url, policy, ok):
     if ok:
-        assert domain.check_endpoint_url(url, environment) == url
+        assert domain.check_endpoint_url(url, policy) == url
     else:
         with pytest.raises(Unprocessable):
-            domain.check_endpoint_url(url, environment)
+            domain.check_endpoint_url(url, policy)
 
 
 def _attempt_after(ok: bool, attempts: int, subscription_status: str | None) -> domain.AfterAttempt:
@@ -247,6 +253,6 @@ def test_a_webhook_delivery_is_signed_with_the_webhooks_secret():
 def test_a_subscription_delivery_carries_its_channel_headers_and_no_signature():
     target = domain.Target(None, ("Authorization: Bearer abc", "X-Extra:1"))
     headers = domain.delivery_headers(_claimed(None), target, b"{}", 0)
-    assert (headers["Authorization"], headers["X-Extra"]) == ("Bearer abc", "1")
+    assert domain.channel_headers(target) == {"Authorization": "Bearer abc", "X-Extra": "1"}
     assert domain.SIGNATURE_HEADER not in headers
     assert "Relais-Notification-Id" not in headers

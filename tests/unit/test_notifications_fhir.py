@@ -10,6 +10,7 @@ import pytest
 from services.notifications import fhir
 from shared.errors import Unprocessable
 from shared.fhir.models import Bundle, Parameters, Subscription
+from shared.outbound import OutboundPolicy
 from tests.factories import admission_message
 
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
@@ -103,7 +104,7 @@ def subscription_body(**channel_overrides):
 
 
 def test_a_backport_subscription_is_parsed():
-    parsed = fhir.parse_subscription(subscription_body(), "production", 60)
+    parsed = fhir.parse_subscription(subscription_body(), OutboundPolicy(), 60)
     assert parsed.topic == TOPIC
     assert parsed.filters == [{"patient": "pk-1"}]
     assert parsed.content == "full-resource"
@@ -124,7 +125,7 @@ def test_a_backport_subscription_is_parsed():
 def test_an_unsupported_subscription_is_refused(change):
     body = {**subscription_body(), **change}
     with pytest.raises(Unprocessable):
-        fhir.parse_subscription(body, "production", 60)
+        fhir.parse_subscription(body, OutboundPolicy(), 60)
 
 
 def sub_row(content="id-only", events=2):

@@ -60,6 +60,10 @@ def service(tmp_path, receiver):
         webhook_max_attempts=3,
         webhook_backoff_base_seconds=0.0001,
         webhook_backoff_max_seconds=0.001,
+        # Receivers listen on loopback: allowed here only (the default allows public addresses only).
+        outbound_allowed_networks=["127.0.0.0/8"],
+        outbound_allow_http=True,
+        subscription_heartbeat_min_seconds=1,  # the heartbeat test waits for a 1 s period
     )
     svc = bootstrap(settings, run_workers=False, transport=httpx.MockTransport(receiver))
     yield svc
@@ -240,7 +244,7 @@ def test_a_generated_secret_is_shown_once(service, client):
     assert "secret" not in client.get(f"/notifications/webhooks/{created['id']}", headers=msp).json()
 
 
-@pytest.mark.parametrize("body", [{"url": "http://msp.example.fr/hook"}, {"url": HOOK, "secret": "short"}])
+@pytest.mark.parametrize("body", [{"url": "https://10.1.2.3/hook"}, {"url": HOOK, "secret": "short"}])
 def test_an_unsafe_webhook_is_refused(service, client, body):
     assert (
         client.post("/notifications/webhooks", json=body, headers=token(service, "team", "msp-1")).status_code

@@ -105,6 +105,13 @@ class DacCaseRepository(Repository):
         )
         return self.session.execute(query).scalars().first()
 
+    def for_dac(self, dac_org_id: str, *, open_only: bool = False, limit: int = 500) -> list[DacCase]:
+        query = select(DacCase).where(col(DacCase.dac_org_id) == dac_org_id)
+        if open_only:
+            query = query.where(col(DacCase.closed_at).is_(None))
+        query = query.order_by(col(DacCase.opened_at).desc()).limit(limit)
+        return list(self.session.execute(query).scalars())
+
     def open_dacs_for_patient(self, patient_key: str) -> frozenset[str]:
         query = select(col(DacCase.dac_org_id)).where(
             col(DacCase.patient_key) == patient_key, col(DacCase.closed_at).is_(None)
@@ -172,6 +179,15 @@ class ConsentRepository(Repository):
 class TerritoryRepository(Repository):
     def get(self, postal_code: str) -> Territory | None:
         return self.session.get(Territory, postal_code)
+
+    def listed(self, covered_by: str | None = None) -> list[Territory]:
+        """Every mapped postal code, or those a CPTS or DAC covers."""
+        query = select(Territory).order_by(col(Territory.postal_code))
+        if covered_by is not None:
+            query = query.where(
+                (col(Territory.cpts_org_id) == covered_by) | (col(Territory.dac_org_id) == covered_by)
+            )
+        return list(self.session.execute(query).scalars())
 
 
 class PatientRepository(Repository):

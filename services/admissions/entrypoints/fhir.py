@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field, ValidationError
 from services.admissions import cercle, commands, intake, views
 from services.admissions.messagebus import MessageBus
 from services.admissions.uow import AdmissionsUnitOfWork
+from shared.api.body import RawBody
 from shared.api.responses import FhirResponse
 from shared.auth import Principal, audit_refusal, require_role
 from shared.errors import BadRequest, Forbidden, Unprocessable
@@ -38,9 +39,9 @@ def _uow(bus: Annotated[MessageBus, Depends(_bus)]) -> AdmissionsUnitOfWork:
     return bus.unit_of_work()
 
 
-async def _fhir_json(request: Request) -> dict[str, Any]:
+def _fhir_json(request: Request, raw: RawBody) -> dict[str, Any]:
     check_content_type(request.headers.get("content-type"))
-    return parse_json(await request.body())
+    return parse_json(raw)
 
 
 Bus = Annotated[MessageBus, Depends(_bus)]
@@ -51,6 +52,7 @@ Team = Annotated[Principal, Depends(require_role(Role.TEAM))]
 TeamOrHospital = Annotated[Principal, Depends(require_role(Role.TEAM, Role.HOSPITAL))]
 Dac = Annotated[Principal, Depends(require_role(Role.DAC))]
 Admin = Annotated[Principal, Depends(require_role(Role.ADMIN))]
+Coordinator = Annotated[Principal, Depends(require_role(Role.ADMIN, Role.CPTS, Role.DAC))]
 
 router = APIRouter(prefix="/admissions", tags=["admissions"])
 
@@ -60,15 +62,15 @@ router = APIRouter(prefix="/admissions", tags=["admissions"])
     summary="Hospital admission, correction or cancellation (FHIR message Bundle)",
     response_class=FhirResponse,
 )
-async def process_message(request: Request, principal: Hospital, bus: Bus) -> FhirResponse:
-    body = await request.body()
+def process_message(request: Request, principal: Hospital, bus: Bus, body: RawBody) -> FhirResponse:
+    # A plain `def`: parsing a large Bundle runs in the threadpool, never on the event loop.
     message = parse_message_bundle(body, request.headers.get("content-type"), bus.deps.settings.max_body_bytes)
     try:
         command = intake.admission_command(message, principal.organisation_id)
     except Forbidden:
-        await run_in_threadpool(audit_refusal, request, principal, "another hospital's message")
+        audit_refusal(request, principal, "another hospital's message")
         raise
-    return FhirResponse(await run_in_threadpool(bus.handle, command))
+    return FhirResponse(bus.handle(command))
 
 
 # --- NdE event declaration (ANS Notification d'évènements, flux 3) ---------------------------------------
@@ -116,13 +118,13 @@ def _location(careteam_id: str) -> str:
     status_code=202,
     response_class=FhirResponse,
 )
-async def create_careteam(request: Request, principal: Team, data: Body, bus: Bus) -> FhirResponse:
+def create_careteam(request: Request, principal: Team, data: Body, bus: Bus) -> FhirResponse:
     try:
         command = intake.enrol_command(data, principal.organisation_id, bus.deps.clock())
     except Forbidden:
-        await run_in_threadpool(audit_refusal, request, principal, "enrolment for another organisation")
+        audit_refusal(request, principal, "enrolment for another organisation")
         raise
-    recorded: views.EnrolmentRecorded = await run_in_threadpool(bus.handle, command)
+    recorded: views.EnrolmentRecorded = bus.handle(command)
     # One answer whether the patient had no team, this team or another: nobody learns who treats a patient.
     location = _location(recorded.careteam_id)
     return FhirResponse(
@@ -167,9 +169,9 @@ def read_careteam(careteam_id: str, principal: Team, uow: Uow, bus: Bus) -> Fhir
     summary="Change the team referent: ends the current participant period and starts another",
     response_class=FhirResponse,
 )
-async def change_referent(careteam_id: str, principal: Team, data: Body, bus: Bus) -> FhirResponse:
+def change_referent(careteam_id: str, principal: Team, data: Body, bus: Bus) -> FhirResponse:
     command = intake.change_referent_command(data, principal.organisation_id, careteam_id, bus.deps.clock())
-    view: views.CareTeamView = await run_in_threadpool(bus.handle, command)
+    view: views.CareTeamView = bus.handle(command)
     return FhirResponse(view.resource)
 
 
@@ -188,9 +190,9 @@ def end_careteam(careteam_id: str, principal: Team, bus: Bus) -> FhirResponse:
     status_code=201,
     response_class=FhirResponse,
 )
-async def create_consent(principal: TeamOrHospital, data: Body, bus: Bus) -> FhirResponse:
+def create_consent(principal: TeamOrHospital, data: Body, bus: Bus) -> FhirResponse:
     command = intake.consent_command(data, principal.organisation_id, principal.role)
-    consent_id = await run_in_threadpool(bus.handle, command)
+    consent_id = bus.handle(command)
     return FhirResponse(
         {**data, "id": consent_id}, status_code=201, headers={"Location": f"{views.BASE}/Consent/{consent_id}"}
     )
@@ -263,3 +265,33 @@ def put_territory(postal_code: str, body: TerritoryIn, principal: Admin, bus: Bu
         raise BadRequest("postal code must be 5 digits", expression=["postal_code"])
     view = bus.handle(commands.SetTerritory(postal_code, body.cpts, body.dac))
     return FhirResponse(view, media_type="application/json")
+
+
+# --- read-backs: what the caller wrote or may see -------------------------------------------------------------
+
+
+@router.get("/consents", summary="The patient's consent, for whoever recorded it or treats the patient")
+def read_consent(patient: str, principal: TeamOrHospital, uow: Uow, bus: Bus) -> Response:
+    system, bar, value = patient.partition("|")
+    if not bar or not system or not value:
+        raise BadRequest("patient must be system|value (e.g. the INS-NIR OID and the NIR)", expression=["patient"])
+    try:
+        identifier = Identifier(system=system, value=value)
+    except ValidationError:
+        raise BadRequest("patient must be system|value", expression=["patient"]) from None
+    key = bus.deps.pseudonymise(patient_identity([identifier], "patient"))
+    return FhirResponse(views.consent_for(uow, principal.organisation_id, key), media_type="application/json")
+
+
+@router.get("/dac-cases", summary="The calling DAC's cases (status=open for the open ones)")
+def list_dac_cases(principal: Dac, uow: Uow, status: str | None = None) -> Response:
+    if status not in (None, "open", "all"):
+        raise BadRequest("status is open or all", expression=["status"])
+    cases = views.dac_cases_of(uow, principal.organisation_id, open_only=status == "open")
+    return FhirResponse({"cases": cases}, media_type="application/json")
+
+
+@router.get("/territories", summary="Mapped postal codes: all for an administrator, the covered ones for a CPTS or DAC")
+def list_territories(principal: Coordinator, uow: Uow) -> Response:
+    covered_by = None if principal.role is Role.ADMIN else principal.organisation_id
+    return FhirResponse({"territories": views.territories_for(uow, covered_by)}, media_type="application/json")

@@ -7,6 +7,7 @@ from typing import Any
 
 from services.admissions.commands import (
     AnswerTeamChange,
+    AssignTreatingTeam,
     CancelAdmission,
     ChangeReferent,
     CloseDacCase,
@@ -21,6 +22,7 @@ from services.admissions.commands import (
 )
 from services.admissions.deps import Deps
 from services.admissions.handlers.admissions import amend_admission, record_admission
+from services.admissions.handlers.assignments import assign_treating_team
 from services.admissions.handlers.careteams import (
     answer_team_change,
     change_referent,
@@ -46,6 +48,7 @@ HANDLERS: dict[type, Handler] = {
     CloseDacCase: close_dac_case,
     RecordConsent: record_consent,
     SetTerritory: set_territory,
+    AssignTreatingTeam: assign_treating_team,
 }
 
 __all__ = ["HANDLERS", "Handler"]

@@ -10,6 +10,7 @@ from sqlalchemy import JSON, Column, DateTime, Index, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from shared.db.tables import KERNEL_TABLES
+from shared.retention import PurgeRule, table_of
 
 
 def _ts(nullable: bool = False, index: bool = False) -> Any:
@@ -78,6 +79,28 @@ class HandoffRow(SQLModel, table=True):
     expires_at: datetime = _ts()
     decided_at: datetime | None = _ts(nullable=True)
     updated_at: datetime = _ts()
+    # Set when the CPTS proposed this team: the team decides on minimised facts until it accepts.
+    orientation_id: str | None = Field(default=None, max_length=36, index=True)
+
+
+class OrientationRow(SQLModel, table=True):
+    """The CPTS's orientation Task: find a treating team for a discharged patient who has none (or lost it)."""
+
+    __tablename__ = "discharge_orientation"
+
+    id: str = Field(primary_key=True, max_length=36)
+    # One orientation per discharge: a second handoff failure returns the same one.
+    discharge_id: str = Field(max_length=36, unique=True)
+    patient_key: str = Field(max_length=64, index=True)
+    hospital_org_id: str = Field(max_length=100)
+    cpts_org_id: str = Field(max_length=100, index=True)
+    status: str = Field(max_length=20)
+    reason: str = Field(max_length=30)  # coded: no-team | handoff-declined | handoff-expired
+    team_org_id: str | None = Field(default=None, max_length=100)  # the team proposed (or that accepted)
+    handoff_id: str | None = Field(default=None, max_length=36)  # the current proposal
+    attempts: int = 0
+    requested_at: datetime = _ts()
+    updated_at: datetime = _ts(index=True)
 
 
 class FollowupRow(SQLModel, table=True):
@@ -160,6 +183,7 @@ TABLES = (
             DischargeMessageRow,
             DischargeRow,
             HandoffRow,
+            OrientationRow,
             FollowupRow,
             TimerRow,
             CareTeamMirrorRow,
@@ -167,3 +191,12 @@ TABLES = (
         )
     ),
 )
+
+
+def retention_rules(settings: Any) -> list[PurgeRule]:
+    """Service rules beside the kernel's (docs/security.md, Retention): timers that have fired or were set aside."""
+    timers = table_of(TimerRow)
+    return [
+        PurgeRule("discharge_timer", timers, "fired_at", settings.retention_timers_days,
+                  lambda t: t.c.fired_at.is_not(None)),
+    ]

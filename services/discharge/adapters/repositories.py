@@ -14,6 +14,7 @@ from services.discharge.adapters.orm import (
     DischargeRow,
     FollowupRow,
     HandoffRow,
+    OrientationRow,
     TerritoryMirrorRow,
     TimerRow,
 )
@@ -67,6 +68,18 @@ class HandoffRepository(Repository):
             .order_by(col(HandoffRow.requested_at))
         )
         return list(self.session.execute(query).scalars())
+
+
+class OrientationRepository(Repository):
+    def get(self, task_id: str, *, for_update: bool = False) -> OrientationRow | None:
+        query = select(OrientationRow).where(col(OrientationRow.id) == task_id)
+        if for_update and is_postgres(self.session.get_bind()):
+            query = query.with_for_update()
+        return self.session.execute(query).scalars().first()
+
+    def for_discharge(self, discharge_id: str) -> OrientationRow | None:
+        query = select(OrientationRow).where(col(OrientationRow.discharge_id) == discharge_id)
+        return self.session.execute(query).scalars().first()
 
 
 class FollowupRepository(Repository):

@@ -22,6 +22,7 @@ from services.discharge.domain.followups import (
     completion_time,
     escalation_deadlines,
     followup_owner,
+    reminder_time,
 )
 from services.discharge.domain.handoffs import (
     HANDOFF_EVENTS,
@@ -56,6 +57,7 @@ from services.discharge.domain.model import (
     HandoffStatus,
     HospitalReferent,
     MirrorState,
+    OrientationStatus,
     PatientIdentity,
     Policy,
     TerritoryState,
@@ -63,6 +65,15 @@ from services.discharge.domain.model import (
     as_utc,
     derived_id,
     fhir_instant,
+)
+from services.discharge.domain.orientation import (
+    ORIENTATION_EVENTS,
+    ORIENTATION_REASONS,
+    ORIENTATION_TRANSITIONS,
+    check_team_id,
+    is_repeated_assign,
+    next_orientation_status,
+    return_reason,
 )
 
 __all__ = [
@@ -79,6 +90,9 @@ __all__ = [
     "ICD10_CRITERIA",
     "ICD10_SYSTEMS",
     "ORGANISATION_SYSTEM",
+    "ORIENTATION_EVENTS",
+    "ORIENTATION_REASONS",
+    "ORIENTATION_TRANSITIONS",
     "PATIENT_KEY_SYSTEM",
     "READMISSION_30D",
     "READMISSION_WINDOW",
@@ -92,6 +106,7 @@ __all__ = [
     "HandoffStatus",
     "HospitalReferent",
     "MirrorState",
+    "OrientationStatus",
     "PatientIdentity",
     "Policy",
     "TerritoryState",
@@ -102,6 +117,7 @@ __all__ = [
     "check_first_discharge",
     "check_hospital",
     "check_not_cancelled",
+    "check_team_id",
     "completion_time",
     "complexity",
     "correction_recipients",
@@ -115,9 +131,13 @@ __all__ = [
     "handoff_change",
     "is_live_handoff",
     "is_readmission",
+    "is_repeated_assign",
     "is_repeated_handoff_action",
     "next_handoff_status",
+    "next_orientation_status",
     "patient_context",
     "recording_notes",
     "refuse_without_original",
+    "reminder_time",
+    "return_reason",
 ]

@@ -32,3 +32,11 @@ def completion_time(status: str, task_id: str, done_at: datetime | None, now: da
     if moment > now:
         raise Unprocessable("a follow-up cannot be done in the future", expression=["Parameters.completedAt"])
     return moment
+
+
+def reminder_time(due_at: datetime, ahead: timedelta, now: datetime) -> datetime | None:
+    """When the team referent is reminded of a follow-up: `ahead` before it is due, if that is still to come."""
+    if ahead <= timedelta(0):
+        return None
+    moment = due_at - ahead
+    return moment if moment > now else None

@@ -49,6 +49,15 @@ class HandoffStatus:
     EXPIRED = "failed"  # FHIR has no "expired": a Task nobody took is failed, businessStatus says why
 
 
+class OrientationStatus:
+    """FHIR Task.status values of the CPTS's orientation Task."""
+
+    REQUESTED = "requested"  # waiting for the CPTS to propose a team
+    IN_PROGRESS = "in-progress"  # a team was proposed and has not answered yet
+    COMPLETED = "completed"  # the team accepted: it is the patient's treating team
+    CANCELLED = "cancelled"  # the discharge was cancelled
+
+
 class FollowupStatus:
     REQUESTED = "requested"
     COMPLETED = "completed"
@@ -58,6 +67,7 @@ class FollowupStatus:
 class TimerKind:
     HANDOFF_EXPIRY = "handoff-expiry"
     FOLLOWUP_MISSED = "followup-missed"
+    FOLLOWUP_REMINDER = "followup-reminder"
 
 
 # --- value objects ---------------------------------------------------------------------------------
@@ -115,6 +125,7 @@ class Policy:
 
     handoff_expiry: timedelta = timedelta(hours=48)
     followup_grace: timedelta = timedelta(hours=48)
+    followup_reminder: timedelta = timedelta(hours=24)
     readmission_window: timedelta = READMISSION_WINDOW
     criteria: frozenset[str] = COMPLEXITY_CRITERIA
     source_endpoint: str = f"{RELAIS_BASE}/discharge"

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any, cast
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request
-from starlette.concurrency import run_in_threadpool
+from fastapi.concurrency import run_in_threadpool
 
 from services.discharge import views
-from services.discharge.commands import AcceptHandoff, CancelHandoff, CompleteFollowup, DeclineHandoff
+from services.discharge.commands import (
+    AcceptHandoff,
+    AssignOrientation,
+    CancelHandoff,
+    CompleteFollowup,
+    DeclineHandoff,
+)
 from services.discharge.intake import discharge_command
 from services.discharge.messagebus import MessageBus
+from shared.api.body import RawBody
 from shared.api.responses import FhirResponse
 from shared.auth import Principal, audit_refusal, current_principal, require_role
 from shared.errors import BadRequest, Forbidden, Unprocessable
@@ -25,9 +33,8 @@ def _bus(request: Request) -> MessageBus:
     return cast(MessageBus, request.app.state.messagebus)
 
 
-async def _parameters(request: Request) -> dict[str, Any]:
+def _parameters(request: Request, body: RawBody) -> dict[str, Any]:
     """Operation inputs from a FHIR Parameters body (or a plain JSON object); an empty body is no input."""
-    body = await request.body()
     if not body.strip():
         return {}
     check_content_type(request.headers.get("content-type"))
@@ -47,6 +54,7 @@ Bus = Annotated[MessageBus, Depends(_bus)]
 Caller = Annotated[Principal, Depends(current_principal)]
 Hospital = Annotated[Principal, Depends(require_role(Role.HOSPITAL))]
 Team = Annotated[Principal, Depends(require_role(Role.TEAM))]
+Cpts = Annotated[Principal, Depends(require_role(Role.CPTS))]
 Params = Annotated[dict[str, Any], Depends(_parameters)]
 
 
@@ -64,21 +72,103 @@ def _datetime(value: Any, name: str) -> datetime | None:
 
 router = APIRouter(prefix="/discharge/fhir", tags=["discharge"])
 
+SEARCH_PARAMETERS = frozenset({"status", "code", "_lastUpdated", "_count", "_offset"})
+_TASK_STATUSES = frozenset(
+    {"requested", "accepted", "rejected", "cancelled", "failed", "in-progress", "completed", "received", "ready"}
+)
+
+
+def _bound(value: str) -> tuple[str, datetime, bool]:
+    """(prefix, moment, whole_day) of one `_lastUpdated` value; a bare date covers its whole day (UTC)."""
+    prefix, rest = (value[:2], value[2:]) if value[:2] in ("ge", "gt", "le", "lt", "eq") else ("eq", value)
+    try:
+        if len(rest) == 10:
+            return prefix, datetime.combine(date.fromisoformat(rest), time(), UTC), True
+        moment = datetime.fromisoformat(rest.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise BadRequest("_lastUpdated is not a date or dateTime", expression=["_lastUpdated"]) from exc
+    if moment.tzinfo is None:
+        raise BadRequest("_lastUpdated needs a time zone", expression=["_lastUpdated"])
+    return prefix, moment, False
+
+
+def task_query(params: list[tuple[str, str]]) -> views.TaskQuery:
+    """Parse the search parameters; an unknown one is a 400 (FHIR strict handling), never silently ignored."""
+    unknown = sorted({name for name, _ in params} - SEARCH_PARAMETERS)
+    if unknown:
+        raise BadRequest(f"unknown search parameter(s): {', '.join(unknown)[:200]}", expression=unknown[:5])
+    statuses: set[str] = set()
+    codes: list[tuple[str | None, str]] = []
+    start: datetime | None = None
+    end: datetime | None = None
+    count, offset = views.DEFAULT_COUNT, 0
+    for name, value in params:
+        if name == "status":
+            wanted = {v.strip() for v in value.split(",") if v.strip()}
+            if not wanted <= _TASK_STATUSES:
+                raise BadRequest("status is not a Task status", expression=["status"])
+            statuses |= wanted
+        elif name == "code":
+            for token in (v.strip() for v in value.split(",") if v.strip()):
+                system, bar, code = token.rpartition("|")
+                codes.append((system if bar and system else None, code))
+        elif name == "_lastUpdated":
+            prefix, moment, whole_day = _bound(value)
+            after = moment + timedelta(days=1) if whole_day else moment
+            if prefix in ("ge", "eq"):
+                start = max(start, moment) if start else moment
+            if prefix == "gt":
+                start = max(start, after) if start else after
+            if prefix in ("le", "eq"):
+                limit = after if whole_day else moment + timedelta(microseconds=1)
+                end = min(end, limit) if end else limit
+            if prefix == "lt":
+                end = min(end, moment) if end else moment
+        else:
+            number = _integer(value, name)
+            if name == "_count":
+                # A server may return fewer than asked (FHIR search): a huge _count is capped, not honoured.
+                count = min(max(number, 1), views.MAX_COUNT)
+            else:
+                offset = min(max(number, 0), 10_000)
+    return views.TaskQuery(frozenset(statuses), tuple(codes), start, end, count, offset)
+
+
+def _integer(value: str, name: str) -> int:
+    if not value.isdigit() or len(value) > 12:
+        raise BadRequest(f"{name} must be a non-negative integer", expression=[name])
+    return int(value)
+
+
+@router.get(
+    "/Task",
+    summary="Search the caller's Tasks (owner or requester): status, code, _lastUpdated, _count, paging",
+    response_class=FhirResponse,
+)
+def search_tasks(request: Request, principal: Caller, bus: Bus) -> FhirResponse:
+    params = list(request.query_params.multi_items())
+    query = task_query(params)
+    tasks, more = views.search_tasks(bus.unit_of_work(), principal.organisation_id, query)
+    base = str(request.url).split("?", 1)[0]
+    kept = [(k, v) for k, v in params if k != "_offset"]
+    next_url = f"{base}?{urlencode([*kept, ('_offset', str(query.offset + query.count))])}" if more else None
+    return FhirResponse(views.searchset(tasks, base.rsplit("/Task", 1)[0], str(request.url), next_url))
+
 
 @router.post(
     "/$process-message",
     summary="Hospital discharge message (SOR, notification-discharge, revise-/cancel-discharge)",
     response_class=FhirResponse,
 )
-async def process_message(request: Request, principal: Hospital, bus: Bus) -> FhirResponse:
-    body = await request.body()
+def process_message(request: Request, principal: Hospital, bus: Bus, body: RawBody) -> FhirResponse:
+    # A plain `def`: parsing a large Bundle runs in the threadpool, never on the event loop.
     msg = parse_message_bundle(body, request.headers.get("content-type"), bus.deps.settings.max_body_bytes)
     try:
-        command = discharge_command(msg, principal.organisation_id)
+        command = discharge_command(msg, principal.organisation_id, bus.deps.settings.max_followups)
     except Forbidden:
-        await run_in_threadpool(audit_refusal, request, principal, "another hospital's message")
+        audit_refusal(request, principal, "another hospital's message")
         raise
-    return FhirResponse(await run_in_threadpool(bus.handle, command))
+    return FhirResponse(bus.handle(command))
 
 
 nde_router = APIRouter(prefix="/discharge/nde/fhir", tags=["NdE"])
@@ -128,22 +218,35 @@ def accept(task_id: str, principal: Team, bus: Bus) -> FhirResponse:
 @router.post(
     "/Task/{task_id}/$decline", summary="The team declines the handoff, with a reason", response_class=FhirResponse
 )
-async def decline(task_id: str, principal: Team, params: Params, bus: Bus) -> FhirResponse:
+def decline(task_id: str, principal: Team, params: Params, bus: Bus) -> FhirResponse:
     command = DeclineHandoff(task_id, principal.organisation_id, str(params.get("reason") or ""))
-    return FhirResponse(await run_in_threadpool(bus.handle, command))
+    return FhirResponse(bus.handle(command))
 
 
 @router.post("/Task/{task_id}/$cancel", summary="The hospital cancels its handoff", response_class=FhirResponse)
-async def cancel(task_id: str, principal: Hospital, params: Params, bus: Bus) -> FhirResponse:
+def cancel(task_id: str, principal: Hospital, params: Params, bus: Bus) -> FhirResponse:
     reason = params.get("reason")
     command = CancelHandoff(task_id, principal.organisation_id, str(reason) if reason else None)
-    return FhirResponse(await run_in_threadpool(bus.handle, command))
+    return FhirResponse(bus.handle(command))
 
 
 @router.post(
     "/Task/{task_id}/$complete", summary="The team records a follow-up item as done", response_class=FhirResponse
 )
-async def complete(task_id: str, principal: Team, params: Params, bus: Bus) -> FhirResponse:
+def complete(task_id: str, principal: Team, params: Params, bus: Bus) -> FhirResponse:
     done_at = _datetime(params.get("completedAt"), "completedAt")
     command = CompleteFollowup(task_id, principal.organisation_id, done_at)
-    return FhirResponse(await run_in_threadpool(bus.handle, command))
+    return FhirResponse(bus.handle(command))
+
+
+@router.post(
+    "/Task/{task_id}/$assign",
+    summary="The CPTS proposes a treating team for a patient it orients (Parameters: team)",
+    response_class=FhirResponse,
+)
+def assign(task_id: str, principal: Cpts, params: Params, bus: Bus) -> FhirResponse:
+    team = params.get("team")
+    if isinstance(team, dict):  # valueIdentifier: the organisation id is its value
+        team = team.get("value")
+    command = AssignOrientation(task_id, principal.organisation_id, team)
+    return FhirResponse(bus.handle(command))

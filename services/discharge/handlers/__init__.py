@@ -7,6 +7,7 @@ from typing import Any
 
 from services.discharge.commands import (
     AcceptHandoff,
+    AssignOrientation,
     CancelDischarge,
     CancelHandoff,
     CompleteFollowup,
@@ -22,6 +23,7 @@ from services.discharge.handlers.discharges import cancel_discharge, record_disc
 from services.discharge.handlers.followups import complete_followup
 from services.discharge.handlers.handoffs import accept_handoff, cancel_handoff, decline_handoff
 from services.discharge.handlers.mirrors import mirror_careteam, mirror_territory
+from services.discharge.handlers.orientation import assign_orientation
 from services.discharge.handlers.timers import TimerFailed, fire_next_timer, set_timer_aside
 
 # Typed as Any in the map: each handler takes its own command type, the bus looks it up by that type.
@@ -32,6 +34,7 @@ HANDLERS: dict[type, Callable[[Any, Any, Any], Any]] = {
     AcceptHandoff: accept_handoff,
     DeclineHandoff: decline_handoff,
     CancelHandoff: cancel_handoff,
+    AssignOrientation: assign_orientation,
     CompleteFollowup: complete_followup,
     FireNextTimer: fire_next_timer,
     SetTimerAside: set_timer_aside,

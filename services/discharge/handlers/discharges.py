@@ -16,6 +16,7 @@ from services.discharge.deps import Deps
 from services.discharge.domain import DischargeFacts, DischargeStatus, HandoffStatus, Policy, TimerKind
 from services.discharge.handlers.common import about, domain_event, notify, routing_context, schedule, task_bundle
 from services.discharge.handlers.followups import cancel_open_followups, plan_followups
+from services.discharge.handlers.orientation import cancel_orientation, open_orientation
 from services.discharge.resources import followup_task, handoff_task, without_owner
 from services.discharge.uow import DischargeUnitOfWork
 from shared.errors import Conflict, Forbidden
@@ -108,6 +109,9 @@ def _record(uow: DischargeUnitOfWork, cmd: RecordDischarge, patient_key: str, de
     recipients = _notify_discharge(uow, cmd, discharge, route(event, ctx), event, tasks, policy, now)
     discharge.recipients = recipients_to_json(recipients)
     uow.discharges.add(discharge)
+    if not team:
+        # Nobody to hand the patient to: the CPTS of the territory is asked to find a team.
+        open_orientation(uow, discharge, "no-team", now=now, source_id=cmd.message_id)
     if handoff:
         proposed = EventType.HANDOFF_PROPOSED
         task = tasks[0]
@@ -193,6 +197,7 @@ def _cancel(uow: DischargeUnitOfWork, cmd: CancelDischarge, patient_key: str, de
             handoff.updated_at = now
             uow.timers.cancel_for(handoff.id, now)
     cancel_open_followups(uow, discharge.id, now)
+    cancel_orientation(uow, discharge.id, now)
     _correct(uow, cmd, discharge, [], deps.policy, now)
     notes = [f"{cmd.event_type.value} accepted; the handoff and follow-up plan are cancelled"]
     return _answer(uow, cmd, discharge.id, [], notes, now)

@@ -100,6 +100,37 @@ def escalate_followup(
     return True
 
 
+def remind_followup(
+    uow: DischargeUnitOfWork, task_id: str, level: int, *, now: datetime, policy: Policy, source_id: str
+) -> bool:
+    """A follow-up deadline is near: its team referent is reminded; False when nobody holds it or it is done."""
+    item = uow.followups.get(task_id, for_update=True)
+    if item is None or item.status != FollowupStatus.REQUESTED:
+        return False
+    discharge = uow.discharges.require(item.discharge_id)
+    team = followup_team(uow, item, discharge)
+    if team is None:
+        return False
+    event = EventType.FOLLOWUP_DUE
+    ctx = routing_context(uow, discharge, team_org_id=team, pin_team=True)
+    task = followup_task(item, discharge, team)
+    recipients = notify(
+        uow,
+        route(event, ctx),
+        event,
+        source_id=source_id,
+        about=about(discharge, item.id),
+        sender=None,
+        occurred_at=now,
+        now=now,
+        full=lambda: task_bundle(event, task, policy, None),
+    )
+    sent_to = [r.organisation_id for r in recipients]
+    domain_event(uow, event.value, source_id, discharge, task=item.id, recipients=sent_to)
+    uow.audit.record("followup.remind", outcome="ok", resource=f"Task/{item.id}", detail={"team": team})
+    return True
+
+
 def plan_followups(
     uow: DischargeUnitOfWork,
     discharge: DischargeRow,
@@ -132,6 +163,9 @@ def plan_followups(
             # A deadline already past when the message arrived is shown late, never escalated in a burst.
             if domain.as_utc(due_at) > domain.as_utc(now):
                 schedule(uow, TimerKind.FOLLOWUP_MISSED, row.id, level, due_at)
+        reminder_at = domain.reminder_time(item.due_at, policy.followup_reminder, now)
+        if reminder_at is not None:
+            schedule(uow, TimerKind.FOLLOWUP_REMINDER, row.id, 0, reminder_at)
         rows.append(row)
     return rows
 

@@ -12,9 +12,9 @@ from services.discharge.commands import AcceptHandoff, CancelHandoff, DeclineHan
 from services.discharge.deps import Deps
 from services.discharge.domain import FollowupStatus, HandoffStatus, Policy
 from services.discharge.handlers.common import about, domain_event, notify, routing_context, task_bundle
-from services.discharge.resources import handoff_task
+from services.discharge.handlers.orientation import on_orientation_handoff, open_orientation
 from services.discharge.uow import DischargeUnitOfWork
-from services.discharge.views import mirror_state
+from services.discharge.views import mirror_state, render_handoff
 from shared.carecircle import CircleFacts, NotInCircle, Share, share
 from shared.events import Role
 from shared.routing import route
@@ -86,8 +86,7 @@ def _act(
     reason: str | None = None,
 ) -> dict[str, Any]:
     if domain.is_repeated_handoff_action(handoff.status, action):
-        discharge = uow.discharges.require(handoff.discharge_id)
-        return handoff_task(handoff, discharge, discharge.payload.get("letter"))  # a retried request
+        return render_handoff(uow, handoff, uow.discharges.require(handoff.discharge_id))  # a retried request
     return apply_handoff_action(
         uow,
         handoff,
@@ -124,6 +123,8 @@ def apply_handoff_action(
     if change.status == HandoffStatus.ACCEPTED:
         mirror = mirror_state(uow, discharge.patient_key)
         handoff.team_referent = mirror.referent if mirror else None
+        if handoff.orientation_id and handoff.team_referent is None:
+            handoff.team_referent = {}  # marks an oriented handoff as once accepted (resources.sees_full_handoff)
     if change.team_let_go:
         # Its follow-up items wait for the next team the CPTS finds.
         for item in uow.followups.for_discharge(discharge.id):
@@ -131,7 +132,15 @@ def apply_handoff_action(
                 item.team_org_id = None
                 item.updated_at = now
     uow.timers.cancel_for(handoff.id, now, outcome="obsolete")
-    task = handoff_task(handoff, discharge, (discharge.payload or {}).get("letter"))
+    task = render_handoff(uow, handoff, discharge)
+    if handoff.orientation_id:
+        # A team the CPTS proposed: the orientation's events tell who needs to know, with the right detail.
+        on_orientation_handoff(
+            uow, handoff, discharge, action, actor=actor, now=now, policy=policy, source_id=source_id, handoff_task=task
+        )
+        if action != "cancel":
+            _audit(uow, handoff, action, actor)
+            return task
     event = change.event
     ctx = routing_context(uow, discharge, team_org_id=handoff.team_org_id, handoff_failed=change.team_let_go)
     notify(
@@ -146,6 +155,14 @@ def apply_handoff_action(
         full=lambda: task_bundle(event, task, policy, actor),
     )
     domain_event(uow, event.value, source_id, discharge, task=handoff.id, status=handoff.status)
+    if change.team_let_go and not handoff.orientation_id:
+        # The team let go: the CPTS of the territory is asked to find another one.
+        open_orientation(uow, discharge, domain.return_reason(action), now=now, source_id=source_id)
+    _audit(uow, handoff, action, actor)
+    return task
+
+
+def _audit(uow: DischargeUnitOfWork, handoff: HandoffRow, action: str, actor: str | None) -> None:
     uow.audit.record(
         f"handoff.{action}",
         outcome="ok",
@@ -153,4 +170,3 @@ def apply_handoff_action(
         resource=f"Task/{handoff.id}",
         detail={"status": handoff.status},
     )
-    return task

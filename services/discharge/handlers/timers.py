@@ -11,7 +11,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from services.discharge.commands import FireNextTimer, SetTimerAside
 from services.discharge.deps import Deps
 from services.discharge.domain import Policy, TimerKind
-from services.discharge.handlers.followups import escalate_followup
+from services.discharge.handlers.followups import escalate_followup, remind_followup
 from services.discharge.handlers.handoffs import expire_handoff
 from services.discharge.uow import DischargeUnitOfWork
 
@@ -29,6 +29,7 @@ class TimerEffect(Protocol):
 EFFECTS: dict[str, TimerEffect] = {
     TimerKind.HANDOFF_EXPIRY: expire_handoff,
     TimerKind.FOLLOWUP_MISSED: escalate_followup,
+    TimerKind.FOLLOWUP_REMINDER: remind_followup,
 }
 
 
@@ -50,11 +51,27 @@ def fire_next_timer(cmd: FireNextTimer, uow: DischargeUnitOfWork, deps: Deps) ->
         if not uow.timers.claim(timer_id, now, cmd.worker):
             uow.rollback()
             return ""
-        fired = _fire(uow, timer_id, kind, subject, level, now=now, policy=deps.policy)
-        if not fired:
-            uow.timers.set_outcome(timer_id, "obsolete")
-        uow.commit()
+        try:
+            fired = _fire(uow, timer_id, kind, subject, level, now=now, policy=deps.policy)
+            if not fired:
+                uow.timers.set_outcome(timer_id, "obsolete")
+            uow.commit()
+        except TimerFailed:
+            raise
+        except Exception as exc:
+            if transient(exc):
+                raise  # the database is away or busy: the timer stays due and is retried
+            # A permanent error (a value the database refuses, a constraint) would come back on every retry
+            # and hold every later deadline: the worker sets this timer aside.
+            raise TimerFailed(timer_id) from exc
     return timer_id
+
+
+def transient(exc: BaseException) -> bool:
+    """An error worth retrying the same timer for: the database unreachable, busy or the connection lost."""
+    if isinstance(exc, OperationalError):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
 
 def _fire(
@@ -66,9 +83,9 @@ def _fire(
         return False
     try:
         return effect(uow, subject, level, now=now, policy=policy, source_id=timer_id)
-    except (OperationalError, DBAPIError):
-        raise  # the database is away: the timer stays due and is retried
     except Exception as exc:
+        if transient(exc):
+            raise  # the database is away: the timer stays due and is retried
         raise TimerFailed(timer_id) from exc
 
 

@@ -9,6 +9,7 @@ from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, Text, UniqueCo
 from sqlmodel import Field, SQLModel
 
 from shared.db.tables import KERNEL_TABLES
+from shared.retention import PurgeRule, table_of
 
 
 def _ts(nullable: bool = False, index: bool = False) -> Any:
@@ -151,3 +152,18 @@ TABLES = (
         for model in (NotificationRow, WebhookRow, SubscriptionRow, SubscriptionEventRow, DeliveryRow, DisclosureRow)
     ),
 )
+
+
+def retention_rules(settings: Any) -> list[PurgeRule]:
+    """Service rules beside the kernel's (docs/security.md, Retention): finished deliveries, old notifications
+    and their Subscription events (`$events` skips an event whose notification is gone)."""
+    deliveries = table_of(DeliveryRow)
+    days = settings.retention_notifications_days
+    return [
+        PurgeRule("delivered", deliveries, "delivered_at", settings.retention_deliveries_days,
+                  lambda t: t.c.state == "delivered"),
+        PurgeRule("cancelled", deliveries, "created_at", settings.retention_deliveries_days,
+                  lambda t: t.c.state == "cancelled"),
+        PurgeRule("notifications", table_of(NotificationRow), "received_at", days),
+        PurgeRule("subscription_events", table_of(SubscriptionEventRow), "occurred_at", days),
+    ]

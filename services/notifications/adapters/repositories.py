@@ -196,8 +196,12 @@ class DeliveryRepository(Repository):
             .values(state="cancelled", lease_owner=None, lease_until=None)
         )
 
-    def due_heads(self, now: datetime, limit: int, exclude_targets: set[str]) -> list[DeliveryRow]:
-        """The oldest pending delivery of each target, when it is due and not leased: per-target order."""
+    def due_heads(
+        self, now: datetime, limit: int, exclude_targets: set[str], exclude_orgs: set[str] | None = None
+    ) -> list[DeliveryRow]:
+        """The oldest pending delivery of each target, when it is due and not leased: per-target order.
+        Organisations in `exclude_orgs` (their share of the pool is in use) are skipped in the query itself, so
+        their backlog cannot fill the page and hide the others'."""
         heads = (
             select(col(DeliveryRow.target_id), func.min(col(DeliveryRow.seq)).label("seq"))
             .where(col(DeliveryRow.state) == "pending")
@@ -214,6 +218,8 @@ class DeliveryRepository(Repository):
             .order_by(col(DeliveryRow.next_attempt_at), col(DeliveryRow.seq))
             .limit(limit + len(exclude_targets))
         )
+        if exclude_orgs:
+            query = query.where(col(DeliveryRow.org_id).not_in(sorted(exclude_orgs)))
         rows = [row for row in self.session.execute(query).scalars() if row.target_id not in exclude_targets]
         return rows[:limit]
 

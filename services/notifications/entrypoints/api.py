@@ -9,8 +9,7 @@ import json
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
-from fastapi.concurrency import run_in_threadpool
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
@@ -20,11 +19,13 @@ from services.notifications.domain import CONTENT_TYPES, page_limit, parse_curso
 from services.notifications.entrypoints.dependencies import Admin, Bus, Caller, Settings
 from services.notifications.fhir import nde
 from services.notifications.messagebus import MessageBus
+from shared.api.body import RawBody
 from shared.api.responses import FhirResponse
 from shared.auth import Principal, audit_refusal
 from shared.errors import BadRequest, Forbidden, UnsupportedMediaType
 from shared.fhir.nde import NDE_BASE
 from shared.identifiers import patient_key
+from shared.validation import INT64
 
 PREFIX = "/notifications"
 
@@ -33,7 +34,7 @@ Limit = Annotated[int | None, Query()]
 
 
 class WebhookIn(BaseModel):
-    url: str = Field(description="https endpoint (http to 127.0.0.1/localhost only outside production)")
+    url: str = Field(description="https endpoint at a public address (docs/security.md, outbound policy)")
     secret: str | None = Field(default=None, description="HMAC key, 16 to 200 characters; generated if absent")
 
 
@@ -65,14 +66,18 @@ def delivery_json(row: DeliveryRow) -> dict[str, Any]:
     }
 
 
-async def _fhir_body(request: Request) -> Any:
+def _fhir_body(request: Request, raw: RawBody) -> Any:
+    """Parsed in the threadpool (a sync dependency): a large body never holds the event loop."""
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media not in ("application/fhir+json", "application/json"):
         raise UnsupportedMediaType("send application/fhir+json")
     try:
-        return json.loads(await request.body())
+        return json.loads(raw)
     except ValueError as exc:
         raise BadRequest("the body is not JSON") from exc
+
+
+FhirBody = Annotated[Any, Depends(_fhir_body)]
 
 
 # --- feed ------------------------------------------------------------------------------------------
@@ -231,9 +236,10 @@ def delete_webhook(webhook_id: str, caller: Caller, bus: Bus) -> Response:
     response_class=FhirResponse,
     summary="Create a topic-based Subscription (rest-hook); a handshake is sent first",
 )
-async def create_subscription(request: Request, caller: Caller, bus: Bus, settings: Settings) -> FhirResponse:
-    body = await _fhir_body(request)
-    parsed = fhir.parse_subscription(body, settings.environment, settings.subscription_heartbeat_seconds)
+def create_subscription(body: FhirBody, caller: Caller, bus: Bus, settings: Settings) -> FhirResponse:
+    parsed = fhir.parse_subscription(
+        body, bus.deps.outbound, settings.subscription_heartbeat_seconds, settings.subscription_heartbeat_min_seconds
+    )
     row = bus.handle(commands.CreateSubscription(caller, parsed))
     return FhirResponse(
         fhir.subscription_resource(row),
@@ -294,8 +300,9 @@ def subscription_events(
     subscription_id: str,
     caller: Caller,
     bus: Bus,
-    events_since: Annotated[int | None, Query(alias="eventsSinceNumber", ge=1)] = None,
-    events_until: Annotated[int | None, Query(alias="eventsUntilNumber", ge=1)] = None,
+    # Bounded to PostgreSQL's bigint: a larger number is a 422, not a database error.
+    events_since: Annotated[int | None, Query(alias="eventsSinceNumber", ge=1, le=INT64[1])] = None,
+    events_until: Annotated[int | None, Query(alias="eventsUntilNumber", ge=1, le=INT64[1])] = None,
     content: Annotated[str | None, Query()] = None,
 ) -> FhirResponse:
     if content is not None and content not in CONTENT_TYPES:
@@ -316,14 +323,15 @@ def subscription_events(
     response_class=FhirResponse,
     summary="NdE per-patient Subscription (profile nde-subscription, rest-hook channel)",
 )
-async def create_nde_subscription(request: Request, caller: Caller, bus: Bus, settings: Settings) -> FhirResponse:
-    body = await _fhir_body(request)
+def create_nde_subscription(
+    request: Request, caller: Caller, bus: Bus, settings: Settings, body: FhirBody
+) -> FhirResponse:
     try:
-        parsed = nde.parse_nde_subscription(body, settings.environment, settings.secret_key, caller.organisation_id)
+        parsed = nde.parse_nde_subscription(body, bus.deps.outbound, settings.secret_key, caller.organisation_id)
     except Forbidden:
-        await run_in_threadpool(audit_refusal, request, caller, "NdE subscription for another organisation")
+        audit_refusal(request, caller, "NdE subscription for another organisation")
         raise
-    row = await run_in_threadpool(bus.handle, commands.CreateNdeSubscription(caller, parsed))
+    row = bus.handle(commands.CreateNdeSubscription(caller, parsed))
     return FhirResponse(
         nde.subscription_resource(row),
         status_code=201,

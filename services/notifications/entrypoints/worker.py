@@ -2,8 +2,9 @@
 
 Per target (webhook or subscription) only the oldest pending delivery is ever claimed, so each endpoint
 receives in order; targets are independent, so a dead or slow endpoint only holds its own queue and at
-most one of the pool's threads (for at most the request timeout) at a time. Every state change goes
-through the message bus.
+most one of the pool's threads (for at most one attempt deadline) at a time, and one organisation holds at
+most `webhook_workers_per_organisation` threads, so its slow endpoints never delay another organisation's.
+Every state change goes through the message bus.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from services.notifications import views
 from services.notifications.adapters.sender import Sender
 from services.notifications.commands import ClaimDueDeliveries, QueueHeartbeats, RecordDeliveryAttempt
-from services.notifications.domain import TARGET_GONE, Attempt, Claimed, delivery_headers
+from services.notifications.domain import TARGET_GONE, Attempt, Claimed, channel_headers, delivery_headers
 from services.notifications.messagebus import MessageBus
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ class DeliveryWorker:
         self._settings = bus.deps.settings
         self.owner = str(uuid.uuid4())
         self._inflight: dict[str, Future[Attempt]] = {}
+        self._org_of: dict[str, str] = {}  # target id -> organisation, for the per-organisation share
         self._lock = threading.Lock()
         self._next_heartbeat_check = 0.0
 
@@ -66,22 +68,40 @@ class DeliveryWorker:
             self._wakeup.set()
 
     def dispatch_once(self, pool: ThreadPoolExecutor) -> int:
-        with self._lock:
-            self._inflight = {t: f for t, f in self._inflight.items() if not f.done()}
-            busy = frozenset(self._inflight)
-        free = self._settings.webhook_workers - len(busy)
-        if free <= 0:
-            return 0
-        claimed = self.claim(free, busy)
-        for item in claimed:
-            future = pool.submit(self.deliver, item)
-            future.add_done_callback(lambda _f: self._wakeup.set())
+        """Fill the free threads, at most `webhook_workers_per_organisation` attempts per organisation: claim
+        again while something was claimed, since a page may hold mostly one organisation's backlog."""
+        total = 0
+        while True:
             with self._lock:
-                self._inflight[item.target_id] = future
-        return len(claimed)
+                self._inflight = {t: f for t, f in self._inflight.items() if not f.done()}
+                self._org_of = {t: self._org_of[t] for t in self._inflight}
+                busy = frozenset(self._inflight)
+                inflight: dict[str, int] = {}
+                for target in busy:
+                    org = self._org_of[target]
+                    inflight[org] = inflight.get(org, 0) + 1
+            free = self._settings.webhook_workers - len(busy)
+            if free <= 0:
+                return total
+            claimed = self.claim(free, busy, inflight)
+            for item in claimed:
+                future = pool.submit(self.deliver, item)
+                with self._lock:
+                    self._inflight[item.target_id] = future
+                    self._org_of[item.target_id] = item.org_id
+                future.add_done_callback(lambda _f: self._wakeup.set())
+            total += len(claimed)
+            if not claimed:
+                return total
 
-    def claim(self, limit: int, busy: frozenset[str] = frozenset()) -> list[Claimed]:
-        claimed: list[Claimed] = self._bus.handle(ClaimDueDeliveries(self.owner, limit, busy))
+    def claim(
+        self, limit: int, busy: frozenset[str] = frozenset(), inflight: dict[str, int] | None = None
+    ) -> list[Claimed]:
+        """With `inflight` (the pool's view), at most `webhook_workers_per_organisation` per organisation;
+        without it (run_due, one thread), everything due."""
+        share = self._settings.webhook_workers_per_organisation if inflight is not None else None
+        command = ClaimDueDeliveries(self.owner, limit, busy, inflight or {}, share)
+        claimed: list[Claimed] = self._bus.handle(command)
         return claimed
 
     def deliver(self, item: Claimed) -> Attempt:
@@ -90,6 +110,6 @@ class DeliveryWorker:
             return TARGET_GONE
         body = item.body.encode()
         headers = delivery_headers(item, target, body, int(time.time()))
-        attempt = self._sender.send(item.url, headers, body, self._settings.webhook_timeout_seconds)
+        attempt = self._sender.send(item.url, headers, body, channel_headers(target))
         self._bus.handle(RecordDeliveryAttempt(self.owner, item, attempt))
         return attempt

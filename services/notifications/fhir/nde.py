@@ -35,6 +35,7 @@ from shared.fhir.nde import (
     extension_values,
 )
 from shared.identifiers import FINESS, patient_key, validate_identifier
+from shared.outbound import OutboundPolicy
 
 NDE_TOPIC = "urn:relais:nde"  # SubscriptionRow.topic of an NdE Subscription
 NDE_CONTENT = "nde"  # SubscriptionRow.content: deliveries are nde-notificationrequest CommunicationRequests
@@ -129,7 +130,9 @@ def _declarant_finess(declarant: dict[str, Any] | None) -> str | None:
     return None  # a declarant without FINESS does not narrow the subscription (documented)
 
 
-def parse_nde_subscription(body: Any, environment: str, secret: str, caller_org_id: str) -> SubscriptionRequest:
+def parse_nde_subscription(
+    body: Any, policy: OutboundPolicy, secret: str, caller_org_id: str
+) -> SubscriptionRequest:
     """An nde-subscription as a Relais subscription filter (patient key, event type, declarant, period)."""
     if not isinstance(body, dict) or body.get("resourceType") != "Subscription":
         raise Unprocessable("expected a Subscription resource (profile nde-subscription)", expression=["Subscription"])
@@ -148,7 +151,7 @@ def parse_nde_subscription(body: Any, environment: str, secret: str, caller_org_
             issue_code="not-supported",
             expression=["Subscription.channel.type"],
         )
-    endpoint = check_endpoint_url(channel.get("endpoint") or "", environment, "Subscription.channel.endpoint")
+    endpoint = check_endpoint_url(channel.get("endpoint") or "", policy, "Subscription.channel.endpoint")
     code = _event_code(resource)
     _check_subscriber(_referenced(resource, "subscriber") or {}, caller_org_id)
     patient = _referenced(resource, "subject")

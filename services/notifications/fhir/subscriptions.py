@@ -14,7 +14,9 @@ from pydantic import ValidationError
 from services.notifications.domain import (
     CONTENT_TYPES,
     SUBSCRIPTION_TOPICS,
+    check_channel_headers,
     check_endpoint_url,
+    check_heartbeat,
     parse_filter,
 )
 from services.notifications.fhir.common import (
@@ -34,6 +36,8 @@ from shared.errors import Unprocessable
 from shared.fhir.models import Subscription, to_json
 from shared.fhir.nde import SUBSCRIPTION_PROFILE
 from shared.fhir.outcome import outcome_from_validation_error
+from shared.outbound import OutboundPolicy
+from shared.validation import check_int
 
 
 class InvalidSubscription(Unprocessable):
@@ -63,8 +67,11 @@ def _extension_value(extensions: list[dict[str, Any]] | None, url: str) -> list[
     return values
 
 
-def parse_subscription(body: Any, environment: str, default_heartbeat: int | None) -> SubscriptionRequest:
-    """Validate a posted R4 Subscription against R4B and the Backport IG rules Relais supports."""
+def parse_subscription(
+    body: Any, policy: OutboundPolicy, default_heartbeat: int | None, min_heartbeat: int = 1
+) -> SubscriptionRequest:
+    """Validate a posted R4 Subscription against R4B and the Backport IG rules Relais supports; the endpoint
+    and channel headers against the outbound policy."""
     if not isinstance(body, dict) or body.get("resourceType") != "Subscription":
         raise Unprocessable("expected a Subscription resource", expression=["Subscription"])
     body = {k: v for k, v in body.items() if k not in ("id", "meta")}
@@ -86,7 +93,7 @@ def parse_subscription(body: Any, environment: str, default_heartbeat: int | Non
     channel = resource.get("channel") or {}
     if channel.get("type") != "rest-hook":
         raise Unprocessable("only the rest-hook channel is supported", expression=["Subscription.channel.type"])
-    endpoint = check_endpoint_url(channel.get("endpoint") or "", environment, "Subscription.channel.endpoint")
+    endpoint = check_endpoint_url(channel.get("endpoint") or "", policy, "Subscription.channel.endpoint")
     if channel.get("payload", "application/fhir+json") not in ("application/fhir+json", "application/json"):
         raise Unprocessable("payload must be application/fhir+json", expression=["Subscription.channel.payload"])
     contents = _extension_value((channel.get("_payload") or {}).get("extension"), BACKPORT_CONTENT)
@@ -97,14 +104,10 @@ def parse_subscription(body: Any, environment: str, default_heartbeat: int | Non
             expression=["Subscription.channel.payload"],
         )
     heartbeats = _extension_value(channel.get("extension"), BACKPORT_HEARTBEAT)
-    heartbeat = int(heartbeats[0]) if heartbeats else default_heartbeat
-    if heartbeat is not None and heartbeat < 1:
-        raise Unprocessable("the heartbeat period must be at least 1 second", expression=["Subscription.channel"])
-    headers = [str(h) for h in channel.get("header") or []]
-    for header in headers:
-        name, sep, _ = header.partition(":")
-        if not sep or not name.strip() or any(c in header for c in "\r\n"):
-            raise Unprocessable("each channel header is 'Name: value'", expression=["Subscription.channel.header"])
+    heartbeat = default_heartbeat
+    if heartbeats:  # the operator's default may be anything; a registrant's own period has a floor
+        heartbeat = check_heartbeat(check_int(heartbeats[0], "Subscription.channel.heartbeatPeriod"), min_heartbeat)
+    headers = check_channel_headers(channel.get("header"))
     return SubscriptionRequest(topic, filters, endpoint, headers, content, heartbeat, resource)
 
 

@@ -24,9 +24,15 @@ def claim_due(command: ClaimDueDeliveries, uow: NotificationsUnitOfWork, deps: N
     now = deps.clock()
     until = now + timedelta(seconds=lease_seconds(settings.webhook_lease_seconds, settings.webhook_timeout_seconds))
     claimed: list[Claimed] = []
+    room = dict(command.inflight)
+    cap = command.per_organisation
+    full = {org for org, n in room.items() if cap is not None and n >= cap}
     with uow:
-        for row in uow.deliveries.due_heads(now, command.limit, set(command.busy)):
+        for row in uow.deliveries.due_heads(now, command.limit, set(command.busy), full):
+            if cap is not None and room.get(row.org_id, 0) >= cap:
+                continue  # fairness: this organisation has its share of the pool
             if row.seq is not None and uow.deliveries.claim(row.seq, command.owner, now, until):
+                room[row.org_id] = room.get(row.org_id, 0) + 1
                 claimed.append(
                     Claimed(
                         row.seq,
@@ -38,6 +44,7 @@ def claim_due(command: ClaimDueDeliveries, uow: NotificationsUnitOfWork, deps: N
                         row.url,
                         row.body,
                         row.attempts,
+                        row.org_id,
                     )
                 )
         uow.commit()

@@ -16,6 +16,7 @@ from services.notifications.deps import NotificationsDeps
 from services.notifications.domain import Missing
 from services.notifications.handlers.common import new_delivery
 from services.notifications.uow import NotificationsUnitOfWork
+from shared.errors import Unprocessable
 
 
 def create_subscription(
@@ -25,6 +26,9 @@ def create_subscription(
     now = deps.clock()
     req = command.request
     with uow:
+        limit = deps.settings.subscriptions_max_per_organisation
+        if len(uow.subscriptions.live_for(command.principal.organisation_id)) >= limit:
+            raise Unprocessable(f"at most {limit} live Subscriptions per organisation", expression=["Subscription"])
         row = SubscriptionRow(
             id=str(uuid.uuid4()),
             org_id=command.principal.organisation_id,

@@ -11,6 +11,7 @@ from services.notifications.deps import NotificationsDeps
 from services.notifications.domain import Missing, check_endpoint_url
 from services.notifications.uow import NotificationsUnitOfWork
 from shared.errors import Conflict, Unprocessable
+from shared.validation import check_text
 
 MIN_SECRET_LENGTH = 16
 
@@ -19,17 +20,23 @@ def register_webhook(
     command: RegisterWebhook, uow: NotificationsUnitOfWork, deps: NotificationsDeps
 ) -> tuple[WebhookRow, str | None]:
     """Returns the webhook, and the secret when Relais generated it (shown once)."""
-    url = check_endpoint_url(command.url, deps.settings.environment)
+    url = check_endpoint_url(command.url, deps.outbound)
     generated = None
     secret = command.secret
     if secret is None:
         secret = generated = secrets.token_urlsafe(32)
     elif len(secret) < MIN_SECRET_LENGTH or len(secret) > 200:
         raise Unprocessable(f"the secret must have {MIN_SECRET_LENGTH} to 200 characters", expression=["secret"])
+    check_text(secret, "secret", 200)
     org = command.principal.organisation_id
     with uow:
-        if any(w.url == url for w in uow.webhooks.active_for(org)):
+        active = uow.webhooks.active_for(org)
+        if any(w.url == url for w in active):
             raise Conflict("this endpoint is already registered; delete it first to change its secret")
+        if len(active) >= deps.settings.webhooks_max_per_organisation:
+            raise Unprocessable(
+                f"at most {deps.settings.webhooks_max_per_organisation} webhooks per organisation", expression=["url"]
+            )
         row = WebhookRow(id=str(uuid.uuid4()), org_id=org, url=url, secret=secret, active=True, created_at=deps.clock())
         uow.webhooks.add(row)
         uow.audit.record(

@@ -24,11 +24,13 @@ from services.snp.entrypoints.parsing import (
 from services.snp.messagebus import MessageBus
 from services.snp.resources import appointment_resource, publish_response, service_request_resource
 from services.snp.uow import SnpUnitOfWork
+from shared.api.body import RawBody
 from shared.api.responses import FhirResponse
 from shared.auth import Principal, require_role
 from shared.errors import BadRequest
 from shared.events import Role
 from shared.fhir.intake import check_content_type, parse_json
+from shared.validation import check_date_range
 
 
 def _bus(request: Request) -> MessageBus:
@@ -40,9 +42,9 @@ def _uow(bus: Annotated[MessageBus, Depends(_bus)]) -> SnpUnitOfWork:
     return bus.unit_of_work()
 
 
-async def _body(request: Request) -> dict:
+def _body(request: Request, raw: RawBody) -> dict:
     check_content_type(request.headers.get("content-type"))
-    return parse_json(await request.body())
+    return parse_json(raw)
 
 
 Bus = Annotated[MessageBus, Depends(_bus)]
@@ -54,6 +56,8 @@ TeamOrSas = Annotated[Principal, Depends(require_role(Role.TEAM, Role.SAS))]
 Cpts = Annotated[Principal, Depends(require_role(Role.CPTS))]
 
 router = APIRouter(prefix="/snp")
+# A dashboard period longer than this is refused (422): a year of facts is the largest useful view.
+DASHBOARD_MAX_DAYS = 400
 
 
 def _publish(bus: MessageBus, data: dict, principal: Principal) -> FhirResponse:
@@ -178,6 +182,7 @@ def get_dashboard(
     since = period_bound(start, to - timedelta(days=7))
     if since >= to:
         raise BadRequest("`from` must be before `to`")
+    check_date_range(since.date(), to.date(), "period", max_days=DASHBOARD_MAX_DAYS)
     threshold = bus.deps.settings.small_cell_threshold
     return JSONResponse(
         views.territory_dashboard(uow, principal.organisation_id, territory, since, to, small_cell_threshold=threshold)

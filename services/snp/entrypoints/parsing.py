@@ -37,6 +37,7 @@ from shared.errors import BadRequest, Unprocessable
 from shared.fhir.models import Appointment, Bundle, Parameters, Schedule, ServiceRequest, Slot
 from shared.fhir.outcome import outcome_from_validation_error
 from shared.identifiers import validate_identifier
+from shared.validation import check_date, check_text
 
 ACTOR_KINDS = ("Practitioner", "PractitionerRole", "Location")
 
@@ -334,6 +335,8 @@ def status_of(data: dict[str, Any]) -> AppointmentStatus:
         )
     else:
         raw = data.get("status")
+    # A list, a number or a huge string is a 422 here, not a crash further on.
+    raw = check_text(raw, "Parameters.parameter[status]", 40)
     if not raw:
         raise BadRequest(
             "send Parameters with parameter 'status' (valueCode)", expression=["Parameters.parameter"]
@@ -350,14 +353,18 @@ def period_bound(value: str | None, default: datetime, *, end: bool = False) -> 
     """A dashboard period bound: a date (the whole local day) or a date-time (Paris when no offset)."""
     if not value:
         return default
+    field = "to" if end else "from"
+    check_text(value, field, 40)
     try:
         if len(value) == 10:
-            day = date.fromisoformat(value)
+            # Within 1870-2200: the day after 9999-12-31, or 0001-01-01 in UTC, would overflow.
+            day = check_date(date.fromisoformat(value), field)
             # A date means the whole local day; `to=2026-11-22` includes the 22nd.
             return datetime.combine(day + timedelta(days=1) if end else day, time(), tzinfo=PARIS)
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise BadRequest(f"{value!r} is not an ISO date or date-time") from None
+        raise BadRequest(f"{field} is not an ISO date or date-time", expression=[field]) from None
+    check_date(moment.date(), field)
     return moment if moment.tzinfo else moment.replace(tzinfo=PARIS)
 
 
@@ -389,11 +396,13 @@ def _instant(raw: str, *, upper: bool) -> datetime:
     raw = re.sub(r" (\d{2}:?\d{2})$", r"+\1", raw)
     try:
         if len(raw) == 10:
-            day = date.fromisoformat(raw)
+            # Within 1870-2200: the day after 9999-12-31 would overflow.
+            day = check_date(date.fromisoformat(raw), "start")
             return datetime.combine(day + timedelta(days=1) if upper else day, time(), tzinfo=PARIS)
         moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
-        raise BadRequest(f"start: {raw!r} is not an ISO date or date-time", expression=["start"]) from None
+        raise BadRequest(f"start: {raw[:40]!r} is not an ISO date or date-time", expression=["start"]) from None
+    check_date(moment.date(), "start")
     # The IG's own example sends local times without an offset: France's.
     return moment if moment.tzinfo else moment.replace(tzinfo=PARIS)
 
@@ -412,7 +421,8 @@ def _codes_only(name: str, raw: str) -> tuple[str, ...]:
 def _integer(name: str, raw: str, ceiling: int) -> int:
     if not raw.isdigit():
         raise BadRequest(f"{name} must be a non-negative integer", expression=[name])
-    return min(int(raw), ceiling)
+    # Thousands of digits would make int() itself refuse (a 500): anything that long is past the ceiling.
+    return ceiling if len(raw) > 18 else min(int(raw), ceiling)
 
 
 def slot_search(params: list[tuple[str, str]]) -> SlotQuery:

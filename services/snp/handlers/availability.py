@@ -20,7 +20,7 @@ from services.snp.deps import Deps
 from services.snp.domain import communes
 from services.snp.handlers.publish import stable_id, territory_of
 from services.snp.uow import SnpUnitOfWork
-from shared.errors import Conflict, Forbidden, NotFound, Unprocessable
+from shared.errors import Conflict, NotFound, Unprocessable
 
 
 class EntryErrors(Unprocessable):
@@ -214,7 +214,8 @@ def withdraw_slot(command: WithdrawSlot, uow: SnpUnitOfWork, deps: Deps) -> None
                 resource=f"Slot/{command.slot_id}",
                 reason="not-owner",
             )
-            raise Forbidden("only the organisation that published a slot may withdraw it")
+            # 404 like an unknown slot: another team's slot ids must not be confirmed (no existence oracle).
+            raise NotFound(f"no Slot {command.slot_id}")
         if row.status == WITHDRAWN:
             return
         if not uow.slots.withdraw(command.slot_id, command.org_id, now):

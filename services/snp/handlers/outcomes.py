@@ -9,7 +9,7 @@ from services.snp.handlers.publish import domain_event, notify, patient_context
 from services.snp.resources import appointment_resource
 from services.snp.uow import SnpUnitOfWork
 from services.snp.views import RequestView, detached
-from shared.errors import Conflict, Forbidden, NotFound
+from shared.errors import Conflict, NotFound
 from shared.events import EventType, Role
 
 STATUS_EVENTS = {
@@ -43,7 +43,8 @@ def change_appointment_status(
                 resource=f"Appointment/{command.appointment_id}",
                 reason="not-a-party",
             )
-            raise Forbidden("only the effecteur holding the appointment or the requesting SAS may change it")
+            # 404 like an unknown appointment: no existence oracle for the other parties' appointments.
+            raise NotFound(f"no Appointment {command.appointment_id}")
         current = AppointmentStatus(appointment.status)
         if current == command.status:
             return detached(uow, request, appointment, created=False)

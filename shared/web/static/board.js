@@ -3,8 +3,11 @@
   "use strict";
   var R = Relais;
   var FAILED = ["handoff.declined", "handoff.expired"];
-  var STATES = { requested: "En attente", accepted: "Acceptés", rejected: "Refusés", failed: "Expirés",
-                 cancelled: "Annulés" };
+  // The orientation Task's states (docs/coordination.md): waiting for the CPTS, a team deciding, accepted.
+  var STATES = { requested: "À orienter", "in-progress": "Équipe sollicitée", completed: "Acceptées",
+                 cancelled: "Annulées" };
+  var REASONS = { "no-team": "Sortie sans équipe traitante", "handoff-declined": "Relais refusé",
+                  "handoff-expired": "Relais expiré" };
 
   function part(n, name) { return n.payload && typeof n.payload === "object" ? n.payload[name] : undefined; }
   function age(n) { var band = part(n, "age_band"); return band ? band + " ans" : "—"; }
@@ -13,6 +16,11 @@
     body.textContent = "";
     rows.forEach(function (row) { body.appendChild(row); });
     document.getElementById(id + "-empty").hidden = rows.length > 0;
+  }
+
+  function inputOf(task, name) {
+    var found = (task.input || []).filter(function (i) { return i.type && i.type.text === name; })[0];
+    return found ? found.valueString || "" : "";
   }
 
   function assignRow(task) {
@@ -30,16 +38,18 @@
         })
         .catch(function (error) { button.disabled = false; R.status("Échec : " + error.message, true); });
     });
-    var reason = (task.statusReason && task.statusReason.text) || (task.businessStatus && task.businessStatus.text) || "—";
-    var end = task.restriction && task.restriction.period && task.restriction.period.end;
+    var coded = task.statusReason && task.statusReason.coding && task.statusReason.coding[0];
+    var reason = (coded && (REASONS[coded.code] || coded.code)) || "—";
+    var facts = [inputOf(task, "commune"), inputOf(task, "age_band") ? inputOf(task, "age_band") + " ans" : ""]
+      .filter(Boolean).join(" · ");
     return R.el("tr", { "data-task": task.id }, [
-      R.cell(R.when(task.authoredOn)), R.cell(reason), R.cell(R.when(end)),
+      R.cell(R.when(task.authoredOn)), R.cell(reason), R.cell(facts || "—"),
       R.el("td", {}, [R.el("div", { "class": "actions" }, [team, button])])
     ]);
   }
 
   function orientationQueue() {
-    return R.api("GET", "/discharge/fhir/Task?code=orientation&status=requested&_count=200").then(function (result) {
+    return R.api("GET", "/discharge/fhir/Task?code=orientation&status=requested&_count=100").then(function (result) {
       var unavailable = document.getElementById("orientations-unavailable");
       if (result.status === 404 || result.status === 405 || result.status === 400) {
         unavailable.hidden = false;
@@ -57,8 +67,8 @@
     });
   }
 
-  function handoffStates() {
-    return R.api("GET", "/discharge/fhir/Task?code=handoff&_count=200").then(function (result) {
+  function orientationStates() {
+    return R.api("GET", "/discharge/fhir/Task?code=orientation&_count=100").then(function (result) {
       var box = document.getElementById("handoff-states");
       box.textContent = "";
       if (!result.ok) {
@@ -68,7 +78,7 @@
       var counts = {};
       (result.body.entry || []).forEach(function (e) {
         var t = e.resource;
-        if (t && t.resourceType === "Task" && R.taskCode(t) === "handoff") { counts[t.status] = (counts[t.status] || 0) + 1; }
+        if (t && t.resourceType === "Task" && R.taskCode(t) === "orientation") { counts[t.status] = (counts[t.status] || 0) + 1; }
       });
       var rows = Object.keys(STATES).map(function (s) { return { key: s, n: counts[s] || 0 }; });
       R.hbars("handoff-states", rows, "n", null, function (r) { return STATES[r.key]; });
@@ -137,7 +147,7 @@
         ]);
       }));
       byDay(notifications);
-      return Promise.all([orientationQueue(), handoffStates(), snpSummary()]).then(function (found) {
+      return Promise.all([orientationQueue(), orientationStates(), snpSummary()]).then(function (found) {
         var queue = found[0];
         R.tiles("tiles", [
           ["Orientations en attente", queue ? queue.length : "—", queue && queue.length > 0],

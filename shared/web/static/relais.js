@@ -231,6 +231,8 @@ var Relais = (function () {
     "discharge.corrected": "Sortie corrigée", "discharge.cancelled": "Sortie annulée",
     "handoff.proposed": "Relais proposé", "handoff.accepted": "Relais accepté", "handoff.declined": "Relais refusé",
     "handoff.expired": "Relais expiré", "handoff.cancelled": "Relais annulé", "followup.due": "Suivi à échéance",
+    "orientation.requested": "Orientation demandée", "orientation.assigned": "Orientation proposée",
+    "orientation.accepted": "Orientation acceptée", "orientation.returned": "Orientation revenue à la CPTS",
     "followup.missed": "Suivi manqué", "snp.requested": "Demande SNP", "snp.offered": "SNP proposé",
     "snp.booked": "SNP réservé", "snp.fulfilled": "SNP honoré", "snp.noshow": "SNP non honoré",
     "snp.expired": "SNP expiré", "snp.cancelled": "SNP annulé", "careteam.changed": "Équipe traitante modifiée",

@@ -53,9 +53,12 @@
     var hospitalRef = [input(task, "hospital-referent"), input(task, "hospital-referent-phone")]
       .filter(Boolean).join(" · ");
     var when = R.cell(R.when(task.authoredOn));
+    // Proposed by the CPTS: until the team accepts it sees an age band and a commune, not who the patient is.
+    var who = task.basedOn ? ["Orienté par la CPTS", input(task, "age_band") && input(task, "age_band") + " ans",
+                              input(task, "commune")].filter(Boolean).join(" · ") : ins(task);
     if (task.priority === "urgent") { when.appendChild(document.createTextNode(" ")); when.appendChild(R.tag("complexe", "urgent")); }
     return R.el("tr", { "data-task": task.id }, [
-      when, R.cell(ins(task)), R.cell(requester(task)), R.cell(hospitalRef || "—"), R.cell(R.when(due(task))),
+      when, R.cell(who), R.cell(requester(task)), R.cell(hospitalRef || "—"), R.cell(R.when(due(task))),
       R.el("td", {}, [R.el("div", { "class": "actions" }, [accept, decline, reason, confirm])])
     ]);
   }
