@@ -71,7 +71,7 @@ async def enrol(port: int, tokens: dict[str, str]) -> None:
                 f.body(f.careteam_resource()),
             )
         )
-        assert status == 201, body
+        assert status == 202, body
     finally:
         await connection.close()
 

@@ -699,7 +699,12 @@ class Scenario:
         for person in self.territory.people.values():
             if person.team:
                 self.http.call(
-                    "admissions", "POST", "/fhir/CareTeam", self.tokens[person.team], careteam(self.territory, person)
+                    "admissions",
+                    "POST",
+                    "/fhir/CareTeam",
+                    self.tokens[person.team],
+                    careteam(self.territory, person),
+                    expect=(202,),
                 )
                 self._mirror_changes += 1
 

@@ -199,6 +199,14 @@ class AdmissionsSettings(ServiceSettings):
     service: ClassVar[str] = "admissions"
     database_url: str | None = Field(default=None, validation_alias=_env("admissions", "DATABASE_URL"))
     database_schema: str | None = Field(default=None, validation_alias=_env("admissions", "DATABASE_SCHEMA"))
+    # A change of treating team the current team does not answer goes to the new team after this long.
+    team_change_expiry_hours: float = Field(
+        default=72.0, gt=0, validation_alias=_env("admissions", "TEAM_CHANGE_EXPIRY_HOURS")
+    )
+    # How often the admissions worker looks for change-of-team requests that have expired.
+    team_change_interval_seconds: float = Field(
+        default=30.0, gt=0, validation_alias=_env("admissions", "TEAM_CHANGE_INTERVAL_SECONDS")
+    )
 
 
 class DischargeSettings(ServiceSettings):

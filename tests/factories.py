@@ -281,8 +281,10 @@ def careteam_resource(
     referent_name: str = "Dr Claire PETIT",
     medecin_traitant_rpps: str | None = None,
     managing_org: str | None = None,
+    postal_code: str | None = None,
 ) -> dict[str, Any]:
-    """A treating team's enrolment of a patient: one team referent, optionally the médecin traitant."""
+    """A treating team's enrolment of a patient: one team referent, optionally the médecin traitant, optionally
+    the patient's postal code (a contained Patient), which places the patient in a territory."""
 
     def participant(code: str, rpps: str, display: str) -> dict[str, Any]:
         return {
@@ -302,6 +304,9 @@ def careteam_resource(
     }
     if managing_org:
         resource["managingOrganization"] = [{"identifier": {"value": managing_org}}]
+    if postal_code:
+        resource["contained"] = [{"resourceType": "Patient", "id": "pat", "address": [{"postalCode": postal_code}]}]
+        resource["subject"]["reference"] = "#pat"
     return resource
 
 

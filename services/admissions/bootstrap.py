@@ -7,6 +7,7 @@ from typing import cast
 from services.admissions.deps import Clock, Deps, system_clock
 from services.admissions.entrypoints import fhir
 from services.admissions.entrypoints.consumers import registry_update_handlers
+from services.admissions.entrypoints.workers import TeamChangeExpiry
 from services.admissions.messagebus import MessageBus
 from services.admissions.uow import AdmissionsUnitOfWork
 from shared.auth import Directory
@@ -80,4 +81,6 @@ def bootstrap(
 
     app.state.bus = MessageBus(unit_of_work, deps)
     runtime.add_consumer(registry_update_handlers(app.state.bus))
+    expiry = TeamChangeExpiry(app.state.bus, interval=settings.team_change_interval_seconds)
+    runtime.extra_workers.append(expiry.run)
     return Service(runtime, app)

@@ -8,7 +8,7 @@ from typing import Any
 from services.admissions.domain import AdmissionFacts, Participant
 from shared.contracts import TreatingTeamAssigned
 from shared.errors import Unprocessable
-from shared.events import EventType
+from shared.events import EventType, Role
 from shared.fhir.encounter import PatientIdentity
 from shared.routing import ADMISSION_EVENTS, DISCHARGE_EVENTS
 
@@ -65,9 +65,29 @@ class ChangeReferent:
 
 
 @dataclass(frozen=True)
-class OpenDacCase:
-    dac_org_id: str
+class ReferToDac:
+    """The patient's treating team or admitting hospital refers the patient to the DAC of their territory."""
+
+    referrer_org_id: str
+    referrer_role: Role
     patient: PatientIdentity
+    dac_org_id: str
+
+
+@dataclass(frozen=True)
+class AnswerTeamChange:
+    """The current treating team accepts or declines another team's request to take the patient over."""
+
+    team_org_id: str
+    change_id: str
+    accept: bool
+
+
+@dataclass(frozen=True)
+class ExpireTeamChanges:
+    """Hand over every change-of-team request left unanswered past its deadline."""
+
+    limit: int = 100
 
 
 @dataclass(frozen=True)
@@ -81,6 +101,7 @@ class RecordConsent:
     patient: PatientIdentity
     opposed: bool
     recorded_by: str
+    recorder_role: Role = Role.TEAM
 
 
 @dataclass(frozen=True)

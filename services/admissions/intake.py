@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from services.admissions import cercle, commands, domain
 from services.admissions.domain import AdmissionFacts, Participant
 from shared.errors import BadRequest, Forbidden, Unprocessable
+from shared.events import Role
 from shared.fhir.encounter import PatientIdentity, patient_identity, read_encounter_message
 from shared.fhir.intake import MessageBundle, check_codes, forwardable, usable_postal_code
 from shared.fhir.models import CareTeam, Consent, Parameters, Resource
@@ -205,7 +206,7 @@ def change_referent_command(
     )
 
 
-def consent_command(data: dict[str, Any], caller_org_id: str) -> commands.RecordConsent:
+def consent_command(data: dict[str, Any], caller_org_id: str, caller_role: Role) -> commands.RecordConsent:
     consent = validated(Consent, data)
     if consent.status != "active":
         raise Unprocessable("only an active Consent is recorded", expression=["Consent.status"])
@@ -215,4 +216,4 @@ def consent_command(data: dict[str, Any], caller_org_id: str) -> commands.Record
             "Consent.provision.type must say 'deny' (opposition to sharing beyond the care team) or 'permit'",
             expression=["Consent.provision.type"],
         )
-    return commands.RecordConsent(patient, consent.provision.type == "deny", caller_org_id)
+    return commands.RecordConsent(patient, consent.provision.type == "deny", caller_org_id, caller_role)

@@ -9,7 +9,7 @@ from typing import Any
 from services.admissions.deps import Deps
 from services.admissions.handlers import HANDLERS
 from services.admissions.uow import AdmissionsUnitOfWork
-from services.admissions.views import ForeignRecord
+from services.admissions.views import ForeignRecord, OutsideCircle
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,7 @@ class MessageBus:
         handler = HANDLERS[type(command)]
         try:
             return handler(command, self.unit_of_work(), self.deps)
-        except ForeignRecord as foreign:  # the handler's unit of work is closed: audit in a transaction of its own
+        # The handler's unit of work is closed: audit in a transaction of its own.
+        except (ForeignRecord, OutsideCircle) as foreign:
             foreign.record(self.deps.record_refusal)
             raise

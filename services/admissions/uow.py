@@ -11,6 +11,7 @@ from services.admissions.adapters.repositories import (
     DacCaseRepository,
     MessageRepository,
     PatientRepository,
+    TeamChangeRepository,
     TerritoryRepository,
 )
 from shared.db.uow import UnitOfWork
@@ -24,6 +25,7 @@ class AdmissionsUnitOfWork(UnitOfWork):
     consents: ConsentRepository
     territories: TerritoryRepository
     patients: PatientRepository
+    team_changes: TeamChangeRepository
 
     def _open_repositories(self, session: Session) -> None:
         self.messages = MessageRepository(session)
@@ -33,3 +35,4 @@ class AdmissionsUnitOfWork(UnitOfWork):
         self.consents = ConsentRepository(session)
         self.territories = TerritoryRepository(session)
         self.patients = PatientRepository(session)
+        self.team_changes = TeamChangeRepository(session)

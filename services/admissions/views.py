@@ -9,9 +9,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from services.admissions import cercle, domain
-from services.admissions.adapters.orm import CareTeamParticipantRow, CareTeamRow, DacCase, Territory
+from services.admissions.adapters.orm import CareTeamParticipantRow, CareTeamRow, DacCase, TeamChangeRow, Territory
 from services.admissions.uow import AdmissionsUnitOfWork
 from shared.audit import RefusalRecorder
+from shared.carecircle import NotInCircle
 from shared.errors import NotFound
 from shared.events import Role
 from shared.fhir.models import Bundle, CareTeam, to_json
@@ -111,6 +112,50 @@ def dac_case(case: DacCase) -> dict[str, Any]:
     }
 
 
+def dac_referral(case: DacCase) -> dict[str, Any]:
+    """What the referrer is told: its case, the DAC it named; never another DAC's case nor the patient key."""
+    return {
+        "id": case.id,
+        "dac": case.dac_org_id,
+        "opened_at": _instant(case.opened_at),
+        "status": "open" if case.closed_at is None else "closed",
+    }
+
+
+def team_change_for_requester(change: TeamChangeRow) -> dict[str, Any]:
+    """The requesting team sees its own request and CareTeam, never who treats the patient now."""
+    return {
+        "id": change.id,
+        "careteam": change.careteam_id,
+        "status": change.status,
+        "requested_at": _instant(change.requested_at),
+        "expires_at": _instant(change.expires_at),
+        "decided_at": _instant(change.decided_at),
+    }
+
+
+def team_change_for_current_team(change: TeamChangeRow, current: CareTeamRow | None) -> dict[str, Any]:
+    """The current team sees who asks (to decide) and which of its CareTeams the request is about."""
+    return {
+        **team_change_for_requester(change),
+        "careteam": current.id if current is not None else None,
+        "requested_by": change.to_team_org_id,
+        "subject": (
+            {"system": current.subject_system, "value": current.subject_value} if current is not None else None
+        ),
+    }
+
+
+def team_changes(uow: AdmissionsUnitOfWork, team_org_id: str) -> dict[str, list[dict[str, Any]]]:
+    with uow:
+        to_answer = [
+            team_change_for_current_team(c, uow.careteams.active_for_patient(c.patient_key))
+            for c in uow.team_changes.pending_for_current_team(team_org_id)
+        ]
+        requested = [team_change_for_requester(c) for c in uow.team_changes.by_requester(team_org_id)]
+        return {"to_answer": to_answer, "requested": requested}
+
+
 def territory(row: Territory) -> dict[str, Any]:
     return {"postal_code": row.postal_code, "cpts": row.cpts_org_id, "dac": row.dac_org_id}
 
@@ -122,6 +167,13 @@ def territory(row: Territory) -> dict[str, Any]:
 class CareTeamView:
     resource: dict[str, Any]
     id: str
+
+
+@dataclass(frozen=True)
+class EnrolmentRecorded:
+    """The one answer to an enrolment, whether the patient had no team, this team, or another (202)."""
+
+    careteam_id: str
 
 
 def render(uow: AdmissionsUnitOfWork, team: CareTeamRow) -> CareTeamView:
@@ -144,6 +196,21 @@ class ForeignRecord(NotFound):
             role=self.role.value,
             resource=self.what.replace(" ", "/"),
             reason=self.reason,
+        )
+
+
+class OutsideCircle(NotInCircle):
+    """The caller is not in the patient's care circle (or the patient is unknown): the kernel's one 404, audited
+    once the unit of work is closed, like ForeignRecord."""
+
+    def __init__(self, what: str, *, action: str, organisation_id: str, role: Role, known: bool) -> None:
+        super().__init__(what)
+        self.action, self.organisation_id, self.role, self.known = action, organisation_id, role, known
+
+    def record(self, record_refusal: RefusalRecorder) -> None:
+        reason = "patient outside the caller's care circle" if self.known else "patient unknown"
+        record_refusal(
+            self.action, organisation_id=self.organisation_id, role=self.role.value, resource=None, reason=reason
         )
 
 

@@ -53,6 +53,11 @@ def _owner(org_id: str | None) -> dict[str, Any]:
     )
 
 
+def without_owner(task: dict[str, Any]) -> dict[str, Any]:
+    """The Task without its owner: what a hospital gets before the team has made itself known."""
+    return {k: v for k, v in task.items() if k != "owner"}
+
+
 def _validated(task: dict[str, Any]) -> dict[str, Any]:
     return to_json(Task.model_validate(task))
 

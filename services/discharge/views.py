@@ -13,9 +13,10 @@ from sqlmodel import col
 from services.discharge import domain
 from services.discharge.adapters.orm import DischargeRow, FollowupRow, HandoffRow, OrientationRow
 from services.discharge.domain import MirrorState, TerritoryState
-from services.discharge.resources import followup_task, handoff_task, orientation_task
+from services.discharge.resources import followup_task, handoff_task, orientation_task, without_owner
 from services.discharge.uow import DischargeUnitOfWork
-from shared.errors import NotFound
+from shared.carecircle import CircleFacts, NotInCircle, Purpose, Share, require
+from shared.events import Role
 
 
 def mirror_state(uow: DischargeUnitOfWork, patient_key: str) -> MirrorState | None:
@@ -44,19 +45,43 @@ def followup_team(uow: DischargeUnitOfWork, item: FollowupRow, discharge: Discha
     return domain.followup_owner(item.team_org_id, mirror_state(uow, discharge.patient_key), let_go)
 
 
+def _circle(
+    uow: DischargeUnitOfWork, discharge: DischargeRow, team_org_id: str | None
+) -> CircleFacts:
+    """The Task's circle: the discharging hospital (its own encounter), the team it targets, a DAC with a case."""
+    mirror = mirror_state(uow, discharge.patient_key)
+    dac = mirror.dac_org_id if mirror is not None and mirror.dac_case_open else None
+    return CircleFacts(
+        team_org_id=team_org_id,
+        hospitals=frozenset({discharge.hospital_org_id}),
+        dac_cases=frozenset({dac}) if dac else frozenset(),
+    )
+
+
+def _as_seen_by(task: dict[str, Any], seen: Share, team_known: bool) -> dict[str, Any]:
+    # A hospital learns which team holds the patient only once that team has accepted the handoff.
+    if seen is Share.OWN_ENCOUNTERS and not team_known:
+        return without_owner(task)
+    return task
+
+
 def render_handoff(uow: DischargeUnitOfWork, handoff: HandoffRow, discharge: DischargeRow) -> dict[str, Any]:
     """A handoff as its team may read it: in full, or what it needs to decide when the CPTS proposed it."""
     followups = uow.followups.for_discharge(discharge.id) if handoff.orientation_id else ()
     return handoff_task(handoff, discharge, (discharge.payload or {}).get("letter"), followups)
 
 
-def read_task(uow: DischargeUnitOfWork, task_id: str, organisation_id: str) -> dict[str, Any]:
-    """A Task for the hospital that sent it, the team it targets or the CPTS that owns the orientation; anyone
-    else gets 404."""
+def read_task(uow: DischargeUnitOfWork, task_id: str, organisation_id: str, role: Role | str) -> dict[str, Any]:
+    """A Task for its care circle (kernel policy): the hospital that sent it, the team it targets, a DAC with an
+    open case; an orientation for the CPTS that owns it and the hospital; anyone else gets the 404 an unknown
+    Task gets."""
+    what = f"Task/{task_id}"
     with uow:
         handoff = uow.handoffs.get(task_id)
-        if handoff is not None and organisation_id in (handoff.hospital_org_id, handoff.team_org_id):
-            return render_handoff(uow, handoff, uow.discharges.require(handoff.discharge_id))
+        if handoff is not None:
+            discharge = uow.discharges.require(handoff.discharge_id)
+            seen = require(role, organisation_id, _circle(uow, discharge, handoff.team_org_id), READ, what)
+            return _as_seen_by(render_handoff(uow, handoff, discharge), seen, handoff.status in TEAM_KNOWN)
         orientation = uow.orientations.get(task_id)
         if orientation is not None and organisation_id in (orientation.cpts_org_id, orientation.hospital_org_id):
             discharge = uow.discharges.require(orientation.discharge_id)
@@ -65,9 +90,15 @@ def read_task(uow: DischargeUnitOfWork, task_id: str, organisation_id: str) -> d
         if item is not None:
             discharge = uow.discharges.require(item.discharge_id)
             team = followup_team(uow, item, discharge)
-            if organisation_id in (item.hospital_org_id, team):
-                return followup_task(item, discharge, team)
-    raise NotFound(f"Task/{task_id} is not known")
+            seen = require(role, organisation_id, _circle(uow, discharge, team), READ, what)
+            accepted = any(h.status in TEAM_KNOWN for h in uow.handoffs.for_discharge(discharge.id))
+            return _as_seen_by(followup_task(item, discharge, team), seen, accepted)
+    raise NotInCircle(what)
+
+
+READ = Purpose.READ_CLINICAL
+# Handoff states in which the team has made itself known to the hospital (it accepted, then acted).
+TEAM_KNOWN = frozenset({"accepted", "in-progress", "completed"})
 
 
 # --- the worklist: FHIR search over the caller's own Tasks ---------------------------------------------------
@@ -138,17 +169,23 @@ def search_tasks(
             found += _rows(uow, FollowupRow, owners, organisation_id, query, codes=followup_codes)
         found.sort(key=lambda item: (-item[0].timestamp(), item[1]))
         page = found[query.offset : query.offset + query.count]
-        tasks = [_render_row(uow, row) for _, _, row in page]
+        tasks = [_render_row(uow, row, organisation_id) for _, _, row in page]
     return tasks, len(found) > query.offset + query.count
 
 
-def _render_row(uow: DischargeUnitOfWork, row: Any) -> dict[str, Any]:
+def _render_row(uow: DischargeUnitOfWork, row: Any, organisation_id: str) -> dict[str, Any]:
     discharge = uow.discharges.require(row.discharge_id)
-    if isinstance(row, HandoffRow):
-        return render_handoff(uow, row, discharge)
     if isinstance(row, OrientationRow):
         return orientation_task(row, discharge, uow.followups.for_discharge(discharge.id))
-    return followup_task(row, discharge, row.team_org_id)
+    # The sending hospital sees the owning team only once it has accepted, as in read_task.
+    hospital_only = organisation_id == row.hospital_org_id and organisation_id != row.team_org_id
+    if isinstance(row, HandoffRow):
+        task = render_handoff(uow, row, discharge)
+        return without_owner(task) if hospital_only and row.status not in TEAM_KNOWN else task
+    task = followup_task(row, discharge, row.team_org_id)
+    if hospital_only and not any(h.status in TEAM_KNOWN for h in uow.handoffs.for_discharge(discharge.id)):
+        return without_owner(task)
+    return task
 
 
 def searchset(tasks: list[dict[str, Any]], base: str, self_url: str, next_url: str | None) -> dict[str, Any]:

@@ -11,7 +11,8 @@ from services.snp.adapters.orm import AppointmentRow, RequestRow
 from services.snp.domain import Fact, SlotSearch, communes, dashboard
 from services.snp.resources import appointment_resource, searchset, service_request_resource
 from services.snp.uow import SnpUnitOfWork
-from shared.errors import Forbidden, NotFound, Unprocessable
+from shared.carecircle import CircleFacts, NotInCircle, Purpose, allows
+from shared.errors import Forbidden, Unprocessable
 from shared.events import Role
 
 
@@ -53,17 +54,21 @@ def detached(
     return RequestView(request, appointment, created)
 
 
+def _party(role: str, org_id: str, request: RequestRow, appointment: AppointmentRow | None) -> bool:
+    """The SAS that asked, or the team holding the booking (its care circle for this request, kernel policy);
+    anyone else gets the 404 an unknown id gets."""
+    if role == Role.SAS:
+        return request.sas_org_id == org_id
+    booked = CircleFacts(team_org_id=appointment.org_id if appointment is not None else None)
+    return allows(role, org_id, booked, Purpose.READ_CLINICAL)
+
+
 def get_request(uow: SnpUnitOfWork, request_id: str, org_id: str, role: str) -> RequestView:
     with uow:
         request = uow.requests.get(request_id)
-        if request is None:
-            raise NotFound(f"no ServiceRequest {request_id}")
-        appointment = uow.appointments.for_request(request_id)
-        visible = (role == Role.SAS and request.sas_org_id == org_id) or (
-            role == Role.TEAM and appointment is not None and appointment.org_id == org_id
-        )
-        if not visible:
-            raise NotFound(f"no ServiceRequest {request_id}")
+        appointment = uow.appointments.for_request(request_id) if request is not None else None
+        if request is None or not _party(role, org_id, request, appointment):
+            raise NotInCircle(f"ServiceRequest/{request_id}")
         return detached(uow, request, appointment, created=False)
 
 
@@ -71,13 +76,8 @@ def get_appointment(uow: SnpUnitOfWork, appointment_id: str, org_id: str, role: 
     with uow:
         appointment = uow.appointments.get(appointment_id)
         request = uow.requests.get(appointment.request_id) if appointment else None
-        if appointment is None or request is None:
-            raise NotFound(f"no Appointment {appointment_id}")
-        visible = (role == Role.TEAM and appointment.org_id == org_id) or (
-            role == Role.SAS and request.sas_org_id == org_id
-        )
-        if not visible:
-            raise NotFound(f"no Appointment {appointment_id}")
+        if appointment is None or request is None or not _party(role, org_id, request, appointment):
+            raise NotInCircle(f"Appointment/{appointment_id}")
         detached(uow, request, appointment, created=False)
         return AppointmentView(request, appointment)
 

@@ -130,7 +130,7 @@ def register_world(cluster: Cluster, territory, people) -> None:
                                                                "display": "Dr Référent"}}]}
         response = client.post("/admissions/fhir/CareTeam", content=json.dumps(careteam),
                                headers={"Authorization": f"Bearer {tokens[owner]}", "Content-Type": FHIR})
-        assert response.status_code == 201, response.text
+        assert response.status_code == 202, response.text
     client.close()
 
 

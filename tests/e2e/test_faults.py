@@ -129,7 +129,7 @@ def world(relais):
                 content=json.dumps(careteam),
                 headers={"Authorization": f"Bearer {tokens[owner]}", "Content-Type": FHIR},
             )
-            assert response.status_code == 201, response.text
+            assert response.status_code == 202, response.text
         people.append((person, owner))
     client.close()
     return World(relais, territory, tokens, people)

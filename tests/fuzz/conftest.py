@@ -43,7 +43,7 @@ def _enrol_patient_with_a_team(admissions: FuzzService, client: TestClient) -> l
         content=f.body(f.careteam_resource()),
         headers={**admissions.auth(Role.TEAM), **fhir},
     )
-    assert response.status_code == 201, response.text
+    assert response.status_code == 202, response.text
     with admissions.service.runtime.sessions() as session:
         rows = session.execute(
             select(OutboxMessage).where(OutboxMessage.topic == TOPIC_CARETEAM).order_by(OutboxMessage.seq)

@@ -120,9 +120,9 @@ class World:
             "post", "/admissions/fhir/$process-message", "hospital", content=f.body(bundle), expect=expect
         )
 
-    def enrol(self, who, nir):
-        body = json.dumps(f.careteam_resource(nir=nir))
-        return self.call("post", "/admissions/fhir/CareTeam", who, content=body, expect=201)
+    def enrol(self, who, nir, postal_code=None):
+        body = json.dumps(f.careteam_resource(nir=nir, postal_code=postal_code))
+        return self.call("post", "/admissions/fhir/CareTeam", who, content=body, expect=202)
 
     def settled(self, patient_key: str, events: int = 1) -> None:
         """Every outbox row is published and the domain events of this patient are on the broker."""
@@ -195,12 +195,12 @@ def test_without_a_team_only_the_cpts_gets_the_minimised_form(world):
 
 def test_an_open_dac_case_brings_the_dac_in(world):
     nir = new_patient()
-    world.enrol("team_x", nir)
+    world.enrol("team_x", nir, postal_code="75014")
     world.call(
         "post",
         "/admissions/dac-cases",
-        "dac",
-        json={"patient": {"system": f.INS_NIR_TEST, "value": nir}},
+        "team_x",
+        json={"patient": {"system": f.INS_NIR_TEST, "value": nir}, "dac": world.ids["dac"]},
         expect=201,
     )
     world.admit(message(nir))
@@ -216,22 +216,25 @@ def test_an_open_dac_case_brings_the_dac_in(world):
 
 def test_opposition_keeps_the_cpts_away(world):
     nir = new_patient()
-    consent = json.dumps(f.consent_resource(nir=nir, opposed=True))
-    world.call("post", "/admissions/fhir/Consent", "hospital", content=consent, expect=201)
     world.admit(message(nir))
     key = patient_key_of(world, nir)
     world.settled(key)
-    assert world.notes(TOPIC_NOTIFY_CPTS, "cpts") == []
+    told = len(world.notes(TOPIC_NOTIFY_CPTS, "cpts"))
+    consent = json.dumps(f.consent_resource(nir=nir, opposed=True))
+    world.call("post", "/admissions/fhir/Consent", "hospital", content=consent, expect=201)
+    world.admit(message(nir))
+    world.settled(key, events=2)
+    assert len(world.notes(TOPIC_NOTIFY_CPTS, "cpts")) == told
 
 
 def test_five_concurrent_copies_give_one_notification_per_recipient(world):
     nir = new_patient()
-    world.enrol("team_x", nir)
+    world.enrol("team_x", nir, postal_code="75014")
     world.call(
         "post",
         "/admissions/dac-cases",
-        "dac",
-        json={"patient": {"system": f.INS_NIR_TEST, "value": nir}},
+        "team_x",
+        json={"patient": {"system": f.INS_NIR_TEST, "value": nir}, "dac": world.ids["dac"]},
         expect=201,
     )
     bundle = message(nir)

@@ -175,7 +175,7 @@ def test_no_canary_leaves_the_care_team_by_any_channel_nor_reaches_a_log(relais,
     careteam = f.careteam_resource(nir=NIR_B, nir_system=INS_NIR, referent_name=CANARIES["careteam-member"])
     careteam["name"] = CANARIES["careteam-name"]
     assert post("/admissions/fhir/CareTeam", content=json.dumps(careteam),
-                headers=_auth(tokens, TEAM)).status_code == 201
+                headers=_auth(tokens, TEAM)).status_code == 202
     snp_request = {
         "resourceType": "ServiceRequest", "status": "active", "intent": "order",
         "identifier": [{"value": CANARIES["snp-identifier"]}],

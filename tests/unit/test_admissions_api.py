@@ -151,11 +151,10 @@ def test_care_team_lifecycle_is_scoped_to_the_team(service, client):
         content=json.dumps(f.careteam_resource()),
         headers=headers(service, "team_x"),
     )
-    assert created.status_code == 201, created.text
+    assert created.status_code == 202, created.text
     location = created.headers["location"]
-    careteam_id = created.json()["id"]
-    assert location.endswith(f"/admissions/fhir/CareTeam/{careteam_id}")
-    assert client.get(location, headers=headers(service, "team_x", None)).status_code == 200
+    assert location.startswith("/admissions/fhir/CareTeam/")
+    assert client.get(location, headers=headers(service, "team_x", None)).json()["status"] == "active"
     assert client.get(location, headers=headers(service, "team_y", None)).status_code == 404
     assert client.delete(location, headers=headers(service, "team_y", None)).status_code == 404
     assert client.get(location, headers=headers(service, "hospital", None)).status_code == 403
@@ -182,6 +181,12 @@ def test_a_team_cannot_enrol_for_another_organisation(service, client):
 
 
 def test_consent_dac_case_and_territory_endpoints(service, client):
+    territory = {"cpts": "cpts-14", "dac": "dac-75"}
+    put = client.put("/admissions/territories/75014", json=territory, headers=headers(service, "admin", None))
+    assert put.status_code == 200
+    admission = f.body(f.admission_message())
+    admitted = client.post("/admissions/fhir/$process-message", content=admission, headers=headers(service, "hospital"))
+    assert admitted.status_code == 200, admitted.text
     consent = client.post(
         "/admissions/fhir/Consent",
         content=json.dumps(f.consent_resource()),
@@ -190,18 +195,14 @@ def test_consent_dac_case_and_territory_endpoints(service, client):
     assert consent.status_code == 201, consent.text
     case = client.post(
         "/admissions/dac-cases",
-        json={"patient": {"system": f.INS_NIR_TEST, "value": f.DEFAULT_NIR}},
-        headers=headers(service, "dac", None),
+        json={"patient": {"system": f.INS_NIR_TEST, "value": f.DEFAULT_NIR}, "dac": "dac-75"},
+        headers=headers(service, "hospital", None),
     )
     assert case.status_code == 201, case.text
     closed = client.delete(
         f"/admissions/dac-cases/{case.json()['id']}", headers=headers(service, "dac", None)
     )
     assert closed.json()["status"] == "closed"
-    put = client.put(
-        "/admissions/territories/75014", json={"cpts": "cpts-14"}, headers=headers(service, "admin", None)
-    )
-    assert put.status_code == 200
     refused = client.put(
         "/admissions/territories/75014", json={"cpts": "x"}, headers=headers(service, "team_x", None)
     )

@@ -134,10 +134,12 @@ def test_without_a_team_only_the_cpts_gets_a_minimised_form(uow, sessions, clock
 def test_an_open_dac_case_brings_the_dac_in(uow, sessions, clock):
     territory(uow, clock)
     enrol(uow, clock)
+    admit(uow, clock, message("NDA-0"))  # teaches the postal code: the referral goes to the territory's DAC
     identity = domain.PatientIdentity(f.INS_NIR_TEST, f.DEFAULT_NIR)
-    bus_for(uow, clock).handle(commands.OpenDacCase("dac-75", identity))
-    admit(uow, clock)
-    assert sorted((t, k) for t, k, _ in notifications(sessions)) == [
+    bus_for(uow, clock).handle(commands.ReferToDac("msp-x", Role.TEAM, identity, "dac-75"))
+    before = len(notifications(sessions))
+    admit(uow, clock, message("NDA-1"))
+    assert sorted((t, k) for t, k, _ in notifications(sessions)[before:]) == [
         ("relais.notify.dac", "dac-75"),
         ("relais.notify.team", "msp-x"),
     ]
@@ -146,9 +148,11 @@ def test_an_open_dac_case_brings_the_dac_in(uow, sessions, clock):
 def test_opposition_keeps_the_cpts_away(uow, sessions, clock):
     territory(uow, clock)
     identity = domain.PatientIdentity(f.INS_NIR_TEST, f.DEFAULT_NIR)
-    bus_for(uow, clock).handle(commands.RecordConsent(identity, True, "msp-x"))
-    admit(uow, clock)
-    assert notifications(sessions) == []
+    admit(uow, clock, message("NDA-1"))
+    before = len(notifications(sessions))
+    bus_for(uow, clock).handle(commands.RecordConsent(identity, True, HOSPITAL, Role.HOSPITAL))
+    admit(uow, clock, message("NDA-2"))
+    assert notifications(sessions)[before:] == []
 
 
 def test_the_same_message_twice_answers_the_same_and_publishes_nothing_new(uow, sessions, clock):
@@ -209,10 +213,64 @@ def test_a_correction_of_an_unknown_admission_stores_and_publishes_nothing(uow, 
     assert outbox(sessions) == []
 
 
-def test_one_active_team_per_patient(uow, clock):
+def active_teams(sessions) -> list[tuple[str, str]]:
+    with sessions() as session:
+        rows = session.execute(text("select team_org_id, status from admissions_careteam order by started_at, id"))
+        return [tuple(r) for r in rows]
+
+
+def test_enrolling_a_patient_of_another_team_is_a_request_not_a_takeover(uow, sessions, clock):
+    first = enrol(uow, clock, TEAM_X)
+    again = enrol(uow, clock, TEAM_X)
+    asked = enrol(uow, clock, TEAM_Y)
+    assert again == first  # enrolling one's own patient again changes nothing
+    assert sorted(active_teams(sessions)) == [("msp-x", "active"), ("msp-y", "proposed")]
+    assert enrol(uow, clock, TEAM_Y) == asked  # the same request again
+    listing = views.team_changes(uow(), "msp-x")
+    [change] = listing["to_answer"]
+    assert change["requested_by"] == "msp-y" and change["careteam"] == first.careteam_id
+    [mine] = views.team_changes(uow(), "msp-y")["requested"]
+    assert mine["careteam"] == asked.careteam_id and "msp-x" not in json.dumps(mine)
+
+
+def test_the_current_team_accepts_a_change_of_team(uow, sessions, clock):
     enrol(uow, clock, TEAM_X)
-    with pytest.raises(Conflict):
-        enrol(uow, clock, TEAM_Y)
+    asked = enrol(uow, clock, TEAM_Y)
+    [change] = views.team_changes(uow(), "msp-x")["to_answer"]
+    with pytest.raises(NotFound):  # the requester cannot answer its own request
+        bus_for(uow, clock).handle(commands.AnswerTeamChange("msp-y", change["id"], accept=True))
+    answered = bus_for(uow, clock).handle(commands.AnswerTeamChange("msp-x", change["id"], accept=True))
+    assert answered["status"] == "accepted"
+    assert sorted(active_teams(sessions)) == [("msp-x", "inactive"), ("msp-y", "active")]
+    last = careteam_events(sessions)[-1]
+    assert (last["change"], last["team_org_id"], last["careteam_id"]) == ("team-changed", "msp-y", asked.careteam_id)
+
+
+def test_the_current_team_declines_a_change_of_team(uow, sessions, clock):
+    enrol(uow, clock, TEAM_X)
+    enrol(uow, clock, TEAM_Y)
+    [change] = views.team_changes(uow(), "msp-x")["to_answer"]
+    bus_for(uow, clock).handle(commands.AnswerTeamChange("msp-x", change["id"], accept=False))
+    assert sorted(active_teams(sessions)) == [("msp-x", "active"), ("msp-y", "inactive")]
+    assert views.team_changes(uow(), "msp-y")["requested"][0]["status"] == "declined"
+    assert [e["change"] for e in careteam_events(sessions)] == ["enrolled"]
+
+
+def test_an_unanswered_change_of_team_expires_to_the_new_team(uow, sessions, clock):
+    enrol(uow, clock, TEAM_X)
+    enrol(uow, clock, TEAM_Y)
+    assert bus_for(uow, clock).handle(commands.ExpireTeamChanges()) == 0
+    clock.now += timedelta(hours=AdmissionsSettings().team_change_expiry_hours)
+    assert bus_for(uow, clock).handle(commands.ExpireTeamChanges()) == 1
+    assert sorted(active_teams(sessions)) == [("msp-x", "inactive"), ("msp-y", "active")]
+    assert views.team_changes(uow(), "msp-y")["requested"][0]["status"] == "expired"
+
+
+def test_a_team_that_lets_go_hands_over_to_the_waiting_request(uow, sessions, clock):
+    first = enrol(uow, clock, TEAM_X)
+    enrol(uow, clock, TEAM_Y)
+    bus_for(uow, clock).handle(commands.EndEnrolment("msp-x", first.careteam_id))
+    assert sorted(active_teams(sessions)) == [("msp-x", "inactive"), ("msp-y", "active")]
 
 
 def test_the_database_refuses_a_second_active_team(sessions):
@@ -238,7 +296,7 @@ def test_changing_the_referent_ends_one_period_and_starts_another(uow, sessions,
     view = enrol(uow, clock)
     new_rpps = make_rpps("1000999999")
     cmd = intake.change_referent_command(
-        f.change_referent_parameters(rpps=new_rpps), "msp-x", view.id, clock()
+        f.change_referent_parameters(rpps=new_rpps), "msp-x", view.careteam_id, clock()
     )
     changed = bus_for(uow, clock).handle(cmd).resource
     referents = [p for p in changed["participant"] if p["role"][0]["coding"][0]["code"] == "referent"]
@@ -253,9 +311,9 @@ def test_changing_the_referent_ends_one_period_and_starts_another(uow, sessions,
 def test_another_team_sees_no_care_team_and_the_attempt_is_audited(uow, sessions, clock):
     view = enrol(uow, clock)
     with pytest.raises(NotFound):
-        views.read_careteam(uow(), refusals(uow), TEAM_Y.organisation_id, view.id)
+        views.read_careteam(uow(), refusals(uow), TEAM_Y.organisation_id, view.careteam_id)
     with pytest.raises(NotFound):
-        bus_for(uow, clock).handle(commands.EndEnrolment("msp-y", view.id))
+        bus_for(uow, clock).handle(commands.EndEnrolment("msp-y", view.careteam_id))
     with sessions() as session:
         audits = session.execute(select(AuditEntry)).scalars().all()
     assert {(a.organisation_id, a.outcome) for a in audits} == {("msp-y", "denied")}
@@ -264,7 +322,7 @@ def test_another_team_sees_no_care_team_and_the_attempt_is_audited(uow, sessions
 
 def test_ending_an_enrolment_frees_the_patient_for_another_team(uow, sessions, clock):
     view = enrol(uow, clock)
-    ended = bus_for(uow, clock).handle(commands.EndEnrolment("msp-x", view.id)).resource
+    ended = bus_for(uow, clock).handle(commands.EndEnrolment("msp-x", view.careteam_id)).resource
     assert ended["status"] == "inactive" and all("end" in p["period"] for p in ended["participant"])
     enrol(uow, clock, TEAM_Y)
     with sessions() as session:
@@ -332,7 +390,7 @@ def test_enrolment_publishes_the_whole_context(uow, sessions, clock):
     assert event["change"] == "enrolled"
     assert context(event) == {
         "patient_key": KEY,
-        "careteam_id": view.id,
+        "careteam_id": view.careteam_id,
         "team_org_id": "msp-x",
         "status": "active",
         "referent": {
@@ -353,12 +411,12 @@ def test_enrolment_publishes_the_whole_context(uow, sessions, clock):
 
 def test_end_of_enrolment_publishes_an_inactive_context_without_team_or_referent(uow, sessions, clock):
     view = enrol_with_contact(uow, clock)
-    bus_for(uow, clock).handle(commands.EndEnrolment("msp-x", view.id))
+    bus_for(uow, clock).handle(commands.EndEnrolment("msp-x", view.careteam_id))
     ended = careteam_events(sessions)[-1]
     assert ended["change"] == "ended"
     assert context(ended) == {
         "patient_key": KEY,
-        "careteam_id": view.id,
+        "careteam_id": view.careteam_id,
         "team_org_id": None,
         "status": "inactive",
         "referent": None,
@@ -376,7 +434,7 @@ def test_referent_change_publishes_the_new_referent_and_keeps_the_rest(uow, sess
     params = f.change_referent_parameters(rpps=new_rpps)
     phone = {"system": "phone", "value": "0329111111"}
     params["parameter"].append({"name": "telecom", "valueContactPoint": phone})
-    cmd = intake.change_referent_command(params, "msp-x", view.id, clock())
+    cmd = intake.change_referent_command(params, "msp-x", view.careteam_id, clock())
     bus_for(uow, clock).handle(cmd)
     changed = careteam_events(sessions)[-1]
     assert changed["change"] == "referent-changed"
@@ -385,7 +443,7 @@ def test_referent_change_publishes_the_new_referent_and_keeps_the_rest(uow, sess
         "name": "Dr Nadia BENALI",
         "telecom": [{"system": "phone", "value": "0329111111"}],
     }
-    assert (changed["team_org_id"], changed["status"], changed["careteam_id"]) == ("msp-x", "active", view.id)
+    assert (changed["team_org_id"], changed["status"], changed["careteam_id"]) == ("msp-x", "active", view.careteam_id)
     assert changed["consent_opposed"] is True and changed["postal_code"] == "88410"
 
 
@@ -401,8 +459,9 @@ def test_recording_consent_publishes_the_context(uow, sessions, clock):
 
 
 def test_consent_of_a_patient_without_a_team_publishes_a_teamless_context(uow, sessions, clock):
-    bus_for(uow, clock).handle(commands.RecordConsent(IDENTITY, True, "hospital"))
-    [event] = careteam_events(sessions)
+    admit(uow, clock, message("NDA-1", postal_code="88140"))
+    bus_for(uow, clock).handle(commands.RecordConsent(IDENTITY, True, HOSPITAL, Role.HOSPITAL))
+    event = careteam_events(sessions)[-1]
     assert context(event) == {
         "patient_key": KEY,
         "careteam_id": None,
@@ -412,13 +471,14 @@ def test_consent_of_a_patient_without_a_team_publishes_a_teamless_context(uow, s
         "consent_opposed": True,
         "dac_case_open": False,
         "dac_org_id": None,
-        "postal_code": None,
+        "postal_code": "88140",
     }
 
 
 def test_opening_and_closing_a_dac_case_publish_the_context(uow, sessions, clock):
     enrol_with_contact(uow, clock)
-    case = bus_for(uow, clock).handle(commands.OpenDacCase("dac-88", IDENTITY))
+    bus_for(uow, clock).handle(commands.SetTerritory("88410", None, "dac-88"))
+    case = bus_for(uow, clock).handle(commands.ReferToDac("msp-x", Role.TEAM, IDENTITY, "dac-88"))
     opened = careteam_events(sessions)[-1]
     assert opened["change"] == "dac-case-opened"
     assert (opened["dac_case_open"], opened["dac_org_id"]) == (True, "dac-88")
@@ -433,10 +493,13 @@ def test_opening_and_closing_a_dac_case_publish_the_context(uow, sessions, clock
 
 
 def test_a_refused_dac_case_publishes_nothing(uow, sessions, clock):
-    bus_for(uow, clock).handle(commands.OpenDacCase("dac-88", IDENTITY))
+    enrol_with_contact(uow, clock)
+    bus_for(uow, clock).handle(commands.SetTerritory("88410", None, "dac-88"))
+    refer = commands.ReferToDac("msp-x", Role.TEAM, IDENTITY, "dac-88")
+    bus_for(uow, clock).handle(refer)
     with pytest.raises(Conflict):
-        bus_for(uow, clock).handle(commands.OpenDacCase("dac-88", IDENTITY))
-    assert [e["change"] for e in careteam_events(sessions)] == ["dac-case-opened"]
+        bus_for(uow, clock).handle(refer)
+    assert [e["change"] for e in careteam_events(sessions)] == ["enrolled", "dac-case-opened"]
 
 
 def test_an_admission_teaches_the_postal_code_once_and_later_events_carry_it(uow, sessions, clock):

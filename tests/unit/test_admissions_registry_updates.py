@@ -82,7 +82,15 @@ def test_an_update_whose_key_does_not_match_its_subject_is_a_poison_message(serv
     assert _teams(service) == []
 
 
+def _admit(service, client: TestClient) -> None:
+    """The hospital admits the patient: it is then in the patient's care circle (docs/privacy.md)."""
+    message = f.body(f.admission_message())
+    admitted = client.post("/admissions/fhir/$process-message", content=message, headers=headers(service, "hospital"))
+    assert admitted.status_code == 200, admitted.text
+
+
 def test_consents_read_back_only_by_who_recorded_them_or_treats_the_patient(service, client: TestClient):
+    _admit(service, client)
     recorded = client.post(
         "/admissions/fhir/Consent", content=json.dumps(f.consent_resource()), headers=headers(service, "hospital")
     )
@@ -100,8 +108,12 @@ def test_consents_read_back_only_by_who_recorded_them_or_treats_the_patient(serv
 
 
 def test_a_dac_lists_its_own_cases_and_territories_are_scoped(service, client):
-    body = {"patient": {"system": f.INS_NIR_TEST, "value": f.DEFAULT_NIR}}
-    assert client.post("/admissions/dac-cases", json=body, headers=headers(service, "dac", None)).status_code == 201
+    territory = {"cpts": "cpts-14", "dac": "dac-75"}
+    client.put("/admissions/territories/75014", json=territory, headers=headers(service, "admin", None))
+    _admit(service, client)  # the admitting hospital refers the patient to the DAC (docs/privacy.md)
+    body = {"patient": {"system": f.INS_NIR_TEST, "value": f.DEFAULT_NIR}, "dac": "dac-75"}
+    referred = client.post("/admissions/dac-cases", json=body, headers=headers(service, "hospital", None))
+    assert referred.status_code == 201, referred.text
     cases = client.get("/admissions/dac-cases", params={"status": "open"}, headers=headers(service, "dac", None))
     assert cases.status_code == 200 and len(cases.json()["cases"]) == 1
     assert client.get("/admissions/dac-cases", headers=headers(service, "team_x", None)).status_code == 403

@@ -34,13 +34,20 @@ def post(client, service, path, resource):
     return client.post(path, content=json.dumps(resource), headers=headers)
 
 
+def enrolled(client, service, response):
+    """The CareTeam an enrolment recorded: the answer is a 202 pointing at it (docs/privacy.md)."""
+    assert response.status_code == 202, response.text
+    headers = {"Authorization": f"Bearer {service.tokens['team']}"}
+    return client.get(response.headers["location"], headers=headers)
+
+
 def members(careteam: dict) -> dict[str, dict]:
     return {p["member"].get("type", "?"): p for p in careteam["participant"]}
 
 
 def test_the_igs_careteam_with_an_ins_is_accepted_without_a_referent(client, service):
-    response = post(client, service, "/admissions/fhir/CareTeam", shapes.cds_careteam())
-    assert response.status_code == 201, response.text
+    response = enrolled(client, service, post(client, service, "/admissions/fhir/CareTeam", shapes.cds_careteam()))
+    assert response.status_code == 200, response.text
     found = members(response.json())
     assert set(found) == {"RelatedPerson", "Organization"}
     assert found["Organization"]["period"]["end"].startswith("2034-12-18")
@@ -122,8 +129,8 @@ def test_ig_roles_and_relais_referent_round_trip(client, service):
             "member": {"identifier": {"system": RPPS, "value": make_rpps("1000888888")}},
         }
     )
-    response = post(client, service, "/admissions/fhir/CareTeam", careteam)
-    assert response.status_code == 201, response.text
+    response = enrolled(client, service, post(client, service, "/admissions/fhir/CareTeam", careteam))
+    assert response.status_code == 200, response.text
     roles = [p["role"][0]["coding"] for p in response.json()["participant"]]
     codes = [{(c["system"], c["code"]) for c in coding} for coding in roles]
     assert (shapes.TRE_R260, "ECON") in codes[0]

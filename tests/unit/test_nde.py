@@ -134,7 +134,7 @@ def relais_once(tmp_path_factory) -> Iterator[Relais]:
 
 def enrol(relais: Relais, team: str = "team_x") -> None:
     created = relais.post("/admissions/fhir/CareTeam", f.careteam_resource(), team)
-    assert created.status_code == 201, created.text
+    assert created.status_code == 202, created.text
 
 
 # --- the declaration door ----------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import pytest
 
 from services.admissions import intake
 from shared.errors import Conflict
-from shared.events import RELAIS_EVENT_SYSTEM
+from shared.events import RELAIS_EVENT_SYSTEM, Role
 from shared.identifiers import INS_NIR, INS_NIR_TEST, make_nir
 from tests import factories as f
 from tests.unit.test_admissions_handlers import (  # noqa: F401 - fixtures
@@ -97,10 +97,12 @@ def test_revise_discharge_naming_another_patient_is_refused_over_http(harness):
 
 def test_an_opposition_under_ins_nir_applies_to_an_admission_under_the_test_oid(uow, sessions, clock):
     territory(uow, clock)
+    admit(uow, clock, message("NDA-N", nir_system=INS_NIR))  # an admitting hospital is in the care circle
+    told = [t for t, _, _ in notifications(sessions) if t == "relais.notify.cpts"]
     consent = f.consent_resource(nir_system=INS_NIR, opposed=True)
-    bus_for(uow, clock).handle(intake.consent_command(consent, HOSPITAL))
+    bus_for(uow, clock).handle(intake.consent_command(consent, HOSPITAL, Role.HOSPITAL))
     admit(uow, clock, message("NDA-O", nir_system=INS_NIR_TEST))
-    assert [t for t, _, _ in notifications(sessions) if t == "relais.notify.cpts"] == []
+    assert [t for t, _, _ in notifications(sessions) if t == "relais.notify.cpts"] == told
 
 
 def test_a_patient_known_only_by_a_local_identifier_is_not_shared_and_the_hospital_is_told(uow, sessions, clock):

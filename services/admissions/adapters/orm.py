@@ -110,8 +110,27 @@ class DacCase(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=36)
     patient_key: str = Field(max_length=64, index=True)
     dac_org_id: str = Field(max_length=100)
+    # The treating team or hospital whose referral opened the case (a DAC never opens one on its own).
+    referred_by: str | None = Field(default=None, max_length=100)
     opened_at: datetime = _ts()
     closed_at: datetime | None = _ts(nullable=True)
+
+
+class TeamChangeRow(SQLModel, table=True):
+    """A team asks to become a patient's treating team while another one is: the current team answers, or the
+    request expires to the new team. `careteam_id` is the new team's CareTeam, `proposed` until then."""
+
+    __tablename__ = "admissions_team_change"
+
+    id: str = Field(primary_key=True, max_length=36)
+    patient_key: str = Field(max_length=64, index=True)
+    careteam_id: str = Field(max_length=36)
+    to_team_org_id: str = Field(max_length=100, index=True)
+    status: str = Field(max_length=20, index=True)  # requested | accepted | declined | expired | superseded
+    requested_at: datetime = _ts()
+    expires_at: datetime = _ts(index=True)
+    decided_at: datetime | None = _ts(nullable=True)
+    decided_by: str | None = Field(default=None, max_length=100)
 
 
 class ConsentRow(SQLModel, table=True):
@@ -156,6 +175,7 @@ TABLES = (
             CareTeamRow,
             CareTeamParticipantRow,
             DacCase,
+            TeamChangeRow,
             ConsentRow,
             PatientRow,
             Territory,

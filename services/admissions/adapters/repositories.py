@@ -16,6 +16,7 @@ from services.admissions.adapters.orm import (
     ConsentRow,
     DacCase,
     PatientRow,
+    TeamChangeRow,
     Territory,
 )
 from shared.db.repository import Repository
@@ -39,6 +40,13 @@ class AdmissionRepository(Repository):
             col(Admission.hospital_org_id) == hospital_org_id, col(Admission.encounter_key) == encounter_key
         )
         return self.session.execute(query).scalars().first()
+
+    def hospitals_for_patient(self, patient_key: str) -> frozenset[str]:
+        """Hospitals with an admission of the patient that was not cancelled (the care circle's hospitals)."""
+        query = select(col(Admission.hospital_org_id)).where(
+            col(Admission.patient_key) == patient_key, col(Admission.status) != "cancelled"
+        )
+        return frozenset(self.session.execute(query).scalars())
 
 
 class CareTeamRepository(Repository):
@@ -102,6 +110,64 @@ class DacCaseRepository(Repository):
         if open_only:
             query = query.where(col(DacCase.closed_at).is_(None))
         query = query.order_by(col(DacCase.opened_at).desc()).limit(limit)
+        return list(self.session.execute(query).scalars())
+
+    def open_dacs_for_patient(self, patient_key: str) -> frozenset[str]:
+        query = select(col(DacCase.dac_org_id)).where(
+            col(DacCase.patient_key) == patient_key, col(DacCase.closed_at).is_(None)
+        )
+        return frozenset(self.session.execute(query).scalars())
+
+
+class TeamChangeRepository(Repository):
+    def get(self, change_id: str) -> TeamChangeRow | None:
+        return self.session.get(TeamChangeRow, change_id)
+
+    def pending_for_patient(self, patient_key: str) -> list[TeamChangeRow]:
+        query = (
+            select(TeamChangeRow)
+            .where(col(TeamChangeRow.patient_key) == patient_key, col(TeamChangeRow.status) == "requested")
+            .order_by(col(TeamChangeRow.requested_at), col(TeamChangeRow.id))
+        )
+        return list(self.session.execute(query).scalars())
+
+    def pending_by(self, patient_key: str, to_team_org_id: str) -> TeamChangeRow | None:
+        query = select(TeamChangeRow).where(
+            col(TeamChangeRow.patient_key) == patient_key,
+            col(TeamChangeRow.to_team_org_id) == to_team_org_id,
+            col(TeamChangeRow.status) == "requested",
+        )
+        return self.session.execute(query).scalars().first()
+
+    def pending_for_current_team(self, team_org_id: str) -> list[TeamChangeRow]:
+        """Requests the team must answer: pending, about a patient it currently treats."""
+        query = (
+            select(TeamChangeRow)
+            .join(CareTeamRow, col(CareTeamRow.patient_key) == col(TeamChangeRow.patient_key))
+            .where(
+                col(TeamChangeRow.status) == "requested",
+                col(CareTeamRow.status) == "active",
+                col(CareTeamRow.team_org_id) == team_org_id,
+            )
+            .order_by(col(TeamChangeRow.requested_at), col(TeamChangeRow.id))
+        )
+        return list(self.session.execute(query).scalars())
+
+    def by_requester(self, team_org_id: str) -> list[TeamChangeRow]:
+        query = (
+            select(TeamChangeRow)
+            .where(col(TeamChangeRow.to_team_org_id) == team_org_id)
+            .order_by(col(TeamChangeRow.requested_at), col(TeamChangeRow.id))
+        )
+        return list(self.session.execute(query).scalars())
+
+    def due(self, now: datetime, limit: int = 100) -> list[TeamChangeRow]:
+        query = (
+            select(TeamChangeRow)
+            .where(col(TeamChangeRow.status) == "requested", col(TeamChangeRow.expires_at) <= now)
+            .order_by(col(TeamChangeRow.expires_at), col(TeamChangeRow.id))
+            .limit(limit)
+        )
         return list(self.session.execute(query).scalars())
 
 

@@ -20,7 +20,13 @@ from shared.fhir.encounter import patient_identity
 from shared.fhir.intake import check_content_type, parse_json, parse_message_bundle
 from shared.fhir.models import Identifier
 from shared.fhir.nde import NDE_DISCHARGE_ENDPOINT, declaration_command, declaration_paths, declared
+from shared.fhir.outcome import issue, outcome_from_issues
 from shared.routing import ADMISSION_EVENTS
+
+ENROLMENT_RECORDED = (
+    "enrolment request recorded: the CareTeam at Location becomes active once the patient is yours "
+    "(at once, or when a change of treating team is settled)"
+)
 
 
 def _bus(request: Request) -> MessageBus:
@@ -101,8 +107,8 @@ def _location(careteam_id: str) -> str:
 
 @router.post(
     "/fhir/CareTeam",
-    summary="A treating team enrols a patient (ANS Cercle de soins)",
-    status_code=201,
+    summary="A treating team enrols a patient (ANS Cercle de soins); a change of team is a request (202)",
+    status_code=202,
     response_class=FhirResponse,
 )
 def create_careteam(request: Request, principal: Team, data: Body, bus: Bus) -> FhirResponse:
@@ -111,8 +117,14 @@ def create_careteam(request: Request, principal: Team, data: Body, bus: Bus) -> 
     except Forbidden:
         audit_refusal(request, principal, "enrolment for another organisation")
         raise
-    view: views.CareTeamView = bus.handle(command)
-    return FhirResponse(view.resource, status_code=201, headers={"Location": _location(view.id)})
+    recorded: views.EnrolmentRecorded = bus.handle(command)
+    # One answer whether the patient had no team, this team or another: nobody learns who treats a patient.
+    location = _location(recorded.careteam_id)
+    return FhirResponse(
+        outcome_from_issues([issue("information", "informational", ENROLMENT_RECORDED)]),
+        status_code=202,
+        headers={"Location": location, "Content-Location": location},
+    )
 
 
 @router.post(
@@ -126,14 +138,15 @@ def careteam_transaction(request: Request, principal: Team, data: Body, bus: Bus
     except Forbidden:
         audit_refusal(request, principal, "enrolment for another organisation")
         raise
-    view: views.CareTeamView = bus.handle(command)
-    return FhirResponse(cercle.transaction_response(entries, view.id))
+    # Same answer whether the patient had no team or another (then the CareTeam is `proposed`: docs/privacy.md).
+    recorded: views.EnrolmentRecorded = bus.handle(command)
+    return FhirResponse(cercle.transaction_response(entries, recorded.careteam_id))
 
 
 @router.get("/fhir/CareTeam", summary="The caller's patients (searchset)", response_class=FhirResponse)
 def search_careteams(request: Request, principal: Team, uow: Uow, status: str | None = None) -> FhirResponse:
-    if status not in (None, "active", "inactive"):
-        raise BadRequest("status must be active or inactive", expression=["status"])
+    if status not in (None, "active", "inactive", "proposed"):
+        raise BadRequest("status must be active, inactive or proposed", expression=["status"])
     found = views.list_careteams(uow, principal.organisation_id, status)
     return FhirResponse(views.searchset([v.resource for v in found], str(request.url)))
 
@@ -171,7 +184,7 @@ def end_careteam(careteam_id: str, principal: Team, bus: Bus) -> FhirResponse:
     response_class=FhirResponse,
 )
 def create_consent(principal: TeamOrHospital, data: Body, bus: Bus) -> FhirResponse:
-    command = intake.consent_command(data, principal.organisation_id)
+    command = intake.consent_command(data, principal.organisation_id, principal.role)
     consent_id = bus.handle(command)
     return FhirResponse(
         {**data, "id": consent_id}, status_code=201, headers={"Location": f"{views.BASE}/Consent/{consent_id}"}
@@ -186,8 +199,9 @@ class PatientIdentifier(BaseModel):
     value: str
 
 
-class DacCaseIn(BaseModel):
+class DacReferralIn(BaseModel):
     patient: PatientIdentifier
+    dac: str = Field(description="organisation id of the DAC covering the patient's territory")
 
 
 class TerritoryIn(BaseModel):
@@ -195,14 +209,18 @@ class TerritoryIn(BaseModel):
     dac: str | None = Field(default=None, description="organisation id of the DAC covering this postal code")
 
 
-@router.post("/dac-cases", summary="The DAC opens a complex case for a patient", status_code=201)
-def open_dac_case(body: DacCaseIn, principal: Dac, bus: Bus) -> Response:
+@router.post(
+    "/dac-cases",
+    summary="The patient's treating team or admitting hospital refers the patient to the territory's DAC",
+    status_code=201,
+)
+def refer_to_dac(body: DacReferralIn, principal: TeamOrHospital, bus: Bus) -> Response:
     try:
         identifier = Identifier(system=body.patient.system, value=body.patient.value)
     except ValidationError:
         raise Unprocessable("patient needs an identifier system (a URI) and a value", expression=["patient"]) from None
     identity = patient_identity([identifier], "patient")
-    view = bus.handle(commands.OpenDacCase(principal.organisation_id, identity))
+    view = bus.handle(commands.ReferToDac(principal.organisation_id, principal.role, identity, body.dac))
     location = f"/admissions/dac-cases/{view['id']}"
     return FhirResponse(view, status_code=201, media_type="application/json", headers={"Location": location})
 
@@ -210,6 +228,26 @@ def open_dac_case(body: DacCaseIn, principal: Dac, bus: Bus) -> Response:
 @router.delete("/dac-cases/{case_id}", summary="The DAC closes its case")
 def close_dac_case(case_id: str, principal: Dac, bus: Bus) -> Response:
     view = bus.handle(commands.CloseDacCase(principal.organisation_id, case_id))
+    return FhirResponse(view, media_type="application/json")
+
+
+# --- change of treating team (plain JSON) ------------------------------------------------------------------
+
+
+@router.get("/team-changes", summary="Change-of-team requests: those the caller must answer, and its own")
+def list_team_changes(principal: Team, uow: Uow) -> Response:
+    return FhirResponse(views.team_changes(uow, principal.organisation_id), media_type="application/json")
+
+
+@router.post("/team-changes/{change_id}/$accept", summary="The current team hands the patient over")
+def accept_team_change(change_id: str, principal: Team, bus: Bus) -> Response:
+    view = bus.handle(commands.AnswerTeamChange(principal.organisation_id, change_id, accept=True))
+    return FhirResponse(view, media_type="application/json")
+
+
+@router.post("/team-changes/{change_id}/$decline", summary="The current team keeps the patient")
+def decline_team_change(change_id: str, principal: Team, bus: Bus) -> Response:
+    view = bus.handle(commands.AnswerTeamChange(principal.organisation_id, change_id, accept=False))
     return FhirResponse(view, media_type="application/json")
 
 

@@ -6,23 +6,31 @@ from collections.abc import Callable
 from typing import Any
 
 from services.admissions.commands import (
+    AnswerTeamChange,
     AssignTreatingTeam,
     CancelAdmission,
     ChangeReferent,
     CloseDacCase,
     EndEnrolment,
     EnrolPatient,
-    OpenDacCase,
+    ExpireTeamChanges,
     RecordAdmission,
     RecordConsent,
+    ReferToDac,
     ReviseAdmission,
     SetTerritory,
 )
 from services.admissions.deps import Deps
 from services.admissions.handlers.admissions import amend_admission, record_admission
 from services.admissions.handlers.assignments import assign_treating_team
-from services.admissions.handlers.careteams import change_referent, end_enrolment, enrol_patient
-from services.admissions.handlers.registry import close_dac_case, open_dac_case, record_consent, set_territory
+from services.admissions.handlers.careteams import (
+    answer_team_change,
+    change_referent,
+    end_enrolment,
+    enrol_patient,
+    expire_team_changes,
+)
+from services.admissions.handlers.registry import close_dac_case, record_consent, refer_to_dac, set_territory
 from services.admissions.uow import AdmissionsUnitOfWork
 
 Handler = Callable[[Any, AdmissionsUnitOfWork, Deps], Any]
@@ -34,7 +42,9 @@ HANDLERS: dict[type, Handler] = {
     EnrolPatient: enrol_patient,
     EndEnrolment: end_enrolment,
     ChangeReferent: change_referent,
-    OpenDacCase: open_dac_case,
+    ReferToDac: refer_to_dac,
+    AnswerTeamChange: answer_team_change,
+    ExpireTeamChanges: expire_team_changes,
     CloseDacCase: close_dac_case,
     RecordConsent: record_consent,
     SetTerritory: set_territory,

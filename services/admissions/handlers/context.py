@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from services.admissions.uow import AdmissionsUnitOfWork
+from shared.carecircle import CircleFacts
 from shared.contracts import CareTeamChanged, TerritoryChanged, registry_record
 from shared.identifiers import RPPS
 from shared.routing import PatientContext
@@ -34,6 +35,19 @@ def patient_context(
         dac_case_open=case is not None,
         consent_opposed=bool(consent and consent.opposed),
         identity_verified=not local_only,
+    )
+
+
+def circle_facts(uow: AdmissionsUnitOfWork, key: str) -> CircleFacts:
+    """Who is linked to the patient, read from the registry, for the kernel's care-circle policy."""
+    team = uow.careteams.active_for_patient(key)
+    postal_code = uow.patients.postal_code(key)
+    territory = uow.territories.get(postal_code) if postal_code else None
+    return CircleFacts(
+        team_org_id=team.team_org_id if team else None,
+        hospitals=uow.admissions.hospitals_for_patient(key),
+        dac_cases=uow.dac_cases.open_dacs_for_patient(key),
+        cpts_org_id=territory.cpts_org_id if territory else None,
     )
 
 

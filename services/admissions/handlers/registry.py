@@ -9,22 +9,46 @@ from sqlalchemy.exc import IntegrityError
 
 from services.admissions import domain, views
 from services.admissions.adapters.orm import ConsentRow, DacCase, Territory
-from services.admissions.commands import CloseDacCase, OpenDacCase, RecordConsent, SetTerritory
+from services.admissions.commands import CloseDacCase, RecordConsent, ReferToDac, SetTerritory
 from services.admissions.deps import Deps
-from services.admissions.handlers.context import careteam_changed, instant, territory_changed
+from services.admissions.handlers.context import careteam_changed, circle_facts, instant, territory_changed
 from services.admissions.uow import AdmissionsUnitOfWork
+from services.admissions.views import OutsideCircle
+from shared.carecircle import Purpose, allows
 from shared.contracts import TerritoryChanged
-from shared.errors import Conflict, NotFound
+from shared.errors import Conflict, NotFound, Unprocessable
 from shared.events import Role
 
 
-def open_dac_case(cmd: OpenDacCase, uow: AdmissionsUnitOfWork, deps: Deps) -> dict[str, Any]:
+def _require(uow: AdmissionsUnitOfWork, key: str, role: Role, org_id: str, purpose: Purpose, action: str) -> None:
+    """The kernel's care-circle policy over the registry; outside it (or unknown) is the one audited 404."""
+    facts = circle_facts(uow, key)
+    if not allows(role, org_id, facts, purpose):
+        raise OutsideCircle("patient", action=action, organisation_id=org_id, role=role, known=facts.known)
+
+
+def refer_to_dac(cmd: ReferToDac, uow: AdmissionsUnitOfWork, deps: Deps) -> dict[str, Any]:
+    """A DAC case opens only on referral by the patient's team or admitting hospital, to the territory's DAC."""
     key = deps.pseudonymise(cmd.patient)
     with uow:
+        _require(uow, key, cmd.referrer_role, cmd.referrer_org_id, Purpose.REFER_TO_DAC, "dac-case.refer")
+        postal_code = uow.patients.postal_code(key)
+        territory = uow.territories.get(postal_code) if postal_code else None
+        if territory is None or territory.dac_org_id != cmd.dac_org_id:
+            raise Unprocessable(
+                f"DAC {cmd.dac_org_id} does not cover the patient's territory of residence",
+                expression=["dac"],
+            )
         now = deps.clock()
-        case = DacCase(id=str(uuid.uuid4()), patient_key=key, dac_org_id=cmd.dac_org_id, opened_at=now)
+        case = DacCase(
+            id=str(uuid.uuid4()),
+            patient_key=key,
+            dac_org_id=cmd.dac_org_id,
+            referred_by=cmd.referrer_org_id,
+            opened_at=now,
+        )
         uow.dac_cases.add(case)
-        view = views.dac_case(case)
+        view = views.dac_referral(case)
         try:
             uow.dac_cases.flush()
             careteam_changed(uow, key, "dac-case-opened", now)
@@ -47,7 +71,7 @@ def close_dac_case(cmd: CloseDacCase, uow: AdmissionsUnitOfWork, deps: Deps) -> 
                     role=Role.DAC,
                     reason="case of another organisation",
                 )
-            raise NotFound(f"no DAC case {cmd.case_id}")
+            raise NotFound(f"no dac-case {cmd.case_id}")
         if case.closed_at is None:  # closing twice is a no-op, and publishes nothing
             now = deps.clock()
             case.closed_at = now
@@ -59,8 +83,10 @@ def close_dac_case(cmd: CloseDacCase, uow: AdmissionsUnitOfWork, deps: Deps) -> 
 
 
 def record_consent(cmd: RecordConsent, uow: AdmissionsUnitOfWork, deps: Deps) -> str:
+    """Only the patient's treating team or a hospital that admitted the patient records the patient's word."""
     key = deps.pseudonymise(cmd.patient)
     with uow:
+        _require(uow, key, cmd.recorder_role, cmd.recorded_by, Purpose.RECORD_CONSENT, "consent.record")
         now = deps.clock()
         row = uow.consents.get(key)
         if row is None:

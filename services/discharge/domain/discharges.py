@@ -128,7 +128,8 @@ def recording_notes(
     """What the hospital is told about a recorded discharge; `handoff` is (task id, team, due)."""
     if handoff:
         task_id, team, due = handoff
-        notes = [f"handoff Task/{task_id} requested from team {team}, due by {fhir_instant(due)}"]
+        del team  # an intake answer never names another organisation (docs/privacy.md)
+        notes = [f"handoff Task/{task_id} requested from the patient's treating team, due by {fhir_instant(due)}"]
     else:
         notes = ["no treating team is known for this patient: the CPTS is asked to find one"]
     if readmission:

@@ -200,7 +200,7 @@ def declare_event(request: Request, principal: Hospital, bus: Bus, body: RawBody
     response_class=FhirResponse,
 )
 def read_task(task_id: str, principal: Caller, bus: Bus) -> FhirResponse:
-    return FhirResponse(views.read_task(bus.unit_of_work(), task_id, principal.organisation_id))
+    return FhirResponse(views.read_task(bus.unit_of_work(), task_id, principal.organisation_id, principal.role))
 
 
 @router.post("/Task/{task_id}/$accept", summary="The team accepts the handoff", response_class=FhirResponse)

@@ -17,7 +17,7 @@ from services.discharge.domain import DischargeFacts, DischargeStatus, HandoffSt
 from services.discharge.handlers.common import about, domain_event, notify, routing_context, schedule, task_bundle
 from services.discharge.handlers.followups import cancel_open_followups, plan_followups
 from services.discharge.handlers.orientation import cancel_orientation, open_orientation
-from services.discharge.resources import followup_task, handoff_task
+from services.discharge.resources import followup_task, handoff_task, without_owner
 from services.discharge.uow import DischargeUnitOfWork
 from shared.errors import Conflict, Forbidden
 from shared.events import EventType, Role
@@ -357,7 +357,8 @@ def _answer(
         message_id=domain.derived_id(cmd.message_id, "response"),
         timestamp=domain.fhir_instant(now),
     )
-    response["entry"].extend({"fullUrl": f"urn:uuid:{t['id']}", "resource": t} for t in tasks)
+    # The Tasks ride along without their owner: an intake answer never names another organisation.
+    response["entry"].extend({"fullUrl": f"urn:uuid:{t['id']}", "resource": without_owner(t)} for t in tasks)
     Bundle.model_validate(response)
     uow.messages.add(
         DischargeMessageRow(

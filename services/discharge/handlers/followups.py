@@ -15,7 +15,7 @@ from services.discharge.handlers.common import about, domain_event, notify, rout
 from services.discharge.resources import followup_task
 from services.discharge.uow import DischargeUnitOfWork
 from services.discharge.views import followup_team
-from shared.errors import NotFound
+from shared.carecircle import CircleFacts, NotInCircle, Share, share
 from shared.events import EventType, Role
 from shared.routing import route
 
@@ -24,7 +24,9 @@ def complete_followup(cmd: CompleteFollowup, uow: DischargeUnitOfWork, deps: Dep
     with uow:
         item = uow.followups.get(cmd.task_id, for_update=True)
         discharge = uow.discharges.get(item.discharge_id) if item else None
-        if item is not None and discharge is not None and followup_team(uow, item, discharge) == cmd.team_org_id:
+        team = followup_team(uow, item, discharge) if item is not None and discharge is not None else None
+        mine = share(Role.TEAM, cmd.team_org_id, CircleFacts(team_org_id=team)) is Share.FULL
+        if item is not None and discharge is not None and mine:
             task = _complete(uow, deps, cmd, item, discharge)
             uow.commit()
             return task
@@ -37,7 +39,7 @@ def complete_followup(cmd: CompleteFollowup, uow: DischargeUnitOfWork, deps: Dep
             resource=f"Task/{cmd.task_id}",
             reason="not-a-party",
         )
-    raise NotFound(f"Task/{cmd.task_id} is not known")
+    raise NotInCircle(f"Task/{cmd.task_id}")
 
 
 def _complete(

@@ -15,7 +15,7 @@ from services.discharge.handlers.common import about, domain_event, notify, rout
 from services.discharge.handlers.orientation import on_orientation_handoff, open_orientation
 from services.discharge.uow import DischargeUnitOfWork
 from services.discharge.views import mirror_state, render_handoff
-from shared.errors import NotFound
+from shared.carecircle import CircleFacts, NotInCircle, Share, share
 from shared.events import Role
 from shared.routing import route
 
@@ -45,7 +45,11 @@ def _on_handoff(
     """`action` by one side of the handoff (its team, or its hospital for a cancel); anyone else gets 404."""
     with uow:
         handoff = uow.handoffs.get(task_id, for_update=True)
-        if handoff is not None and org_id == (handoff.team_org_id if role is Role.TEAM else handoff.hospital_org_id):
+        circle = CircleFacts(team_org_id=handoff.team_org_id, hospitals=frozenset({handoff.hospital_org_id})) if (
+            handoff is not None
+        ) else CircleFacts()
+        # The kernel's care-circle policy: the team acts on its Task, the hospital on its own encounter's.
+        if handoff is not None and share(role, org_id, circle) in (Share.FULL, Share.OWN_ENCOUNTERS):
             task = _act(uow, deps, handoff, action, actor=org_id, reason=reason)
             uow.commit()
             return task
@@ -58,7 +62,7 @@ def _on_handoff(
             resource=f"Task/{task_id}",
             reason="not-a-party",
         )
-    raise NotFound(f"Task/{task_id} is not known")
+    raise NotInCircle(f"Task/{task_id}")
 
 
 def expire_handoff(
