@@ -236,7 +236,8 @@ def delete_webhook(webhook_id: str, caller: Caller, bus: Bus) -> Response:
     response_class=FhirResponse,
     summary="Create a topic-based Subscription (rest-hook); a handshake is sent first",
 )
-def create_subscription(body: FhirBody, caller: Caller, bus: Bus, settings: Settings) -> FhirResponse:
+def create_subscription(caller: Caller, body: FhirBody, bus: Bus, settings: Settings) -> FhirResponse:
+    # `caller` comes before `body`: without a token the answer is 401, whatever the body.
     parsed = fhir.parse_subscription(
         body, bus.deps.outbound, settings.subscription_heartbeat_seconds, settings.subscription_heartbeat_min_seconds
     )
