@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +25,7 @@ from shared.events import RELAIS_EVENT_SYSTEM, Role
 from shared.identifiers import INS_NIR, make_nir
 from shared.logs import install_log_policy
 from tests import factories as f
+from tests.infra.wait import wait_for
 
 HOSPITAL, TEAM, CPTS, DAC, SAS = f.DEFAULT_FINESS, "msp-canary", "cpts-88", "dac-88", "sas-88"
 POSTAL = "88800"  # Vittel, INSEE 88516
@@ -111,13 +111,7 @@ def _auth(tokens: dict[str, str], org: str, fhir: bool = True) -> dict[str, str]
 
 
 def _poll(check: Callable[[], Any], what: str) -> Any:
-    deadline = time.monotonic() + DEADLINE_SECONDS
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    return wait_for(check, DEADLINE_SECONDS, 0.1, what)
 
 
 def _leaks(text_: str) -> list[str]:

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import threading
-import time
 
 from fastapi.testclient import TestClient
 
 from shared.api.app import create_service_app
 from shared.bus.worker import WORKER_RESTARTS, SupervisedWorker
+from tests.infra.wait import wait_for as poll
 
 
 def wait_for(condition, seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
+    poll(condition, seconds, 0.01, "condition not met in time")
 
 
 def test_a_worker_that_dies_is_restarted_and_counted():

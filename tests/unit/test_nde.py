@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from shared.identifiers import INS_NIR_TEST, make_finess
 from shared.settings import AdmissionsSettings, DischargeSettings, NotificationsSettings
 from tests import factories as f
 from tests import nde_factories as nde
+from tests.infra.wait import wait_for
 
 OTHER_HOSPITAL = make_finess("13000001")
 SECRET = "unit-test-secret-" + "x" * 20
@@ -82,13 +82,7 @@ def events_of(items: list[dict[str, Any]]) -> list[str]:
 
 def until(condition: Callable[[], Any], what: str) -> Any:
     """Poll with a bounded deadline (workers relay and consume on their own threads)."""
-    deadline = time.monotonic() + DEADLINE
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    return wait_for(condition, DEADLINE, 0.05, what)
 
 
 @contextmanager
