@@ -549,7 +549,7 @@ class RelaisHttp:
                 return items, after
 
     def handled(self, service: str) -> float:
-        """Bus messages the service's consumer group has handled since its process started (/metrics)."""
+        """Bus messages the service's consumer group has handled successfully since its process started."""
         response = self.client.get(f"{self.urls[service]}/{service}/metrics")
         response.raise_for_status()
         total = 0.0
@@ -559,7 +559,8 @@ class RelaisHttp:
             if not match:
                 continue
             labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1)))
-            if labels.get("consumer", "").endswith(f".{service}") and labels.get("outcome") != "retry":
+            # Only "ok": a dead-lettered record (a broker's seed, a malformed message) is no mirrored change.
+            if labels.get("consumer", "").endswith(f".{service}") and labels.get("outcome") == "ok":
                 total += float(match.group(2))
         return total
 

@@ -18,7 +18,7 @@ from shared.bus.base import Bus
 from shared.bus.factory import bus_from_settings
 from shared.bus.worker import ConsumerLoop, Handler, OutboxRelay, SupervisedWorker
 from shared.db import migrate
-from shared.db.engine import make_engine, session_factory
+from shared.db.engine import commits_are_durable, make_engine, session_factory
 from shared.db.uow import UnitOfWork, Wakeup
 from shared.logs import install_log_policy
 from shared.settings import ServiceSettings
@@ -124,6 +124,7 @@ def build_runtime(
     engine = make_engine(settings.resolved_database_url, settings.database_schema)
     if migrate_database:
         migrate.upgrade(name, engine, settings.database_schema)
+    commits_are_durable(engine)
     return Runtime(
         name=name,
         settings=settings,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 from pathlib import Path
@@ -10,6 +11,8 @@ from sqlalchemy import Connection, Engine, MetaData, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Session
+
+log = logging.getLogger(__name__)
 
 
 def make_engine(url: str, schema: str | None = None, *, pool_size: int = 10) -> Engine:
@@ -143,3 +146,19 @@ def create_tables(engine: Engine, metadata: MetaData) -> None:
         if is_postgres(connection):
             connection.execute(text("SELECT pg_advisory_xact_lock(hashtext('relais.create_tables'))"))
         metadata.create_all(connection)
+
+
+def commits_are_durable(engine: Engine) -> bool:
+    """False when PostgreSQL acknowledges a commit before writing it (`synchronous_commit = off`): a crash of
+    the database would then lose messages Relais has already answered 200 to (and offsets it has committed)."""
+    if not is_postgres(engine):
+        return True
+    with engine.connect() as connection:
+        setting = connection.execute(text("SHOW synchronous_commit")).scalar_one()
+    if setting == "off":
+        log.warning(
+            "PostgreSQL synchronous_commit is off: a database crash can lose messages already acknowledged; "
+            "set it to on (the PostgreSQL default)"
+        )
+        return False
+    return True

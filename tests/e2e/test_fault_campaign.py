@@ -325,6 +325,29 @@ def shared_work(cluster: Cluster, kafka) -> dict[str, int]:
             for member in description["members"]}
 
 
+def dead_letters(cluster: Cluster, kafka) -> dict[str, int]:
+    """This run's dead letters, counted by topic, consumer and error class: a fault must never make a message
+    look poisonous (a dead letter is a message no one is notified of)."""
+    from kafka import KafkaConsumer
+
+    prefix = cluster.relais.env["RELAIS_CONSUMER_GROUP_PREFIX"]
+    topics = [f"{t}.dlq" for t in ("relais.admissions", "relais.discharge", "relais.snp", "relais.careteam",
+                                     "relais.registry.updates", "relais.notify.team", "relais.notify.cpts",
+                                     "relais.notify.dac")]
+    consumer = KafkaConsumer(*topics, group_id=None, auto_offset_reset="earliest", consumer_timeout_ms=3000,
+                             **kafka.client_config())
+    found: Counter = Counter()
+    try:
+        for record in consumer:
+            letter = json.loads(record.value)
+            if str(letter.get("consumer", "")).startswith(prefix):
+                error_class = str(letter.get("error", "")).split(":", 1)[0]
+                found[f"{letter['topic']} {letter['consumer'].removeprefix(prefix)} {error_class}"] += 1
+    finally:
+        consumer.close()
+    return dict(found)
+
+
 def test_seeded_fault_campaign_loses_duplicates_and_reorders_nothing(cluster, kafka_cluster, postgres):
     rng = random.Random(SEED)
     print(f"\nfault campaign seed {SEED} (replay: RELAIS_CAMPAIGN_SEED={SEED})")
@@ -382,8 +405,8 @@ def test_seeded_fault_campaign_loses_duplicates_and_reorders_nothing(cluster, ka
         return f"missing admissions {adm}, missing discharges {sor}, CPTS got {cpts_counts()} of {cpts_sent}"
 
     wait_for(everything_arrived, timeout=300, interval=0.5,
-             message=lambda: f"every notification (seed {SEED}, faults {nemesis.log}; {missing()})\n"
-                             f"{cluster.relais.logs()}")
+             message=lambda: f"every notification (seed {SEED}, faults {nemesis.log}; {missing()}; "
+                             f"dead letters {dead_letters(cluster, kafka_cluster)})\n{cluster.relais.logs()}")
     drain_seconds = time.monotonic() - drain_started
     for _ in range(5):  # a late duplicate would show up in a few more reads
         everything_arrived()
@@ -393,7 +416,8 @@ def test_seeded_fault_campaign_loses_duplicates_and_reorders_nothing(cluster, ka
                     "admissions": len(admissions), "discharges": len(discharges),
                     "stream_seconds": round(stream_seconds, 1), "drain_seconds_after_stream": round(drain_seconds, 1),
                     "retried_posts": dict(stream.retried), "faults": nemesis.log,
-                    "notifications_partitions_per_replica": sorted(work.values()), "organisations": {}}
+                    "notifications_partitions_per_replica": sorted(work.values()),
+                    "dead_letters": dead_letters(cluster, kafka_cluster), "organisations": {}}
     for org in orgs:
         items = mine(org)
         by_key = Counter((i.event, i.subject) for i in items)
@@ -427,6 +451,7 @@ def test_seeded_fault_campaign_loses_duplicates_and_reorders_nothing(cluster, ka
     assert len(nemesis.log) >= FAULTS
     assert len(stream.posted) == MESSAGES
     assert report["discharges_lost"] == 0
+    assert report["dead_letters"] == {}
     for org, counts in report["organisations"].items():
         assert counts["lost"] == 0 and counts["twice"] == 0, (org, counts)
         assert counts["admissions_arrived"] == counts["admissions_sent"], (org, counts)

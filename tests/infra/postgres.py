@@ -5,7 +5,8 @@ Order of preference (DESIGN.md section 5):
 1. ``RELAIS_TEST_DATABASE_URL`` or ``DATABASE_URL`` from the environment (external server: never
    stopped or restarted here);
 2. a throwaway cluster from the local PostgreSQL binaries (``initdb``/``postgres`` on a free
-   loopback port, in a temporary directory, ``fsync=off``). As root, initdb refuses to run, so
+   loopback port, in a temporary directory, ``fsync=off``, commits written before they are
+   acknowledged). As root, initdb refuses to run, so
    the cluster runs as the ``postgres`` user (or ``nobody``) through ``Popen(user=...)``;
 3. ``testcontainers`` ``PostgresContainer`` when a Docker engine answers.
 
@@ -268,8 +269,11 @@ class PostgresServer:
                 f"port = {self.port}\n"
                 "listen_addresses = '127.0.0.1'\n"
                 f"unix_socket_directories = '{self.tmpdir}'\n"
+                # fsync and full-page writes only guard against the machine losing power; a commit is
+                # still on its way to the kernel before it is acknowledged (synchronous_commit on), so
+                # an `immediate` restart (a crash of PostgreSQL) loses nothing it said it had committed.
                 "fsync = off\n"
-                "synchronous_commit = off\n"
+                "synchronous_commit = on\n"
                 "full_page_writes = off\n"
                 "max_connections = 200\n"
                 "shared_buffers = 64MB\n"

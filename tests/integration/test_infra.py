@@ -70,6 +70,36 @@ def test_postgres_restart_keeps_committed_rows(postgres):
         assert conn.execute("select count(*) from kept").fetchone() == (100,)
 
 
+def test_a_commit_acknowledged_just_before_a_database_crash_survives_it(postgres):
+    """Relais answers 200 once its transaction commits: the test cluster must not acknowledge a commit it
+    has not written (synchronous_commit off would lose the last few hundred milliseconds on a crash)."""
+    if not postgres.restartable:
+        pytest.fail(f"this PostgreSQL ({postgres.kind}) cannot be restarted by the tests")
+    database = postgres.create_database(f"crash_{uuid.uuid4().hex[:8]}").rsplit("/", 1)[1]
+    with postgres.connect(database, autocommit=True) as conn:
+        conn.execute("create table acknowledged (n int primary key)")
+        for n in range(200):  # one transaction each, the last ones a few milliseconds before the crash
+            conn.execute("insert into acknowledged values (%s)", (n,))
+    postgres.restart(mode="immediate")
+    with postgres.connect(database) as conn:
+        assert conn.execute("select count(*) from acknowledged").fetchone() == (200,)
+
+
+def test_relais_warns_when_postgres_acknowledges_commits_it_has_not_written(postgres_url, caplog):
+    from shared.db.engine import commits_are_durable
+
+    durable = create_engine(postgres_url)
+    careless = create_engine(postgres_url, connect_args={"options": "-csynchronous_commit=off"})
+    try:
+        assert commits_are_durable(durable)
+        assert "synchronous_commit" not in caplog.text
+        assert not commits_are_durable(careless)
+        assert "synchronous_commit is off" in caplog.text
+    finally:
+        durable.dispose()
+        careless.dispose()
+
+
 def test_postgres_connection_fails_while_stopped(postgres):
     postgres.stop()
     try:

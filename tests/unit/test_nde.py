@@ -129,6 +129,23 @@ def relais_once(tmp_path_factory) -> Iterator[Relais]:
 def enrol(relais: Relais, team: str = "team_x") -> None:
     created = relais.post("/admissions/fhir/CareTeam", f.careteam_resource(), team)
     assert created.status_code == 202, created.text
+    discharge_knows_the_team(relais)
+
+
+def discharge_knows_the_team(relais: Relais) -> None:
+    """The care team reaches the discharge service over the bus; a discharge declared before it arrives is
+    routed as a patient without a team (to the CPTS), so a test of the team's delivery waits for it."""
+    from sqlalchemy import select
+
+    from services.discharge.adapters.orm import CareTeamMirrorRow
+
+    discharge = next(s for s in relais.services if s.name == "discharge")
+
+    def mirrored() -> bool:
+        with discharge.runtime.sessions() as session:
+            return session.execute(select(CareTeamMirrorRow.team_org_id)).first() is not None
+
+    until(mirrored, "the discharge service's copy of the care team")
 
 
 # --- the declaration door ----------------------------------------------------------------------------------
