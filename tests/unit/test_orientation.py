@@ -13,6 +13,7 @@ from sqlalchemy import select
 from services.discharge.bootstrap import bootstrap
 from shared.auth import Directory
 from shared.bus.embedded import EmbeddedBus
+from shared.bus.envelope import Envelope
 from shared.db.tables import AuditEntry
 from shared.events import TOPIC_REGISTRY_UPDATES, Role
 from shared.settings import DischargeSettings
@@ -97,6 +98,59 @@ def test_the_cpts_assigns_the_team_decides_on_minimised_facts_then_sees_the_full
     # the follow-up plan is the new team's
     followups = _tasks(harness, TEAM, code="gp-visit")
     assert followups and all(t["owner"]["identifier"]["value"] == TEAM for t in followups)
+
+
+# --- a discharge that arrives before the team's enrolment has reached the discharge service ----------------------
+
+
+def _enrolment(h: Harness, *, at, team: str = TEAM, nir: str = f.DEFAULT_NIR) -> Envelope:
+    """The care-team change admissions published at `at` (it travels on the bus, so it can arrive late)."""
+    key = h.key(nir)
+    data = {"patient_key": key, "careteam_id": "ct-1", "team_org_id": team, "status": "active",
+            "referent": {"rpps": "10001234565", "name": "Dr Référent"}, "postal_code": "75014"}
+    return Envelope(type="careteam.changed", key=key, data=data, source="admissions", time=at.isoformat())
+
+
+def test_a_discharge_recorded_while_the_enrolment_was_on_its_way_reaches_the_team_when_it_arrives(harness):
+    enrolled_at = harness.clock.now - timedelta(seconds=2)  # before the discharge, mirrored after it
+    orientation = _discharge_without_team(harness)
+    assert harness.recipients("discharge.recorded") == {(CPTS, "cpts", "minimised")}
+
+    late = _enrolment(harness, at=enrolled_at)
+    harness.deliver(late)
+    harness.deliver(late)  # a redelivery changes nothing
+
+    assert harness.recipients("discharge.recorded") == {(CPTS, "cpts", "minimised"), (TEAM, "team", "full")}
+    assert len(harness.notifications("discharge.recorded")) == 2  # the CPTS is not told twice
+    assert harness.recipients("handoff.proposed") == {(TEAM, "team", "full"), (FINESS, "hospital", "full")}
+    [handoff] = _tasks(harness, TEAM, code="handoff", status="requested")
+    accepted = harness.client.post(f"/discharge/fhir/Task/{handoff['id']}/$accept", headers=harness.auth(TEAM))
+    assert accepted.status_code == 200, accepted.text
+    followups = _tasks(harness, TEAM, code="gp-visit")
+    assert followups and all(t["owner"]["identifier"]["value"] == TEAM for t in followups)
+    [cancelled] = _tasks(harness, CPTS, code=ORIENTATION)
+    assert (cancelled["id"], cancelled["status"]) == (orientation["id"], "cancelled")
+    assert _assign(harness, orientation["id"], OTHER_TEAM).status_code == 409
+
+
+@pytest.mark.parametrize(
+    ("when", "later", "nir"),
+    [
+        (timedelta(seconds=2), timedelta(0), f.DEFAULT_NIR),  # enrolled after the discharge: the CPTS orients
+        (-timedelta(seconds=2), timedelta(days=30), f.DEFAULT_NIR),  # arrives after the handoff could be answered
+        (-timedelta(seconds=2), timedelta(0), "279035121518989"),  # another patient's enrolment
+    ],
+    ids=["enrolled after the discharge", "arrives too late", "another patient"],
+)
+def test_an_enrolment_that_did_not_precede_the_discharge_leaves_it_to_the_orientation(harness, when, later, nir):
+    at = harness.clock.now + when
+    orientation = _discharge_without_team(harness)
+    harness.clock.advance(seconds=later.total_seconds())
+    harness.deliver(_enrolment(harness, at=at, nir=nir))
+    assert harness.recipients("discharge.recorded") == {(CPTS, "cpts", "minimised")}
+    assert harness.notifications("handoff.proposed") == []
+    [still] = _tasks(harness, CPTS, code=ORIENTATION)
+    assert (still["id"], still["status"]) == (orientation["id"], orientation["status"])
 
 
 def test_a_declined_proposal_returns_the_orientation_to_the_cpts_with_the_reason(harness):

@@ -44,6 +44,19 @@ class DischargeRepository(Repository):
         )
         return self.session.execute(query).scalars().first()
 
+    def without_team_since(self, patient_key: str, since: datetime) -> list[DischargeRow]:
+        """The patient's discharges recorded since `since` that reached no treating team, oldest first."""
+        query = (
+            select(DischargeRow)
+            .where(
+                col(DischargeRow.patient_key) == patient_key,
+                col(DischargeRow.team_org_id).is_(None),
+                col(DischargeRow.recorded_at) >= since,
+            )
+            .order_by(col(DischargeRow.recorded_at))
+        )
+        return list(self.session.execute(query).scalars())
+
     def discharge_times(self, patient_key: str, exclude_id: str | None = None) -> list[datetime]:
         """When the patient left hospital before (cancelled discharges never happened)."""
         query = select(col(DischargeRow.discharged_at)).where(

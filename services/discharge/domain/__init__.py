@@ -5,6 +5,7 @@ from __future__ import annotations
 from services.discharge.domain.discharges import (
     ICD10_CRITERIA,
     ICD10_SYSTEMS,
+    awaited_its_team,
     check_encounter_status,
     check_first_discharge,
     check_hospital,
@@ -112,6 +113,7 @@ __all__ = [
     "TerritoryState",
     "TimerKind",
     "as_utc",
+    "awaited_its_team",
     "check_decline_reason",
     "check_encounter_status",
     "check_first_discharge",

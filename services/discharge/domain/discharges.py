@@ -17,6 +17,7 @@ from services.discharge.domain.model import (
     FollowupPlanItem,
     MirrorState,
     TerritoryState,
+    as_utc,
     fhir_instant,
 )
 from shared.errors import Conflict, Forbidden, Unprocessable
@@ -176,3 +177,19 @@ def correction_recipients(original: list[Recipient], event_type: EventType) -> l
     return [Recipient(r.role, r.organisation_id, r.detail, r.topic, reason) for r in original]
 
 
+def awaited_its_team(
+    *,
+    team_org_id: str | None,
+    status: str,
+    recorded_at: datetime,
+    enrolled_at: datetime | None,
+    now: datetime,
+    window: timedelta,
+) -> bool:
+    """A discharge recorded without a team after a team had enrolled the patient: the enrolment was still on its way
+    to this service (it travels on the bus), so the discharge was that team's all along. Only while a handoff could
+    still be answered (`window`); a team that enrolled the patient after the discharge is the orientation's business."""
+    if team_org_id is not None or status != DischargeStatus.RECORDED or enrolled_at is None:
+        return False
+    recorded = as_utc(recorded_at)
+    return as_utc(enrolled_at) <= recorded and as_utc(now) - recorded <= window

@@ -13,7 +13,15 @@ from services.discharge import domain
 from services.discharge.adapters.orm import DischargeMessageRow, DischargeRow, HandoffRow
 from services.discharge.commands import CancelDischarge, DischargeMessage, RecordDischarge, ReviseDischarge
 from services.discharge.deps import Deps
-from services.discharge.domain import DischargeFacts, DischargeStatus, HandoffStatus, Policy, TimerKind
+from services.discharge.domain import (
+    DischargeFacts,
+    DischargeStatus,
+    FollowupStatus,
+    HandoffStatus,
+    OrientationStatus,
+    Policy,
+    TimerKind,
+)
 from services.discharge.handlers.common import about, domain_event, notify, routing_context, schedule, task_bundle
 from services.discharge.handlers.followups import cancel_open_followups, plan_followups
 from services.discharge.handlers.orientation import cancel_orientation, open_orientation
@@ -112,20 +120,8 @@ def _record(uow: DischargeUnitOfWork, cmd: RecordDischarge, patient_key: str, de
     if not team:
         # Nobody to hand the patient to: the CPTS of the territory is asked to find a team.
         open_orientation(uow, discharge, "no-team", now=now, source_id=cmd.message_id)
-    if handoff:
-        proposed = EventType.HANDOFF_PROPOSED
-        task = tasks[0]
-        notify(
-            uow,
-            route(proposed, routing_context(uow, discharge, team_org_id=team)),
-            proposed,
-            source_id=cmd.message_id,
-            about=about(discharge, handoff.id),
-            sender=facts.hospital_org_id,
-            occurred_at=now,
-            now=now,
-            full=lambda: task_bundle(proposed, task, policy, facts.hospital_org_id),
-        )
+    if handoff and team:
+        _propose_handoff(uow, discharge, handoff, team, tasks[0], source_id=cmd.message_id, policy=policy, now=now)
     domain_event(
         uow,
         event.value,
@@ -149,6 +145,74 @@ def _record(uow: DischargeUnitOfWork, cmd: RecordDischarge, patient_key: str, de
         notes.append(f"{late} follow-up deadline(s) had passed before the message arrived: shown late, not escalated")
     warnings = [] if recipients else [nobody_reached("discharge", event.value)]
     return _answer(uow, cmd, discharge.id, tasks, notes, now, warnings)
+
+
+def hand_to_awaited_team(
+    uow: DischargeUnitOfWork, discharge: DischargeRow, team: str, *, source_id: str, now: datetime, policy: Policy
+) -> None:
+    """The discharge was recorded while the team's enrolment was still on the bus: the team now gets what it would
+    have got then (the discharge, the handoff Task, its follow-ups), and the CPTS's orientation, if no team has
+    been proposed yet, is cancelled. Notification ids derive from the discharge message: a replay sends nothing."""
+    discharge.team_org_id = team
+    handoff = _request_handoff(uow, discharge, team, now, policy)
+    followups = uow.followups.for_discharge(discharge.id)
+    for item in followups:
+        if item.team_org_id is None and item.status == FollowupStatus.REQUESTED:
+            item.team_org_id, item.handoff_id = team, handoff.id
+    tasks = [handoff_task(handoff, discharge, discharge.payload.get("letter"))]
+    tasks += [followup_task(item, discharge, team) for item in followups]
+    told = recipients_from_json(discharge.recipients)
+    event = EventType.DISCHARGE_RECORDED
+    told_orgs = {r.organisation_id for r in told}
+    awaited = [r for r in route(event, routing_context(uow, discharge)) if r.organisation_id not in told_orgs]
+    sent = notify(
+        uow,
+        awaited,
+        event,
+        source_id=discharge.message_id,
+        about=about(discharge, f"Discharge/{discharge.id}", subject=discharge.encounter_key),
+        sender=discharge.hospital_org_id,
+        occurred_at=discharge.discharged_at,
+        now=now,
+        full=lambda: _full_bundle(event, discharge, tasks, policy, discharge.message_id, {}),
+    )
+    discharge.recipients = recipients_to_json([*told, *sent])
+    discharge.updated_at = now
+    _propose_handoff(uow, discharge, handoff, team, tasks[0], source_id=discharge.message_id, policy=policy, now=now)
+    orientation = uow.orientations.for_discharge(discharge.id)
+    if orientation is not None and orientation.status == OrientationStatus.REQUESTED:
+        cancel_orientation(uow, discharge.id, now)
+    uow.audit.record(
+        "discharge.awaited-team",
+        outcome="ok",
+        resource=f"discharge/{discharge.id}",
+        detail={"team": team, "careteam_message": source_id},
+    )
+
+
+def _propose_handoff(
+    uow: DischargeUnitOfWork,
+    discharge: DischargeRow,
+    handoff: HandoffRow,
+    team: str,
+    task: dict[str, Any],
+    *,
+    source_id: str,
+    policy: Policy,
+    now: datetime,
+) -> None:
+    proposed = EventType.HANDOFF_PROPOSED
+    notify(
+        uow,
+        route(proposed, routing_context(uow, discharge, team_org_id=team)),
+        proposed,
+        source_id=source_id,
+        about=about(discharge, handoff.id),
+        sender=discharge.hospital_org_id,
+        occurred_at=now,
+        now=now,
+        full=lambda: task_bundle(proposed, task, policy, discharge.hospital_org_id),
+    )
 
 
 def _revise(uow: DischargeUnitOfWork, cmd: ReviseDischarge, patient_key: str, deps: Deps) -> Response:

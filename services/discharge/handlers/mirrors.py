@@ -1,10 +1,15 @@
-"""The registry mirror: the patient's care team and the territories, from `relais.careteam`, each handled once."""
+"""The registry mirror: the patient's care team and the territories, from `relais.careteam`, each handled once.
+A discharge that arrived before the team's enrolment did is handed to the team when the enrolment arrives."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
+from services.discharge import domain
 from services.discharge.adapters.orm import CareTeamMirrorRow, TerritoryMirrorRow
 from services.discharge.commands import MirrorCareTeam, MirrorTerritory
 from services.discharge.deps import Deps
+from services.discharge.handlers.discharges import hand_to_awaited_team
 from services.discharge.uow import DischargeUnitOfWork
 from shared.contracts import newer_wins
 from shared.db.uow import UnitOfWork, handle_once
@@ -34,8 +39,28 @@ def mirror_careteam(cmd: MirrorCareTeam, uow: DischargeUnitOfWork, deps: Deps) -
         row.postal_code = change.postal_code
         row.source_time = cmd.sent_at or row.source_time
         row.updated_at = now
+        if change.status == "active" and change.team_org_id and cmd.sent_at:
+            _discharges_awaiting(uow, deps, change.patient_key, change.team_org_id, cmd)
 
     return handle_once(uow, CONSUMER, cmd.message_id, apply)
+
+
+def _discharges_awaiting(
+    uow: DischargeUnitOfWork, deps: Deps, patient_key: str, team: str, cmd: MirrorCareTeam
+) -> None:
+    """Discharges recorded after this enrolment was made, but before it got here, go to the team now."""
+    enrolled_at = datetime.fromisoformat(cmd.sent_at or "")
+    now = deps.clock()
+    for discharge in uow.discharges.without_team_since(patient_key, enrolled_at):
+        if domain.awaited_its_team(
+            team_org_id=discharge.team_org_id,
+            status=discharge.status,
+            recorded_at=discharge.recorded_at,
+            enrolled_at=enrolled_at,
+            now=now,
+            window=deps.policy.handoff_expiry,
+        ):
+            hand_to_awaited_team(uow, discharge, team, source_id=cmd.message_id, now=now, policy=deps.policy)
 
 
 def mirror_territory(cmd: MirrorTerritory, uow: DischargeUnitOfWork, deps: Deps) -> bool:
