@@ -133,3 +133,25 @@ def test_a_hospital_may_only_speak_for_its_own_finess():
 def test_declining_needs_a_reason():
     with pytest.raises(Unprocessable):
         domain.check_decline_reason("  ")
+
+
+@pytest.mark.parametrize(
+    ("team", "status", "enrolled", "age", "expected"),
+    [
+        (None, "recorded", -1, 0, True),  # enrolled a second before the discharge, mirrored after it
+        (None, "corrected", -1, 0, True),  # a revised discharge is still the team's
+        (None, "recorded", 0, 0, True),  # the same instant
+        (None, "recorded", 1, 0, False),  # enrolled after the discharge: the CPTS's orientation decides
+        (None, "cancelled", -1, 0, False),
+        ("msp-a", "recorded", -1, 0, False),  # it already reached a team
+        (None, "recorded", -1, 73, False),  # past the handoff window (72 h)
+        (None, "recorded", None, 0, False),  # a snapshot without a time says nothing about the order
+    ],
+)
+def test_a_discharge_awaited_its_team_only_if_the_enrolment_preceded_it(team, status, enrolled, age, expected):
+    recorded = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+    enrolled_at = None if enrolled is None else recorded + timedelta(seconds=enrolled)
+    assert domain.awaited_its_team(
+        team_org_id=team, status=status, recorded_at=recorded, enrolled_at=enrolled_at,
+        now=recorded + timedelta(hours=age), window=timedelta(hours=72),
+    ) is expected

@@ -189,7 +189,7 @@ def awaited_its_team(
     """A discharge recorded without a team after a team had enrolled the patient: the enrolment was still on its way
     to this service (it travels on the bus), so the discharge was that team's all along. Only while a handoff could
     still be answered (`window`); a team that enrolled the patient after the discharge is the orientation's business."""
-    if team_org_id is not None or status != DischargeStatus.RECORDED or enrolled_at is None:
+    if team_org_id is not None or status == DischargeStatus.CANCELLED or enrolled_at is None:
         return False
     recorded = as_utc(recorded_at)
     return as_utc(enrolled_at) <= recorded and as_utc(now) - recorded <= window
