@@ -35,6 +35,7 @@ class EventType(StrEnum):
     SNP_CANCELLED = "snp.cancelled"
     CARETEAM_CHANGED = "careteam.changed"
     CARETEAM_ASSIGNED = "careteam.assigned"
+    CARETEAM_CHANGE_REQUESTED = "careteam.change-requested"
     TERRITORY_CHANGED = "territory.changed"
     NOTIFICATION_READ = "notification.read"
 
@@ -182,6 +183,13 @@ CATALOGUE: dict[EventType, EventSpec] = {
         ),
         _spec(
             _E.CARETEAM_CHANGED, "The patient's care team or referent changed.", TOPIC_CARETEAM, "CareTeam"
+        ),
+        _spec(
+            _E.CARETEAM_CHANGE_REQUESTED,
+            "Another team asked to become the patient's treating team: the current team accepts or declines.",
+            TOPIC_CARETEAM,
+            "Task",
+            "CareTeam",
         ),
         _spec(
             _E.CARETEAM_ASSIGNED,

@@ -195,6 +195,8 @@ ROUTING_TABLE: tuple[Rule, ...] = (
     Rule(EventType.SNP_CANCELLED, Role.TEAM, Detail.FULL, HAS_TEAM),
     Rule(EventType.SNP_CANCELLED, Role.CPTS, Detail.ORGANISATIONAL),
     Rule(EventType.SNP_EXPIRED, Role.CPTS, Detail.MINIMISED),  # unplaced within 48 h: the CPTS reorients
+    # another team asks for the patient: only the current team, which answers, hears of it
+    Rule(EventType.CARETEAM_CHANGE_REQUESTED, Role.TEAM, Detail.FULL, HAS_TEAM),
 )
 
 

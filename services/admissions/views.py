@@ -146,6 +146,35 @@ def team_change_for_current_team(change: TeamChangeRow, current: CareTeamRow | N
     }
 
 
+TASK_CODE_SYSTEM = "https://relais.example.org/fhir/CodeSystem/task-code"
+
+
+def team_change_task(change: TeamChangeRow, current: CareTeamRow) -> dict[str, Any]:
+    """The request as the FHIR Task the current team is notified of: who asks, for which of its CareTeams,
+    until when, and the two operations that answer it."""
+    base = f"/admissions/team-changes/{change.id}"
+    return {
+        "resourceType": "Task",
+        "id": change.id,
+        "status": "requested",
+        "intent": "proposal",
+        "code": {
+            "coding": [{"system": TASK_CODE_SYSTEM, "code": "change-of-treating-team"}],
+            "text": "Another team asks to become the patient's treating team",
+        },
+        "for": {"identifier": {"system": current.subject_system, "value": current.subject_value}},
+        "focus": {"reference": f"CareTeam/{current.id}"},
+        "requester": {"identifier": {"value": change.to_team_org_id}},
+        "owner": {"identifier": {"value": current.team_org_id}},
+        "authoredOn": _instant(change.requested_at),
+        "restriction": {"period": {"end": _instant(change.expires_at)}},
+        "input": [
+            {"type": {"text": "accept"}, "valueString": f"{base}/$accept"},
+            {"type": {"text": "decline"}, "valueString": f"{base}/$decline"},
+        ],
+    }
+
+
 def team_changes(uow: AdmissionsUnitOfWork, team_org_id: str) -> dict[str, list[dict[str, Any]]]:
     with uow:
         to_answer = [

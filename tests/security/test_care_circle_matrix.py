@@ -339,3 +339,37 @@ def test_regression_enrolling_another_teams_patient_is_no_409_naming_a_team(rela
     to_answer = relais.call("t2", "GET", "/admissions/team-changes").json()["to_answer"]
     assert any(c["requested_by"] == relais.org("t1") for c in to_answer)
     assert relais.call("t2", "GET", patient.careteam).json()["status"] == "active"
+
+
+def _feed(relais: Relais, who: str) -> list:
+    from relais.demo import FeedItem
+
+    bundle = relais.call(who, "GET", "/notifications/feed?limit=200").json()
+    return [FeedItem.parse(entry["resource"]) for entry in bundle.get("entry", [])]
+
+
+def test_the_current_team_is_told_of_a_change_of_team_request_and_nobody_else_is(relais):
+    from tests.infra.wait import wait_for
+
+    nir = new_nir()
+    assert relais.enrol("t2", nir, "75014").status_code == 202
+    assert relais.enrol("t1", nir).status_code == 202  # t1 asks for t2's patient
+    [request] = [c for c in relais.call("t2", "GET", "/admissions/team-changes").json()["to_answer"]
+                 if c["subject"]["value"] == nir]
+
+    def told() -> list:
+        return [i for i in _feed(relais, "t2") if i.event == "careteam.change-requested"
+                and i.subject == f"Task/{request['id']}"]
+
+    [item] = wait_for(told, 30, 0.05, "t2's change-of-team notification")
+    task = next(e["resource"] for e in item.payload["entry"] if e["resource"]["resourceType"] == "Task")
+    assert (task["id"], task["for"]["identifier"]["value"]) == (request["id"], nir)
+    assert task["requester"]["identifier"]["value"] == relais.org("t1")
+    assert {i["valueString"] for i in task["input"]} == {f"/admissions/team-changes/{request['id']}/$accept",
+                                                         f"/admissions/team-changes/{request['id']}/$decline"}
+    # The asking team, the territory's CPTS and DAC hear nothing of it (t1 must not learn who treats the patient).
+    for who in ("t1", "c1", "d1", "h1"):
+        assert not any(i.event == "careteam.change-requested" for i in _feed(relais, who)), who
+    # The same request again tells t2 nothing more.
+    assert relais.enrol("t1", nir).status_code == 202
+    assert len(wait_for(told, 30, 0.05, "t2's notification")) == 1

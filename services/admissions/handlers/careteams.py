@@ -18,7 +18,7 @@ from services.admissions.commands import (
     ExpireTeamChanges,
 )
 from services.admissions.deps import Deps
-from services.admissions.handlers.context import careteam_changed, learn_postal_code
+from services.admissions.handlers.context import careteam_changed, instant, learn_postal_code, patient_context
 from services.admissions.uow import AdmissionsUnitOfWork
 from services.admissions.views import (
     CareTeamView,
@@ -27,10 +27,14 @@ from services.admissions.views import (
     render,
     team_change_for_current_team,
     team_change_for_requester,
+    team_change_task,
 )
 from shared.carecircle import CircleFacts, Purpose, allows, not_found_text
+from shared.contracts import About, build_notification
 from shared.errors import Conflict, NotFound, Unprocessable
-from shared.events import Role
+from shared.events import EventType, Role
+from shared.fhir.builders import RELAIS_ENDPOINT, message_bundle
+from shared.routing import route
 
 
 def _participant_row(careteam_id: str, p: domain.Participant, now: datetime) -> CareTeamParticipantRow:
@@ -80,23 +84,48 @@ def enrol_patient(cmd: EnrolPatient, uow: AdmissionsUnitOfWork, deps: Deps) -> E
                     careteam_changed(uow, key, "enrolled", now)
                 else:
                     expiry = timedelta(hours=deps.settings.team_change_expiry_hours)
-                    uow.team_changes.add(
-                        TeamChangeRow(
-                            id=str(uuid.uuid4()),
-                            patient_key=key,
-                            careteam_id=team.id,
-                            to_team_org_id=cmd.team_org_id,
-                            status=ChangeStatus.REQUESTED,
-                            requested_at=now,
-                            expires_at=now + expiry,
-                        )
+                    change = TeamChangeRow(
+                        id=str(uuid.uuid4()),
+                        patient_key=key,
+                        careteam_id=team.id,
+                        to_team_org_id=cmd.team_org_id,
+                        status=ChangeStatus.REQUESTED,
+                        requested_at=now,
+                        expires_at=now + expiry,
                     )
+                    uow.team_changes.add(change)
+                    _tell_current_team(uow, change, current, now)
                 uow.commit()
             except IntegrityError:
                 uow.rollback()
                 continue  # another team was enrolled meanwhile: the next pass records a request to it
             return EnrolmentRecorded(team.id)
     raise Conflict("the patient's enrolment is changing concurrently; retry", expression=["CareTeam.subject"])
+
+
+def _tell_current_team(uow: AdmissionsUnitOfWork, change: TeamChangeRow, current: CareTeamRow, now: datetime) -> None:
+    """The team that must answer hears of the request on its feed; nobody else does."""
+    event = EventType.CARETEAM_CHANGE_REQUESTED
+    task = team_change_task(change, current)
+    reference = f"Task/{change.id}"
+
+    def full(message_id: str) -> dict[str, Any]:
+        return message_bundle(
+            event, source_endpoint=RELAIS_ENDPOINT, focus=[task], message_id=message_id, timestamp=instant(now)
+        )
+
+    for recipient in route(event, patient_context(uow, change.patient_key, None, None)):
+        out = build_notification(
+            recipient,
+            event,
+            source_id=change.id,
+            about=About(patient_key=change.patient_key, reference=reference),
+            sender=change.to_team_org_id,
+            occurred_at=instant(now),
+            recorded_at=instant(now),
+            full=full,
+        )
+        uow.outbox.add(out.topic, out.key, out.type, out.data, message_id=out.message_id)
 
 
 class ChangeStatus:
