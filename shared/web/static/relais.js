@@ -236,7 +236,7 @@ var Relais = (function () {
     "followup.missed": "Suivi manqué", "snp.requested": "Demande SNP", "snp.offered": "SNP proposé",
     "snp.booked": "SNP réservé", "snp.fulfilled": "SNP honoré", "snp.noshow": "SNP non honoré",
     "snp.expired": "SNP expiré", "snp.cancelled": "SNP annulé", "careteam.changed": "Équipe traitante modifiée",
-    "notification.read": "Accusé de lecture"
+    "careteam.change-requested": "Demande de changement d'équipe traitante", "notification.read": "Accusé de lecture"
   };
   function eventLabel(code) { return EVENTS[code] || code || "—"; }
 
