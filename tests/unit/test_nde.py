@@ -136,6 +136,7 @@ def discharge_knows_the_team(relais: Relais) -> None:
     """The care team reaches the discharge service over the bus; a discharge declared before it arrives is
     routed as a patient without a team (to the CPTS), so a test of the team's delivery waits for it."""
     from sqlalchemy import select
+    from sqlmodel import col
 
     from services.discharge.adapters.orm import CareTeamMirrorRow
 
@@ -143,7 +144,8 @@ def discharge_knows_the_team(relais: Relais) -> None:
 
     def mirrored() -> bool:
         with discharge.runtime.sessions() as session:
-            return session.execute(select(CareTeamMirrorRow.team_org_id)).first() is not None
+            query = select(col(CareTeamMirrorRow.patient_key)).where(col(CareTeamMirrorRow.team_org_id).is_not(None))
+            return session.execute(query).first() is not None
 
     until(mirrored, "the discharge service's copy of the care team")
 
