@@ -15,6 +15,7 @@ from shared.audit import RefusalRecorder
 from shared.carecircle import NotInCircle
 from shared.errors import NotFound
 from shared.events import Role
+from shared.fhir.builders import TASK_CODE_SYSTEM
 from shared.fhir.models import Bundle, CareTeam, to_json
 
 IDNST_OR_LOCAL = "https://relais.example.org/fhir/NamingSystem/organisation"
@@ -144,9 +145,6 @@ def team_change_for_current_team(change: TeamChangeRow, current: CareTeamRow | N
             {"system": current.subject_system, "value": current.subject_value} if current is not None else None
         ),
     }
-
-
-TASK_CODE_SYSTEM = "https://relais.example.org/fhir/CodeSystem/task-code"
 
 
 def team_change_task(change: TeamChangeRow, current: CareTeamRow) -> dict[str, Any]:

@@ -12,6 +12,8 @@ from shared.fhir.intake import check_codes
 from shared.fhir.models import Bundle, MessageHeader, to_json
 
 RELAIS_ENDPOINT = "https://relais.example.org/fhir"  # default MessageHeader.source.endpoint of Relais
+# Task.code of every Task Relais serves (handoff, orientation, follow-up, change of treating team).
+TASK_CODE_SYSTEM = f"{RELAIS_ENDPOINT}/CodeSystem/task-code"
 ResponseCode = Literal["ok", "transient-error", "fatal-error"]
 
 

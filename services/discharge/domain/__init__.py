@@ -50,7 +50,6 @@ from services.discharge.domain.model import (
     READMISSION_30D,
     READMISSION_WINDOW,
     RELAIS_BASE,
-    TASK_CODE_SYSTEM,
     DischargeFacts,
     DischargeStatus,
     FollowupPlanItem,
@@ -76,6 +75,7 @@ from services.discharge.domain.orientation import (
     next_orientation_status,
     return_reason,
 )
+from shared.fhir.builders import TASK_CODE_SYSTEM
 
 __all__ = [
     "ADMISSIONS_ENDPOINT",

@@ -16,7 +16,6 @@ RELAIS_BASE = "https://relais.example.org/fhir"
 COMPLEXITY_SYSTEM = f"{RELAIS_BASE}/CodeSystem/complexity-criterion"
 COMPLEXITY_EXTENSION = f"{RELAIS_BASE}/StructureDefinition/complexity-criterion"
 FOLLOWUP_SYSTEM = f"{RELAIS_BASE}/CodeSystem/followup-activity"
-TASK_CODE_SYSTEM = f"{RELAIS_BASE}/CodeSystem/task-code"
 PATIENT_KEY_SYSTEM = f"{RELAIS_BASE}/NamingSystem/patient-key"
 ORGANISATION_SYSTEM = f"{RELAIS_BASE}/NamingSystem/organisation"
 
