@@ -57,8 +57,8 @@ def test_a_miss_is_not_cached_for_ever(tmp_path):
 
 
 def test_abuse_run_noisy_caller_throttled_others_served_no_5xx(tmp_path):
-    """About 1,000 requests over loopback HTTP: one noisy organisation, one ordinary one."""
-    app = build_app(tmp_path, rate_limits=RateLimits("100/minute", "20/minute"))
+    """About 2,000 requests over loopback HTTP: one noisy organisation, one ordinary one."""
+    app = build_app(tmp_path, rate_limits=RateLimits("200/minute", "20/minute"))
     with live_server(app.app) as port:
         base = f"http://127.0.0.1:{port}/kernel/items/x"
 
@@ -68,11 +68,11 @@ def test_abuse_run_noisy_caller_throttled_others_served_no_5xx(tmp_path):
                 return [client.get(base, headers=headers).status_code for _ in range(count)]
 
         with ThreadPoolExecutor(max_workers=4) as pool:
-            noisy = [pool.submit(burst, "hospital", 300) for _ in range(3)]
-            quiet = pool.submit(burst, "other", 80)
+            noisy = [pool.submit(burst, "hospital", 600) for _ in range(3)]
+            quiet = pool.submit(burst, "other", 150)
             noisy_statuses = [status for future in noisy for status in future.result()]
             quiet_statuses = quiet.result()
-    assert noisy_statuses.count(429) == 800
-    assert noisy_statuses.count(200) == 100
-    assert quiet_statuses == [200] * 80
+    assert noisy_statuses.count(429) == 1600
+    assert noisy_statuses.count(200) == 200
+    assert quiet_statuses == [200] * 150
     assert not any(status >= 500 for status in noisy_statuses + quiet_statuses)
