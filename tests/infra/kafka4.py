@@ -88,8 +88,13 @@ def fetch_kafka4(home: Path | None = None) -> Path:
 
 
 def _cluster_id() -> str:
-    # Kafka's Uuid text form: URL-safe base64 of 16 bytes, no padding.
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """Kafka's Uuid text form: URL-safe base64 of 16 bytes, no padding, and (as Kafka's own `Uuid.randomUuid`
+    makes sure) never starting with "-", which kafka-storage's argument parser would take for an option:
+    one random id in 64 used to make the format fail."""
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
 
 
 @dataclass

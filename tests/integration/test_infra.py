@@ -148,3 +148,13 @@ def test_kafka_broker_contract_smoke(kafka_broker):
     topic = f"smoke-{uuid.uuid4().hex[:8]}"
     _produce(kafka_broker, topic, [b"a", b"b", b"c"])
     assert _consume_all(kafka_broker, topic, expected=3) == [b"a", b"b", b"c"]
+
+
+def test_a_kafka_cluster_id_never_reads_as_an_option():
+    """kafka-storage took an id starting with "-" for an option and refused to format (a fresh-clone run lost its
+    three-node cluster that way); Kafka's own ids never start with "-". 5,000 ids: the old rule would fail."""
+    from tests.infra.kafka4 import _cluster_id
+
+    ids = [_cluster_id() for _ in range(5000)]
+    assert not [i for i in ids if i.startswith("-")]
+    assert all(len(i) == 22 for i in ids) and len(set(ids)) == len(ids)
