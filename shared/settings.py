@@ -73,6 +73,9 @@ class RelaisSettings(BaseSettings):
     max_json_array_items: int = Field(default=5000, ge=1)
     # A client must send its headers, then its whole body, within these (slow senders hold a connection).
     http_header_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Liveness on its own port, answered by another process from the event loop's heartbeat (unset: only /healthz).
+    liveness_port: int | None = Field(default=None, ge=1, le=65535)
+    liveness_stale_seconds: float = Field(default=10.0, gt=0)
     http_body_timeout_seconds: float = Field(default=30.0, gt=0)
     # An oversized body is read and discarded up to this much so the client sees the 413; past it, close.
     http_max_drain_bytes: int = Field(default=32_000_000, ge=0)

@@ -212,7 +212,7 @@ def create_service_app(
     ops = APIRouter(prefix=prefix, tags=["operations"])
 
     @ops.get("/healthz", summary="Liveness: the process answers")
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
         return {"status": "ok", "service": service}
 
     @ops.get("/readyz", summary="Readiness: the database answers (503 if not); the bus state is reported")

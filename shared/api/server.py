@@ -14,6 +14,8 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from shared.api.liveness import Liveness
+
 # Largest request head (request line + headers) accepted; h11 answers 400 past it.
 MAX_HEADER_BYTES = 16_384
 
@@ -75,7 +77,27 @@ def server_config(app: Any, *, host: str, port: int, settings: Any, log_level: s
 
 
 def run_server(app: Any, *, host: str, port: int, settings: Any, log_level: str = "warning") -> None:
-    uvicorn.Server(server_config(app, host=host, port=port, settings=settings, log_level=log_level)).run()
+    server = uvicorn.Server(server_config(app, host=host, port=port, settings=settings, log_level=log_level))
+    liveness_port = getattr(settings, "liveness_port", None)
+    if not liveness_port:
+        server.run()
+        return
+    # Liveness from another process (shared/api/liveness.py): a service busy parsing must not look dead.
+    liveness = Liveness(getattr(settings, "service", "relais"), host, liveness_port, settings.liveness_stale_seconds)
+    liveness.start()
+    try:
+        asyncio.run(serve_beating(server, liveness))
+    finally:
+        liveness.stop()
+
+
+async def serve_beating(server: uvicorn.Server, liveness: Liveness, sockets: list[socket.socket] | None = None) -> None:
+    """`server.serve()` while the event loop writes the liveness heartbeat."""
+    beating = asyncio.create_task(liveness.keep_beating())
+    try:
+        await server.serve(sockets=sockets)
+    finally:
+        beating.cancel()
 
 
 def bound_socket(host: str = "127.0.0.1") -> socket.socket:
