@@ -264,8 +264,10 @@ def test_each_deployment_serves_its_service_with_probes_on_its_own_prefix(manife
     container = _container(_deployment(manifests, service))
     assert container["image"].split(":")[0] == "relais"
     assert container["command"] == ["relais", "serve", service, "--host", "0.0.0.0", "--port", "8000"]
-    assert {port["containerPort"] for port in container["ports"]} == {8000}
-    assert container["livenessProbe"]["httpGet"]["path"] == f"/{service}/healthz"
+    assert {port["name"]: port["containerPort"] for port in container["ports"]} == {"http": 8000, "liveness": 8081}
+    # Liveness from the probe process (RELAIS_LIVENESS_PORT), which a busy service cannot delay.
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "liveness"}
+    assert _env(container)["RELAIS_LIVENESS_PORT"]["value"] == "8081"
     assert container["readinessProbe"]["httpGet"]["path"] == f"/{service}/readyz"
     assert container["startupProbe"]["httpGet"]["path"] == f"/{service}/healthz"
     resources = container["resources"]
