@@ -6,7 +6,7 @@ test controls. A stream of admissions and discharges for several patients of sev
 (three MSP teams; patients without a team belong to the CPTS) is posted at a steady rate, each post
 going to a live replica (a post that gets no answer or a 5xx is sent again with the same message id).
 
-Nemesis (seeded, one fault at a time, at random moments): SIGKILL of a replica of each service (it
+Nemesis (seeded, one fault at a time, at random points of the stream): SIGKILL of a replica of each service (it
 comes back: the consumer groups rebalance on leave and join), SIGKILL of the leader of a partition,
 PostgreSQL restart, a cut of the service-to-database network path.
 
@@ -288,10 +288,12 @@ class Nemesis:
         return entry
 
     def run(self, stream: Stream, began: float) -> None:
-        expected = MESSAGES / RATE
-        for kind in self.sequence:
-            # A random moment: a random pause, shorter when many faults must fit in the stream.
-            time.sleep(self.rng.uniform(0.2, max(0.4, 2 * expected / max(FAULTS, 1))))
+        # Random moments of the stream itself: each fault waits for a random number of accepted messages (in the
+        # first 90 %), whatever pace faults leave the stream (a pause by the clock bunched them at its start).
+        marks = sorted(self.rng.randrange(max(1, MESSAGES * 9 // 10)) for _ in self.sequence)
+        for kind, mark in zip(self.sequence, marks, strict=True):
+            wait_for(lambda mark=mark: stream.count() >= mark or not stream.running,
+                     timeout=MESSAGES / RATE + 900, interval=0.05, message=f"the stream to reach message {mark}")
             entry = {"at_seconds": round(time.monotonic() - began, 1), "posted_before": stream.count()}
             entry.update({k: v for k, v in self.inject(kind).items() if k != "at_seconds"})
             self.log.append(entry)
