@@ -6,6 +6,7 @@ import logging
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Connection, Engine, MetaData, create_engine, event, text
 from sqlalchemy.engine import make_url
@@ -21,7 +22,18 @@ def make_engine(url: str, schema: str | None = None, *, pool_size: int = 10) -> 
         return _sqlite_engine(url)
     if parsed.drivername == "postgresql":
         url = str(parsed.set(drivername="postgresql+psycopg"))
-    connect_args = {"options": f"-csearch_path={schema}"} if schema else {}
+    # A database that vanishes without a reset (a dropped route, a paused VM) must surface as an error, never as a
+    # worker blocked for ever on a socket: bounded connect, TCP keepalives, and unacknowledged writes time out.
+    connect_args: dict[str, Any] = {
+        "connect_timeout": 10,
+        "keepalives": 1,
+        "keepalives_idle": 30,
+        "keepalives_interval": 10,
+        "keepalives_count": 3,
+        "tcp_user_timeout": 60_000,
+    }
+    if schema:
+        connect_args["options"] = f"-csearch_path={schema}"
     # hide_parameters: a failing statement's error text must never quote a NIR or a birth date.
     engine = create_engine(
         url,

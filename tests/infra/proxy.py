@@ -64,6 +64,10 @@ class TcpProxy:
         # SO_LINGER 0: the peer sees a reset, as when a network path breaks, not a polite close.
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        # shutdown() first: close() alone does not wake a pipe thread blocked in recv() on this socket, and the
+        # kernel keeps the connection open for that thread, so the service would wait for an answer for ever.
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
         sock.close()
 
     def cut(self) -> None:

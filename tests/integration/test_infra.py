@@ -158,3 +158,41 @@ def test_a_kafka_cluster_id_never_reads_as_an_option():
     ids = [_cluster_id() for _ in range(5000)]
     assert not [i for i in ids if i.startswith("-")]
     assert all(len(i) == 22 for i in ids) and len(set(ids)) == len(ids)
+
+
+def test_a_cut_of_the_proxy_reaches_a_client_waiting_for_an_answer():
+    """The fault campaign's database-path cut must break a connection whose client waits for an answer (a worker in
+    the middle of a query): it once left such a client blocked for ever, and two consumer groups with it."""
+    import socket
+    import threading
+
+    from tests.infra.proxy import TcpProxy
+
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts, reads, never answers: a query in progress
+    held: list[socket.socket] = []
+    threading.Thread(target=lambda: held.append(silent.accept()[0]), daemon=True).start()
+    proxy = TcpProxy(silent.getsockname()[1])
+    client = socket.create_connection(("127.0.0.1", proxy.port), timeout=30)
+    try:
+        client.sendall(b"SELECT 1")
+        wait_for(lambda: held, timeout=10, message="the proxied connection")
+        outcome: list[object] = []
+
+        def wait_for_answer() -> None:
+            try:
+                outcome.append(client.recv(1))
+            except OSError as exc:
+                outcome.append(exc)
+
+        waiter = threading.Thread(target=wait_for_answer, daemon=True)
+        waiter.start()
+        proxy.cut()
+        waiter.join(timeout=10)
+        assert outcome, "the client is still waiting for an answer through a cut path"
+        assert outcome[0] == b"" or isinstance(outcome[0], ConnectionResetError), outcome
+    finally:
+        client.close()
+        proxy.close()
+        silent.close()
+        for sock in held:
+            sock.close()
