@@ -332,10 +332,14 @@ def dead_letters(cluster: Cluster, kafka) -> dict[str, int]:
     look poisonous (a dead letter is a message no one is notified of)."""
     from kafka import KafkaConsumer
 
+    from shared import events
+    from shared.bus.base import dlq_topic
+
     prefix = cluster.relais.env["RELAIS_CONSUMER_GROUP_PREFIX"]
-    topics = [f"{t}.dlq" for t in ("relais.admissions", "relais.discharge", "relais.snp", "relais.careteam",
-                                     "relais.registry.updates", "relais.notify.team", "relais.notify.cpts",
-                                     "relais.notify.dac")]
+    consumed = (events.TOPIC_ADMISSIONS, events.TOPIC_DISCHARGE, events.TOPIC_SNP, events.TOPIC_CARETEAM,
+                events.TOPIC_REGISTRY_UPDATES, events.TOPIC_NOTIFY_TEAM, events.TOPIC_NOTIFY_CPTS,
+                events.TOPIC_NOTIFY_DAC)
+    topics = [dlq_topic(topic) for topic in consumed]
     consumer = KafkaConsumer(*topics, group_id=None, auto_offset_reset="earliest", consumer_timeout_ms=3000,
                              **kafka.client_config())
     found: Counter = Counter()

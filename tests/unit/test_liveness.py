@@ -51,12 +51,11 @@ def test_the_probe_process_is_alive_while_the_loop_beats_and_stuck_when_it_stops
 def test_the_probe_process_exits_when_its_service_is_killed(tmp_path):
     port = free_port()
     script = (
-        "import time\n"
+        "import asyncio\n"
         "from shared.api.liveness import Liveness\n"
         f"liveness = Liveness('snp', '127.0.0.1', {port}, stale_after=5)\n"
         "liveness.start()\n"
-        "while True:\n"
-        "    liveness.beat(); time.sleep(0.1)\n"
+        "asyncio.run(liveness.keep_beating())  # what a service's event loop runs\n"
     )
     service = subprocess.Popen([sys.executable, "-c", script], cwd=REPO_ROOT, start_new_session=True,
                                env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})

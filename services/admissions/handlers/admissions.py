@@ -12,9 +12,9 @@ from services.admissions.adapters.orm import Admission, AdmissionMessageRow
 from services.admissions.commands import AdmissionMessage, CancelAdmission, RecordAdmission, ReviseAdmission
 from services.admissions.deps import Deps
 from services.admissions.domain import AdmissionStatus
-from services.admissions.handlers.context import careteam_changed, instant, learn_postal_code, patient_context
+from services.admissions.handlers.context import careteam_changed, instant, learn_postal_code, notify, patient_context
 from services.admissions.uow import AdmissionsUnitOfWork
-from shared.contracts import About, build_notification
+from shared.contracts import About
 from shared.errors import Conflict
 from shared.fhir.builders import RELAIS_ENDPOINT, message_bundle, message_response
 from shared.fhir.encounter import check_same_patient, local_only_issue
@@ -50,18 +50,17 @@ def _notify(
             sender_event=cmd.request_header.get("eventCoding"),
         )
 
-    for recipient in recipients:
-        out = build_notification(
-            recipient,
-            cmd.event_type,
-            source_id=cmd.message_id,
-            about=about,
-            sender=facts.hospital_org_id,
-            occurred_at=facts.started_at,
-            recorded_at=instant(now),
-            full=full,
-        )
-        uow.outbox.add(out.topic, out.key, out.type, out.data, message_id=out.message_id)
+    notify(
+        uow,
+        recipients,
+        cmd.event_type,
+        source_id=cmd.message_id,
+        about=about,
+        sender=facts.hospital_org_id,
+        occurred_at=facts.started_at,
+        now=now,
+        full=full,
+    )
 
 
 def _publish_domain_event(

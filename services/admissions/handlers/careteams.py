@@ -18,7 +18,13 @@ from services.admissions.commands import (
     ExpireTeamChanges,
 )
 from services.admissions.deps import Deps
-from services.admissions.handlers.context import careteam_changed, instant, learn_postal_code, patient_context
+from services.admissions.handlers.context import (
+    careteam_changed,
+    instant,
+    learn_postal_code,
+    notify,
+    patient_context,
+)
 from services.admissions.uow import AdmissionsUnitOfWork
 from services.admissions.views import (
     CareTeamView,
@@ -30,7 +36,7 @@ from services.admissions.views import (
     team_change_task,
 )
 from shared.carecircle import CircleFacts, Purpose, allows, not_found_text
-from shared.contracts import About, build_notification
+from shared.contracts import About
 from shared.errors import Conflict, NotFound, Unprocessable
 from shared.events import EventType, Role
 from shared.fhir.builders import RELAIS_ENDPOINT, message_bundle
@@ -114,18 +120,17 @@ def _tell_current_team(uow: AdmissionsUnitOfWork, change: TeamChangeRow, current
             event, source_endpoint=RELAIS_ENDPOINT, focus=[task], message_id=message_id, timestamp=instant(now)
         )
 
-    for recipient in route(event, patient_context(uow, change.patient_key, None, None)):
-        out = build_notification(
-            recipient,
-            event,
-            source_id=change.id,
-            about=About(patient_key=change.patient_key, reference=reference),
-            sender=change.to_team_org_id,
-            occurred_at=instant(now),
-            recorded_at=instant(now),
-            full=full,
-        )
-        uow.outbox.add(out.topic, out.key, out.type, out.data, message_id=out.message_id)
+    notify(
+        uow,
+        route(event, patient_context(uow, change.patient_key, None, None)),
+        event,
+        source_id=change.id,
+        about=About(patient_key=change.patient_key, reference=reference),
+        sender=change.to_team_org_id,
+        occurred_at=instant(now),
+        now=now,
+        full=full,
+    )
 
 
 class ChangeStatus:

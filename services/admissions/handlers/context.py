@@ -2,18 +2,47 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
 from services.admissions.uow import AdmissionsUnitOfWork
 from shared.carecircle import CircleFacts
-from shared.contracts import CareTeamChanged, TerritoryChanged, registry_record
+from shared.contracts import About, CareTeamChanged, TerritoryChanged, build_notification, registry_record
+from shared.events import EventType
 from shared.identifiers import RPPS
-from shared.routing import PatientContext
+from shared.routing import PatientContext, Recipient
 
 
 def instant(moment: datetime) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def notify(
+    uow: AdmissionsUnitOfWork,
+    recipients: Iterable[Recipient],
+    event: EventType,
+    *,
+    source_id: str,
+    about: About,
+    sender: str | None,
+    occurred_at: datetime | str,
+    now: datetime,
+    full: Callable[[str], dict[str, Any]],
+) -> None:
+    """One outbox row per recipient, built by the kernel's contract (the detail level picks the payload)."""
+    for recipient in recipients:
+        out = build_notification(
+            recipient,
+            event,
+            source_id=source_id,
+            about=about,
+            sender=sender,
+            occurred_at=occurred_at,
+            recorded_at=instant(now),
+            full=full,
+        )
+        uow.outbox.add(out.topic, out.key, out.type, out.data, message_id=out.message_id)
 
 
 def patient_context(

@@ -165,17 +165,7 @@ def hand_to_awaited_team(
     event = EventType.DISCHARGE_RECORDED
     told_orgs = {r.organisation_id for r in told}
     awaited = [r for r in route(event, routing_context(uow, discharge)) if r.organisation_id not in told_orgs]
-    sent = notify(
-        uow,
-        awaited,
-        event,
-        source_id=discharge.message_id,
-        about=about(discharge, f"Discharge/{discharge.id}", subject=discharge.encounter_key),
-        sender=discharge.hospital_org_id,
-        occurred_at=discharge.discharged_at,
-        now=now,
-        full=lambda: _full_bundle(event, discharge, tasks, policy, discharge.message_id, {}),
-    )
+    sent = _notify_discharge(uow, None, discharge, awaited, event, tasks, policy, now)
     discharge.recipients = recipients_to_json([*told, *sent])
     discharge.updated_at = now
     _propose_handoff(uow, discharge, handoff, team, tasks[0], source_id=discharge.message_id, policy=policy, now=now)
@@ -358,7 +348,7 @@ def _correct(
 
 def _notify_discharge(
     uow: DischargeUnitOfWork,
-    cmd: DischargeMessage,
+    cmd: DischargeMessage | None,
     discharge: DischargeRow,
     recipients: list[Recipient],
     event: EventType,
@@ -366,17 +356,21 @@ def _notify_discharge(
     policy: Policy,
     now: datetime,
 ) -> list[Recipient]:
+    """`cmd` is the hospital's message being handled; None when the discharge stored earlier is told again (its
+    notification ids derive from the discharge's own message, so a replay creates nothing new)."""
+    message_id = cmd.message_id if cmd else discharge.message_id
+    header = cmd.request_header if cmd else {}
     # The hospital's encounter number reaches full-detail recipients only; the others get an opaque reference.
     return notify(
         uow,
         recipients,
         event,
-        source_id=cmd.message_id,
+        source_id=message_id,
         about=about(discharge, f"Discharge/{discharge.id}", subject=discharge.encounter_key),
         sender=discharge.hospital_org_id,
         occurred_at=discharge.discharged_at,
         now=now,
-        full=lambda: _full_bundle(event, discharge, tasks, policy, cmd.message_id, cmd.request_header),
+        full=lambda: _full_bundle(event, discharge, tasks, policy, message_id, header),
     )
 
 
