@@ -804,8 +804,10 @@ class Scenario:
                 spec["reason"],
             )
             answer = self.http.call("snp", "POST", "/fhir/ServiceRequest", self.tokens["sas"], request)
-            if not any(e["resource"]["resourceType"] == "Appointment" for e in answer.get("entry", [])):
-                raise DemoError(f"the SNP request for {person.given} was not placed: {json.dumps(answer)[:600]}")
+            if not any(e["resource"]["resourceType"] == "ServiceRequest" for e in answer.get("entry", [])):
+                raise DemoError(f"the SNP request for {person.given} was refused: {json.dumps(answer)[:600]}")
+        # A request is placed at once or, by snp's deadline worker, as soon as a slot it may take is known (a slot
+        # whose territory reached snp a moment later, say): the offers below are awaited, not required at once.
         self.expect("msp-monthureux", "snp.offered")
         self.expect("cabinet-vittel", "snp.offered")
         self.expect("cpts", "snp.offered", count=2)
