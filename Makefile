@@ -1,5 +1,5 @@
 # The two commands a newcomer needs: `make run` and `make test`.
-.PHONY: run test bench install install-test lint fault-campaign
+.PHONY: run test bench install install-test lint fault-campaign attack
 
 install:
 	./scripts/install.sh
@@ -25,6 +25,10 @@ fault-campaign: install-test
 ## Benchmarks (not tests): print the table recorded in docs/performance.md (about 2.5 minutes).
 bench: install-test
 	.venv/bin/python benchmarks/run_all.py
+
+## Replay every attack test (pytest marker `attack`) on SQLite and PostgreSQL; prints held / tried.
+attack: install-test
+	.venv/bin/python -m pytest -m attack -p no:randomly tests
 
 lint:
 	.venv/bin/ruff check shared services relais tests

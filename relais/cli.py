@@ -120,16 +120,93 @@ def demo(
         raise typer.Exit(1) from None
 
 
+Hl7Facilities = Annotated[
+    list[str] | None, typer.Option("--hl7-facility", help="Hospital: an HL7 v2 sending facility (MSH-4); repeatable")
+]
+Hl7Networks = Annotated[
+    list[str] | None,
+    typer.Option("--hl7-network", help="Hospital: a network its plain-MLLP sender connects from (CIDR); repeatable"),
+]
+Mssante = Annotated[str | None, typer.Option("--mssante", help="The organisation's MSSanté address")]
+
+
+def _checked_networks(networks: list[str] | None) -> list[str] | None:
+    from ipaddress import ip_network
+
+    for network in networks or ():
+        try:
+            ip_network(network, strict=False)
+        except ValueError:
+            raise typer.BadParameter(f"{network!r} is not a network (CIDR)", param_hint="--hl7-network") from None
+    return networks
+
+
+def _checked_mssante(address: str | None) -> str | None:
+    if address is None:
+        return None
+    from shared.mssante_address import MssanteAddressError, check_mssante_address
+
+    try:
+        return check_mssante_address(address, RelaisSettings().mssante_domains)
+    except MssanteAddressError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--mssante") from None
+
+
 @org_app.command("add")
 def org_add(
     role: Annotated[Role, typer.Option(help="The organisation's role")],
     id: Annotated[str, typer.Option("--id", help="Identifier (a hospital's FINESS, a team's FINESS or SIRET...)")],
     name: Annotated[str, typer.Option(help="Display name")],
+    hl7_facility: Hl7Facilities = None,
+    hl7_network: Hl7Networks = None,
+    mssante: Mssante = None,
 ) -> None:
     """Register an organisation and print its bearer token (shown once, stored hashed)."""
-    token = _directory().add(role, id, name)
+    from shared.errors import Conflict
+
+    try:
+        token = _directory().add(
+            role,
+            id,
+            name,
+            hl7_facilities=hl7_facility or (),
+            hl7_networks=_checked_networks(hl7_network) or (),
+            mssante=_checked_mssante(mssante),
+        )
+    except Conflict:
+        console.print(
+            f"[red]{id} is already registered[/] (or one of its HL7 facilities is another's): "
+            f"change it with `relais org update --id {id}`, or get a new token with `relais org rotate --id {id}`."
+        )
+        raise typer.Exit(1) from None
     console.print(f"[green]registered[/] {role.value} {id} ({name}). Its token, shown once:")
     typer.echo(token)
+
+
+@org_app.command("update")
+def org_update(
+    id: Annotated[str, typer.Option("--id", help="The organisation to change")],
+    name: Annotated[str | None, typer.Option(help="New display name")] = None,
+    hl7_facility: Hl7Facilities = None,
+    hl7_network: Hl7Networks = None,
+    mssante: Mssante = None,
+) -> None:
+    """Change an organisation's name, HL7 v2 facilities and networks (each list given replaces the stored one),
+    or MSSanté address ("" removes it). Its token is unchanged."""
+    from shared.errors import Conflict, NotFound
+
+    try:
+        _directory().update(
+            id,
+            name=name,
+            hl7_facilities=hl7_facility,
+            hl7_networks=_checked_networks(hl7_network),
+            mssante=_checked_mssante(mssante) if mssante else mssante,
+        )
+    except (Conflict, NotFound) as exc:
+        console.print(f"[red]{exc.diagnostics}[/]")
+        raise typer.Exit(1) from None
+    console.print(f"[green]updated[/] {id}")
 
 
 @org_app.command("rotate")

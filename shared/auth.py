@@ -5,14 +5,16 @@ from __future__ import annotations
 import hashlib
 import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from ipaddress import ip_network
 from typing import Any
 
 from cachetools import TTLCache
 from fastapi import Depends, Request
-from sqlalchemy import Boolean, Column, DateTime, MetaData, String, Table, insert, select, update
+from sqlalchemy import Boolean, Column, DateTime, ForeignKey, MetaData, String, Table, delete, insert, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from shared.api.limits import RateLimits
@@ -33,6 +35,27 @@ organisations = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
+# What a hospital's HL7 v2 sender calls itself (MSH-4) and the networks its plain-MLLP sender may connect from.
+HL7_FACILITY_TABLE = Table(
+    "organisation_hl7_facility",
+    metadata,
+    Column("facility", String(227), primary_key=True),
+    Column("organisation_id", String(100), ForeignKey("organisation.id"), nullable=False, index=True),
+)
+HL7_NETWORK_TABLE = Table(
+    "organisation_hl7_network",
+    metadata,
+    Column("organisation_id", String(100), ForeignKey("organisation.id"), primary_key=True),
+    Column("network", String(64), primary_key=True),
+)
+# An organisation's MSSanté mailbox (set by an administrator or by the team itself).
+MSSANTE_TABLE = Table(
+    "organisation_mssante",
+    metadata,
+    Column("organisation_id", String(100), ForeignKey("organisation.id"), primary_key=True),
+    Column("address", String(254), nullable=False),
+)
+
 MAX_TOKEN_LENGTH = 200
 TOKEN_PREFIX = "rls_"  # noqa: S105 - a public prefix that makes leaked tokens greppable, not a secret
 
@@ -42,6 +65,15 @@ class Principal:
     organisation_id: str
     role: Role
     name: str
+
+
+@dataclass(frozen=True)
+class Hl7Binding:
+    """How a hospital's HL7 v2 sender is recognised: its MSH-4 names and the networks it connects from."""
+
+    organisation_id: str
+    facilities: tuple[str, ...]
+    networks: tuple[str, ...]
 
 
 def hash_token(token: str) -> str:
@@ -72,7 +104,16 @@ class Directory:
         self._miss_seconds = miss_cache_seconds
         self._lock = threading.Lock()
 
-    def add(self, role: Role | str, organisation_id: str, name: str) -> str:
+    def add(
+        self,
+        role: Role | str,
+        organisation_id: str,
+        name: str,
+        *,
+        hl7_facilities: Sequence[str] = (),
+        hl7_networks: Sequence[str] = (),
+        mssante: str | None = None,
+    ) -> str:
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         row = {
             "id": organisation_id,
@@ -85,9 +126,82 @@ class Directory:
         try:
             with self.engine.begin() as connection:
                 connection.execute(insert(organisations).values(**row))
+                self._set_details(connection, organisation_id, hl7_facilities, hl7_networks, mssante)
         except IntegrityError as exc:
             raise Conflict(f"organisation {organisation_id!r} is already registered") from exc
         return token
+
+    def update(
+        self,
+        organisation_id: str,
+        *,
+        name: str | None = None,
+        hl7_facilities: Sequence[str] | None = None,
+        hl7_networks: Sequence[str] | None = None,
+        mssante: str | None = None,
+    ) -> None:
+        """Change what is given; a list given replaces the stored one (an empty list clears it)."""
+        try:
+            with self.engine.begin() as connection:
+                known = select(organisations.c.id).where(organisations.c.id == organisation_id)
+                if connection.execute(known).first() is None:
+                    raise NotFound(f"no organisation {organisation_id!r}")
+                if name is not None:
+                    rename = update(organisations).where(organisations.c.id == organisation_id).values(name=name)
+                    connection.execute(rename)
+                if hl7_facilities is not None:
+                    owned = HL7_FACILITY_TABLE.c.organisation_id == organisation_id
+                    connection.execute(delete(HL7_FACILITY_TABLE).where(owned))
+                if hl7_networks is not None:
+                    owned = HL7_NETWORK_TABLE.c.organisation_id == organisation_id
+                    connection.execute(delete(HL7_NETWORK_TABLE).where(owned))
+                self._set_details(connection, organisation_id, hl7_facilities or (), hl7_networks or (), mssante)
+        except IntegrityError as exc:
+            raise Conflict("an HL7 facility name given is already bound to another organisation") from exc
+        self.clear_cache()
+
+    @staticmethod
+    def _set_details(
+        connection: Connection,
+        organisation_id: str,
+        facilities: Sequence[str],
+        networks: Sequence[str],
+        mssante: str | None,
+    ) -> None:
+        for facility in dict.fromkeys(facilities):
+            connection.execute(insert(HL7_FACILITY_TABLE).values(facility=facility, organisation_id=organisation_id))
+        for network in dict.fromkeys(str(ip_network(value, strict=False)) for value in networks):
+            connection.execute(insert(HL7_NETWORK_TABLE).values(network=network, organisation_id=organisation_id))
+        if mssante is not None:
+            set_mssante_address(connection, organisation_id, mssante or None)
+
+    def hl7_binding(self, organisation_id: str) -> Hl7Binding:
+        with self.engine.connect() as connection:
+            facilities = connection.execute(
+                select(HL7_FACILITY_TABLE.c.facility).where(HL7_FACILITY_TABLE.c.organisation_id == organisation_id)
+            ).scalars().all()
+            networks = connection.execute(
+                select(HL7_NETWORK_TABLE.c.network).where(HL7_NETWORK_TABLE.c.organisation_id == organisation_id)
+            ).scalars().all()
+        return Hl7Binding(organisation_id, tuple(sorted(facilities)), tuple(sorted(networks)))
+
+    def hl7_bindings(self) -> list[Hl7Binding]:
+        """Every hospital with an HL7 v2 facility or network (what an MLLP listener matches senders against)."""
+        with self.engine.connect() as connection:
+            ids = set(connection.execute(select(HL7_FACILITY_TABLE.c.organisation_id)).scalars().all())
+            ids |= set(connection.execute(select(HL7_NETWORK_TABLE.c.organisation_id)).scalars().all())
+        return [self.hl7_binding(organisation_id) for organisation_id in sorted(ids)]
+
+    def mssante_address(self, organisation_id: str) -> str | None:
+        with self.engine.connect() as connection:
+            return connection.execute(
+                select(MSSANTE_TABLE.c.address).where(MSSANTE_TABLE.c.organisation_id == organisation_id)
+            ).scalar_one_or_none()
+
+    def set_mssante_address(self, organisation_id: str, address: str | None) -> None:
+        """Set (or, with None, remove) an organisation's MSSanté address; the caller has validated it."""
+        with self.engine.begin() as connection:
+            set_mssante_address(connection, organisation_id, address)
 
     def rotate(self, organisation_id: str) -> str:
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
@@ -146,6 +260,12 @@ class Directory:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def set_mssante_address(connection: Connection, organisation_id: str, address: str | None) -> None:
+    connection.execute(delete(MSSANTE_TABLE).where(MSSANTE_TABLE.c.organisation_id == organisation_id))
+    if address:
+        connection.execute(insert(MSSANTE_TABLE).values(organisation_id=organisation_id, address=address))
 
 
 def current_principal(request: Request) -> Principal:

@@ -103,6 +103,16 @@ class RelaisSettings(BaseSettings):
     retention_interval_seconds: float = Field(default=3600.0, gt=0)
     retention_batch_size: int = Field(default=1000, ge=1)
 
+    # MSSanté addresses must be in one of these domains or their subdomains (RELAIS_MSSANTE_DOMAINS, comma-separated).
+    mssante_domains: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["mssante.fr"])
+
+    @field_validator("mssante_domains", mode="before")
+    @classmethod
+    def _split_domains(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip().lower() for part in value.split(",") if part.strip()]
+        return value
+
     @field_validator("outbound_allowed_networks", mode="before")
     @classmethod
     def _split_networks(cls, value: object) -> object:
