@@ -7,9 +7,9 @@ from datetime import datetime
 from typing import Any
 
 from services.discharge.domain import ADMISSIONS_ENDPOINT, DischargeFacts
-from shared.contracts import CareTeamChanged, TerritoryChanged
 from shared.errors import Unprocessable
 from shared.events import EventType
+from shared.mirrors import MirrorCareTeam, MirrorTerritory
 from shared.routing import ADMISSION_EVENTS, DISCHARGE_EVENTS
 
 # --- a hospital's discharge message ---------------------------------------------------------------------
@@ -94,20 +94,7 @@ class SetTimerAside:
     worker: str
 
 
-# --- the registry mirror (relais.careteam) -----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class MirrorCareTeam:
-    message_id: str
-    sent_at: str | None
-    change: CareTeamChanged
-
-
-@dataclass(frozen=True)
-class MirrorTerritory:
-    message_id: str
-    change: TerritoryChanged
+# The registry mirror (relais.careteam): the kernel's commands, shared with snp (shared.mirrors).
 
 
 Command = (

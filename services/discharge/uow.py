@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from sqlmodel import Session
 
+from services.discharge.adapters.orm import MIRRORS
 from services.discharge.adapters.repositories import (
     DischargeRepository,
     FollowupRepository,
     HandoffRepository,
     MessageRepository,
-    MirrorRepository,
     OrientationRepository,
     TimerRepository,
 )
 from shared.db.uow import UnitOfWork
+from shared.mirrors import MirrorRepository
 
 
 class DischargeUnitOfWork(UnitOfWork):
@@ -32,4 +33,4 @@ class DischargeUnitOfWork(UnitOfWork):
         self.followups = FollowupRepository(session)
         self.orientations = OrientationRepository(session)
         self.timers = TimerRepository(session)
-        self.mirror = MirrorRepository(session)
+        self.mirror = MirrorRepository(session, MIRRORS)

@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from services.snp.domain import AppointmentStatus, Urgency
-from shared.contracts import CareTeamChanged, TerritoryChanged
+from shared.mirrors import MirrorCareTeam as MirrorCareTeam  # the registry mirror's commands are the kernel's
+from shared.mirrors import MirrorTerritory as MirrorTerritory
 
 
 @dataclass(frozen=True)
@@ -97,22 +98,6 @@ class ExpireRequest:
     """A request unplaced at its deadline expires and goes to the CPTS, exactly once."""
 
     request_id: str
-
-
-@dataclass(frozen=True)
-class MirrorCareTeam:
-    """Apply one `careteam.changed` snapshot from the registry (handled once per message id)."""
-
-    message_id: str
-    change: CareTeamChanged
-
-
-@dataclass(frozen=True)
-class MirrorTerritory:
-    """Apply one `territory.changed` snapshot from the registry (handled once per message id)."""
-
-    message_id: str
-    change: TerritoryChanged
 
 
 @dataclass(frozen=True)

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from sqlmodel import Session
 
+from services.snp.adapters.orm import MIRRORS
 from services.snp.adapters.repositories import (
     AppointmentRepository,
     FactRepository,
-    MirrorRepository,
     RequestRepository,
     ScheduleRepository,
     SlotRepository,
 )
 from shared.db.uow import UnitOfWork
+from shared.mirrors import MirrorRepository
 
 
 class SnpUnitOfWork(UnitOfWork):
@@ -28,5 +29,5 @@ class SnpUnitOfWork(UnitOfWork):
         self.slots = SlotRepository(session)
         self.requests = RequestRepository(session)
         self.appointments = AppointmentRepository(session)
-        self.mirrors = MirrorRepository(session)
+        self.mirrors = MirrorRepository(session, MIRRORS)
         self.facts = FactRepository(session)

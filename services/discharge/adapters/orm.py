@@ -10,6 +10,7 @@ from sqlalchemy import JSON, Column, DateTime, Index, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from shared.db.tables import KERNEL_TABLES
+from shared.mirrors import CareTeamMirror, MirrorTables, TerritoryMirror
 from shared.retention import PurgeRule, table_of
 
 
@@ -148,31 +149,15 @@ class TimerRow(SQLModel, table=True):
     fired_by: str | None = Field(default=None, max_length=100)
 
 
-class CareTeamMirrorRow(SQLModel, table=True):
-    """The last `careteam.changed` seen for a patient (docs/events.md)."""
-
+class CareTeamMirrorRow(CareTeamMirror, table=True):
     __tablename__ = "discharge_careteam_mirror"
 
-    patient_key: str = Field(primary_key=True, max_length=64)
-    careteam_id: str | None = Field(default=None, max_length=36)
-    team_org_id: str | None = Field(default=None, max_length=100)
-    status: str = Field(max_length=20)
-    referent: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
-    consent_opposed: bool = False
-    dac_case_open: bool = False
-    dac_org_id: str | None = Field(default=None, max_length=100)
-    postal_code: str | None = Field(default=None, max_length=10)
-    source_time: str | None = Field(default=None, max_length=40)
-    updated_at: datetime = _ts()
 
-
-class TerritoryMirrorRow(SQLModel, table=True):
+class TerritoryMirrorRow(TerritoryMirror, table=True):
     __tablename__ = "discharge_territory_mirror"
 
-    postal_code: str = Field(primary_key=True, max_length=10)
-    cpts_org_id: str | None = Field(default=None, max_length=100)
-    dac_org_id: str | None = Field(default=None, max_length=100)
-    updated_at: datetime = _ts()
+
+MIRRORS = MirrorTables(careteam=CareTeamMirrorRow, territory=TerritoryMirrorRow)
 
 
 TABLES = (

@@ -9,13 +9,11 @@ from sqlalchemy import CursorResult, func, select, update
 from sqlmodel import col
 
 from services.discharge.adapters.orm import (
-    CareTeamMirrorRow,
     DischargeMessageRow,
     DischargeRow,
     FollowupRow,
     HandoffRow,
     OrientationRow,
-    TerritoryMirrorRow,
     TimerRow,
 )
 from shared.db.engine import is_postgres
@@ -159,11 +157,3 @@ class TimerRepository(Repository):
         # Counted by the database, not by loading every pending row.
         query = select(func.count()).select_from(TimerRow).where(col(TimerRow.fired_at).is_(None))
         return int(self.session.execute(query).scalar_one())
-
-
-class MirrorRepository(Repository):
-    def careteam(self, patient_key: str) -> CareTeamMirrorRow | None:
-        return self.session.get(CareTeamMirrorRow, patient_key)
-
-    def territory(self, postal_code: str | None) -> TerritoryMirrorRow | None:
-        return self.session.get(TerritoryMirrorRow, postal_code) if postal_code else None

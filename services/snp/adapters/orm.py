@@ -11,6 +11,7 @@ from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
 from shared.db.tables import KERNEL_TABLES
+from shared.mirrors import CareTeamMirror, MirrorTables, TerritoryMirror
 
 
 class UtcDateTime(TypeDecorator):
@@ -148,34 +149,15 @@ class AppointmentRow(SQLModel, table=True):
     updated_at: datetime = _ts()
 
 
-class CareTeamMirrorRow(SQLModel, table=True):
-    """The last `careteam.changed` seen for a patient (docs/events.md)."""
-
+class CareTeamMirrorRow(CareTeamMirror, table=True):
     __tablename__ = "snp_careteam"
 
-    patient_key: str = Field(primary_key=True, max_length=64)
-    careteam_id: str | None = Field(default=None, max_length=64)
-    team_org_id: str | None = Field(default=None, max_length=100)
-    status: str = Field(max_length=20)
-    consent_opposed: bool = False
-    dac_case_open: bool = False
-    dac_org_id: str | None = Field(default=None, max_length=100)
-    postal_code: str | None = Field(default=None, max_length=10)
-    # The registry's time of the snapshot stored: an older one arriving late is ignored (newer wins).
-    source_time: str | None = Field(default=None, max_length=40)
-    updated_at: datetime = _ts()
 
-
-class TerritoryMirrorRow(SQLModel, table=True):
-    """The last `territory.changed` seen for a postal code: which CPTS (and DAC) covers it."""
-
+class TerritoryMirrorRow(TerritoryMirror, table=True):
     __tablename__ = "snp_territory"
 
-    postal_code: str = Field(primary_key=True, max_length=10)
-    cpts_org_id: str | None = Field(default=None, max_length=100, index=True)
-    dac_org_id: str | None = Field(default=None, max_length=100)
-    source_time: str | None = Field(default=None, max_length=40)
-    updated_at: datetime = _ts()
+
+MIRRORS = MirrorTables(careteam=CareTeamMirrorRow, territory=TerritoryMirrorRow)
 
 
 class FactRow(SQLModel, table=True):

@@ -11,13 +11,11 @@ from sqlmodel import col
 
 from services.snp.adapters.orm import (
     AppointmentRow,
-    CareTeamMirrorRow,
     FactRow,
     RequestRow,
     ScheduleActorRow,
     ScheduleRow,
     SlotRow,
-    TerritoryMirrorRow,
 )
 from services.snp.domain import AppointmentStatus, RequestState, SlotCandidate, SlotSearch
 from shared.db.repository import Repository
@@ -253,18 +251,6 @@ class AppointmentRepository(Repository):
             .group_by(col(AppointmentRow.org_id))
         )
         return {org: count for org, count in self.session.execute(query).all()}
-
-
-class MirrorRepository(Repository):
-    def careteam(self, patient_key: str) -> CareTeamMirrorRow | None:
-        return self.session.get(CareTeamMirrorRow, patient_key)
-
-    def territory(self, postal_code: str) -> TerritoryMirrorRow | None:
-        return self.session.get(TerritoryMirrorRow, postal_code)
-
-    def postal_codes_of_cpts(self, cpts_org_id: str) -> set[str]:
-        query = select(col(TerritoryMirrorRow.postal_code)).where(col(TerritoryMirrorRow.cpts_org_id) == cpts_org_id)
-        return set(self.session.execute(query).scalars())
 
 
 class FactRepository(Repository):
