@@ -70,8 +70,9 @@ NDE_RESOURCES = (
 
 
 def nde_target(method: str, path: str, body: bytes) -> str:
-    """Where an NdE request lands (DESIGN §8): a declaration to the service of its event (ADM admissions, SOR
-    discharge; anything unreadable to admissions, which answers the 4xx), everything else to notifications."""
+    """Where an NdE request lands (docs/architecture.md#public-surface): a declaration to the service of its event
+    (ADM admissions, SOR discharge; anything unreadable to admissions, which answers the 4xx), everything else to
+    notifications."""
     if path.rstrip("/") == NDE_METADATA:
         return NDE_METADATA  # answered by the combined root
     if method == "POST" and path.rstrip("/") == NDE_ENDPOINT:

@@ -1,4 +1,5 @@
-"""The care-circle policy: is this caller in this patient's care circle, and for what (DESIGN §2, docs/privacy.md).
+"""The care-circle policy: is this caller in this patient's care circle, and for what (docs/privacy.md, and
+docs/architecture.md#the-patient-data-boundary).
 
 Pure functions over facts the service supplies (its registry, or its mirror of it). Every route that takes a
 patient identifier, or a resource about a patient, asks `require` before it answers. A caller outside the circle

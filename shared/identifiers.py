@@ -16,7 +16,7 @@ from stdnum.fr import siret as stdnum_siret
 
 from shared.errors import BadRequest, Unprocessable
 
-# Naming systems (DESIGN.md section 4; ANS "Annuaire Santé" and INS referentials)
+# Naming systems (docs/architecture.md#identifiers-and-naming-systems; ANS "Annuaire Santé" and INS referentials)
 INS_NIR = "urn:oid:1.2.250.1.213.1.4.8"
 INS_NIR_TEST = "urn:oid:1.2.250.1.213.1.4.10"
 INS_NIA = "urn:oid:1.2.250.1.213.1.4.9"

@@ -1,4 +1,4 @@
-"""Who gets what: DESIGN §2 as one table of rules, applied by a pure `route` function."""
+"""Who gets what (docs/architecture.md#routing-who-gets-what): one table of rules, applied by a pure `route`."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ class PatientContext:
     consent_opposed: bool = False
     handoff_failed: bool = False
     escalation_level: int = 0
-    # False for a patient known only by a local identifier: their consent cannot be checked (DESIGN §2).
+    # False for a patient known only by a local identifier: their consent cannot be checked (docs/architecture.md).
     identity_verified: bool = True
 
 
@@ -126,7 +126,8 @@ class Rule:
 def _rows(
     events: Iterable[EventType], role: Role, detail: Detail, when: Condition = ALWAYS
 ) -> tuple[Rule, ...]:
-    # One line of DESIGN §2 often covers several events (a correction follows its original).
+    # One line of the routing table (docs/architecture.md) often covers several events (a correction follows
+    # its original).
     return tuple(Rule(e, role, detail, when) for e in events)
 
 

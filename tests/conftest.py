@@ -1,4 +1,4 @@
-"""Session fixtures for the real parts: PostgreSQL and Kafka-protocol brokers (DESIGN.md section 5).
+"""Session fixtures for the real parts: PostgreSQL and Kafka-protocol brokers (CONTRIBUTING.md#the-inner-test-loop).
 
 Everything is lazy: a server starts the first time a test asks for its fixture, so a unit-test run
 starts nothing. Fixtures:

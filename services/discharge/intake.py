@@ -145,7 +145,7 @@ def _flags(msg: MessageBundle, encounter: Encounter) -> frozenset[str]:
 
 
 def _referent(read: EncounterMessage) -> HospitalReferent:
-    # DESIGN §4: a discharge is never refused for want of a referent; the handoff then names none.
+    # A discharge is never refused for want of a referent (docs/architecture.md): the handoff then names none.
     found = read.referent
     if found is None:
         return HospitalReferent(name=None, phone=None, mssante=None)

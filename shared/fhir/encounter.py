@@ -1,6 +1,6 @@
 """The one reader of a hospital's encounter message: admissions, discharge, and later the NdE and HL7 v2 doors.
 
-The rules, the same at every door (DESIGN §4):
+The rules, the same at every door (docs/architecture.md#reading-hospital-messages):
 - Hospital: `Encounter.serviceProvider` when it names an Organization with a FINESS; else `MessageHeader.sender`;
   else the only Organization with a FINESS in the Bundle. So a message relayed by an integration engine
   (sender = the engine, serviceProvider = the hospital) is read as the hospital's. The caller must be that
@@ -264,7 +264,7 @@ def _referent(msg: MessageBundle, encounter: Encounter, *, tolerant: bool) -> Re
     """The Encounter's participants first (PractitionerRole or Practitioner), else the Bundle's PractitionerRole.
 
     A named PractitionerRole nobody can reach is refused (422) unless `tolerant`: a discharge is never refused
-    for want of a referent (DESIGN §4), its handoff then comes from the hospital organisation.
+    for want of a referent (docs/architecture.md), its handoff then comes from the hospital organisation.
     """
     named: list[PractitionerRole | Practitioner] = []
     for participant in encounter.participant or []:

@@ -66,7 +66,8 @@ _LEGACY_NAMES = {"EventType": "event-type", "EventTime": "event-time"}
 EVENT_CODES: dict[str, EventType] = {"ADM": EventType.ADMISSION_RECORDED, "SOR": EventType.DISCHARGE_RECORDED}
 # A stay key of last resort: the declaration's own id, under this system.
 NDE_ID_SYSTEM = "https://relais.example.org/nde/CommunicationRequest"
-# Where declarations land (DESIGN §8): the NdE base in the combined mode, each service's own in separate mode.
+# Where declarations land (docs/architecture.md#public-surface): the NdE base in the combined mode, each
+# service's own in separate mode.
 NDE_BASE = "/nde/fhir"
 NDE_ENDPOINT = f"{NDE_BASE}/CommunicationRequest"
 NDE_ADMISSION_ENDPOINT = f"/admissions{NDE_ENDPOINT}"

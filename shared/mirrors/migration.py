@@ -14,7 +14,7 @@ from shared.mirrors.tables import CareTeamMirror, TerritoryMirror
 
 
 def _shape(mixin: type[SQLModel], name: str) -> sa.Table:
-    """The shared schema of one mirror table, under the service's table name (a throwaway MetaData, apart from the models')."""
+    """The shared schema of one mirror table, under the service's table name (a MetaData apart from the models')."""
     columns = []
     for key, field in mixin.model_fields.items():
         column = get_column_from_field(field)

@@ -7,7 +7,7 @@ below 500 and conform to the documented status codes, content types and response
 What the generated OpenAPI does not say, and these tests add to the loaded schema before fuzzing
 (documentation gaps, not relaxed behaviour; see docs/performance.md "Fuzzing"):
 
-* the kernel's error contract (DESIGN.md section 4): any operation may answer 400, 401, 403, 404, 405,
+* the kernel's error contract (docs/architecture.md#public-surface): any operation may answer 400, 401, 403, 404, 405,
   409, 413, 415, 422 or 429 with an ``application/fhir+json`` OperationOutcome. FastAPI only lists its
   own 422 ``HTTPValidationError``, which Relais never sends (the kernel turns validation errors into
   400 OperationOutcomes);

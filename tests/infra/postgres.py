@@ -1,6 +1,6 @@
 """A real PostgreSQL for tests.
 
-Order of preference (DESIGN.md section 5):
+Order of preference (CONTRIBUTING.md#the-inner-test-loop):
 
 1. ``RELAIS_TEST_DATABASE_URL`` or ``DATABASE_URL`` from the environment (external server: never
    stopped or restarted here);

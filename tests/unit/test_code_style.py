@@ -1,4 +1,4 @@
-"""The code style (DESIGN §6) is checked by the suite, so CI holds it too."""
+"""The code style (CONTRIBUTING.md#habits) is checked by the suite, so CI holds it too."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""docker-compose.yml and deploy/Dockerfile describe the production layout (DESIGN.md section 5)."""
+"""docker-compose.yml and deploy/Dockerfile describe the production layout (docs/operations.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The routing table of DESIGN §2, one behaviour per test."""
+"""The routing table (docs/architecture.md#routing-who-gets-what), one behaviour per test."""
 
 from __future__ import annotations
 

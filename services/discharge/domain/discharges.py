@@ -24,7 +24,7 @@ from shared.errors import Conflict, Forbidden, Unprocessable
 from shared.events import EventType
 from shared.routing import PatientContext, Recipient, is_complex
 
-# ICD-10 prefixes that make a Condition count as a complexity criterion (DESIGN §2 seed examples).
+# ICD-10 prefixes that make a Condition count as a complexity criterion (seed examples: docs/architecture.md, Routing).
 ICD10_CRITERIA: tuple[tuple[str, str], ...] = (
     ("C", "cancer"),
     ("E10", "diabetes"),

@@ -5,7 +5,7 @@ nde-notificationrequest, a CommunicationRequest).
 Mapping onto Relais (docs/conformance.md, NdE): an NdE Subscription is a filter over the notifications Relais
 already routes to the subscriber's organisation, so the care circle decides what it can ever receive. A
 subscriber outside the patient's care circle is accepted like any other and receives nothing: the answer never
-tells whether the organisation treats the patient (DESIGN §2, the patient-data boundary).
+tells whether the organisation treats the patient (docs/architecture.md#the-patient-data-boundary).
 """
 
 from __future__ import annotations
