@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from shared.events import RELAIS_EVENT_SYSTEM, EventType, spec
+from shared.fhir.full_urls import full_url_for, is_uuid
 from shared.fhir.intake import check_codes
 from shared.fhir.models import Bundle, MessageHeader, to_json
 
@@ -25,31 +26,8 @@ def now_instant() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-_FULL_URL_NAMESPACE = uuid.UUID("3c7d2f0e-6b1a-4f7e-8d2c-5a9e1b4c7f20")
-
-
-def full_url_for(resource: dict[str, Any]) -> str:
-    """The fullUrl Relais gives a resource it sends: urn:uuid of its id when a UUID, else derived from Type/id,
-    so references rewritten to it at intake (shared.fhir.intake.forwardable) stay resolvable."""
-    rid = resource.get("id")
-    if rid and _is_uuid(rid):
-        return f"urn:uuid:{rid}"
-    if rid:
-        key = f"{resource.get('resourceType')}/{rid}"
-        return f"urn:uuid:{uuid.uuid5(_FULL_URL_NAMESPACE, key)}"
-    return f"urn:uuid:{new_id()}"
-
-
 def _entry(resource: dict[str, Any]) -> dict[str, Any]:
     return {"fullUrl": full_url_for(resource), "resource": resource}
-
-
-def _is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
 
 
 def _reference_to(entry: dict[str, Any]) -> dict[str, str]:
@@ -142,7 +120,7 @@ def message_bundle(
             "timestamp": timestamp or now_instant(),
             "entry": [
                 {
-                    "fullUrl": f"urn:uuid:{mid}" if _is_uuid(mid) else f"urn:uuid:{new_id()}",
+                    "fullUrl": f"urn:uuid:{mid}" if is_uuid(mid) else f"urn:uuid:{new_id()}",
                     "resource": header,
                 },
                 *focus_entries,

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from shared.errors import BadRequest, PayloadTooLarge, Unprocessable, UnsupportedMediaType
 from shared.events import EventType, event_type_for, spec
+from shared.fhir.full_urls import full_url_for
 from shared.fhir.models import Bundle, MessageHeader, Resource, model_class, to_json
 from shared.fhir.outcome import issue, outcome_from_validation_error
 from shared.minimise import MAX_VALUE_LENGTH, MAX_VALUE_WORDS
@@ -208,8 +209,6 @@ def _rewrite(node: Any, to: dict[int, str], msg: MessageBundle) -> Any:
 def forwardable(msg: MessageBundle) -> list[tuple[Resource, dict[str, Any]]]:
     """Each entry after the MessageHeader with its JSON ready to forward: references to bundled resources
     rewritten to the fullUrl Relais will give them (the sender's urn:uuid fullUrls may differ from the ids)."""
-    from shared.fhir.builders import full_url_for  # builders imports this module
-
     pairs: list[tuple[Resource, dict[str, Any]]] = []
     for entry in (msg.bundle.entry or [])[1:]:
         if entry.resource is None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import json
+from pathlib import Path
 
 from shared.events import RELAIS_EVENT_SYSTEM, EventType
+from shared.fhir import intake
 from shared.fhir.builders import message_bundle, message_response
 from shared.fhir.intake import parse_message_bundle
 from shared.fhir.outcome import operation_outcome
@@ -73,3 +76,12 @@ def test_ok_response_without_outcome_falls_back_to_the_message_id():
     header = response["entry"][0]["resource"]
     assert header["response"] == {"identifier": "req-2", "code": "ok"}
     assert len(response["entry"]) == 1
+
+
+def test_intake_and_the_builders_do_not_import_each_other():
+    # The fullUrl rule lives in shared.fhir.full_urls; the builders import intake, intake never the builders.
+    tree = ast.parse(Path(intake.__file__).read_text(encoding="utf-8"))
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    assert "shared.fhir.builders" not in imported
+    assert "shared.fhir.full_urls" in imported
