@@ -30,6 +30,8 @@ RELAIS_NAMING = "https://relais.example.org/fhir/NamingSystem"
 ADELI = f"{RELAIS_NAMING}/adeli"
 SIRET = f"{RELAIS_NAMING}/siret"
 SIREN = f"{RELAIS_NAMING}/siren"
+# An organisation of the Relais directory by its id (a FINESS, or the id it was registered with): declared once.
+ORGANISATION = f"{RELAIS_NAMING}/organisation"
 
 INS_SYSTEMS = frozenset({INS_NIR, INS_NIR_TEST, INS_NIA})
 

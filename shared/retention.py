@@ -10,13 +10,14 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from prometheus_client import Counter
 from sqlalchemy import ColumnElement, Engine, Table, and_, delete, select, tuple_
 from sqlmodel import SQLModel
 
+from shared.clock import utcnow
 from shared.db.tables import AuditEntry, InboxMessage, OutboxDeadLetter, OutboxMessage
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ def purge(
     stop: threading.Event | None = None,
 ) -> dict[str, int]:
     """Apply each rule in batches of `batch_size` (short transactions, no long locks); rows deleted per rule."""
-    now = now or datetime.now(UTC)
+    now = now or utcnow()
     deleted: dict[str, int] = {}
     for rule in rules:
         deleted[rule.name] = 0

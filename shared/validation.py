@@ -7,9 +7,10 @@ OperationOutcome that names the field, never the value.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
+from shared.clock import utcnow
 from shared.errors import Unprocessable
 
 # A sane window for clinical and scheduling dates: no patient born before 1870, nothing planned past 2200.
@@ -59,7 +60,7 @@ def check_date(value: Any, field: str, *, earliest: date = MIN_DATE, latest: dat
                not_future: bool = False, today: date | None = None) -> date:
     """A date (or ISO `YYYY-MM-DD` string, or datetime) within [earliest, latest]; `not_future` for birth dates."""
     parsed = _as_date(value, field)
-    upper = min(latest, today or datetime.now(UTC).date()) if not_future else latest
+    upper = min(latest, today or utcnow().date()) if not_future else latest
     if parsed < earliest or parsed > upper:
         bound = "today" if not_future and upper != latest else upper.isoformat()
         raise Unprocessable(f"{field} must be between {earliest.isoformat()} and {bound}", expression=[field])

@@ -8,7 +8,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from functools import partial
 from typing import Any
 
@@ -16,6 +16,7 @@ from relais.demo.client import FeedItem, RelaisHttp, wait_until
 from relais.demo.errors import DemoError
 from relais.demo.resources import TASK_CODE_SYSTEM, availability, careteam, hospital_message, service_request
 from relais.demo.territory import Organisation, Territory
+from shared.clock import utcnow
 
 # What each organisation of the scenario must receive, by event (the routing table applied to the journeys).
 EXPECTED: dict[str, dict[str, int]] = {
@@ -83,7 +84,7 @@ class Scenario:
         self.tokens = dict(tokens)
         self.timeout = timeout
         self.run_tag = run_tag or uuid.uuid4().hex[:8]
-        self.now = datetime.now(UTC).replace(microsecond=0)
+        self.now = utcnow().replace(microsecond=0)
         self.cursors: dict[str, str | None] = {}
         self.start_cursors: dict[str, str | None] = {}
         self.timings: dict[str, float] = {}

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from relais.demo.territory import Commune, Organisation, Person, Territory
+from shared.clock import instant
 from shared.identifiers import FINESS, INS_NIR_TEST, RPPS
 
 TRE_R254 = "https://mos.esante.gouv.fr/NOS/TRE_R254-TypeEvenement/FHIR/TRE-R254-TypeEvenement"
@@ -25,10 +26,6 @@ FHIR_JSON = "application/fhir+json"
 
 def _id() -> str:
     return str(uuid.uuid4())
-
-
-def _instant(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="seconds")
 
 
 def _entry(resource: dict[str, Any]) -> dict[str, Any]:
@@ -89,7 +86,7 @@ def _encounter(
     hospital_id: str, parties: tuple[dict[str, Any], ...], nda: str, start: datetime, end: datetime | None
 ) -> dict[str, Any]:
     patient, organization, role = parties
-    period = {"start": _instant(start), **({"end": _instant(end)} if end else {})}
+    period = {"start": instant(start), **({"end": instant(end)} if end else {})}
     encounter: dict[str, Any] = {
         "resourceType": "Encounter",
         "id": _id(),
@@ -141,7 +138,7 @@ def _care_plan(patient: dict[str, Any], encounter: dict[str, Any], end: datetime
                 "detail": {
                     "status": "scheduled",
                     "code": {"coding": [{"system": FOLLOWUP_ACTIVITY, "code": code, "display": display}]},
-                    "scheduledPeriod": {"start": _instant(end), "end": _instant(end + delay)},
+                    "scheduledPeriod": {"start": instant(end), "end": instant(end + delay)},
                 }
             }
             for code, display, delay in (
@@ -182,7 +179,7 @@ def hospital_message(
         "resourceType": "Bundle",
         "id": message_id or _id(),
         "type": "message",
-        "timestamp": _instant(end or start),
+        "timestamp": instant(end or start),
         "entry": [_entry(r) for r in resources],
     }
 
@@ -239,8 +236,8 @@ def availability(team: Organisation, commune: Commune, starts: list[datetime], r
                     "meta": {"security": [{"code": "SNP"}]},
                     "schedule": {"reference": f"Schedule/{agenda}"},
                     "status": "free",
-                    "start": _instant(start),
-                    "end": _instant(start + timedelta(minutes=20)),
+                    "start": instant(start),
+                    "end": instant(start + timedelta(minutes=20)),
                 }
             }
         )

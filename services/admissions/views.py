@@ -17,8 +17,9 @@ from shared.errors import NotFound
 from shared.events import Role
 from shared.fhir.builders import TASK_CODE_SYSTEM
 from shared.fhir.models import Bundle, CareTeam, to_json
+from shared.identifiers import ORGANISATION
 
-IDNST_OR_LOCAL = "https://relais.example.org/fhir/NamingSystem/organisation"
+IDNST_OR_LOCAL = ORGANISATION
 # Category "Cercle de soins" of a treating team (LOINC "Longitudinal care-coordination focused care team").
 CARETEAM_CATEGORY = {
     "system": "http://loinc.org",

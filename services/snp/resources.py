@@ -29,8 +29,9 @@ from shared.fhir.models import (
     to_json,
 )
 from shared.fhir.outcome import operation_outcome
+from shared.identifiers import ORGANISATION
 
-ORG_SYSTEM = "https://relais.example.org/fhir/NamingSystem/organisation"
+ORG_SYSTEM = ORGANISATION
 
 # Profiles of the ANS SAS IG's aggregator searchset (PS individual and CPTS use cases).
 SAS_BUNDLE_PROFILE = "http://sas.fr/fhir/StructureDefinition/BundleAgregateur"

@@ -7,7 +7,6 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
@@ -19,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.api.limits import RateLimits, RequestGuard, RequestLimits
 from shared.api.responses import FhirResponse
+from shared.clock import utcnow
 from shared.errors import RelaisError
 from shared.fhir.outcome import issue, operation_outcome, outcome_from_error, outcome_from_issues
 
@@ -147,7 +147,7 @@ def capability_statement(service: str, resources: Sequence[dict[str, Any]], mess
     statement: dict[str, Any] = {
         "resourceType": "CapabilityStatement",
         "status": "active",
-        "date": datetime.now(UTC).date().isoformat(),
+        "date": utcnow().date().isoformat(),
         "kind": "instance",
         "software": {"name": f"Relais {service}"},
         "fhirVersion": "4.0.1",

@@ -9,7 +9,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
 from sqlalchemy import (
     BigInteger,
@@ -29,6 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import SQLAlchemyError
 
 from shared.bus.base import BusUnavailable, Record
+from shared.clock import utcnow
 from shared.db.engine import is_postgres, make_engine
 
 metadata = MetaData()
@@ -57,7 +57,7 @@ class EmbeddedProducer:
         self._lock = threading.Lock()
 
     def send(self, topic: str, key: str, value: bytes) -> None:
-        row = {"topic": topic, "key": key, "value": value, "created_at": datetime.now(UTC)}
+        row = {"topic": topic, "key": key, "value": value, "created_at": utcnow()}
         with self._lock:
             self._pending.append(row)
 

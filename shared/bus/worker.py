@@ -9,7 +9,6 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 from prometheus_client import Counter, Gauge
 from sqlalchemy import delete, func, select, update
@@ -19,8 +18,9 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 
 from shared.bus.base import Bus, BusUnavailable, Consumer, MessageRejected, Producer, Rebalancing, Record, dlq_topic
 from shared.bus.envelope import DEFAULT_MAX_MESSAGE_BYTES, Envelope, PoisonMessage
+from shared.clock import instant, utcnow
 from shared.db.engine import is_postgres
-from shared.db.tables import OutboxDeadLetter, OutboxMessage, utcnow
+from shared.db.tables import OutboxDeadLetter, OutboxMessage
 from shared.errors import TransientError
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ class OutboxRelay:
                 session.execute(
                     update(OutboxMessage)
                     .where(col(OutboxMessage.seq).in_(seqs))
-                    .values(published_at=datetime.now(UTC))
+                    .values(published_at=utcnow())
                 )
             self._set_aside(session, dead)
             session.commit()
@@ -279,7 +279,7 @@ class ConsumerLoop:
             "error": f"{type(error).__name__}: {error}",
             "poison": isinstance(error, PoisonMessage),
             "consumer": self.group_id,
-            "failed_at": datetime.now(UTC).isoformat(),
+            "failed_at": instant(utcnow()),
         }
         self._dlq.send(dlq_topic(record.topic), record.key or "", json.dumps(body).encode())
         self._dlq.flush()

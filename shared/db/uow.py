@@ -11,8 +11,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
 from shared.bus.envelope import DEFAULT_MAX_MESSAGE_BYTES, Envelope, encoded_envelope
+from shared.clock import utcnow
 from shared.db import bounds
-from shared.db.tables import AuditEntry, InboxMessage, OutboxMessage, utcnow
+from shared.db.tables import AuditEntry, InboxMessage, OutboxMessage
 
 
 class Outbox:

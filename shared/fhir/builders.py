@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
 from typing import Any, Literal
 
+from shared.clock import now_instant
 from shared.events import RELAIS_EVENT_SYSTEM, EventType, spec
 from shared.fhir.full_urls import full_url_for, is_uuid
 from shared.fhir.intake import check_codes
@@ -20,10 +20,6 @@ ResponseCode = Literal["ok", "transient-error", "fatal-error"]
 
 def new_id() -> str:
     return str(uuid.uuid4())
-
-
-def now_instant() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _entry(resource: dict[str, Any]) -> dict[str, Any]:

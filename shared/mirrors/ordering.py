@@ -37,7 +37,7 @@ def supersedes(incoming: Stamp, stored: Stamp) -> bool:
     return incoming.message_id >= stored.message_id
 
 
-def instant(value: str | None) -> datetime | None:
+def parse_instant(value: str | None) -> datetime | None:
     """A stamp's time as an aware datetime (UTC when the text has no offset); None when absent or unreadable."""
     if not value:
         return None

@@ -20,6 +20,7 @@ from sqlalchemy import Column, DateTime, Index, MetaData, String, Table, delete,
 from starlette.requests import Request
 
 from shared.auth import Directory, Principal, hash_token, organisations
+from shared.clock import utcnow
 from shared.db.engine import create_tables
 from shared.errors import Forbidden, Unauthorized
 from shared.events import Role
@@ -75,7 +76,7 @@ class SessionStore:
     def __init__(self, directory: Directory, config: SessionConfig | None = None, clock=None) -> None:
         self.engine = directory.engine
         self.config = config or SessionConfig()
-        self._clock = clock or (lambda: datetime.now(UTC))
+        self._clock = clock or utcnow
         create_tables(self.engine, metadata)
 
     def open(self, principal: Principal) -> str:

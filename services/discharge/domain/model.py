@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from shared import idempotence
+from shared.identifiers import ORGANISATION
 from shared.routing import COMPLEXITY_CRITERIA
 
 ADMISSIONS_ENDPOINT = "/admissions/fhir/$process-message"
@@ -17,7 +18,7 @@ COMPLEXITY_SYSTEM = f"{RELAIS_BASE}/CodeSystem/complexity-criterion"
 COMPLEXITY_EXTENSION = f"{RELAIS_BASE}/StructureDefinition/complexity-criterion"
 FOLLOWUP_SYSTEM = f"{RELAIS_BASE}/CodeSystem/followup-activity"
 PATIENT_KEY_SYSTEM = f"{RELAIS_BASE}/NamingSystem/patient-key"
-ORGANISATION_SYSTEM = f"{RELAIS_BASE}/NamingSystem/organisation"
+ORGANISATION_SYSTEM = ORGANISATION
 
 HOSPITAL_REQUEST = "hospital-request"
 READMISSION_30D = "readmission-30d"

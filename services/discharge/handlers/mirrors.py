@@ -12,7 +12,7 @@ from services.discharge.handlers.discharges import hand_to_awaited_team
 from services.discharge.uow import DischargeUnitOfWork
 from shared.db.uow import UnitOfWork, handle_once
 from shared.mirrors import MirrorCareTeam, MirrorTerritory, apply_careteam, apply_territory
-from shared.mirrors.ordering import instant
+from shared.mirrors.ordering import parse_instant
 
 CONSUMER = "discharge.careteam"
 
@@ -24,7 +24,7 @@ def mirror_careteam(cmd: MirrorCareTeam, uow: DischargeUnitOfWork, deps: Deps) -
     def apply(_: UnitOfWork) -> None:
         row = apply_careteam(uow.mirror, cmd, deps.clock())
         # The enrolment's own time (the envelope's for a producer that wrote none) dates the team's arrival.
-        enrolled_at = instant(change.at) or instant(cmd.sent_at)
+        enrolled_at = parse_instant(change.at) or parse_instant(cmd.sent_at)
         if row is not None and change.status == "active" and change.team_org_id and enrolled_at:
             _discharges_awaiting(uow, deps, change.patient_key, change.team_org_id, enrolled_at, cmd.message_id)
 
