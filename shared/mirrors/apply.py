@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Generic, TypeVar
 
 from sqlalchemy import select
 from sqlmodel import Session, col
@@ -14,31 +15,28 @@ from shared.db.repository import Repository
 from shared.mirrors.ordering import Stamp, supersedes
 from shared.mirrors.tables import CareTeamMirror, MirrorTables, TerritoryMirror
 
+Change = TypeVar("Change", CareTeamChanged, TerritoryChanged)
+
 
 @dataclass(frozen=True)
-class MirrorCareTeam:
+class _MirrorCommand(Generic[Change]):
+    message_id: str
+    sent_at: str | None  # the envelope's time
+    change: Change
+
+    @property
+    def stamp(self) -> Stamp:
+        return Stamp(self.change.at, self.sent_at, self.message_id)
+
+
+@dataclass(frozen=True)
+class MirrorCareTeam(_MirrorCommand[CareTeamChanged]):
     """Apply one `careteam.changed` snapshot from the registry (handled once per message id)."""
 
-    message_id: str
-    sent_at: str | None
-    change: CareTeamChanged
-
-    @property
-    def stamp(self) -> Stamp:
-        return Stamp(self.change.at, self.sent_at, self.message_id)
-
 
 @dataclass(frozen=True)
-class MirrorTerritory:
+class MirrorTerritory(_MirrorCommand[TerritoryChanged]):
     """Apply one `territory.changed` snapshot from the registry (handled once per message id)."""
-
-    message_id: str
-    sent_at: str | None
-    change: TerritoryChanged
-
-    @property
-    def stamp(self) -> Stamp:
-        return Stamp(self.change.at, self.sent_at, self.message_id)
 
 
 def registry_command(envelope: Envelope) -> MirrorCareTeam | MirrorTerritory | None:
