@@ -6,7 +6,8 @@ Three contracts travel between services:
   only by :func:`build_notification`, which applies the recipient's detail level through the minimisation
   whitelist (``shared.minimise``), and parsed only by :func:`parse_notification`.
 * ``CareTeamChanged`` and ``TerritoryChanged``: the registry's snapshots on ``relais.careteam``, mirrored by the
-  services that route by care team or territory. :func:`newer_wins` is the one ordering rule every mirror applies.
+  services that route by care team or territory (``shared.mirrors``, whose one ordering rule starts with
+  :func:`newer_wins` on the registry's times).
 
 Every contract carries ``v`` (its version); a reader accepts the versions it knows and ignores fields it does not.
 """
