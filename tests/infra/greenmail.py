@@ -11,13 +11,14 @@ import fcntl
 import imaplib
 import os
 import shutil
+import smtplib
 import socket
 import ssl
 import subprocess
-from dataclasses import dataclass
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
+from urllib.parse import quote
 
 from tests.infra.brokers import REPO_ROOT, ManagedProcess, free_port, log_tail, make_tmpdir
 from tests.infra.wait import wait_for
@@ -70,12 +71,6 @@ def make_certificate(directory: Path, name: str = "server") -> tuple[Path, Path]
     return cert, key
 
 
-@dataclass(frozen=True)
-class Mailbox:
-    address: str
-    login: str
-
-
 class GreenMail:
     """One GreenMail process: SMTPS and IMAPS on loopback; every address given is a mailbox with PASSWORD."""
 
@@ -118,10 +113,16 @@ class GreenMail:
         return ssl.create_default_context(cafile=str(self.cert))
 
     def smtp_url(self, login: str) -> str:
-        return f"smtps://{login}:{PASSWORD}@127.0.0.1:{self.smtps_port}"
+        return f"smtps://{quote(login, safe='')}:{PASSWORD}@127.0.0.1:{self.smtps_port}"
 
     def imap_url(self, login: str) -> str:
-        return f"imaps://{login}:{PASSWORD}@127.0.0.1:{self.imaps_port}"
+        return f"imaps://{quote(login, safe='')}:{PASSWORD}@127.0.0.1:{self.imaps_port}"
+
+    def send(self, login: str, raw: bytes, recipient: str) -> None:
+        """Submit a mail as `login` would from its own software (an MDN, say)."""
+        with smtplib.SMTP_SSL("127.0.0.1", self.smtps_port, context=self.context(), timeout=10) as client:
+            client.login(login, PASSWORD)
+            client.sendmail(login, [recipient], raw)
 
     def messages(self, address: str) -> list[EmailMessage]:
         """What an LGC would fetch from this mailbox over IMAPS (read without marking seen)."""
@@ -135,6 +136,17 @@ class GreenMail:
                 raw = next(p[1] for p in parts if isinstance(p, tuple))
                 found.append(message_from_bytes(raw, policy=policy.default))  # type: ignore[arg-type]
             return found
+
+    def purge(self, addresses: list[str]) -> None:
+        """Empty these mailboxes (tests sharing one server start from nothing)."""
+        for address in addresses:
+            with imaplib.IMAP4_SSL("127.0.0.1", self.imaps_port, ssl_context=self.context(), timeout=10) as imap:
+                imap.login(address, PASSWORD)
+                imap.select("INBOX")
+                _, data = imap.search(None, "ALL")
+                for number in data[0].split():
+                    imap.store(number.decode(), "+FLAGS", "\\Deleted")
+                imap.expunge()
 
     def close(self) -> None:
         self.process.terminate(timeout=10)
