@@ -77,7 +77,8 @@ def error_class(exc: BaseException) -> tuple[int | None, str]:
     if isinstance(exc, smtplib.SMTPNotSupportedError):
         return None, "tls_unavailable"
     if isinstance(exc, smtplib.SMTPServerDisconnected):
-        return None, "disconnected"
+        # smtplib reports a read that timed out as a disconnection; the timeout is its context.
+        return None, "timeout" if isinstance(exc.__context__, TimeoutError) else "disconnected"
     if isinstance(exc, ssl.SSLError | ssl.CertificateError):
         return None, "tls"
     if isinstance(exc, TimeoutError | socket.timeout):
