@@ -18,6 +18,7 @@ from services.notifications.handlers import HANDLERS
 from services.notifications.messagebus import MessageBus
 from services.notifications.mssante.api import router as mail_router
 from services.notifications.mssante.handlers import MAIL_HANDLERS
+from services.notifications.mssante.orm import mail_retention_rules
 from services.notifications.mssante.wiring import with_mail_channel
 from services.notifications.uow import NotificationsUnitOfWork
 from shared.auth import Directory
@@ -47,7 +48,8 @@ def bootstrap(
     settings = settings or NotificationsSettings()
     runtime = build_runtime(NAME, settings, bus=bus, directory=directory, run_workers=run_workers)
     # Purge what has done its job (kernel rules and this service's), hourly, supervised like every worker.
-    retention = RetentionWorker.for_settings(runtime.engine, settings, extra=retention_rules(settings), source=NAME)
+    rules = [*retention_rules(settings), *mail_retention_rules(settings)]
+    retention = RetentionWorker.for_settings(runtime.engine, settings, extra=rules, source=NAME)
     runtime.extra_workers.append(retention.run)
 
     def unit_of_work() -> NotificationsUnitOfWork:

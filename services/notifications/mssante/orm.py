@@ -8,6 +8,8 @@ from typing import Any
 from sqlalchemy import JSON, Column, DateTime, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from shared.retention import PurgeRule, table_of
+
 
 def _ts() -> Any:
     return Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=False))
@@ -41,3 +43,8 @@ class MailReceiptRow(SQLModel, table=True):
 
 
 MAIL_TABLES = tuple(SQLModel.metadata.tables[m.__tablename__] for m in (MailChannelRow, MailReceiptRow))
+
+
+def mail_retention_rules(settings: Any) -> list[PurgeRule]:
+    """Receipts go with the notifications they are about (docs/security.md, Retention)."""
+    return [PurgeRule("mail_receipts", table_of(MailReceiptRow), "received_at", settings.retention_notifications_days)]
