@@ -30,10 +30,11 @@ TEAM, ADDRESS = "msp-lilas", "secretariat@msp-lilas.mssante.fr"
 
 
 class Operator:
-    """An SMTP peer answering 451 to the first `refusals` mails, then 250."""
+    """An SMTP peer refusing the first `refusals` mails (451 unless told), then answering 250."""
 
-    def __init__(self, refusals: int) -> None:
+    def __init__(self, refusals: int, refusal: str = "451 4.3.0 Mailbox busy, try again later") -> None:
         self.refusals = refusals
+        self.refusal = refusal
         self.attempts = 0
         self.accepted: list[bytes] = []
         self.over_tls: list[bool] = []
@@ -43,7 +44,7 @@ class Operator:
         self.over_tls.append(session.ssl is not None)
         if self.refusals > 0:
             self.refusals -= 1
-            return "451 4.3.0 Mailbox busy, try again later"
+            return self.refusal
         self.accepted.append(envelope.content)
         return "250 2.0.0 OK"
 
@@ -76,9 +77,9 @@ def certificate(tmp_path):
     return make_certificate(tmp_path)
 
 
-def start_operator(certificate, refusals: int, tls: bool = True) -> tuple[Operator, Controller]:
+def start_operator(certificate, refusals: int, tls: bool = True, **options_: str) -> tuple[Operator, Controller]:
     cert, key = certificate
-    handler = Operator(refusals)
+    handler = Operator(refusals, **options_)
     options: dict = {}
     if tls:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -152,6 +153,20 @@ def test_an_operator_refusing_every_time_leaves_a_dead_letter_visible_to_the_tea
         letter = wait_for(dead, 20, 0.02, "the dead letter")
         assert letter["last_status"] == 451 and letter["last_error"] == "smtp_451" and operator.accepted == []
         assert operator.attempts == 3
+    finally:
+        controller.stop()
+
+
+def test_a_permanent_refusal_is_a_dead_letter_at_once(tmp_path, services, certificate):
+    operator, controller = start_operator(certificate, refusals=1000, refusal="550 5.1.1 mailbox unknown")
+    try:
+        service = mail_service(tmp_path, services, controller.port, certificate)
+        publish(service, TEAM)
+        (attempt,) = service.app.state.dispatcher.run_due()
+        assert attempt.status == 550 and attempt.permanent
+        (letter,) = mail_deliveries(service)
+        assert letter["state"] == "dead" and letter["attempts"] == 1 and letter["last_error"] == "smtp_550"
+        assert service.app.state.dispatcher.run_due() == [] and operator.attempts == 1
     finally:
         controller.stop()
 

@@ -120,4 +120,4 @@ def submit(target: Server, mail: EmailMessage, sender: str, recipient: str) -> A
         return Attempt(True, 250, None)
     except Exception as exc:  # noqa: BLE001 - every failure is an attempt's outcome, never the worker's crash
         code, error = error_class(exc)
-        return Attempt(False, code, error)
+        return Attempt(False, code, error, permanent=code is not None and 500 <= code < 600)
