@@ -96,6 +96,7 @@ class GreenMail:
             "-jar", str(fetch_greenmail()),
         ]
         self.process = ManagedProcess("greenmail", argv, self.workdir / "greenmail.log")
+        self.addresses = list(addresses)
 
     def start(self, timeout: float = 60.0) -> None:
         self.process.spawn()
@@ -107,6 +108,9 @@ class GreenMail:
         for port in (self.smtps_port, self.imaps_port):
             with socket.create_connection(("127.0.0.1", port), timeout=1):
                 pass
+        # The ports open before the users exist: ready once the last one can sign in.
+        with imaplib.IMAP4_SSL("127.0.0.1", self.imaps_port, ssl_context=self.context(), timeout=5) as imap:
+            imap.login(self.addresses[-1], PASSWORD)
         return True
 
     def context(self) -> ssl.SSLContext:

@@ -1,3 +1,5 @@
+# ruff: noqa: F811 - the Kafka producer fixture of the notifications integration tests is reused by name
+
 """The MSSanté channel against a real mail server: GreenMail (SMTPS and IMAPS on loopback) is the operator.
 
 A discharge posted to Relais (every service in one process, as `relais run`) ends as a mail in the treating
@@ -8,6 +10,7 @@ Relais through its own mailbox. The CPTS's, the DAC's and another team's mailbox
 from __future__ import annotations
 
 import io
+import uuid
 import zipfile
 from collections.abc import Iterator
 from email.message import EmailMessage
@@ -15,16 +18,21 @@ from email.message import EmailMessage
 import pytest
 from fastapi.testclient import TestClient
 from lxml import etree
+from sqlalchemy import select
 
 from relais.combined import combined_app
 from relais.services import SERVICE_NAMES, bootstrapper
+from services.notifications.adapters.orm import DisclosureRow, NotificationRow
+from services.notifications.bootstrap import bootstrap
 from services.notifications.mssante.xdm import RIM, SUBSET, ZIP_NAME
 from shared.auth import Directory
 from shared.events import Role
 from shared.identifiers import make_nir
+from shared.settings import NotificationsSettings
 from tests import factories as f
 from tests.infra.greenmail import GreenMail
 from tests.infra.wait import wait_for
+from tests.integration.test_notifications import producer, publish  # noqa: F401 - the fixture and its sender
 from tests.mail_factories import dsn, mdn
 
 HOSPITAL, TEAM, OTHER_TEAM, CPTS, DAC = f.DEFAULT_FINESS, "msp-lilas", "msp-autre", "cpts-75", "dac-75"
@@ -166,3 +174,45 @@ def test_a_bounce_dead_letters_the_mail_and_the_feed_keeps_the_notification(rela
     (letter,) = wait_for(dead, DEADLINE, 0.2, "the bounced mail as a dead letter")
     assert letter["last_error"] == "dsn 5.1.1"
     assert _feed_entry(client, tokens, TEAM, "handoff.proposed")["id"]["valueString"] == letter["notification_id"]
+
+
+# --- on PostgreSQL and Kafka, two instances -------------------------------------------------------
+
+
+def test_two_instances_on_postgres_and_kafka_mail_a_notification_once_and_read_its_receipt(
+    postgres_url, tansu, producer, tmp_path, greenmail
+):
+    greenmail.purge([RELAIS, MAILBOXES[TEAM]])
+    api_version = ".".join(map(str, tansu.api_version)) if tansu.api_version else None
+    settings = NotificationsSettings(
+        database_url=postgres_url, kafka_bootstrap_servers=tansu.bootstrap, kafka_api_version=api_version,
+        kafka_session_timeout_ms=2000, environment="test", data_dir=tmp_path, dispatcher_idle_seconds=0.05,
+        mssante_smtp_url=greenmail.smtp_url(RELAIS), mssante_imap_url=greenmail.imap_url(RELAIS),
+        mssante_sender=RELAIS, mssante_ca_file=str(greenmail.cert), mssante_imap_interval_seconds=0.2,
+    )
+    directory = Directory(f"sqlite:///{tmp_path / 'auth.sqlite'}")
+    team = f"msp-{uuid.uuid4().hex[:8]}"
+    directory.add(Role.TEAM, team, "MSP des Lilas", mssante=MAILBOXES[TEAM])
+    instances = [bootstrap(settings, directory=directory) for _ in range(2)]
+    try:
+        for instance in instances:
+            instance.runtime.start()
+        (sent,) = publish(producer, team, 1)
+        (mail,) = wait_for(lambda: greenmail.messages(MAILBOXES[TEAM]), DEADLINE, 0.2, "the mail")
+        greenmail.send(MAILBOXES[TEAM], mdn(mail["Message-ID"], reader=MAILBOXES[TEAM], to=RELAIS), RELAIS)
+
+        def read() -> bool:
+            with instances[0].runtime.sessions() as session:
+                row = session.execute(select(NotificationRow).where(NotificationRow.id == sent)).scalar_one()
+                return row.read_at is not None
+
+        wait_for(read, DEADLINE, 0.2, "the notification read from its MDN")
+        assert len(greenmail.messages(MAILBOXES[TEAM])) == 1
+        with instances[0].runtime.sessions() as session:
+            channels = set(session.execute(select(DisclosureRow.channel).where(
+                DisclosureRow.notification_id == sent)).scalars())
+        assert {"mssante", "mssante:read"} <= channels
+    finally:
+        for instance in instances:
+            instance.runtime.close()
+        directory.close()

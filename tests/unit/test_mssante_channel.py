@@ -8,6 +8,7 @@ import json
 import time
 import zipfile
 from email import message_from_bytes, policy
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -21,6 +22,7 @@ from services.notifications.mssante.letter import MAX_TEXT, read_letter
 from services.notifications.mssante.message import build_mail, message_id
 from services.notifications.mssante.orm import MailReceiptRow
 from services.notifications.mssante.receipts import RecordMailReceipt, parse_report
+from services.notifications.mssante.transport import MailSettingsError
 from services.notifications.mssante.xdm import RIM, ZIP_NAME
 from shared.settings import NotificationsSettings
 from tests import factories as f
@@ -258,3 +260,36 @@ def test_the_delivery_body_is_the_stored_notification(service):
     (sent,) = publish(service, "msp-lilas")
     (row,) = mail_deliveries(service)
     assert json.loads(row.body) == json.loads(json.dumps(mail_body(notification(service, sent))))
+
+
+# --- letters from published examples and settings ---------------------------------------------------
+
+CONFORMANCE = Path(__file__).resolve().parents[2].parent / "shared" / "conformance" / "examples"
+DAVINCI = sorted((CONFORMANCE / "davinci-alerts" / "input-examples").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", DAVINCI, ids=[p.name for p in DAVINCI])
+def test_a_published_notification_bundle_gives_a_mail_with_a_parseable_zip(path):
+    bundle = json.loads(path.read_text())
+    letter = read_letter({"id": "n-1", "event": "discharge.recorded", "payload": bundle})
+    mail = build_mail(letter, sender=RELAIS, recipient=TEAM_ADDRESS)
+    (attachment,) = mail.iter_attachments()
+    archive = zipfile.ZipFile(io.BytesIO(attachment.get_content()))
+    etree.fromstring(archive.read("IHE_XDM/SUBSET01/METADATA.XML"))
+    cda = etree.fromstring(archive.read("IHE_XDM/SUBSET01/DOC0001.XML"))
+    assert cda.tag == "{urn:hl7-org:v3}ClinicalDocument"
+
+
+@pytest.mark.parametrize("changes, setting", [
+    ({"mssante_sender": None}, "RELAIS_MSSANTE_SENDER"),
+    ({"mssante_smtp_url": "http://smtp.example:25"}, "RELAIS_MSSANTE_SMTP_URL"),
+    ({"mssante_imap_url": "ftp://imap.example"}, "RELAIS_MSSANTE_IMAP_URL"),
+    ({"mssante_ca_file": "/nonexistent/ca.pem"}, "CA_FILE"),
+])
+def test_unusable_mail_settings_stop_the_service_at_start_naming_the_setting(tmp_path, changes, setting):
+    values = {"mssante_smtp_url": "smtps://relais%40x.mssante.fr:secret-password@127.0.0.1:9",
+              "mssante_sender": RELAIS, **changes}
+    settings = NotificationsSettings(environment="test", data_dir=tmp_path, **values)
+    with pytest.raises(MailSettingsError) as refused:
+        bootstrap(settings, run_workers=False)
+    assert setting in str(refused.value) and "secret-password" not in str(refused.value)
