@@ -10,6 +10,7 @@ import ssl
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -77,13 +78,17 @@ def certificate(tmp_path):
     return make_certificate(tmp_path)
 
 
-def start_operator(certificate, refusals: int, tls: bool = True, **options_: str) -> tuple[Operator, Controller]:
+def start_operator(certificate, refusals: int, tls: bool = True, client_ca: Path | None = None,
+                   **options_: str) -> tuple[Operator, Controller]:
     cert, key = certificate
     handler = Operator(refusals, **options_)
     options: dict = {}
     if tls:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(cert, key)
+        if client_ca is not None:  # an operator that authenticates applications by certificate
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(cafile=str(client_ca))
         options = {"tls_context": context, "require_starttls": True}
     controller = Controller(handler, hostname="127.0.0.1", port=free_port(), **options)
     controller.start()
@@ -167,6 +172,23 @@ def test_a_permanent_refusal_is_a_dead_letter_at_once(tmp_path, services, certif
         (letter,) = mail_deliveries(service)
         assert letter["state"] == "dead" and letter["attempts"] == 1 and letter["last_error"] == "smtp_550"
         assert service.app.state.dispatcher.run_due() == [] and operator.attempts == 1
+    finally:
+        controller.stop()
+
+
+def test_relais_presents_its_client_certificate_to_an_operator_that_requires_one(tmp_path, services, certificate):
+    client_cert, client_key = make_certificate(tmp_path, "relais-client")
+    operator, controller = start_operator(certificate, refusals=0, client_ca=client_cert)
+    try:
+        anonymous = mail_service(tmp_path / "anonymous", services, controller.port, certificate)
+        publish(anonymous, TEAM)
+        (attempt,) = anonymous.app.state.dispatcher.run_due()
+        assert not attempt.ok and operator.accepted == []
+        known = mail_service(tmp_path / "known", services, controller.port, certificate,
+                             mssante_cert_file=str(client_cert), mssante_key_file=str(client_key))
+        publish(known, TEAM)
+        (attempt,) = known.app.state.dispatcher.run_due()
+        assert attempt.ok and len(operator.accepted) == 1
     finally:
         controller.stop()
 
