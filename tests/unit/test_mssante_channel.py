@@ -97,6 +97,15 @@ def test_an_address_outside_the_rules_is_refused_with_an_outcome_that_never_repe
 
 
 @pytest.mark.attack
+@pytest.mark.parametrize("address", ["a" * 10_000_000 + "@lilas.mssante.fr", 12, None, ["x@lilas.mssante.fr"]])
+def test_a_huge_or_malformed_address_is_refused_without_a_server_error(service, client, address):
+    team = token(service, "team", "msp-lilas")
+    answer = client.put("/notifications/mssante", json={"address": address}, headers=team)
+    assert answer.status_code in (413, 422) and answer.json()["resourceType"] == "OperationOutcome"
+    assert service.runtime.directory.mssante_address("msp-lilas") is None
+
+
+@pytest.mark.attack
 @pytest.mark.parametrize("role", ["cpts", "dac", "hospital"])
 def test_no_other_role_registers_a_mailbox_for_patient_mail(service, client, role):
     caller = token(service, role, f"{role}-1")
