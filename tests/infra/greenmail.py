@@ -93,6 +93,9 @@ class GreenMail:
             f"-Dgreenmail.users={users}", "-Dgreenmail.users.login=email",
             f"-Dgreenmail.tls.keystore.file={keystore}", f"-Dgreenmail.tls.keystore.password={PASSWORD}",
             f"-Dgreenmail.tls.key.password={PASSWORD}",
+            # GreenMail creates the users only once every server reports up within this time; its default (2 s)
+            # is exceeded on a busy machine, leaving servers that answer but know nobody.
+            "-Dgreenmail.startup.timeout=60000",
             "-jar", str(fetch_greenmail()),
         ]
         self.process = ManagedProcess("greenmail", argv, self.workdir / "greenmail.log")
