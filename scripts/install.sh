@@ -110,6 +110,17 @@ elif command -v mvn >/dev/null 2>&1; then
   say "Apache Kafka $KAFKA_VERSION: $(ls "$KAFKA_HOME_DIR/libs" | wc -l) jars"
 fi
 
+# --- GreenMail (the MSSanté operator's SMTP/IMAP in the mail tests; pinned in tests/infra/greenmail/pom.xml) ---
+GREENMAIL_VERSION="$(sed -n 's:.*<greenmail.version>\(.*\)</greenmail.version>.*:\1:p' tests/infra/greenmail/pom.xml)"
+GREENMAIL_HOME_DIR="$ROOT/.cache/greenmail-$GREENMAIL_VERSION"
+if [ -f "$GREENMAIL_HOME_DIR/greenmail-standalone-$GREENMAIL_VERSION.jar" ]; then
+  say "GreenMail $GREENMAIL_VERSION already in $GREENMAIL_HOME_DIR"
+elif command -v mvn >/dev/null 2>&1; then
+  say "fetching GreenMail $GREENMAIL_VERSION with Maven into $GREENMAIL_HOME_DIR"
+  mvn -B -q -f tests/infra/greenmail/pom.xml dependency:copy-dependencies \
+    -DoutputDirectory="$GREENMAIL_HOME_DIR" -DincludeScope=runtime
+fi
+
 # --- Chromium (the CPTS dashboard page is tested in headless Chromium driven by Playwright) ----
 if [ -x /usr/bin/chromium ]; then
   say "Chromium found: $(/usr/bin/chromium --version 2>/dev/null | head -n 1)"

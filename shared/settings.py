@@ -272,6 +272,28 @@ class NotificationsSettings(ServiceSettings):
     webhook_workers_per_organisation: int = Field(default=2, ge=1, le=64)
     feed_default_limit: int = Field(default=50, ge=1)
     feed_max_limit: int = Field(default=200, ge=1)
+    # The MSSanté mail channel (docs/mssante.md): the operator's SMTP submission and IMAP mailbox of Relais'
+    # own structure mailbox; unset SMTP means no mail is queued. smtps:// is implicit TLS, smtp:// uses STARTTLS
+    # (plain only in development); credentials in the URL. Client certificate and CA files are PEM paths.
+    mssante_smtp_url: str | None = None
+    mssante_imap_url: str | None = None
+    mssante_sender: str | None = None
+    mssante_cert_file: str | None = None
+    mssante_key_file: str | None = None
+    mssante_ca_file: str | None = None
+    mssante_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    mssante_imap_interval_seconds: float = Field(default=30.0, gt=0)
+    # The events mailed by default; a team may choose a subset of MSSANTE_EVENT_CHOICES (docs/mssante.md).
+    mssante_events: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["discharge.recorded", "handoff.proposed", "admission.recorded"]
+    )
+
+    @field_validator("mssante_events", mode="before")
+    @classmethod
+    def _split_events(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
 
 SETTINGS_BY_SERVICE: dict[str, type[ServiceSettings]] = {

@@ -14,7 +14,12 @@ from services.notifications.entrypoints.api import router
 from services.notifications.entrypoints.consumers import notification_handlers
 from services.notifications.entrypoints.worker import DeliveryWorker
 from services.notifications.fhir import capability_resources
+from services.notifications.handlers import HANDLERS
 from services.notifications.messagebus import MessageBus
+from services.notifications.mssante.api import router as mail_router
+from services.notifications.mssante.handlers import MAIL_HANDLERS
+from services.notifications.mssante.orm import mail_retention_rules
+from services.notifications.mssante.wiring import with_mail_channel
 from services.notifications.uow import NotificationsUnitOfWork
 from shared.auth import Directory
 from shared.bus.base import Bus
@@ -43,26 +48,29 @@ def bootstrap(
     settings = settings or NotificationsSettings()
     runtime = build_runtime(NAME, settings, bus=bus, directory=directory, run_workers=run_workers)
     # Purge what has done its job (kernel rules and this service's), hourly, supervised like every worker.
-    retention = RetentionWorker.for_settings(runtime.engine, settings, extra=retention_rules(settings), source=NAME)
+    rules = [*retention_rules(settings), *mail_retention_rules(settings)]
+    retention = RetentionWorker.for_settings(runtime.engine, settings, extra=rules, source=NAME)
     runtime.extra_workers.append(retention.run)
 
     def unit_of_work() -> NotificationsUnitOfWork:
         return cast(NotificationsUnitOfWork, runtime.unit_of_work(NotificationsUnitOfWork))
 
-    deps = NotificationsDeps(settings=settings)
-    messagebus = MessageBus(unit_of_work, deps)
+    deps = NotificationsDeps(settings=settings, directory=runtime.directory)
+    messagebus = MessageBus(unit_of_work, deps, {**HANDLERS, **MAIL_HANDLERS})
     wakeup = threading.Event()
     runtime.add_consumer(notification_handlers(messagebus, wakeup))
     # The one outbound client (webhooks, handshakes, heartbeats); a test transport keeps the URL checks.
     client = GuardedClient(deps.outbound, max_connections=settings.webhook_workers * 2, transport=transport)
-    sender = sender or GuardedSender(client)
-    dispatcher = DeliveryWorker(messagebus, sender, wakeup)
+    # MSSanté mails ride the same delivery queue: `mailto:` targets go by SMTP (docs/mssante.md).
+    channels, mail_workers = with_mail_channel(sender or GuardedSender(client), messagebus)
+    runtime.extra_workers.extend(mail_workers)
+    dispatcher = DeliveryWorker(messagebus, channels, wakeup)
     runtime.extra_workers.append(dispatcher.run)
     app = service_app(
         runtime,
         title="Relais notifications",
         description=DESCRIPTION,
-        routers=[router],
+        routers=[router, mail_router],
         resources=capability_resources(),
     )
     app.state.messagebus = messagebus

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 
+from shared.auth import Directory
 from shared.outbound import OutboundPolicy
 from shared.settings import NotificationsSettings
 
@@ -25,6 +26,8 @@ class NotificationsDeps:
     clock: Clock = utcnow
     # Jitter of retry delays (tests pin it).
     rand: Callable[[], float] = field(default=random.random)
+    # The organisation directory (MSSanté addresses live there); None in tests that need no mail channel.
+    directory: Directory | None = None
 
     @cached_property
     def outbound(self) -> OutboundPolicy:

@@ -216,6 +216,8 @@ class Attempt:
     ok: bool
     status: int | None
     error: str | None
+    # A refusal that no retry can change (an SMTP 5xx): dead at once rather than after the last attempt.
+    permanent: bool = False
 
 
 TARGET_GONE = Attempt(False, None, "target deleted")
@@ -247,7 +249,7 @@ def after_attempt(
     if attempt.ok:
         status = "active" if subscription_status in ("requested", "error") else None
         return AfterAttempt("delivered", None, status, None)
-    if is_dead(attempts, max_attempts):
+    if is_dead(attempts, max_attempts) or attempt.permanent:
         if subscription_status is None or subscription_status == "off":
             return AfterAttempt("dead", None, None, None)
         error = f"{kind} delivery failed {attempts} times: {attempt.error}"[:500]

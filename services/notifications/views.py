@@ -20,6 +20,7 @@ from services.notifications.adapters.orm import (
 )
 from services.notifications.domain import Target
 from services.notifications.fhir import EventView
+from services.notifications.mssante.channel import TARGET_KIND as MAIL_TARGET_KIND
 from services.notifications.uow import NotificationsUnitOfWork
 from shared.errors import BadRequest
 
@@ -145,6 +146,8 @@ def nde_notification(
 def delivery_target(uow: NotificationsUnitOfWork, target_kind: str, target_id: str) -> Target | None:
     """The secret of an active webhook or the channel headers of a live subscription; None once deleted."""
     with uow:
+        if target_kind == MAIL_TARGET_KIND:
+            return Target(None, ())  # removing the address cancels its pending mails
         if target_kind == "webhook":
             hook = uow.webhooks.get(target_id)
             return Target(hook.secret, ()) if hook is not None and hook.active else None

@@ -13,6 +13,7 @@ from services.notifications.deps import NotificationsDeps
 from services.notifications.domain import Missing, Notification, matches
 from services.notifications.fhir.nde import NDE_CONTENT, nde_matches, notification_request
 from services.notifications.handlers.common import new_delivery
+from services.notifications.mssante.channel import queue_mail
 from services.notifications.uow import NotificationsUnitOfWork
 from shared.db.uow import UnitOfWork, handle_once
 from shared.events import TOPIC_RECEIPTS, EventType
@@ -104,6 +105,7 @@ def _store(notification: Notification, uow: NotificationsUnitOfWork, deps: Notif
             )
         )
         subscription.last_sent_at = now
+    queue_mail(row, uow, deps)  # the team's MSSanté mailbox, when it has one (docs/mssante.md)
 
 
 def record_feed_read(command: RecordFeedRead, uow: NotificationsUnitOfWork, deps: NotificationsDeps) -> None:

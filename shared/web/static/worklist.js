@@ -74,12 +74,38 @@
     ]);
   }
 
-  function notificationRow(n) {
+  // What the team's MSSanté mailbox and software said about the mail of a notification (docs/mssante.md).
+  var MAIL_LABELS = { delivered: "remis", read: "lu", processed: "intégré", failed: "échec" };
+
+  function mailReceipts() {
+    return R.api("GET", "/notifications/mssante/receipts?limit=200").then(function (result) {
+      var latest = {};
+      (result.ok && Array.isArray(result.body) ? result.body : []).forEach(function (r) {
+        // Newest first; a failure outranks what came before it.
+        if (!latest[r.notification_id] || r.status === "failed") { latest[r.notification_id] = r; }
+      });
+      return latest;
+    }).catch(function () { return {}; });
+  }
+
+  function mailTag(receipt) {
+    if (!receipt) { return null; }
+    var text = "MSSanté : " + (MAIL_LABELS[receipt.status] || receipt.status);
+    if (receipt.status === "failed") { text += " (" + receipt.code + ")"; }
+    var tag = R.tag(text, receipt.status === "failed" ? "bad" : "");
+    tag.setAttribute("data-mail", receipt.status);
+    return tag;
+  }
+
+  function notificationRow(n, mail) {
+    var event = R.cell(R.eventLabel(n.event));
+    var receipt = mailTag(mail[n.id]);
+    if (receipt) { event.appendChild(document.createTextNode(" ")); event.appendChild(receipt); }
     var read = n.read ? R.cell("lue le " + R.when(n.read)) : R.el("td", {}, [
       R.el("button", { type: "button", "class": "secondary ack", text: "Marquer comme lue" })
     ]);
     var row = R.el("tr", { "data-notification": n.id, "class": n.read ? "read" : "unread" }, [
-      R.cell(R.when(n.received)), R.cell(R.eventLabel(n.event)), R.cell(n.sender || "—"), read
+      R.cell(R.when(n.received)), event, R.cell(n.sender || "—"), read
     ]);
     var button = row.querySelector("button.ack");
     if (button) {
@@ -99,8 +125,8 @@
 
   function load() {
     R.status("Chargement…");
-    return R.feed().then(function (resources) {
-      var notifications = resources.map(R.notification);
+    return Promise.all([R.feed(), mailReceipts()]).then(function (loaded) {
+      var notifications = loaded[0].map(R.notification), mail = loaded[1];
       return R.tasks("status=requested&_count=200", notifications).then(function (tasks) {
         var now = new Date(), soon = new Date(now.getTime() + SOON_DAYS * 86400000);
         var mine = document.body.getAttribute("data-organisation");
@@ -126,7 +152,7 @@
         ]);
         fill("handoffs", handoffs.map(handoffRow));
         fill("followups", followups.map(function (t) { return followupRow(t, now); }));
-        fill("notifications", recent.map(notificationRow));
+        fill("notifications", recent.map(function (n) { return notificationRow(n, mail); }));
         R.status("");
         R.loaded();
       });
