@@ -274,7 +274,8 @@ def read_consent(patient: str, principal: ConsentReader, uow: Uow, bus: Bus) -> 
     except ValidationError:
         raise BadRequest("patient must be system|value", expression=["patient"]) from None
     key = bus.deps.pseudonymise(patient_identity([identifier], "patient"))
-    return FhirResponse(views.consent_for(uow, principal.organisation_id, principal.role, key), media_type="application/json")
+    view = views.consent_for(uow, principal.organisation_id, principal.role, key)
+    return FhirResponse(view, media_type="application/json")
 
 
 @router.get("/dac-cases", summary="The calling DAC's cases (status=open for the open ones)")

@@ -53,8 +53,10 @@ def covering_case(
     """The open DAC case that covers this event: a team's referral covers the patient, a hospital's only the
     stay it referred (never another hospital's, nor a later stay)."""
     cases = uow.dac_cases.open_for_patient(key)
-    covering = (c for c in cases if case_covers(c.referrer_role, c.referred_by, c.encounter_key, hospital, encounter_key))
-    return next(covering, None)
+    return next(
+        (c for c in cases if case_covers(c.referrer_role, c.referred_by, c.encounter_key, hospital, encounter_key)),
+        None,
+    )
 
 
 def patient_context(
