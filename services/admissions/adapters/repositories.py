@@ -153,6 +153,20 @@ class TeamChangeRepository(Repository):
         )
         return self.session.execute(query).scalars().first()
 
+    def last_turned_down(self, patient_key: str, to_team_org_id: str, since: datetime) -> TeamChangeRow | None:
+        """The team's latest request for the patient that was declined or withdrawn since `since`."""
+        query = (
+            select(TeamChangeRow)
+            .where(
+                col(TeamChangeRow.patient_key) == patient_key,
+                col(TeamChangeRow.to_team_org_id) == to_team_org_id,
+                col(TeamChangeRow.status).in_(("declined", "withdrawn")),
+                col(TeamChangeRow.decided_at) > since,
+            )
+            .order_by(col(TeamChangeRow.decided_at).desc())
+        )
+        return self.session.execute(query).scalars().first()
+
     def pending_for_current_team(self, team_org_id: str) -> list[TeamChangeRow]:
         """Requests the team must answer: pending, about a patient it currently treats."""
         query = (
