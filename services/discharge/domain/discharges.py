@@ -18,7 +18,6 @@ from services.discharge.domain.model import (
     MirrorState,
     TerritoryState,
     as_utc,
-    fhir_instant,
 )
 from shared.errors import Conflict, Forbidden, Unprocessable
 from shared.events import EventType
@@ -118,21 +117,22 @@ def check_not_cancelled(encounter_key: str, status: str) -> None:
         raise Conflict(f"the discharge of encounter {encounter_key} was cancelled", expression=["Encounter.identifier"])
 
 
+# The one note of every recorded discharge, team or not: the answer never tells whether the patient has a team.
+DISCHARGE_RECORDED_NOTE = (
+    "discharge recorded: the patient's treating team is asked to take the patient over or, when there is none, "
+    "the CPTS of the territory is asked to find one; follow this discharge's Tasks with GET /discharge/fhir/Task"
+)
+
+
 def recording_notes(
     *,
-    handoff: tuple[str, str, datetime] | None,
     readmission: bool,
     complex_case: bool,
     criteria_met: Iterable[str],
     has_letter: bool,
 ) -> list[str]:
-    """What the hospital is told about a recorded discharge; `handoff` is (task id, team, due)."""
-    if handoff:
-        task_id, team, due = handoff
-        del team  # an intake answer never names another organisation (docs/privacy.md)
-        notes = [f"handoff Task/{task_id} requested from the patient's treating team, due by {fhir_instant(due)}"]
-    else:
-        notes = ["no treating team is known for this patient: the CPTS is asked to find one"]
+    """What the hospital is told about a recorded discharge: the same words whether or not a team was found."""
+    notes = [DISCHARGE_RECORDED_NOTE]
     if readmission:
         notes.append("readmission within 30 days of an earlier discharge: counted as a complexity criterion")
     if complex_case:
