@@ -58,6 +58,14 @@ def without_owner(task: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in task.items() if k != "owner"}
 
 
+def orientation_for_hospital(task: dict[str, Any]) -> dict[str, Any]:
+    """The orientation Task as the discharging hospital sees it: the team the CPTS proposed stays hidden until it
+    accepts (as a handoff's owner does); the treating team that accepted is shown."""
+    outputs = [o for o in task.get("output", []) if o.get("type", {}).get("text") != "proposed-team"]
+    hidden = {k: v for k, v in task.items() if k != "output"}
+    return {**hidden, "output": outputs} if outputs else hidden
+
+
 def _validated(task: dict[str, Any]) -> dict[str, Any]:
     return to_json(Task.model_validate(task))
 

@@ -13,7 +13,13 @@ from sqlmodel import col
 from services.discharge import domain
 from services.discharge.adapters.orm import DischargeRow, FollowupRow, HandoffRow, OrientationRow
 from services.discharge.domain import MirrorState, TerritoryState
-from services.discharge.resources import followup_task, handoff_task, orientation_task, without_owner
+from services.discharge.resources import (
+    followup_task,
+    handoff_task,
+    orientation_for_hospital,
+    orientation_task,
+    without_owner,
+)
 from services.discharge.uow import DischargeUnitOfWork
 from shared.carecircle import CircleFacts, NotInCircle, Purpose, Share, require
 from shared.events import Role
@@ -84,8 +90,7 @@ def read_task(uow: DischargeUnitOfWork, task_id: str, organisation_id: str, role
             return _as_seen_by(render_handoff(uow, handoff, discharge), seen, handoff.status in TEAM_KNOWN)
         orientation = uow.orientations.get(task_id)
         if orientation is not None and organisation_id in (orientation.cpts_org_id, orientation.hospital_org_id):
-            discharge = uow.discharges.require(orientation.discharge_id)
-            return orientation_task(orientation, discharge, uow.followups.for_discharge(discharge.id))
+            return _render_orientation(uow, orientation, organisation_id)
         item = uow.followups.get(task_id)
         if item is not None:
             discharge = uow.discharges.require(item.discharge_id)
@@ -174,9 +179,9 @@ def search_tasks(
 
 
 def _render_row(uow: DischargeUnitOfWork, row: Any, organisation_id: str) -> dict[str, Any]:
-    discharge = uow.discharges.require(row.discharge_id)
     if isinstance(row, OrientationRow):
-        return orientation_task(row, discharge, uow.followups.for_discharge(discharge.id))
+        return _render_orientation(uow, row, organisation_id)
+    discharge = uow.discharges.require(row.discharge_id)
     # The sending hospital sees the owning team only once it has accepted, as in read_task.
     hospital_only = organisation_id == row.hospital_org_id and organisation_id != row.team_org_id
     if isinstance(row, HandoffRow):
@@ -186,6 +191,13 @@ def _render_row(uow: DischargeUnitOfWork, row: Any, organisation_id: str) -> dic
     if hospital_only and not any(h.status in TEAM_KNOWN for h in uow.handoffs.for_discharge(discharge.id)):
         return without_owner(task)
     return task
+
+
+def _render_orientation(uow: DischargeUnitOfWork, row: OrientationRow, organisation_id: str) -> dict[str, Any]:
+    """The CPTS sees the team it proposed; the discharging hospital does not, until that team accepts."""
+    discharge = uow.discharges.require(row.discharge_id)
+    task = orientation_task(row, discharge, uow.followups.for_discharge(discharge.id))
+    return task if organisation_id == row.cpts_org_id else orientation_for_hospital(task)
 
 
 def searchset(tasks: list[dict[str, Any]], base: str, self_url: str, next_url: str | None) -> dict[str, Any]:
