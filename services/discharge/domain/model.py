@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from shared import idempotence
+from shared.minimise import FOLLOWUP_SYSTEM  # noqa: F401 - Relais' follow-up value set lives with the whitelist
 from shared.routing import COMPLEXITY_CRITERIA
 
 ADMISSIONS_ENDPOINT = "/admissions/fhir/$process-message"
@@ -15,7 +16,6 @@ RELAIS_BASE = "https://relais.example.org/fhir"
 # Relais' code systems and extension for what hospitals send us beyond core FHIR.
 COMPLEXITY_SYSTEM = f"{RELAIS_BASE}/CodeSystem/complexity-criterion"
 COMPLEXITY_EXTENSION = f"{RELAIS_BASE}/StructureDefinition/complexity-criterion"
-FOLLOWUP_SYSTEM = f"{RELAIS_BASE}/CodeSystem/followup-activity"
 PATIENT_KEY_SYSTEM = f"{RELAIS_BASE}/NamingSystem/patient-key"
 ORGANISATION_SYSTEM = f"{RELAIS_BASE}/NamingSystem/organisation"
 
