@@ -37,6 +37,7 @@ def mirror_state(uow: DischargeUnitOfWork, patient_key: str) -> MirrorState | No
         dac_case_open=row.dac_case_open,
         dac_org_id=row.dac_org_id,
         postal_code=row.postal_code,
+        dac_stays=tuple((s["hospital"], s["encounter"], s["dac_org_id"]) for s in row.dac_stays or ()),
     )
 
 
@@ -56,7 +57,10 @@ def _circle(
 ) -> CircleFacts:
     """The Task's circle: the discharging hospital (its own encounter), the team it targets, a DAC with a case."""
     mirror = mirror_state(uow, discharge.patient_key)
-    dac = mirror.dac_org_id if mirror is not None and mirror.dac_case_open else None
+    dac = None
+    if mirror is not None:  # a case on the patient, or on this very stay
+        patient_wide = mirror.dac_org_id if mirror.dac_case_open else None
+        dac = patient_wide or mirror.stay_dac(discharge.hospital_org_id, discharge.encounter_key)
     return CircleFacts(
         team_org_id=team_org_id,
         hospitals=frozenset({discharge.hospital_org_id}),

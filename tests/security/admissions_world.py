@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from services.admissions.bootstrap import bootstrap
 from shared.auth import Directory
 from shared.db.tables import AuditEntry, OutboxMessage
-from shared.events import Role
+from shared.events import TOPIC_CARETEAM, Role
 from shared.identifiers import INS_NIR_TEST, make_finess
 from shared.service import Service
 from shared.settings import AdmissionsSettings
@@ -92,6 +92,12 @@ class Admissions:
             query = query.where(OutboxMessage.event_type == event)
         with self.service.runtime.sessions() as session:
             return int(session.execute(query).scalar_one())
+
+    def snapshots(self) -> list[dict]:
+        """The care-team snapshots published on relais.careteam so far, oldest first."""
+        query = select(OutboxMessage.value).where(OutboxMessage.topic == TOPIC_CARETEAM).order_by(OutboxMessage.seq)
+        with self.service.runtime.sessions() as session:
+            return [json.loads(value)["data"] for value in session.execute(query).scalars()]
 
     def audited(self, action: str, outcome: str) -> list[AuditEntry]:
         query = select(AuditEntry).where(AuditEntry.action == action, AuditEntry.outcome == outcome)

@@ -99,6 +99,10 @@ def test_a_hospitals_dac_referral_does_not_bring_the_dac_another_hospitals_admis
     assert admissions.told(TOPIC_NOTIFY_DAC, "dac") == 0
     admissions.admit("h1", nir)  # the referring hospital's next stay is not the stay it referred either
     assert admissions.told(TOPIC_NOTIFY_DAC, "dac") == 0
+    # The registry tells the other services of a case on one stay, never of a case on the patient.
+    snapshot = admissions.snapshots()[-1]
+    assert snapshot["dac_case_open"] is False
+    assert [(s["hospital"], s["dac_org_id"]) for s in snapshot["dac_stays"]] == [(ORGS["h1"][1], ORGS["dac"][1])]
 
 
 def test_a_teams_dac_referral_still_covers_the_patient(admissions):

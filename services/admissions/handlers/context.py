@@ -11,7 +11,7 @@ from services.admissions.domain import case_covers
 from services.admissions.uow import AdmissionsUnitOfWork
 from shared.carecircle import CircleFacts
 from shared.contracts import About, CareTeamChanged, TerritoryChanged, build_notification, registry_record
-from shared.events import EventType
+from shared.events import EventType, Role
 from shared.identifiers import RPPS
 from shared.routing import PatientContext, Recipient
 
@@ -127,6 +127,11 @@ def careteam_context(uow: AdmissionsUnitOfWork, key: str) -> dict[str, Any]:
         "consent_opposed": bool(consent and consent.opposed),
         "dac_case_open": case is not None,
         "dac_org_id": case.dac_org_id if case is not None else None,
+        "dac_stays": [
+            {"hospital": c.referred_by, "encounter": c.encounter_key, "dac_org_id": c.dac_org_id}
+            for c in uow.dac_cases.open_for_patient(key)
+            if c.referrer_role == Role.HOSPITAL.value and c.referred_by and c.encounter_key
+        ],
         "postal_code": uow.patients.postal_code(key),
     }
 

@@ -161,6 +161,8 @@ class CareTeamMirrorRow(SQLModel, table=True):
     consent_opposed: bool = False
     dac_case_open: bool = False
     dac_org_id: str | None = Field(default=None, max_length=100)
+    # DAC cases a hospital opened for one stay: [{"hospital", "encounter", "dac_org_id"}].
+    dac_stays: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
     postal_code: str | None = Field(default=None, max_length=10)
     source_time: str | None = Field(default=None, max_length=40)
     updated_at: datetime = _ts()

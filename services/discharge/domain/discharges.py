@@ -151,19 +151,21 @@ def patient_context(
     team_org_id: str | None = None,
     handoff_failed: bool = False,
     escalation_level: int = 0,
+    encounter_key: str | None = None,
 ) -> PatientContext:
     """Routing context; `team_org_id` pins the team a handoff targeted, whatever the mirror says now."""
     mirror = mirror or MirrorState()
     territory = territory or TerritoryState()
     team = team_org_id if team_org_id is not None else (mirror.team_org_id if mirror.team_active else None)
-    # The DAC already following the patient comes first; else the territory's.
-    dac = mirror.dac_org_id if mirror.dac_case_open and mirror.dac_org_id else territory.dac_org_id
+    # The DAC already following the patient (or, on a hospital's referral, this stay) comes first; else the
+    # territory's. A hospital's referral never opens another hospital's stays to the DAC.
+    case_dac = mirror.dac_org_id if mirror.dac_case_open else mirror.stay_dac(hospital_org_id, encounter_key)
     return PatientContext(
         team_org_id=team,
         hospital_org_id=hospital_org_id,
         cpts_org_id=territory.cpts_org_id,
-        dac_org_id=dac,
-        dac_case_open=mirror.dac_case_open,
+        dac_org_id=case_dac or territory.dac_org_id,
+        dac_case_open=case_dac is not None,
         complex_case=complex_case,
         consent_opposed=mirror.consent_opposed,
         handoff_failed=handoff_failed,

@@ -145,6 +145,11 @@ class MirrorState:
     dac_case_open: bool = False
     dac_org_id: str | None = None
     postal_code: str | None = None
+    dac_stays: tuple[tuple[str, str, str], ...] = ()  # (hospital, encounter, DAC) of each stay's case
+
+    def stay_dac(self, hospital_org_id: str | None, encounter_key: str | None) -> str | None:
+        """The DAC of the case that covers this stay, when its hospital referred it."""
+        return next((d for h, e, d in self.dac_stays if (h, e) == (hospital_org_id, encounter_key)), None)
 
 
 @dataclass(frozen=True)

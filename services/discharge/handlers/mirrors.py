@@ -36,6 +36,7 @@ def mirror_careteam(cmd: MirrorCareTeam, uow: DischargeUnitOfWork, deps: Deps) -
         row.consent_opposed = change.consent_opposed
         row.dac_case_open = change.dac_case_open
         row.dac_org_id = change.dac_org_id
+        row.dac_stays = [stay.model_dump() for stay in change.dac_stays] or None
         row.postal_code = change.postal_code
         row.source_time = cmd.sent_at or row.source_time
         row.updated_at = now
