@@ -13,6 +13,8 @@ import pytest
 from services.admissions.commands import ExpireTeamChanges
 from shared.events import TOPIC_NOTIFY_CPTS, TOPIC_NOTIFY_DAC
 from shared.identifiers import INS_NIR_TEST, make_nir
+from tests import conformance_shapes as shapes
+from tests import nde_factories as nde
 from tests.security.admissions_world import ORGS, Admissions, running_admissions
 
 pytestmark = pytest.mark.attack
@@ -36,9 +38,20 @@ def opposed_patient(world: Admissions) -> str:
     return nir
 
 
-def test_a_hospital_that_admits_the_patient_cannot_lift_the_teams_opposition(admissions):
+def _link_by_declaration(world: Admissions, nir: str) -> None:
+    """The hospital's own link made through the NdE door: an admission declaration (ADM)."""
+    declaration = nde.declaration("ADM", finess=ORGS["h2"][1], nir=nir, stay=f"NDA-{nir[-6:]}")
+    answer = world.call("h2", "POST", "/admissions/nde/fhir/CommunicationRequest", declaration)
+    assert answer.status_code == 201, answer.text
+
+
+@pytest.mark.parametrize("door", ["message", "nde-declaration"])
+def test_a_hospital_that_admits_the_patient_cannot_lift_the_teams_opposition(admissions, door):
     nir = opposed_patient(admissions)
-    admissions.admit("h2", nir)  # the hospital's own link to the patient
+    if door == "message":  # the hospital's own link to the patient
+        admissions.admit("h2", nir)
+    else:
+        _link_by_declaration(admissions, nir)
     assert admissions.told(TOPIC_NOTIFY_CPTS, "cpts") == 0
     refused = admissions.consent("h2", nir, opposed=False)
     assert refused.status_code == 403, refused.text
@@ -49,9 +62,19 @@ def test_a_hospital_that_admits_the_patient_cannot_lift_the_teams_opposition(adm
     assert [row.organisation_id for row in admissions.audited("consent.lift", "denied")] == [ORGS["h2"][1]]
 
 
-def test_a_team_that_enrols_the_patient_cannot_lift_an_earlier_opposition(admissions):
+def _enrol_by_transaction(world: Admissions, nir: str) -> str:
+    """The team's own link made with an ANS Cercle de soins creation transaction."""
+    answer = world.call("t2", "POST", "/admissions/fhir", shapes.cds_transaction(nir=nir))
+    assert answer.status_code == 200, answer.text
+    location = answer.json()["entry"][0]["response"]["location"]
+    return location.split("/")[1]
+
+
+@pytest.mark.parametrize("door", ["careteam", "cercle-transaction"])
+def test_a_team_that_enrols_the_patient_cannot_lift_an_earlier_opposition(admissions, door):
     nir = opposed_patient(admissions)
-    careteam = admissions.enrol("t2", nir)  # no team: active at once, and it receives admissions in full
+    # No team: active at once, and it receives admissions in full.
+    careteam = admissions.enrol("t2", nir) if door == "careteam" else _enrol_by_transaction(admissions, nir)
     admissions.admit("h1", nir)
     assert admissions.consent("t2", nir, opposed=False).status_code == 403
     admissions.end("t2", careteam)
