@@ -53,6 +53,8 @@ def test_a_hospital_that_admits_the_patient_cannot_lift_the_teams_opposition(adm
     else:
         _link_by_declaration(admissions, nir)
     assert admissions.told(TOPIC_NOTIFY_CPTS, "cpts") == 0
+    # Saying "deny" too does not make it the opposition's owner.
+    assert admissions.consent("h2", nir, opposed=True).status_code == 201
     refused = admissions.consent("h2", nir, opposed=False)
     assert refused.status_code == 403, refused.text
     assert STANDS in refused.text and ORGS["t1"][1] not in refused.text

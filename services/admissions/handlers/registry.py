@@ -98,18 +98,20 @@ def record_consent(cmd: RecordConsent, uow: AdmissionsUnitOfWork, deps: Deps) ->
         consent_id = domain.derived_id(key, "consent")
         row = uow.consents.get(key)
         standing = row is not None and row.opposed
-        if standing and cmd.opposed:  # a second opposition changes nothing, nor who may lift the first
+        if row is not None and standing and cmd.opposed:
+            # The patient's word again: its sender reads it back, but who may lift the opposition stays the same.
+            row.opposed_by = row.opposed_by or row.recorded_by
+            row.recorded_by, row.recorded_at = cmd.recorded_by, now
+            _audit(uow, "consent.oppose", cmd, consent_id)
+            uow.consents.add(row)
+            uow.commit()
             return consent_id
         if row is None:
             row = ConsentRow(patient_key=key, opposed=cmd.opposed, recorded_by=cmd.recorded_by, recorded_at=now)
         if standing:
             _lift(uow, row, cmd, consent_id, now)
         else:
-            action = "consent.oppose" if cmd.opposed else "consent.permit"
-            uow.audit.record(
-                action, outcome="ok", organisation_id=cmd.recorded_by, role=cmd.recorder_role.value,
-                resource=f"Consent/{consent_id}",
-            )
+            _audit(uow, "consent.oppose" if cmd.opposed else "consent.permit", cmd, consent_id)
         if cmd.opposed:  # who may lift it: the recorder, and the treating team that holds the patient now
             team = uow.careteams.active_for_patient(key)
             row.opposed_by, row.opposed_team, row.opposed_at = cmd.recorded_by, team.team_org_id if team else None, now
@@ -119,6 +121,13 @@ def record_consent(cmd: RecordConsent, uow: AdmissionsUnitOfWork, deps: Deps) ->
         careteam_changed(uow, key, "consent-recorded", now)
         uow.commit()
         return consent_id
+
+
+def _audit(uow: AdmissionsUnitOfWork, action: str, cmd: RecordConsent, consent_id: str) -> None:
+    uow.audit.record(
+        action, outcome="ok", organisation_id=cmd.recorded_by, role=cmd.recorder_role.value,
+        resource=f"Consent/{consent_id}",
+    )
 
 
 def _lift(uow: AdmissionsUnitOfWork, row: ConsentRow, cmd: RecordConsent, consent_id: str, now: datetime) -> None:
