@@ -206,6 +206,16 @@ class Referent(BaseModel):
     telecom: list[dict[str, Any]] = Field(default_factory=list)
 
 
+class DacStay(BaseModel):
+    """A DAC case a hospital opened by referral: it covers that hospital's one stay, nothing else of the patient."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    hospital: str = Field(min_length=1, max_length=100)
+    encounter: str = Field(min_length=1, max_length=300)
+    dac_org_id: str = Field(min_length=1, max_length=100)
+
+
 class CareTeamChanged(_Contract):
     """The patient's whole coordination context after a change (key: patient key)."""
 
@@ -217,8 +227,9 @@ class CareTeamChanged(_Contract):
     status: Literal["active", "inactive"] = "inactive"
     referent: Referent | None = None
     consent_opposed: bool = False
-    dac_case_open: bool = False
+    dac_case_open: bool = False  # a case that covers the patient (a team's referral)
     dac_org_id: str | None = None
+    dac_stays: list[DacStay] = Field(default_factory=list, max_length=50)  # cases that cover one stay each
     postal_code: str | None = Field(default=None, max_length=10)
     at: str | None = None
 

@@ -37,6 +37,27 @@ _INSEE_CODE = re.compile(r"^(\d{5}|2[AB]\d{3})$")
 _NIR_LIKE = re.compile(r"^[12]\s?\d{2}\s?(\d{2}|2[AB])\s?\d{2}\s?\d{3}\s?\d{3}(\s?\d{2})?$", re.IGNORECASE)
 
 
+# Relais' follow-up value set: the only follow-up codes that leave the care team; any other becomes the generic one.
+FOLLOWUP_SYSTEM = "https://relais.example.org/fhir/CodeSystem/followup-activity"
+GENERIC_FOLLOWUP = "followup"
+FOLLOWUP_CODES: frozenset[str] = frozenset({GENERIC_FOLLOWUP, "gp-visit", "nurse-visit", "specialist-visit"})
+SNOMED_CT = "http://snomed.info/sct"
+# Published codes the value set maps onto its own: SNOMED CT concepts of FHIR's ValueSet procedure-followup that
+# a nurse does at home (change of dressing, removal of suture, of drain, of ligature).
+FOLLOWUP_MAPS: dict[str, dict[str, str]] = {
+    SNOMED_CT: {"18949003": "nurse-visit", "30549001": "nurse-visit", "241031001": "nurse-visit",
+                "225164002": "nurse-visit"},
+}
+
+
+def followup_code(system: str | None, code: str | None) -> str:
+    """A hospital's follow-up coding as Relais' code: its own value set, a mapped published code, else generic.
+    The hospital's own codes (which may be wording, even a name) never leave under Relais' system."""
+    if code and system == FOLLOWUP_SYSTEM and code in FOLLOWUP_CODES:
+        return code
+    return FOLLOWUP_MAPS.get(system or "", {}).get(code or "", GENERIC_FOLLOWUP)
+
+
 class NotMinimised(ValueError):
     """A payload meant for outside the care team carries more than the whitelist allows."""
 

@@ -220,6 +220,11 @@ class AdmissionsSettings(ServiceSettings):
     team_change_interval_seconds: float = Field(
         default=30.0, gt=0, validation_alias=_env("admissions", "TEAM_CHANGE_INTERVAL_SECONDS")
     )
+    # After a declined (or withdrawn) change-of-team request, the same team asks again for that patient only
+    # after this long: the current team is not notified over and over.
+    team_change_quiet_hours: float = Field(
+        default=168.0, ge=0, validation_alias=_env("admissions", "TEAM_CHANGE_QUIET_HOURS")
+    )
 
 
 class DischargeSettings(ServiceSettings):

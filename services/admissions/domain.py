@@ -9,7 +9,7 @@ from typing import Any
 
 from shared import idempotence
 from shared.errors import Conflict, Unprocessable
-from shared.events import TOPIC_ADMISSIONS, EventType
+from shared.events import TOPIC_ADMISSIONS, EventType, Role
 from shared.fhir.encounter import PatientIdentity, Referent
 from shared.idempotence import check_replay, fingerprint  # noqa: F401 - the domain's vocabulary
 from shared.routing import Recipient
@@ -109,6 +109,23 @@ def derived_id(request_message_id: str, *parts: str) -> str:
     return idempotence.derived_id(_NAMESPACE, request_message_id, *parts)
 
 
+def lifting_capacity(opposed_by: str | None, opposed_team: str | None, org_id: str, role: Role) -> str | None:
+    """Why this caller may lift a standing opposition, or None: only whoever recorded it, or the treating team
+    that held the patient when it was recorded. A link made since (an admission, an enrolment, a change of team)
+    never carries that right (DESIGN §5)."""
+    if opposed_by is not None and org_id == opposed_by:
+        return "recorder"
+    if role is Role.TEAM and opposed_team is not None and org_id == opposed_team:
+        return "team-at-opposition"
+    return None
+
+
+def case_covers(referrer_role: str | None, case_hospital: str | None, case_encounter: str | None,
+                hospital: str | None, encounter_key: str | None) -> bool:
+    """A team's referral covers the patient; a hospital's covers that hospital's own stay only."""
+    if referrer_role != Role.HOSPITAL.value:
+        return True
+    return hospital is not None and (case_hospital, case_encounter) == (hospital, encounter_key)
 
 
 def correction_recipients(original: list[Recipient], event_type: EventType) -> list[Recipient]:

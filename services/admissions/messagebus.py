@@ -9,7 +9,7 @@ from typing import Any
 from services.admissions.deps import Deps
 from services.admissions.handlers import HANDLERS
 from services.admissions.uow import AdmissionsUnitOfWork
-from services.admissions.views import ForeignRecord, OutsideCircle
+from services.admissions.views import ForeignRecord, OppositionStands, OutsideCircle
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,6 @@ class MessageBus:
         try:
             return handler(command, self.unit_of_work(), self.deps)
         # The handler's unit of work is closed: audit in a transaction of its own.
-        except (ForeignRecord, OutsideCircle) as foreign:
+        except (ForeignRecord, OutsideCircle, OppositionStands) as foreign:
             foreign.record(self.deps.record_refusal)
             raise

@@ -13,7 +13,7 @@ from services.admissions.adapters.orm import CareTeamParticipantRow, CareTeamRow
 from services.admissions.uow import AdmissionsUnitOfWork
 from shared.audit import RefusalRecorder
 from shared.carecircle import NotInCircle
-from shared.errors import NotFound
+from shared.errors import Forbidden, NotFound
 from shared.events import Role
 from shared.fhir.builders import TASK_CODE_SYSTEM
 from shared.fhir.models import Bundle, CareTeam, to_json
@@ -242,6 +242,25 @@ class OutsideCircle(NotInCircle):
         )
 
 
+class OppositionStands(Forbidden):
+    """A `permit` from someone who may not lift the patient's standing opposition: 403, audited once the unit of
+    work is closed. The text names nobody: not who recorded the opposition, nor who treats the patient."""
+
+    def __init__(self, what: str, *, organisation_id: str, role: Role) -> None:
+        super().__init__(
+            "the patient's opposition to sharing stands: only the organisation that recorded it, or the treating "
+            "team of that time, may lift it",
+            expression=["Consent.provision.type"],
+        )
+        self.what, self.organisation_id, self.role = what, organisation_id, role
+
+    def record(self, record_refusal: RefusalRecorder) -> None:
+        record_refusal(
+            "consent.lift", organisation_id=self.organisation_id, role=self.role.value, resource=self.what,
+            reason="not the opposition's recorder nor the treating team of that time",
+        )
+
+
 def own_careteam(uow: AdmissionsUnitOfWork, team_org_id: str, careteam_id: str, action: str) -> CareTeamRow:
     """The caller's care team; another team's looks absent (ForeignRecord: a 404 that gets audited)."""
     team = uow.careteams.get(careteam_id)
@@ -274,20 +293,28 @@ def list_careteams(uow: AdmissionsUnitOfWork, team_org_id: str, status: str | No
 # --- read-backs of what a caller wrote or may see ------------------------------------------------------------
 
 
-def consent_for(uow: AdmissionsUnitOfWork, organisation_id: str, patient_key: str) -> dict[str, Any]:
-    """The patient's consent for whoever recorded it or treats the patient; anyone else gets 404, as for a patient
-    Relais does not know (the answer never reveals who else is in the care circle)."""
+def consent_for(uow: AdmissionsUnitOfWork, principal_org: str, role: Role, patient_key: str) -> dict[str, Any]:
+    """The patient's consent for whoever recorded it (or its standing opposition), treats the patient, or
+    administers Relais; anyone else gets 404, as for a patient Relais does not know (the answer never reveals who
+    else is in the care circle). A lifted opposition is shown to its recorder: who lifted it, in what capacity."""
     with uow:
         row = uow.consents.get(patient_key)
         team = uow.careteams.active_for_patient(patient_key)
-        if row is None or organisation_id not in (row.recorded_by, team.team_org_id if team else None):
+        readers = {row.recorded_by, row.opposed_by, team.team_org_id if team else None} if row else set()
+        if row is None or (role is not Role.ADMIN and principal_org not in readers):
             raise NotFound("no consent recorded for this patient that you may read")
-        return {
+        view: dict[str, Any] = {
             "patient_key": patient_key,
             "provision": "deny" if row.opposed else "permit",
             "recorded_at": _instant(row.recorded_at),
-            "recorded_by_you": row.recorded_by == organisation_id,
+            "recorded_by_you": row.recorded_by == principal_org,
         }
+        if row.lifted_at is not None:
+            capacity = "recorder" if row.lifted_by == (row.opposed_by or row.recorded_by) else "team-at-opposition"
+            view["opposition_lifted"] = {"at": _instant(row.lifted_at), "by": capacity}
+        if role is Role.ADMIN:  # the administrator answers the patient's "who changed my choice?"
+            view.update(recorded_by=row.recorded_by, opposed_by=row.opposed_by, lifted_by=row.lifted_by)
+        return view
 
 
 def dac_cases_of(uow: AdmissionsUnitOfWork, dac_org_id: str, *, open_only: bool) -> list[dict[str, Any]]:

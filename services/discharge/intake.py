@@ -9,7 +9,6 @@ from services.discharge.commands import DischargeMessage, command_for
 from services.discharge.domain import (
     COMPLEXITY_EXTENSION,
     COMPLEXITY_SYSTEM,
-    FOLLOWUP_SYSTEM,
     HOSPITAL_REQUEST,
     DischargeFacts,
     FollowupPlanItem,
@@ -25,11 +24,11 @@ from shared.fhir.encounter import EncounterMessage, read_encounter_message
 from shared.fhir.intake import MessageBundle, forwardable
 from shared.fhir.models import CarePlan, Condition, DocumentReference, Encounter, Resource, to_json
 from shared.idempotence import fingerprint, sender_message_id
+from shared.minimise import GENERIC_FOLLOWUP, followup_code
 from shared.validation import check_datetime, check_text
 
 _SKIPPED_ACTIVITY_STATUSES = frozenset({"completed", "cancelled", "stopped", "entered-in-error"})
-# The follow-up columns (code 100, display 300) and the default plan cap (RELAIS_DISCHARGE_MAX_FOLLOWUPS).
-MAX_FOLLOWUP_CODE = 100
+# The follow-up display column (300) and the default plan cap (RELAIS_DISCHARGE_MAX_FOLLOWUPS).
 MAX_FOLLOWUP_DISPLAY = 300
 DEFAULT_MAX_FOLLOWUPS = 50
 
@@ -109,15 +108,16 @@ def _followups(msg: MessageBundle, discharged_at: datetime, max_items: int) -> t
                     expression=[f"{path}.detail.scheduledPeriod.end"],
                 )
             codings = (detail.code.coding or []) if detail.code else []
-            code = next((c.code for c in codings if c.system == FOLLOWUP_SYSTEM and c.code), None)
-            code = code or next((c.code for c in codings if c.code), None) or "followup"
+            # Only Relais' follow-up value set is kept as the code; the hospital's own wording stays the display.
+            known = (followup_code(c.system, c.code) for c in codings)
+            code = next((c for c in known if c != GENERIC_FOLLOWUP), GENERIC_FOLLOWUP)
             display = (
                 next((c.display for c in codings if c.display), None)
                 or (detail.code.text if detail.code else None)
                 or detail.description
+                or next((c.code for c in codings if c.code), None)
                 or code
             )
-            check_text(code, f"{path}.detail.code", MAX_FOLLOWUP_CODE)
             check_text(display, f"{path}.detail.code.text", MAX_FOLLOWUP_DISPLAY)
             due = check_datetime(_aware(period.end, f"{path}.detail.scheduledPeriod.end"),
                                  f"{path}.detail.scheduledPeriod.end")

@@ -20,7 +20,7 @@ from services.discharge.domain import (
 from shared.events import EventType
 from shared.fhir.models import Task, to_json
 from shared.identifiers import FINESS
-from shared.minimise import minimise
+from shared.minimise import followup_code, minimise
 
 HANDOFF_DISPLAY = "Relai hôpital → équipe traitante (référent hospitalier vers référent de l'équipe)"
 ORIENTATION_DISPLAY = "Orientation vers une équipe traitante (CPTS)"
@@ -56,6 +56,14 @@ def _owner(org_id: str | None) -> dict[str, Any]:
 def without_owner(task: dict[str, Any]) -> dict[str, Any]:
     """The Task without its owner: what a hospital gets before the team has made itself known."""
     return {k: v for k, v in task.items() if k != "owner"}
+
+
+def orientation_for_hospital(task: dict[str, Any]) -> dict[str, Any]:
+    """The orientation Task as the discharging hospital sees it: the team the CPTS proposed stays hidden until it
+    accepts (as a handoff's owner does); the treating team that accepted is shown."""
+    outputs = [o for o in task.get("output", []) if o.get("type", {}).get("text") != "proposed-team"]
+    hidden = {k: v for k, v in task.items() if k != "output"}
+    return {**hidden, "output": outputs} if outputs else hidden
 
 
 def _validated(task: dict[str, Any]) -> dict[str, Any]:
@@ -99,10 +107,12 @@ def _minimised_inputs(discharge: DischargeRow, followups: Sequence[FollowupRow])
         if minimal.get(name)
     ]
     inputs.append({"type": {"text": "discharged-at"}, "valueDateTime": fhir_instant(discharge.discharged_at)})
-    # The hospital's wording of an item may be free text: only its code and deadline leave the care team.
+    # The hospital's wording of an item may be free text: only a code of Relais' value set and the deadline leave
+    # the care team (rows stored before the value set was enforced are checked again here).
     inputs.extend(
         {
-            "type": {"coding": [{"system": FOLLOWUP_SYSTEM, "code": item.code}], "text": "followup"},
+            "type": {"coding": [{"system": FOLLOWUP_SYSTEM, "code": followup_code(FOLLOWUP_SYSTEM, item.code)}],
+                     "text": "followup"},
             "valueDateTime": fhir_instant(item.due_at),
         }
         for item in followups

@@ -13,7 +13,13 @@ from sqlmodel import col
 from services.discharge import domain
 from services.discharge.adapters.orm import DischargeRow, FollowupRow, HandoffRow, OrientationRow
 from services.discharge.domain import MirrorState, TerritoryState
-from services.discharge.resources import followup_task, handoff_task, orientation_task, without_owner
+from services.discharge.resources import (
+    followup_task,
+    handoff_task,
+    orientation_for_hospital,
+    orientation_task,
+    without_owner,
+)
 from services.discharge.uow import DischargeUnitOfWork
 from shared.carecircle import CircleFacts, NotInCircle, Purpose, Share, require
 from shared.events import Role
@@ -31,6 +37,7 @@ def mirror_state(uow: DischargeUnitOfWork, patient_key: str) -> MirrorState | No
         dac_case_open=row.dac_case_open,
         dac_org_id=row.dac_org_id,
         postal_code=row.postal_code,
+        dac_stays=tuple((s["hospital"], s["encounter"], s["dac_org_id"]) for s in row.dac_stays or ()),
     )
 
 
@@ -50,7 +57,10 @@ def _circle(
 ) -> CircleFacts:
     """The Task's circle: the discharging hospital (its own encounter), the team it targets, a DAC with a case."""
     mirror = mirror_state(uow, discharge.patient_key)
-    dac = mirror.dac_org_id if mirror is not None and mirror.dac_case_open else None
+    dac = None
+    if mirror is not None:  # a case on the patient, or on this very stay
+        patient_wide = mirror.dac_org_id if mirror.dac_case_open else None
+        dac = patient_wide or mirror.stay_dac(discharge.hospital_org_id, discharge.encounter_key)
     return CircleFacts(
         team_org_id=team_org_id,
         hospitals=frozenset({discharge.hospital_org_id}),
@@ -84,8 +94,7 @@ def read_task(uow: DischargeUnitOfWork, task_id: str, organisation_id: str, role
             return _as_seen_by(render_handoff(uow, handoff, discharge), seen, handoff.status in TEAM_KNOWN)
         orientation = uow.orientations.get(task_id)
         if orientation is not None and organisation_id in (orientation.cpts_org_id, orientation.hospital_org_id):
-            discharge = uow.discharges.require(orientation.discharge_id)
-            return orientation_task(orientation, discharge, uow.followups.for_discharge(discharge.id))
+            return _render_orientation(uow, orientation, organisation_id)
         item = uow.followups.get(task_id)
         if item is not None:
             discharge = uow.discharges.require(item.discharge_id)
@@ -174,9 +183,9 @@ def search_tasks(
 
 
 def _render_row(uow: DischargeUnitOfWork, row: Any, organisation_id: str) -> dict[str, Any]:
-    discharge = uow.discharges.require(row.discharge_id)
     if isinstance(row, OrientationRow):
-        return orientation_task(row, discharge, uow.followups.for_discharge(discharge.id))
+        return _render_orientation(uow, row, organisation_id)
+    discharge = uow.discharges.require(row.discharge_id)
     # The sending hospital sees the owning team only once it has accepted, as in read_task.
     hospital_only = organisation_id == row.hospital_org_id and organisation_id != row.team_org_id
     if isinstance(row, HandoffRow):
@@ -186,6 +195,13 @@ def _render_row(uow: DischargeUnitOfWork, row: Any, organisation_id: str) -> dic
     if hospital_only and not any(h.status in TEAM_KNOWN for h in uow.handoffs.for_discharge(discharge.id)):
         return without_owner(task)
     return task
+
+
+def _render_orientation(uow: DischargeUnitOfWork, row: OrientationRow, organisation_id: str) -> dict[str, Any]:
+    """The CPTS sees the team it proposed; the discharging hospital does not, until that team accepts."""
+    discharge = uow.discharges.require(row.discharge_id)
+    task = orientation_task(row, discharge, uow.followups.for_discharge(discharge.id))
+    return task if organisation_id == row.cpts_org_id else orientation_for_hospital(task)
 
 
 def searchset(tasks: list[dict[str, Any]], base: str, self_url: str, next_url: str | None) -> dict[str, Any]:

@@ -96,6 +96,7 @@ def apply_careteam(mirrors: MirrorRepository, command: MirrorCareTeam, now: date
     row.consent_opposed = change.consent_opposed
     row.dac_case_open = change.dac_case_open
     row.dac_org_id = change.dac_org_id
+    row.dac_stays = [stay.model_dump() for stay in change.dac_stays] or None
     row.postal_code = change.postal_code
     _stamp(row, stamp, now)
     mirrors.add(row)

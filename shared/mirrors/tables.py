@@ -34,6 +34,8 @@ class CareTeamMirror(_Snapshot):
     consent_opposed: bool = False
     dac_case_open: bool = False
     dac_org_id: str | None = Field(default=None, max_length=100)
+    # DAC cases a hospital opened for one stay: [{"hospital", "encounter", "dac_org_id"}].
+    dac_stays: list[dict[str, Any]] | None = Field(default=None, sa_type=JSON)
     postal_code: str | None = Field(default=None, max_length=10)
 
 

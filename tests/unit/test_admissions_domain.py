@@ -135,3 +135,33 @@ def test_an_enrolment_names_at_most_one_current_referent():
     domain.check_enrolment((member, referent))
     with pytest.raises(Unprocessable):
         domain.check_enrolment((referent, referent))
+
+
+# --- who may lift an opposition, what a DAC referral covers (issue 19, item 3) -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("caller", "role", "expected"),
+    [
+        ("h-1", Role.HOSPITAL, "recorder"),
+        ("msp-then", Role.TEAM, "team-at-opposition"),
+        ("msp-then", Role.HOSPITAL, None),  # the same id under another role is not the team of that time
+        ("msp-now", Role.TEAM, None),  # a team that took over since
+        ("h-2", Role.HOSPITAL, None),  # a hospital that admitted the patient since
+    ],
+)
+def test_only_the_recorder_or_the_team_of_that_time_may_lift_an_opposition(caller, role, expected):
+    assert domain.lifting_capacity("h-1", "msp-then", caller, role) == expected
+
+
+def test_an_opposition_recorded_with_no_team_is_lifted_by_its_recorder_only():
+    assert domain.lifting_capacity("msp-a", None, "msp-b", Role.TEAM) is None
+    assert domain.lifting_capacity("msp-a", None, "msp-a", Role.TEAM) == "recorder"
+
+
+def test_a_teams_referral_covers_the_patient_a_hospitals_its_stay():
+    assert domain.case_covers("team", "msp-a", None, "h-2", "enc|9")
+    assert domain.case_covers("hospital", "h-1", "enc|1", "h-1", "enc|1")
+    assert not domain.case_covers("hospital", "h-1", "enc|1", "h-2", "enc|1")
+    assert not domain.case_covers("hospital", "h-1", "enc|1", "h-1", "enc|2")
+    assert not domain.case_covers("hospital", "h-1", "enc|1", None, None)  # a registry-wide view: not the stay

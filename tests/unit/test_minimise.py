@@ -11,10 +11,13 @@ from hypothesis import strategies as st
 
 from shared.events import EventType, Role
 from shared.minimise import (
+    FOLLOWUP_SYSTEM,
     MINIMISED_FIELDS,
+    SNOMED_CT,
     NotMinimised,
     age_band,
     assert_minimised,
+    followup_code,
     minimise,
     shape_for,
 )
@@ -201,3 +204,21 @@ def test_no_string_of_the_full_payload_reaches_the_minimised_one(name, diagnosis
     text = json.dumps(minimal_of(full), ensure_ascii=False)
     for secret in secrets:
         assert secret not in text
+
+
+# --- Relais' follow-up value set (issue 19, item 9) ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("system", "code", "expected"),
+    [
+        (FOLLOWUP_SYSTEM, "gp-visit", "gp-visit"),
+        (FOLLOWUP_SYSTEM, "DUPONT-Jean-1950-VIH", "followup"),  # not in the value set, even under Relais' system
+        ("urn:oid:1.2.250.1.999.7.1", "gp-visit", "followup"),  # Relais' code under the hospital's system
+        (SNOMED_CT, "18949003", "nurse-visit"),  # change of dressing, a published code the value set maps
+        (SNOMED_CT, "22298006", "followup"),  # a SNOMED CT code outside the map
+        (None, None, "followup"),
+    ],
+)
+def test_only_the_follow_up_value_set_leaves_the_care_team(system, code, expected):
+    assert followup_code(system, code) == expected

@@ -112,6 +112,9 @@ class DacCase(SQLModel, table=True):
     dac_org_id: str = Field(max_length=100)
     # The treating team or hospital whose referral opened the case (a DAC never opens one on its own).
     referred_by: str | None = Field(default=None, max_length=100)
+    # "team": the case covers the patient; "hospital": only that hospital's stay named by encounter_key.
+    referrer_role: str | None = Field(default=None, max_length=20)
+    encounter_key: str | None = Field(default=None, max_length=300)
     opened_at: datetime = _ts()
     closed_at: datetime | None = _ts(nullable=True)
 
@@ -134,7 +137,7 @@ class TeamChangeRow(SQLModel, table=True):
 
 
 class ConsentRow(SQLModel, table=True):
-    """The patient's latest word on sharing beyond the care team."""
+    """The patient's latest word on sharing beyond the care team, and who may lift a standing opposition."""
 
     __tablename__ = "admissions_consent"
 
@@ -142,6 +145,13 @@ class ConsentRow(SQLModel, table=True):
     opposed: bool
     recorded_by: str = Field(max_length=100)
     recorded_at: datetime = _ts()
+    # The standing (or last) opposition: who recorded it, the treating team of that moment, when.
+    opposed_by: str | None = Field(default=None, max_length=100)
+    opposed_team: str | None = Field(default=None, max_length=100)
+    opposed_at: datetime | None = _ts(nullable=True)
+    # Who lifted the last opposition, and when (the patient's answer to "who changed my choice?").
+    lifted_by: str | None = Field(default=None, max_length=100)
+    lifted_at: datetime | None = _ts(nullable=True)
 
 
 class PatientRow(SQLModel, table=True):

@@ -48,6 +48,19 @@ class AdmissionRepository(Repository):
         )
         return frozenset(self.session.execute(query).scalars())
 
+    def latest_stay(self, patient_key: str, hospital_org_id: str) -> Admission | None:
+        """The hospital's latest admission of the patient that was not cancelled (the stay it refers to the DAC)."""
+        query = (
+            select(Admission)
+            .where(
+                col(Admission.patient_key) == patient_key,
+                col(Admission.hospital_org_id) == hospital_org_id,
+                col(Admission.status) != "cancelled",
+            )
+            .order_by(col(Admission.recorded_at).desc(), col(Admission.id))
+        )
+        return self.session.execute(query).scalars().first()
+
 
 class CareTeamRepository(Repository):
     def get(self, careteam_id: str) -> CareTeamRow | None:
@@ -97,13 +110,14 @@ class DacCaseRepository(Repository):
     def get(self, case_id: str) -> DacCase | None:
         return self.session.get(DacCase, case_id)
 
-    def open_for_patient(self, patient_key: str) -> DacCase | None:
+    def open_for_patient(self, patient_key: str) -> list[DacCase]:
+        """The patient's open cases, oldest first (each covers the patient, or one hospital's stay)."""
         query = (
             select(DacCase)
             .where(col(DacCase.patient_key) == patient_key, col(DacCase.closed_at).is_(None))
-            .order_by(col(DacCase.opened_at))
+            .order_by(col(DacCase.opened_at), col(DacCase.id))
         )
-        return self.session.execute(query).scalars().first()
+        return list(self.session.execute(query).scalars())
 
     def for_dac(self, dac_org_id: str, *, open_only: bool = False, limit: int = 500) -> list[DacCase]:
         query = select(DacCase).where(col(DacCase.dac_org_id) == dac_org_id)
@@ -136,6 +150,20 @@ class TeamChangeRepository(Repository):
             col(TeamChangeRow.patient_key) == patient_key,
             col(TeamChangeRow.to_team_org_id) == to_team_org_id,
             col(TeamChangeRow.status) == "requested",
+        )
+        return self.session.execute(query).scalars().first()
+
+    def last_turned_down(self, patient_key: str, to_team_org_id: str, since: datetime) -> TeamChangeRow | None:
+        """The team's latest request for the patient that was declined or withdrawn since `since`."""
+        query = (
+            select(TeamChangeRow)
+            .where(
+                col(TeamChangeRow.patient_key) == patient_key,
+                col(TeamChangeRow.to_team_org_id) == to_team_org_id,
+                col(TeamChangeRow.status).in_(("declined", "withdrawn")),
+                col(TeamChangeRow.decided_at) > since,
+            )
+            .order_by(col(TeamChangeRow.decided_at).desc())
         )
         return self.session.execute(query).scalars().first()
 

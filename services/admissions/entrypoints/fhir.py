@@ -51,6 +51,7 @@ Team = Annotated[Principal, Depends(require_role(Role.TEAM))]
 TeamOrHospital = Annotated[Principal, Depends(require_role(Role.TEAM, Role.HOSPITAL))]
 Dac = Annotated[Principal, Depends(require_role(Role.DAC))]
 Admin = Annotated[Principal, Depends(require_role(Role.ADMIN))]
+ConsentReader = Annotated[Principal, Depends(require_role(Role.TEAM, Role.HOSPITAL, Role.ADMIN))]
 Coordinator = Annotated[Principal, Depends(require_role(Role.ADMIN, Role.CPTS, Role.DAC))]
 
 router = APIRouter(prefix="/admissions", tags=["admissions"])
@@ -263,8 +264,8 @@ def put_territory(postal_code: str, body: TerritoryIn, principal: Admin, bus: Bu
 # --- read-backs: what the caller wrote or may see -------------------------------------------------------------
 
 
-@router.get("/consents", summary="The patient's consent, for whoever recorded it or treats the patient")
-def read_consent(patient: str, principal: TeamOrHospital, uow: Uow, bus: Bus) -> Response:
+@router.get("/consents", summary="The patient's consent, for whoever recorded it, treats the patient, or an admin")
+def read_consent(patient: str, principal: ConsentReader, uow: Uow, bus: Bus) -> Response:
     system, bar, value = patient.partition("|")
     if not bar or not system or not value:
         raise BadRequest("patient must be system|value (e.g. the INS-NIR OID and the NIR)", expression=["patient"])
@@ -273,7 +274,8 @@ def read_consent(patient: str, principal: TeamOrHospital, uow: Uow, bus: Bus) ->
     except ValidationError:
         raise BadRequest("patient must be system|value", expression=["patient"]) from None
     key = bus.deps.pseudonymise(patient_identity([identifier], "patient"))
-    return FhirResponse(views.consent_for(uow, principal.organisation_id, key), media_type="application/json")
+    view = views.consent_for(uow, principal.organisation_id, principal.role, key)
+    return FhirResponse(view, media_type="application/json")
 
 
 @router.get("/dac-cases", summary="The calling DAC's cases (status=open for the open ones)")

@@ -175,7 +175,12 @@ def record_admission(cmd: RecordAdmission, uow: AdmissionsUnitOfWork, deps: Deps
             )
         now = deps.clock()
         context = patient_context(
-            uow, key, facts.hospital_org_id, facts.postal_code, local_only=facts.patient.local_only
+            uow,
+            key,
+            facts.hospital_org_id,
+            facts.postal_code,
+            local_only=facts.patient.local_only,
+            encounter_key=facts.encounter_key,
         )
         recipients = route(cmd.event_type, context)
         # Before the admission rows are added: this flushes, and only the commit below may meet a duplicate.

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -37,7 +38,7 @@ from services.admissions.views import (
 )
 from shared.carecircle import CircleFacts, Purpose, allows, not_found_text
 from shared.contracts import About
-from shared.errors import Conflict, NotFound, Unprocessable
+from shared.errors import Conflict, NotFound, TooManyRequests, Unprocessable
 from shared.events import EventType, Role
 from shared.fhir.builders import RELAIS_ENDPOINT, message_bundle
 from shared.routing import route
@@ -69,6 +70,8 @@ def enrol_patient(cmd: EnrolPatient, uow: AdmissionsUnitOfWork, deps: Deps) -> E
             pending = uow.team_changes.pending_by(key, cmd.team_org_id)
             if pending is not None:
                 return EnrolmentRecorded(pending.careteam_id)  # the same request again
+            if current is not None:
+                _check_quiet_period(uow, key, cmd.team_org_id, now, deps.settings.team_change_quiet_hours)
             team = CareTeamRow(
                 id=str(uuid.uuid4()),
                 patient_key=key,
@@ -107,6 +110,23 @@ def enrol_patient(cmd: EnrolPatient, uow: AdmissionsUnitOfWork, deps: Deps) -> E
                 continue  # another team was enrolled meanwhile: the next pass records a request to it
             return EnrolmentRecorded(team.id)
     raise Conflict("the patient's enrolment is changing concurrently; retry", expression=["CareTeam.subject"])
+
+
+def _check_quiet_period(uow: AdmissionsUnitOfWork, key: str, team_org_id: str, now: datetime, hours: float) -> None:
+    """A team whose request for this patient was declined (or withdrawn) asks again only after the quiet period:
+    429 with Retry-After, naming neither the patient nor the current team."""
+    quiet = timedelta(hours=hours)
+    turned_down = uow.team_changes.last_turned_down(key, team_org_id, now - quiet)
+    if turned_down is None or turned_down.decided_at is None:
+        return
+    decided = turned_down.decided_at
+    decided = decided if decided.tzinfo else decided.replace(tzinfo=UTC)  # SQLite reads back naive UTC
+    wait = max(1, math.ceil((decided + quiet - now).total_seconds()))
+    raise TooManyRequests(
+        "your change-of-team request for this patient was turned down recently: ask again after the quiet period "
+        f"({hours:g} h)",
+        retry_after=wait,
+    )
 
 
 def _tell_current_team(uow: AdmissionsUnitOfWork, change: TeamChangeRow, current: CareTeamRow, now: datetime) -> None:

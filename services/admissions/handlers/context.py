@@ -6,10 +6,12 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
+from services.admissions.adapters.orm import DacCase
+from services.admissions.domain import case_covers
 from services.admissions.uow import AdmissionsUnitOfWork
 from shared.carecircle import CircleFacts
 from shared.contracts import About, CareTeamChanged, TerritoryChanged, build_notification, registry_record
-from shared.events import EventType
+from shared.events import EventType, Role
 from shared.identifiers import RPPS
 from shared.routing import PatientContext, Recipient
 
@@ -45,15 +47,33 @@ def notify(
         uow.outbox.add(out.topic, out.key, out.type, out.data, message_id=out.message_id)
 
 
+def covering_case(
+    uow: AdmissionsUnitOfWork, key: str, hospital: str | None = None, encounter_key: str | None = None
+) -> DacCase | None:
+    """The open DAC case that covers this event: a team's referral covers the patient, a hospital's only the
+    stay it referred (never another hospital's, nor a later stay)."""
+    cases = uow.dac_cases.open_for_patient(key)
+    return next(
+        (c for c in cases if case_covers(c.referrer_role, c.referred_by, c.encounter_key, hospital, encounter_key)),
+        None,
+    )
+
+
 def patient_context(
-    uow: AdmissionsUnitOfWork, key: str, hospital: str | None, postal_code: str | None, *, local_only: bool = False
+    uow: AdmissionsUnitOfWork,
+    key: str,
+    hospital: str | None,
+    postal_code: str | None,
+    *,
+    local_only: bool = False,
+    encounter_key: str | None = None,
 ) -> PatientContext:
-    """What routing needs, read from the registry: team, open DAC case, consent, territory of residence.
+    """What routing needs, read from the registry: team, the DAC case covering this stay, consent, territory.
 
     A patient known only by a local identifier has no consent Relais can look up: the care team only.
     """
     team = uow.careteams.active_for_patient(key)
-    case = uow.dac_cases.open_for_patient(key)
+    case = covering_case(uow, key, hospital, encounter_key)
     consent = uow.consents.get(key)
     territory = uow.territories.get(postal_code) if postal_code else None
     return PatientContext(
@@ -89,7 +109,7 @@ def careteam_context(uow: AdmissionsUnitOfWork, key: str) -> dict[str, Any]:
     active = team is not None and team.status == "active"
     referent = uow.careteams.current_referent(team.id) if active and team is not None else None
     consent = uow.consents.get(key)
-    case = uow.dac_cases.open_for_patient(key)
+    case = covering_case(uow, key)  # mirrors learn of patient-wide cases only: a stay's case stays here
     return {
         "patient_key": key,
         "careteam_id": team.id if team is not None else None,
@@ -107,6 +127,11 @@ def careteam_context(uow: AdmissionsUnitOfWork, key: str) -> dict[str, Any]:
         "consent_opposed": bool(consent and consent.opposed),
         "dac_case_open": case is not None,
         "dac_org_id": case.dac_org_id if case is not None else None,
+        "dac_stays": [
+            {"hospital": c.referred_by, "encounter": c.encounter_key, "dac_org_id": c.dac_org_id}
+            for c in uow.dac_cases.open_for_patient(key)
+            if c.referrer_role == Role.HOSPITAL.value and c.referred_by and c.encounter_key
+        ],
         "postal_code": uow.patients.postal_code(key),
     }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -28,7 +29,8 @@ def _require(uow: AdmissionsUnitOfWork, key: str, role: Role, org_id: str, purpo
 
 
 def refer_to_dac(cmd: ReferToDac, uow: AdmissionsUnitOfWork, deps: Deps) -> dict[str, Any]:
-    """A DAC case opens only on referral by the patient's team or admitting hospital, to the territory's DAC."""
+    """A DAC case opens only on referral by the patient's team (the patient) or admitting hospital (its own stay),
+    to the DAC of the patient's territory."""
     key = deps.pseudonymise(cmd.patient)
     with uow:
         _require(uow, key, cmd.referrer_role, cmd.referrer_org_id, Purpose.REFER_TO_DAC, "dac-case.refer")
@@ -40,11 +42,15 @@ def refer_to_dac(cmd: ReferToDac, uow: AdmissionsUnitOfWork, deps: Deps) -> dict
                 expression=["dac"],
             )
         now = deps.clock()
+        # A hospital refers its own stay (its latest admission of the patient), never the patient's other stays.
+        stay = uow.admissions.latest_stay(key, cmd.referrer_org_id) if cmd.referrer_role is Role.HOSPITAL else None
         case = DacCase(
             id=str(uuid.uuid4()),
             patient_key=key,
             dac_org_id=cmd.dac_org_id,
             referred_by=cmd.referrer_org_id,
+            referrer_role=cmd.referrer_role.value,
+            encounter_key=stay.encounter_key if stay else None,
             opened_at=now,
         )
         uow.dac_cases.add(case)
@@ -83,20 +89,60 @@ def close_dac_case(cmd: CloseDacCase, uow: AdmissionsUnitOfWork, deps: Deps) -> 
 
 
 def record_consent(cmd: RecordConsent, uow: AdmissionsUnitOfWork, deps: Deps) -> str:
-    """Only the patient's treating team or a hospital that admitted the patient records the patient's word."""
+    """Only the patient's treating team or a hospital that admitted the patient records the patient's word; a
+    standing opposition is lifted only by whoever recorded it or the treating team of that time (DESIGN §5)."""
     key = deps.pseudonymise(cmd.patient)
     with uow:
         _require(uow, key, cmd.recorder_role, cmd.recorded_by, Purpose.RECORD_CONSENT, "consent.record")
         now = deps.clock()
+        consent_id = domain.derived_id(key, "consent")
         row = uow.consents.get(key)
+        standing = row is not None and row.opposed
+        if row is not None and standing and cmd.opposed:
+            # The patient's word again: its sender reads it back, but who may lift the opposition stays the same.
+            row.opposed_by = row.opposed_by or row.recorded_by
+            row.recorded_by, row.recorded_at = cmd.recorded_by, now
+            _audit(uow, "consent.oppose", cmd, consent_id)
+            uow.consents.add(row)
+            uow.commit()
+            return consent_id
         if row is None:
             row = ConsentRow(patient_key=key, opposed=cmd.opposed, recorded_by=cmd.recorded_by, recorded_at=now)
+        if standing:
+            _lift(uow, row, cmd, consent_id, now)
         else:
-            row.opposed, row.recorded_by, row.recorded_at = cmd.opposed, cmd.recorded_by, now
+            _audit(uow, "consent.oppose" if cmd.opposed else "consent.permit", cmd, consent_id)
+        if cmd.opposed:  # who may lift it: the recorder, and the treating team that holds the patient now
+            team = uow.careteams.active_for_patient(key)
+            row.opposed_by, row.opposed_team, row.opposed_at = cmd.recorded_by, team.team_org_id if team else None, now
+            row.lifted_by = row.lifted_at = None
+        row.opposed, row.recorded_by, row.recorded_at = cmd.opposed, cmd.recorded_by, now
         uow.consents.add(row)
         careteam_changed(uow, key, "consent-recorded", now)
         uow.commit()
-        return domain.derived_id(key, "consent")
+        return consent_id
+
+
+def _audit(uow: AdmissionsUnitOfWork, action: str, cmd: RecordConsent, consent_id: str) -> None:
+    uow.audit.record(
+        action, outcome="ok", organisation_id=cmd.recorded_by, role=cmd.recorder_role.value,
+        resource=f"Consent/{consent_id}",
+    )
+
+
+def _lift(uow: AdmissionsUnitOfWork, row: ConsentRow, cmd: RecordConsent, consent_id: str, now: datetime) -> None:
+    """Lift the standing opposition if the caller may, audited (and shown on the consent read-back); else 403."""
+    opposed_by = row.opposed_by or row.recorded_by
+    capacity = domain.lifting_capacity(opposed_by, row.opposed_team, cmd.recorded_by, cmd.recorder_role)
+    if capacity is None:
+        raise views.OppositionStands(
+            f"Consent/{consent_id}", organisation_id=cmd.recorded_by, role=cmd.recorder_role
+        )
+    row.lifted_by, row.lifted_at = cmd.recorded_by, now
+    uow.audit.record(
+        "consent.lift", outcome="lifted", organisation_id=cmd.recorded_by, role=cmd.recorder_role.value,
+        resource=f"Consent/{consent_id}", detail={"as": capacity, "opposed_by": opposed_by},
+    )
 
 
 def set_territory(cmd: SetTerritory, uow: AdmissionsUnitOfWork, deps: Deps) -> dict[str, Any]:

@@ -18,7 +18,6 @@ from services.discharge.domain.model import (
     MirrorState,
     TerritoryState,
     as_utc,
-    fhir_instant,
 )
 from shared.errors import Conflict, Forbidden, Unprocessable
 from shared.events import EventType
@@ -118,21 +117,22 @@ def check_not_cancelled(encounter_key: str, status: str) -> None:
         raise Conflict(f"the discharge of encounter {encounter_key} was cancelled", expression=["Encounter.identifier"])
 
 
+# The one note of every recorded discharge, team or not: the answer never tells whether the patient has a team.
+DISCHARGE_RECORDED_NOTE = (
+    "discharge recorded: the patient's treating team is asked to take the patient over or, when there is none, "
+    "the CPTS of the territory is asked to find one; follow this discharge's Tasks with GET /discharge/fhir/Task"
+)
+
+
 def recording_notes(
     *,
-    handoff: tuple[str, str, datetime] | None,
     readmission: bool,
     complex_case: bool,
     criteria_met: Iterable[str],
     has_letter: bool,
 ) -> list[str]:
-    """What the hospital is told about a recorded discharge; `handoff` is (task id, team, due)."""
-    if handoff:
-        task_id, team, due = handoff
-        del team  # an intake answer never names another organisation (docs/privacy.md)
-        notes = [f"handoff Task/{task_id} requested from the patient's treating team, due by {fhir_instant(due)}"]
-    else:
-        notes = ["no treating team is known for this patient: the CPTS is asked to find one"]
+    """What the hospital is told about a recorded discharge: the same words whether or not a team was found."""
+    notes = [DISCHARGE_RECORDED_NOTE]
     if readmission:
         notes.append("readmission within 30 days of an earlier discharge: counted as a complexity criterion")
     if complex_case:
@@ -151,19 +151,21 @@ def patient_context(
     team_org_id: str | None = None,
     handoff_failed: bool = False,
     escalation_level: int = 0,
+    encounter_key: str | None = None,
 ) -> PatientContext:
     """Routing context; `team_org_id` pins the team a handoff targeted, whatever the mirror says now."""
     mirror = mirror or MirrorState()
     territory = territory or TerritoryState()
     team = team_org_id if team_org_id is not None else (mirror.team_org_id if mirror.team_active else None)
-    # The DAC already following the patient comes first; else the territory's.
-    dac = mirror.dac_org_id if mirror.dac_case_open and mirror.dac_org_id else territory.dac_org_id
+    # The DAC already following the patient (or, on a hospital's referral, this stay) comes first; else the
+    # territory's. A hospital's referral never opens another hospital's stays to the DAC.
+    case_dac = mirror.dac_org_id if mirror.dac_case_open else mirror.stay_dac(hospital_org_id, encounter_key)
     return PatientContext(
         team_org_id=team,
         hospital_org_id=hospital_org_id,
         cpts_org_id=territory.cpts_org_id,
-        dac_org_id=dac,
-        dac_case_open=mirror.dac_case_open,
+        dac_org_id=case_dac or territory.dac_org_id,
+        dac_case_open=case_dac is not None,
         complex_case=complex_case,
         consent_opposed=mirror.consent_opposed,
         handoff_failed=handoff_failed,

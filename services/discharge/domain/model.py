@@ -9,6 +9,7 @@ from typing import Any
 
 from shared import idempotence
 from shared.identifiers import ORGANISATION
+from shared.minimise import FOLLOWUP_SYSTEM  # noqa: F401 - Relais' follow-up value set lives with the whitelist
 from shared.routing import COMPLEXITY_CRITERIA
 
 ADMISSIONS_ENDPOINT = "/admissions/fhir/$process-message"
@@ -16,7 +17,6 @@ RELAIS_BASE = "https://relais.example.org/fhir"
 # Relais' code systems and extension for what hospitals send us beyond core FHIR.
 COMPLEXITY_SYSTEM = f"{RELAIS_BASE}/CodeSystem/complexity-criterion"
 COMPLEXITY_EXTENSION = f"{RELAIS_BASE}/StructureDefinition/complexity-criterion"
-FOLLOWUP_SYSTEM = f"{RELAIS_BASE}/CodeSystem/followup-activity"
 PATIENT_KEY_SYSTEM = f"{RELAIS_BASE}/NamingSystem/patient-key"
 ORGANISATION_SYSTEM = ORGANISATION
 
@@ -146,6 +146,11 @@ class MirrorState:
     dac_case_open: bool = False
     dac_org_id: str | None = None
     postal_code: str | None = None
+    dac_stays: tuple[tuple[str, str, str], ...] = ()  # (hospital, encounter, DAC) of each stay's case
+
+    def stay_dac(self, hospital_org_id: str | None, encounter_key: str | None) -> str | None:
+        """The DAC of the case that covers this stay, when its hospital referred it."""
+        return next((d for h, e, d in self.dac_stays if (h, e) == (hospital_org_id, encounter_key)), None)
 
 
 @dataclass(frozen=True)

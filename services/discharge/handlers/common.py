@@ -40,6 +40,7 @@ def routing_context(
         team_org_id=team_org_id,
         handoff_failed=handoff_failed,
         escalation_level=escalation_level,
+        encounter_key=discharge.encounter_key,
     )
     # A patient known only by a local identifier gets nothing beyond the care team, at every step.
     ctx = replace(ctx, identity_verified=discharge.patient_system in INS_SYSTEMS)

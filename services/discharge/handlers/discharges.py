@@ -134,7 +134,6 @@ def _record(uow: DischargeUnitOfWork, cmd: RecordDischarge, patient_key: str, de
         recipients=[r.organisation_id for r in recipients],
     )
     notes = domain.recording_notes(
-        handoff=(handoff.id, handoff.team_org_id, handoff.expires_at) if handoff else None,
         readmission=readmission,
         complex_case=complex_case,
         criteria_met=met,

@@ -19,7 +19,7 @@ from services.discharge.commands import AssignOrientation
 from services.discharge.deps import Deps
 from services.discharge.domain import FollowupStatus, HandoffStatus, OrientationStatus, Policy, TimerKind
 from services.discharge.handlers.common import about, domain_event, notify, routing_context, schedule, task_bundle
-from services.discharge.resources import orientation_task
+from services.discharge.resources import orientation_task, without_owner
 from services.discharge.uow import DischargeUnitOfWork
 from shared.contracts import TreatingTeamAssigned, registry_update_record
 from shared.errors import Conflict, NotFound, Unprocessable
@@ -184,9 +184,12 @@ def on_orientation_handoff(
         return
     row.updated_at = now
     recipients = route(event, ctx)
+    shown, sender = handoff_task, actor
+    if event is EventType.ORIENTATION_RETURNED:  # the hospital never learns which team turned the patient down
+        shown, sender = without_owner(handoff_task), None
     _tell(
-        uow, event, recipients, row, discharge, source_id=source_id, actor=actor, now=now, task=handoff.id,
-        full=lambda: task_bundle(event, handoff_task, policy, actor),
+        uow, event, recipients, row, discharge, source_id=source_id, actor=sender, now=now, task=handoff.id,
+        full=lambda: task_bundle(event, shown, policy, sender),
     )
     uow.audit.record(
         "orientation.accept" if action == "accept" else "orientation.return",
