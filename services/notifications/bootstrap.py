@@ -58,6 +58,7 @@ def bootstrap(
     sender = sender or GuardedSender(client)
     dispatcher = DeliveryWorker(messagebus, sender, wakeup)
     runtime.extra_workers.append(dispatcher.run)
+    runtime.worker_probes.append(lambda: dispatcher.healthy)  # a dispatcher failing tick after tick: /readyz 503
     app = service_app(
         runtime,
         title="Relais notifications",
