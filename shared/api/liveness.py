@@ -91,6 +91,7 @@ class BoundedServer(ThreadingHTTPServer):
     """One thread per connection, at most `max_connections` at a time; one over the cap is closed at once."""
 
     daemon_threads = True
+    request_queue_size = 128  # the listen backlog: a burst waits in the kernel, not in SYN retries
 
     def __init__(self, address: tuple[str, int], handler: Any, max_connections: int = MAX_CONNECTIONS) -> None:
         super().__init__(address, handler)
