@@ -42,9 +42,7 @@ _NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1:
 _IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 _IPV4_TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")
 
-# "timeout", "refused", "tls", "dns", "blocked_address", "too_large", "connection", "invalid_header", "internal",
-# "http_<status>"
-ErrorClass = str
+ErrorClass = str  # timeout refused tls dns blocked_address too_large connection invalid_header internal http_<status>
 
 # Headers Relais sets itself or that steer the HTTP exchange: a registrant may never set them.
 RESERVED_HEADERS = frozenset(
@@ -119,9 +117,8 @@ def _embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
         return address.teredo[1]
     if any(address in network for network in (*_NAT64, _IPV4_TRANSLATED)):
         return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-    if address in _IPV4_COMPATIBLE and int(address) > 1:  # :: and ::1 are judged as themselves
-        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-    return None
+    compatible = address in _IPV4_COMPATIBLE and int(address) > 1  # :: and ::1 are judged as themselves
+    return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF) if compatible else None
 
 
 def literal_address(host: str) -> IPAddress | None:
