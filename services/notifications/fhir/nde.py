@@ -5,7 +5,9 @@ nde-notificationrequest, a CommunicationRequest).
 Mapping onto Relais (docs/conformance.md, NdE): an NdE Subscription is a filter over the notifications Relais
 already routes to the subscriber's organisation, so the care circle decides what it can ever receive. A
 subscriber outside the patient's care circle is accepted like any other and receives nothing: the answer never
-tells whether the organisation treats the patient (DESIGN §2, the patient-data boundary).
+tells whether the organisation treats the patient (DESIGN §2, the patient-data boundary). It is registered through
+the one channel path (shared/channels.py) and matched only by what its subscriber has in full (the care team), so a
+minimised recipient (the CPTS) can never tie the NIR it names to a pseudonymous key.
 """
 
 from __future__ import annotations
