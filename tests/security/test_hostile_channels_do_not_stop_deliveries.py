@@ -162,8 +162,16 @@ def test_hostile_rows_and_a_stale_lease_never_stop_another_teams_webhook(databas
     with running(database, tmp_path) as (service, client, directory), Receiver() as team_a, Receiver() as team_b:
         assert client.post("/notifications/webhooks", json={"url": f"{team_a.url}/a"},
                            headers=headers(directory, "msp-a")).status_code == 201
+        team_b_headers = headers(directory, "msp-b")
         assert client.post("/notifications/webhooks", json={"url": f"{team_b.url}/b"},
-                           headers=headers(directory, "msp-b")).status_code == 201
+                           headers=team_b_headers).status_code == 201
+        for host in ("0177.0.0.1", "127.000.000.001", "2130706433", "[::127.0.0.1]"):
+            hostile = client.post("/notifications/webhooks", json={"url": f"http://{host}:{team_b.port}/x"},
+                                  headers=team_b_headers)
+            assert hostile.status_code == 422, hostile.text
+        hostile = client.post("/notifications/nde/fhir/Subscription",
+                              json=_nde(f"{team_b.url}/nde", ["Host: x"]), headers=team_b_headers)
+        assert hostile.status_code == 422, hostile.text
         _store_rows_of_yesterday(service, team_b.port)
         publish(service, "msp-b")
         # An instance killed with kill -9 right after taking the leases: nothing is ever recorded for them.
@@ -176,6 +184,8 @@ def test_hostile_rows_and_a_stale_lease_never_stop_another_teams_webhook(databas
             wait_for(lambda: team_b.paths == ["/b"], 20, 0.05, "the stale lease taken again")
             wait_for(lambda: all(row.attempts for row in _deliveries(service, "msp-b")), 20, 0.05,
                      "every attempt of team B recorded")
+            publish(service, "msp-a")  # past the lease, with team B's failures on record: still delivered
+            wait_for(lambda: team_a.paths == ["/a", "/a"], 20, 0.05, "team A's next webhook delivered")
             assert client.get("/notifications/readyz").status_code == 200
             assert dispatcher.healthy
         errors = sorted(str(row.last_error) for row in _deliveries(service, "msp-b") if row.state == "pending")
