@@ -21,6 +21,7 @@ from enum import StrEnum
 from shared.carecircle import ALLOWED, Purpose, Share
 from shared.errors import Unprocessable
 from shared.events import Role
+from shared.mssante_address import MssanteAddressError, check_mssante_address
 from shared.outbound import MAX_HEADERS, OutboundPolicy, validate_endpoint_url, validate_headers
 from shared.routing import Detail
 
@@ -65,6 +66,19 @@ class Channel:
 def url_validator(policy: OutboundPolicy) -> AddressValidator:
     """The guarded client's registration check of an outbound URL (every IP spelling normalised first)."""
     return lambda address, where: validate_endpoint_url(address, policy, field=where)
+
+
+def mailbox_validator(allowed_domains: Iterable[str]) -> AddressValidator:
+    """The one MSSanté address check (shared/mssante_address.py) as a channel address validator (422)."""
+    domains = tuple(allowed_domains)
+
+    def validate(address: str, where: str) -> str:
+        try:
+            return check_mssante_address(address, domains)
+        except MssanteAddressError as exc:
+            raise Unprocessable(f"{where}: {exc}", expression=[where]) from exc
+
+    return validate
 
 
 def check_channel(kind: ChannelKind, address: object, headers: Headers, validate_address: AddressValidator) -> Channel:

@@ -20,10 +20,10 @@ from shared.channels import (
     Reach,
     admit,
     check_channel,
+    mailbox_validator,
     may_receive,
 )
 from shared.errors import Unprocessable
-from shared.mssante_address import MssanteAddressError, check_mssante_address
 from shared.settings import NotificationsSettings
 from tests import nde_factories as nde
 from tests.unit.test_notifications_service import subscription
@@ -112,13 +112,7 @@ def test_the_nde_door_keeps_the_one_cap_of_live_subscriptions(door):
 # --- the path itself, as a new channel (an MSSanté mailbox) would call it -------------------------------------
 
 MAILBOX = ChannelKind("mssante", family="MSSanté addresses", address_field="address")
-
-
-def _mailbox(address: str, where: str) -> str:
-    try:
-        return check_mssante_address(address, ["mssante.fr"])
-    except MssanteAddressError as exc:
-        raise Unprocessable(str(exc), expression=[where]) from exc
+_mailbox = mailbox_validator(["mssante.fr"])
 
 
 def test_a_new_channel_is_one_declaration_and_gets_every_check():
