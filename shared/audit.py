@@ -10,8 +10,8 @@ from shared.db.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
 
-# Column sizes of audit_log (shared/db/tables.py): longer values are cut, never refused.
-_ACTION_MAX, _RESOURCE_MAX = 100, 300
+# The audit writer cuts every value to its column (AuditEntry.bounded): recorded, never refused.
+_ACTION_MAX = 100
 
 
 class RefusalRecorder(Protocol):
@@ -44,11 +44,11 @@ def refusal_recorder(unit_of_work: Callable[[], UnitOfWork]) -> RefusalRecorder:
         try:
             with unit_of_work() as uow:
                 uow.audit.record(
-                    action[:_ACTION_MAX],
+                    action,
                     outcome=outcome,
                     organisation_id=organisation_id,
                     role=role,
-                    resource=resource[:_RESOURCE_MAX] if resource else None,
+                    resource=resource,
                     detail={"reason": reason, **(detail or {})},
                 )
                 uow.commit()

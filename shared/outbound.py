@@ -38,8 +38,11 @@ METADATA_HOSTS = frozenset(
      "instance-data.ec2.internal"}
 )
 _NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+# IPv4-compatible (::a.b.c.d, deprecated) and IPv4-translated (::ffff:0:a.b.c.d, SIIT) carry an IPv4 address too.
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+_IPV4_TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")
 
-ErrorClass = str  # "timeout", "refused", "tls", "dns", "blocked_address", "too_large", "connection", "http_<status>"
+ErrorClass = str  # timeout refused tls dns blocked_address too_large connection invalid_header internal http_<status>
 
 # Headers Relais sets itself or that steer the HTTP exchange: a registrant may never set them.
 RESERVED_HEADERS = frozenset(
@@ -49,6 +52,7 @@ RESERVED_HEADERS = frozenset(
      "x-real-ip", "via"}
 )
 RESERVED_PREFIXES = ("relais-", "x-relais-", "proxy-", ":")
+_NUMERIC_HOST = re.compile(r"^(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+)){0,3}$")
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}$")
 MAX_HEADERS = 10
 MAX_HEADER_VALUE = 1000
@@ -90,9 +94,8 @@ class OutboundPolicy:
         name = host.strip("[]").rstrip(".").lower()
         if name in METADATA_HOSTS or name == "localhost" or name.endswith(".localhost"):
             raise BlockedAddress("destination host is not allowed")
-        try:
-            address = ipaddress.ip_address(name)
-        except ValueError:
+        address = literal_address(host)
+        if address is None:
             return
         if not self.address_allowed(address):
             raise BlockedAddress("destination address is not allowed")
@@ -112,9 +115,41 @@ def _embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
         return address.sixtofour
     if address.teredo:
         return address.teredo[1]
-    if any(address in network for network in _NAT64):
+    if any(address in network for network in (*_NAT64, _IPV4_TRANSLATED)):
         return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-    return None
+    compatible = address in _IPV4_COMPATIBLE and int(address) > 1  # :: and ::1 are judged as themselves
+    return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF) if compatible else None
+
+
+def literal_address(host: str) -> IPAddress | None:
+    """The address a host names when it is an IP literal in any spelling the C resolver accepts (octal
+    `0177.0.0.1`, zero-padded `127.000.000.001`, decimal `2130706433`, hex, short `127.1`, bracketed IPv6 with
+    or without a zone), so the policy judges the address the socket would dial; None for a name."""
+    name = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    name = name.rstrip(".").lower()
+    if ":" in name:
+        try:
+            return ipaddress.IPv6Address(name.split("%", 1)[0])
+        except ValueError:
+            return None
+    if not name or not _NUMERIC_HOST.match(name):
+        return None
+    try:
+        # inet_aton is what getaddrinfo applies to a numeric host: the same reading, by the same code.
+        return ipaddress.IPv4Address(socket.inet_aton(name))
+    except OSError:
+        return None
+
+
+def canonical_host(host: str) -> bool:
+    """True when the host is a name, or an IP literal written the one usual way (dotted decimal, RFC 5952)."""
+    address = literal_address(host)
+    if address is None:
+        return True
+    if _embedded_ipv4(address) is not None:
+        return False  # an IPv4 address dressed as IPv6 (mapped, compatible, NAT64...): write the IPv4 itself
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    return bare == str(address)
 
 
 # --- registration-time validation ---------------------------------------------------------------
@@ -142,9 +177,16 @@ def validate_endpoint_url(url: str, policy: OutboundPolicy, field: str = "endpoi
     if port == 0:
         raise Unprocessable(f"{field} has an invalid port", expression=[field])
     try:
+        httpx.URL(url)  # the sending client's own parser: what it cannot read is refused now, not at send time
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise Unprocessable(f"{field} is not a valid URL", expression=[field]) from exc
+    try:
         policy.check_host(parts.hostname)
     except BlockedAddress as exc:
         raise Unprocessable(f"{field} points to a destination Relais does not call", expression=[field]) from exc
+    if not canonical_host(parts.hostname):
+        raise Unprocessable(f"{field} must write an IP address in its usual form (dotted decimal, or IPv6 "
+                            "without an embedded IPv4 address)", expression=[field])
     return url
 
 
@@ -346,7 +388,10 @@ class GuardedClient:
     ) -> OutboundResult:
         """`headers` are Relais' own; `extra_headers` come from a registrant and are validated again here."""
         started = time.monotonic()
-        merged = {**validate_headers(extra_headers or {}), **(headers or {})}
+        try:
+            merged = {**validate_headers(extra_headers or {}), **(headers or {})}
+        except Unprocessable:
+            return OutboundResult(False, None, "invalid_header")
         try:
             validate_endpoint_url(url, self.policy)
         except Unprocessable:
@@ -354,9 +399,7 @@ class GuardedClient:
         token = _deadline.set(started + self.policy.timeout_seconds)
         try:
             return self._attempt(method, url, content, merged, started)
-        except BlockedAddress:
-            return OutboundResult(False, None, "blocked_address", elapsed=time.monotonic() - started)
-        except httpx.HTTPError as exc:
+        except Exception as exc:  # noqa: BLE001 - an attempt never raises: whatever failed is its error class
             return OutboundResult(False, None, classify(exc), elapsed=time.monotonic() - started)
         finally:
             _deadline.reset(token)
@@ -401,4 +444,6 @@ def classify(exc: BaseException) -> ErrorClass:
         return "refused"
     if any(isinstance(e, BlockedAddress) for e in chain):
         return "blocked_address"
-    return "connection"
+    if isinstance(exc, httpx.HTTPError | OSError):
+        return "connection"
+    return "internal"  # not a network failure (a bug, an unreadable URL): named apart so it is looked at

@@ -38,6 +38,8 @@ class Runtime:
     consumers: list[ConsumerLoop] = field(default_factory=list)
     run_workers: bool = True
     extra_workers: list[Callable[[threading.Event], None]] = field(default_factory=list)
+    # A worker that runs but keeps failing (its own probe) is as unready as a dead one.
+    worker_probes: list[Callable[[], bool]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[SupervisedWorker] = field(default_factory=list)
 
@@ -92,8 +94,9 @@ class Runtime:
         self._threads.append(worker)
 
     def workers_ready(self) -> bool:
-        """Every background worker is running (a dead one waiting for its restart makes this False)."""
-        return all(worker.healthy for worker in self._threads)
+        """Every background worker is running (a dead one waiting for its restart makes this False) and none
+        says it keeps failing."""
+        return all(worker.healthy for worker in self._threads) and all(probe() for probe in self.worker_probes)
 
     @property
     def workers(self) -> list[SupervisedWorker]:

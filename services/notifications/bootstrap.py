@@ -66,6 +66,7 @@ def bootstrap(
     runtime.extra_workers.extend(mail_workers)
     dispatcher = DeliveryWorker(messagebus, channels, wakeup)
     runtime.extra_workers.append(dispatcher.run)
+    runtime.worker_probes.append(lambda: dispatcher.healthy)  # a dispatcher failing tick after tick: /readyz 503
     app = service_app(
         runtime,
         title="Relais notifications",

@@ -17,7 +17,7 @@ from shared.contracts import InvalidContract, check_minimised_payload
 from shared.contracts import parse_notification as parse_contract
 from shared.errors import BadRequest, NotFound, Unprocessable
 from shared.minimise import NotMinimised
-from shared.outbound import OutboundPolicy, validate_endpoint_url, validate_headers
+from shared.outbound import OutboundPolicy, validate_endpoint_url
 
 FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
@@ -312,16 +312,6 @@ def check_endpoint_url(url: Any, policy: OutboundPolicy, where: str = "url") -> 
     """The outbound policy's registration check: https (http only where allowed), no credentials, no inward or
     metadata host; the 422 never echoes the URL."""
     return validate_endpoint_url(url, policy, field=where)
-
-
-def check_channel_headers(headers: Any, where: str = "Subscription.channel.header") -> list[str]:
-    """Registrant headers: 'Name: value' lines, none reserved (Host, Content-*, Relais-*...), no CR/LF/NUL."""
-    if headers is None:
-        return []
-    if not isinstance(headers, list):
-        raise Unprocessable("channel.header must be a list of 'Name: value'", expression=[where])
-    clean = validate_headers(headers, field=where)
-    return [f"{name}: {value}" for name, value in clean.items()]
 
 
 def check_heartbeat(seconds: int | None, minimum: int) -> int | None:

@@ -7,6 +7,9 @@ set, `relais serve` starts a small process (no FastAPI, no database, its own int
 `GET /healthz` on that port from a heartbeat the service's event loop writes into shared memory every
 `HEARTBEAT_SECONDS`: 200 while the heartbeat is fresh, 503 once it is older than `RELAIS_LIVENESS_STALE_SECONDS`
 (the loop is stuck: restarting is right). The process exits when the service does, even after a SIGKILL.
+A connection that does not send its request within `READ_TIMEOUT_SECONDS` is closed, and at most
+`MAX_CONNECTIONS` are served at once (one thread each): a flood of half-open connections closes on its own and
+never grows the process.
 
 Written on the standard library (`http.server`, `multiprocessing`): it must start in milliseconds and import
 nothing of Relais' stack.
@@ -25,6 +28,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 HEARTBEAT_SECONDS = 0.5
+READ_TIMEOUT_SECONDS = 2.0  # a probe sends its few bytes at once: anything slower is not a probe
+MAX_CONNECTIONS = 32
 
 
 def heartbeat_age(beat_at: float, now: float) -> float:
@@ -82,12 +87,41 @@ class Liveness:
             self._process.join(timeout=5)
 
 
+class BoundedServer(ThreadingHTTPServer):
+    """One thread per connection, at most `max_connections` at a time; one over the cap is closed at once."""
+
+    daemon_threads = True
+    request_queue_size = 128  # the listen backlog: a burst waits in the kernel, not in SYN retries
+
+    def __init__(self, address: tuple[str, int], handler: Any, max_connections: int = MAX_CONNECTIONS) -> None:
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(max_connections)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)  # never queued: a flood cannot hold the probe's threads
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
 def serve_probe(
     host: str, port: int, service: str, beat: Any, stale_after: float, parent_pid: int, listening: Any
 ) -> None:
     """The probe process: answers every GET from the heartbeat until its parent is gone."""
 
     class Probe(BaseHTTPRequestHandler):
+        timeout = READ_TIMEOUT_SECONDS  # set on the socket before the request line is read
+
         def do_GET(self) -> None:
             status, body = liveness_answer(service, beat.value, time.time(), stale_after)
             payload = json.dumps(body).encode()
@@ -100,8 +134,7 @@ def serve_probe(
         def log_message(self, format: str, *args: Any) -> None:
             return  # probes every few seconds would flood the log
 
-    server = ThreadingHTTPServer((host, port), Probe)
-    server.daemon_threads = True
+    server = BoundedServer((host, port), Probe)
 
     def orphaned() -> None:
         # Re-parented (the service died, even by SIGKILL): nobody is left to be alive.

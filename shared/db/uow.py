@@ -71,7 +71,7 @@ class AuditLog:
         detail: dict[str, Any] | None = None,
     ) -> None:
         self._session.add(
-            AuditEntry(
+            AuditEntry.bounded(
                 at=utcnow(),
                 organisation_id=organisation_id,
                 role=role,

@@ -66,10 +66,12 @@ def test_inward_endpoints_are_never_dialled(url):
 
 
 def test_a_name_that_resolves_inward_is_refused_at_connect_time():
-    # "2130706433" is not an IP literal to the registration check, but the resolver turns it into 127.0.0.1.
+    # "2130706433" is 127.0.0.1 to the resolver: since issue 19 the registration check reads it the same way
+    # (before, it passed registration and only the connect-time check could tell); neither lets it through.
     with ScriptedServer(answer()) as server:
         url = f"https://2130706433:{server.port}/hook"
-        validate_endpoint_url(url, OutboundPolicy())  # passes registration: only the connect-time check can tell
+        with pytest.raises(Unprocessable):
+            validate_endpoint_url(url, OutboundPolicy())
         client = GuardedClient(OutboundPolicy(timeout_seconds=2, allow_http=True))
         try:
             result = client.post(url.replace("https", "http"), b"{}")

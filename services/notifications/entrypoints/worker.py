@@ -20,8 +20,12 @@ from services.notifications.adapters.sender import Sender
 from services.notifications.commands import ClaimDueDeliveries, QueueHeartbeats, RecordDeliveryAttempt
 from services.notifications.domain import TARGET_GONE, Attempt, Claimed, channel_headers, delivery_headers
 from services.notifications.messagebus import MessageBus
+from shared.outbound import classify
 
 log = logging.getLogger(__name__)
+
+# Ticks failing in a row before the dispatcher reports itself not ready (/readyz 503): one may be a blip.
+FAILING_AFTER = 3
 
 
 class DeliveryWorker:
@@ -35,6 +39,12 @@ class DeliveryWorker:
         self._org_of: dict[str, str] = {}  # target id -> organisation, for the per-organisation share
         self._lock = threading.Lock()
         self._next_heartbeat_check = 0.0
+        self._failed_ticks = 0
+
+    @property
+    def healthy(self) -> bool:
+        """False while its ticks keep failing (the readiness check of the service reads it)."""
+        return self._failed_ticks < FAILING_AFTER
 
     def run(self, stop: threading.Event) -> None:
         pool = ThreadPoolExecutor(
@@ -45,8 +55,9 @@ class DeliveryWorker:
                 try:
                     self._maybe_heartbeats()
                     self.dispatch_once(pool)
-                except Exception:
-                    log.warning("notification dispatcher tick failed", exc_info=True)
+                    self._failed_ticks = 0
+                except Exception as exc:  # noqa: BLE001 - one failed tick must not end deliveries for everyone
+                    self._tick_failed(exc)
                     stop.wait(1.0)
                 self._wakeup.wait(self._settings.dispatcher_idle_seconds)
                 self._wakeup.clear()
@@ -54,6 +65,15 @@ class DeliveryWorker:
             # In-flight requests end within their timeout; unfinished leases expire for the next instance.
             pool.shutdown(wait=True, cancel_futures=True)
             self._sender.close()
+
+    def _tick_failed(self, exc: Exception) -> None:
+        self._failed_ticks += 1
+        count = self._failed_ticks
+        # The traceback once per streak, then one line at 2, 4, 8... failures: a stuck store never floods the log.
+        if count == 1:
+            log.warning("notification dispatcher tick failed", exc_info=True)
+        elif count & (count - 1) == 0:
+            log.warning("notification dispatcher ticks failing: %d in a row (%s)", count, type(exc).__name__)
 
     def run_due(self, limit: int = 100) -> list[Attempt]:
         """Deliver, one by one in this thread, whatever is due now (tests and one-shot tools)."""
@@ -105,11 +125,23 @@ class DeliveryWorker:
         return claimed
 
     def deliver(self, item: Claimed) -> Attempt:
+        """One attempt, never raising: whatever fails in it is recorded as the attempt's error class."""
+        try:
+            attempt = self._attempt(item)
+        except Exception as exc:  # noqa: BLE001 - an attempt's failure is its outcome, never the worker's end
+            attempt = Attempt(False, None, classify(exc))
+        if attempt is TARGET_GONE:
+            return attempt
+        try:
+            self._bus.handle(RecordDeliveryAttempt(self.owner, item, attempt))
+        except Exception as exc:  # noqa: BLE001 - unrecorded, the lease expires and the attempt is made again
+            log.warning("could not record a delivery attempt: %s", type(exc).__name__)
+        return attempt
+
+    def _attempt(self, item: Claimed) -> Attempt:
         target = views.delivery_target(self._bus.uow(), item.target_kind, item.target_id)
         if target is None:
             return TARGET_GONE
         body = item.body.encode()
         headers = delivery_headers(item, target, body, int(time.time()))
-        attempt = self._sender.send(item.url, headers, body, channel_headers(target))
-        self._bus.handle(RecordDeliveryAttempt(self.owner, item, attempt))
-        return attempt
+        return self._sender.send(item.url, headers, body, channel_headers(target))

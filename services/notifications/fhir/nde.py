@@ -5,7 +5,9 @@ nde-notificationrequest, a CommunicationRequest).
 Mapping onto Relais (docs/conformance.md, NdE): an NdE Subscription is a filter over the notifications Relais
 already routes to the subscriber's organisation, so the care circle decides what it can ever receive. A
 subscriber outside the patient's care circle is accepted like any other and receives nothing: the answer never
-tells whether the organisation treats the patient (docs/architecture.md#the-patient-data-boundary).
+tells whether the organisation treats the patient (docs/architecture.md#the-patient-data-boundary). It is
+registered through the one channel path (shared/channels.py) and matched only by what its subscriber has in full
+(the care team), so a minimised recipient (the CPTS) can never tie the NIR it names to a pseudonymous key.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ from urllib.parse import parse_qsl
 
 from pydantic import ValidationError
 
-from services.notifications.domain import check_endpoint_url
 from services.notifications.fhir.common import ORGANISATION_SYSTEM, RELAIS_FHIR_BASE, instant
 from services.notifications.fhir.subscriptions import InvalidSubscription, SubscriptionRequest
+from shared.channels import NDE_CHANNEL, check_channel, may_receive, url_validator
 from shared.errors import Forbidden, Unprocessable
 from shared.events import TRE_R254_OID, TRE_R254_SYSTEM
 from shared.fhir.encounter import patient_identity
@@ -151,7 +153,9 @@ def parse_nde_subscription(
             issue_code="not-supported",
             expression=["Subscription.channel.type"],
         )
-    endpoint = check_endpoint_url(channel.get("endpoint") or "", policy, "Subscription.channel.endpoint")
+    # The one channel path: the endpoint by the outbound policy, channel.header by the one header validation.
+    checked = check_channel(NDE_CHANNEL, channel.get("endpoint") or "", channel.get("header"),
+                            url_validator(policy))
     code = _event_code(resource)
     _check_subscriber(_referenced(resource, "subscriber") or {}, caller_org_id)
     patient = _referenced(resource, "subject")
@@ -163,12 +167,7 @@ def parse_nde_subscription(
     for name, value in (("start", _start(resource)), ("end", resource.get("end"))):
         if value:
             filters[name] = str(value)
-    headers = [str(h) for h in channel.get("header") or []]
-    for header in headers:
-        name, sep, _ = header.partition(":")
-        if not sep or not name.strip() or any(c in header for c in "\r\n"):
-            raise Unprocessable("each channel header is 'Name: value'", expression=["Subscription.channel.header"])
-    return SubscriptionRequest(NDE_TOPIC, [filters], endpoint, headers, NDE_CONTENT, None, resource)
+    return SubscriptionRequest(NDE_TOPIC, [filters], checked, NDE_CONTENT, None, resource)
 
 
 def _start(resource: dict[str, Any]) -> str | None:
@@ -185,7 +184,11 @@ def _moment(value: str | None) -> datetime | None:
 
 
 def nde_matches(filters: list[dict[str, str]], notification: Any, now: datetime) -> bool:
-    """The notification is about the subscribed patient and event type, from the declarant, within the period."""
+    """The notification is about the subscribed patient and event type, from the declarant, within the period,
+    and its subscriber has it as a member of the care team: a subscriber with a lesser share (the CPTS's
+    minimised notice) is never matched, so nothing links the NIR it named to a pseudonymous key."""
+    if not may_receive(NDE_CHANNEL, notification.role, notification.detail):
+        return False
     f = filters[0] if filters else {}
     if notification.patient_key != f.get("patient"):
         return False

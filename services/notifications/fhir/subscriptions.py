@@ -11,14 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from services.notifications.domain import (
-    CONTENT_TYPES,
-    SUBSCRIPTION_TOPICS,
-    check_channel_headers,
-    check_endpoint_url,
-    check_heartbeat,
-    parse_filter,
-)
+from services.notifications.domain import CONTENT_TYPES, SUBSCRIPTION_TOPICS, check_heartbeat, parse_filter
 from services.notifications.fhir.common import (
     BACKPORT_CONTENT,
     BACKPORT_FILTER,
@@ -32,6 +25,7 @@ from services.notifications.fhir.common import (
     validated_bundle,
 )
 from services.notifications.fhir.feed import notification_parameters
+from shared.channels import BACKPORT_CHANNEL, Channel, check_channel, url_validator
 from shared.errors import Unprocessable
 from shared.fhir.models import Subscription, to_json
 from shared.fhir.nde import SUBSCRIPTION_PROFILE
@@ -52,11 +46,18 @@ class InvalidSubscription(Unprocessable):
 class SubscriptionRequest:
     topic: str
     filters: list[dict[str, str]]
-    endpoint: str
-    headers: list[str]
+    channel: Channel  # checked by the one channel path (shared/channels.py)
     content: str
     heartbeat_seconds: int | None
     resource: dict[str, Any]
+
+    @property
+    def endpoint(self) -> str:
+        return self.channel.address
+
+    @property
+    def headers(self) -> list[str]:
+        return self.channel.header_lines()
 
 
 def _extension_value(extensions: list[dict[str, Any]] | None, url: str) -> list[Any]:
@@ -93,7 +94,9 @@ def parse_subscription(
     channel = resource.get("channel") or {}
     if channel.get("type") != "rest-hook":
         raise Unprocessable("only the rest-hook channel is supported", expression=["Subscription.channel.type"])
-    endpoint = check_endpoint_url(channel.get("endpoint") or "", policy, "Subscription.channel.endpoint")
+    checked = check_channel(
+        BACKPORT_CHANNEL, channel.get("endpoint") or "", channel.get("header"), url_validator(policy)
+    )
     if channel.get("payload", "application/fhir+json") not in ("application/fhir+json", "application/json"):
         raise Unprocessable("payload must be application/fhir+json", expression=["Subscription.channel.payload"])
     contents = _extension_value((channel.get("_payload") or {}).get("extension"), BACKPORT_CONTENT)
@@ -107,8 +110,7 @@ def parse_subscription(
     heartbeat = default_heartbeat
     if heartbeats:  # the operator's default may be anything; a registrant's own period has a floor
         heartbeat = check_heartbeat(check_int(heartbeats[0], "Subscription.channel.heartbeatPeriod"), min_heartbeat)
-    headers = check_channel_headers(channel.get("header"))
-    return SubscriptionRequest(topic, filters, endpoint, headers, content, heartbeat, resource)
+    return SubscriptionRequest(topic, filters, checked, content, heartbeat, resource)
 
 
 def subscription_resource(row: Any) -> dict[str, Any]:

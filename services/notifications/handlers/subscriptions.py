@@ -16,7 +16,7 @@ from services.notifications.deps import NotificationsDeps
 from services.notifications.domain import Missing
 from services.notifications.handlers.common import new_delivery
 from services.notifications.uow import NotificationsUnitOfWork
-from shared.errors import Unprocessable
+from shared.channels import admit
 
 
 def create_subscription(
@@ -26,9 +26,7 @@ def create_subscription(
     now = deps.clock()
     req = command.request
     with uow:
-        limit = deps.settings.subscriptions_max_per_organisation
-        if len(uow.subscriptions.live_for(command.principal.organisation_id)) >= limit:
-            raise Unprocessable(f"at most {limit} live Subscriptions per organisation", expression=["Subscription"])
+        _admit(command, uow, deps)
         row = SubscriptionRow(
             id=str(uuid.uuid4()),
             org_id=command.principal.organisation_id,
@@ -70,6 +68,14 @@ def create_subscription(
         return row
 
 
+def _admit(
+    command: CreateSubscription | CreateNdeSubscription, uow: NotificationsUnitOfWork, deps: NotificationsDeps
+) -> None:
+    """The organisation's one cap of live Subscriptions, Backport and NdE alike (shared/channels.py)."""
+    live = uow.subscriptions.live_for(command.principal.organisation_id, lock=True)
+    admit(command.request.channel.kind, len(live), deps.settings.subscriptions_max_per_organisation)
+
+
 def create_nde_subscription(
     command: CreateNdeSubscription, uow: NotificationsUnitOfWork, deps: NotificationsDeps
 ) -> SubscriptionRow:
@@ -77,6 +83,7 @@ def create_nde_subscription(
     now = deps.clock()
     req = command.request
     with uow:
+        _admit(command, uow, deps)
         row = SubscriptionRow(
             id=str(uuid.uuid4()),
             org_id=command.principal.organisation_id,

@@ -8,8 +8,9 @@ import uuid
 from services.notifications.adapters.orm import DeliveryRow, WebhookRow
 from services.notifications.commands import DeleteWebhook, RedeliverDelivery, RegisterWebhook
 from services.notifications.deps import NotificationsDeps
-from services.notifications.domain import Missing, check_endpoint_url
+from services.notifications.domain import Missing
 from services.notifications.uow import NotificationsUnitOfWork
+from shared.channels import WEBHOOK_CHANNEL, admit, check_channel, url_validator
 from shared.errors import Conflict, Unprocessable
 from shared.validation import check_text
 
@@ -20,7 +21,7 @@ def register_webhook(
     command: RegisterWebhook, uow: NotificationsUnitOfWork, deps: NotificationsDeps
 ) -> tuple[WebhookRow, str | None]:
     """Returns the webhook, and the secret when Relais generated it (shown once)."""
-    url = check_endpoint_url(command.url, deps.outbound)
+    url = check_channel(WEBHOOK_CHANNEL, command.url, None, url_validator(deps.outbound)).address
     generated = None
     secret = command.secret
     if secret is None:
@@ -33,10 +34,7 @@ def register_webhook(
         active = uow.webhooks.active_for(org)
         if any(w.url == url for w in active):
             raise Conflict("this endpoint is already registered; delete it first to change its secret")
-        if len(active) >= deps.settings.webhooks_max_per_organisation:
-            raise Unprocessable(
-                f"at most {deps.settings.webhooks_max_per_organisation} webhooks per organisation", expression=["url"]
-            )
+        admit(WEBHOOK_CHANNEL, len(active), deps.settings.webhooks_max_per_organisation)
         row = WebhookRow(id=str(uuid.uuid4()), org_id=org, url=url, secret=secret, active=True, created_at=deps.clock())
         uow.webhooks.add(row)
         uow.audit.record(
