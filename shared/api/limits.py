@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 from limits import RateLimitItem, parse_many
@@ -107,10 +108,25 @@ def _check_string(value: str, limits: RequestLimits, where: str) -> None:
 
 # --- the ASGI guard -----------------------------------------------------------------------------
 
+class AddressBlocks(Protocol):
+    def address_blocked(self, address: str) -> int | None: ...
+
+
+class AnyAddressBlock:
+    """Blocked if any of these budgets is spent: a door that serves several services checks them all."""
+
+    def __init__(self, budgets: Sequence[AddressBlocks]) -> None:
+        self.budgets = list(budgets)
+
+    def address_blocked(self, address: str) -> int | None:
+        waits = [wait for budget in self.budgets if (wait := budget.address_blocked(address)) is not None]
+        return max(waits) if waits else None
+
+
 class RequestGuard:
     """Reads the body under a deadline and the size cap, checks its shape, then replays it to the app."""
 
-    def __init__(self, app: ASGIApp, limits: RequestLimits, rate_limits: RateLimits | None = None) -> None:
+    def __init__(self, app: ASGIApp, limits: RequestLimits, rate_limits: AddressBlocks | None = None) -> None:
         self.app = app
         self.limits = limits
         self.rate_limits = rate_limits
