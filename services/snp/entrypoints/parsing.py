@@ -287,6 +287,9 @@ def publish_command(data: dict[str, Any], org_id: str) -> PublishAvailability:
 def request_command(data: dict[str, Any], sas_org_id: str) -> RequestSnp:
     """A ServiceRequest from the SAS. Free text (note, text, reason text) is never read, so never kept."""
     request = validated(ServiceRequest, data, "ServiceRequest")
+    identifier = next((i.value for i in request.identifier or [] if i.value), None)
+    # The request's identifier column holds 100 characters: longer is refused, not cut (PostgreSQL would fail).
+    check_text(identifier, "ServiceRequest.identifier", 100)
     subject = request.subject.identifier if request.subject else None
     if subject is None or not subject.value:
         raise Unprocessable(
@@ -315,7 +318,6 @@ def request_command(data: dict[str, Any], sas_org_id: str) -> RequestSnp:
             f"{INSEE_COMMUNE_SYSTEM}, INSEE code)",
             expression=["ServiceRequest.locationCode"],
         )
-    identifier = next((i.value for i in request.identifier or [] if i.value), None)
     return RequestSnp(
         sas_org_id, identifier, system, value, communes[0].strip(), Urgency(urgencies[0]), reasons[0]
     )
