@@ -27,6 +27,7 @@ from shared.fhir.intake import check_content_type, parse_json, parse_message_bun
 from shared.fhir.nde import NDE_ADMISSION_ENDPOINT, declaration_command, declaration_paths, declared
 from shared.routing import DISCHARGE_EVENTS
 from shared.search import DateRange, SearchSpec
+from shared.validation import check_datetime
 
 
 def _bus(request: Request) -> MessageBus:
@@ -61,16 +62,11 @@ Cpts = Annotated[Principal, Depends(require_role(Role.CPTS))]
 Params = Annotated[dict[str, Any], Depends(_parameters)]
 
 
-def _datetime(value: Any, name: str) -> datetime | None:
+def _completed_at(value: Any) -> datetime | None:
+    """When a follow-up was done: an aware dateTime within the kernel's window (the domain refuses the future)."""
     if value is None:
         return None
-    try:
-        moment = datetime.fromisoformat(str(value))
-    except ValueError as exc:
-        raise BadRequest(f"{name} is not a dateTime", expression=[f"Parameters.{name}"]) from exc
-    if moment.tzinfo is None:
-        raise BadRequest(f"{name} needs a time zone", expression=[f"Parameters.{name}"])
-    return moment
+    return check_datetime(value if isinstance(value, str) else str(value), "Parameters.completedAt")
 
 
 router = APIRouter(prefix="/discharge/fhir", tags=["discharge"])
@@ -188,7 +184,7 @@ def cancel(task_id: str, principal: Hospital, params: Params, bus: Bus) -> FhirR
     "/Task/{task_id}/$complete", summary="The team records a follow-up item as done", response_class=FhirResponse
 )
 def complete(task_id: str, principal: Team, params: Params, bus: Bus) -> FhirResponse:
-    done_at = _datetime(params.get("completedAt"), "completedAt")
+    done_at = _completed_at(params.get("completedAt"))
     command = CompleteFollowup(task_id, principal.organisation_id, done_at)
     return FhirResponse(bus.handle(command))
 
