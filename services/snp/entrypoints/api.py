@@ -22,7 +22,7 @@ from services.snp.uow import SnpUnitOfWork
 from shared.api.body import RawBody
 from shared.api.responses import FhirResponse
 from shared.auth import Principal, require_role
-from shared.errors import Unprocessable
+from shared.errors import BadRequest, Unprocessable
 from shared.events import Role
 from shared.fhir.intake import check_content_type, parse_json
 from shared.validation import check_date_range
@@ -176,8 +176,11 @@ def get_dashboard(
 ) -> JSONResponse:
     # The day in progress is never shown: reading it twice a moment apart would difference one request out.
     yesterday = bus.deps.clock().astimezone(PARIS).date() - timedelta(days=1)
-    last = min(period_day(end, "to") or yesterday, yesterday)
-    first = period_day(start, "from") or last - timedelta(days=DASHBOARD_DEFAULT_DAYS - 1)
+    asked_first, asked_last = period_day(start, "from"), period_day(end, "to")
+    if asked_first and asked_last and asked_first > asked_last:
+        raise BadRequest("`from` must not be after `to`", expression=["from"])
+    last = min(asked_last or yesterday, yesterday)
+    first = asked_first or last - timedelta(days=DASHBOARD_DEFAULT_DAYS - 1)
     if first > last:
         raise Unprocessable("the dashboard covers whole days that are over: `from` must be yesterday or before",
                             expression=["from"])
