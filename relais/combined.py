@@ -11,6 +11,7 @@ from fastapi.responses import RedirectResponse
 from starlette.types import Message, Receive, Scope, Send
 
 from shared.api.app import capability_statement, install_error_handlers
+from shared.api.limits import AnyAddressBlock, RequestGuard, RequestLimits
 from shared.api.responses import FhirResponse
 from shared.fhir.nde import (
     DECLARATION_PROFILE,
@@ -93,18 +94,32 @@ class PrefixDispatcher:
         self.apps = {f"/{service.name}": service.app for service in services}
         # A larger declaration is not read here: the service's request guard answers 413 for it.
         self.peek_bytes = max((service.runtime.settings.max_body_bytes for service in services), default=1_000_000)
+        # The body is read here, before any service sees the request: under the same deadline, size cap and
+        # failed-authentication block as every service's own door.
+        limits = [RequestLimits.from_settings(service.runtime.settings) for service in services]
+        self.nde_guard = RequestGuard(
+            self._route_nde,
+            min(limits, key=lambda limit: limit.body_timeout_seconds) if limits else RequestLimits(),
+            AnyAddressBlock([rate for service in services if (rate := service.app.state.rate_limits) is not None]),
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("path", "").startswith(NDE_BASE + "/"):
+            await self.nde_guard(scope, receive, send)
+            return
+        await self._route(scope, receive, send)
+
+    async def _route_nde(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        body = b""
+        if scope.get("method") == "POST":
+            body, receive = await _buffered(receive, self.peek_bytes)
+        target = nde_target(scope.get("method", ""), path, body)
+        await self._route({**scope, "path": target, "raw_path": target.encode()}, receive, send)
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
-            path = scope.get("path", "")
-            if scope["type"] == "http" and path.startswith(NDE_BASE + "/"):
-                body = b""
-                if scope.get("method") == "POST":
-                    body, receive = await _buffered(receive, self.peek_bytes)
-                target = nde_target(scope.get("method", ""), path, body)
-                scope = {**scope, "path": target, "raw_path": target.encode()}
-                path = target
-            prefix = "/" + path.lstrip("/").split("/", 1)[0]
+            prefix = "/" + scope.get("path", "").lstrip("/").split("/", 1)[0]
             app = self.apps.get(prefix)
             if app is not None:
                 await app(scope, receive, send)

@@ -269,27 +269,49 @@ def set_mssante_address(connection: Connection, organisation_id: str, address: s
 
 
 def current_principal(request: Request) -> Principal:
-    """The caller: `Authorization: Bearer` first (unchanged); else a page's session cookie, where the app has one."""
+    """The caller: `Authorization: Bearer` first; else a page's session cookie, where the app has one.
+
+    Whatever the credential, a failure counts against the client address and a success against the
+    organisation's request budget (once per request)."""
+    rate_limits: RateLimits | None = getattr(request.app.state, "rate_limits", None)
+    principal = _session_principal(request, rate_limits) if "authorization" not in request.headers else None
+    if principal is None:
+        principal = _bearer_principal(request, rate_limits)
+    if rate_limits is not None and getattr(request.state, "principal", None) is None:
+        rate_limits.check_organisation(principal.organisation_id)
+    request.state.principal = principal
+    return principal
+
+
+def _client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _session_principal(request: Request, rate_limits: RateLimits | None) -> Principal | None:
     sessions = getattr(request.app.state, "sessions", None)
-    if "authorization" not in request.headers and sessions is not None:
-        from_session: Principal | None = sessions.principal_for(request)
-        if from_session is not None:
-            request.state.principal = from_session
-            return from_session
+    if sessions is None:
+        return None
+    try:
+        found: Principal | None = sessions.principal_for(request)
+    except Unauthorized:
+        # An unknown, expired or revoked session id is a failed authentication like a wrong token.
+        if rate_limits is not None:
+            rate_limits.failed_authentication(_client_address(request))
+        raise
+    return found
+
+
+def _bearer_principal(request: Request, rate_limits: RateLimits | None) -> Principal:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("send 'Authorization: Bearer <token>' (see `relais org add`)")
     directory: Directory = request.app.state.directory
-    rate_limits: RateLimits | None = getattr(request.app.state, "rate_limits", None)
     principal = directory.authenticate(token.strip())
     if principal is None:
         if rate_limits is not None:
-            rate_limits.failed_authentication(request.client.host if request.client else "unknown")
+            rate_limits.failed_authentication(_client_address(request))
         raise Unauthorized("unknown or revoked token")
-    if rate_limits is not None and getattr(request.state, "principal", None) is None:
-        rate_limits.check_organisation(principal.organisation_id)
-    request.state.principal = principal
     return principal
 
 

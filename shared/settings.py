@@ -62,6 +62,9 @@ class RelaisSettings(BaseSettings):
     # Outbound calls: networks (CIDR, comma-separated) reachable besides public addresses; empty everywhere by
     # default, tests and local development list e.g. 127.0.0.0/8,::1/128. Metadata addresses stay refused.
     outbound_allowed_networks: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Reverse proxies (CIDR, comma-separated) whose X-Forwarded-For/-Proto are believed (RELAIS_TRUSTED_PROXIES);
+    # empty by default: the client address is the peer's, whatever headers it sends.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Plain http callback URLs: None means "only in development".
     outbound_allow_http: bool | None = None
     outbound_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
@@ -113,14 +116,14 @@ class RelaisSettings(BaseSettings):
             return [part.strip().lower() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("outbound_allowed_networks", mode="before")
+    @field_validator("outbound_allowed_networks", "trusted_proxies", mode="before")
     @classmethod
     def _split_networks(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("outbound_allowed_networks")
+    @field_validator("outbound_allowed_networks", "trusted_proxies")
     @classmethod
     def _valid_networks(cls, value: list[str]) -> list[str]:
         import ipaddress

@@ -28,6 +28,7 @@ import uuid
 
 import pytest
 
+from tests.infra.attack_replay import AttackReplay, replaying_attacks
 from tests.infra.brokers import ExternalKafka, TansuBroker, sweep_stale_tmpdirs
 from tests.infra.kafka4 import Kafka4Cluster, KafkaUnavailable
 from tests.infra.postgres import PostgresServer
@@ -45,6 +46,8 @@ _STARTED: list = []
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    if replaying_attacks(config):  # `make attack`: print the count of attacks held / tried per store
+        config.pluginmanager.register(AttackReplay(), "attack-replay")
     # `timeout`/CI cancellation sends SIGTERM, which would skip atexit and fixture teardown; turn it
     # into an interrupt so servers are stopped and their directories removed. (Child processes
     # also die with the test process through PR_SET_PDEATHSIG, whatever kills it.)

@@ -45,6 +45,7 @@ MEMBER_TYPES = {
 Resolve = Callable[[str | None], Resource | None]
 
 MAX_MEMBER_TEXT = 200
+MAX_MEMBER_VALUE = 100  # the participant column of the member identifier value
 
 
 def check_no_empty_strings(node: Any, path: str) -> None:
@@ -122,6 +123,7 @@ def participant_of(part: Any, index: int, now: datetime, resolve: Resolve) -> Pa
     system, value, display, telecom = member_of(part.member, where, resolve)
     # The participant columns hold 200 characters (member system and display): longer is refused, not cut.
     check_text(system, f"{where}.identifier.system", MAX_MEMBER_TEXT)
+    check_text(value, f"{where}.identifier.value", MAX_MEMBER_VALUE)
     display = check_text(display, f"{where}.display", MAX_MEMBER_TEXT)
     start = part.period.start if part.period and part.period.start else now
     end = part.period.end if part.period and part.period.end else None

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from services.snp.adapters.orm import AppointmentRow, RequestRow
-from services.snp.domain import Fact, SlotSearch, communes, dashboard
+from services.snp.dashboard import Fact, dashboard
+from services.snp.domain import PARIS, SlotSearch, communes
 from services.snp.resources import appointment_resource, searchset, service_request_resource
 from services.snp.uow import SnpUnitOfWork
 from shared.carecircle import CircleFacts, NotInCircle, Purpose, allows
@@ -99,11 +100,14 @@ def territory_dashboard(
     uow: SnpUnitOfWork,
     cpts_org_id: str,
     territory: str | None,
-    start: datetime,
-    end: datetime,
+    first_day: date,
+    last_day: date,
     *,
     small_cell_threshold: int,
 ) -> dict[str, Any]:
+    """The dashboard of whole Paris days `first_day` to `last_day` included (services/snp/dashboard.py)."""
+    start = datetime.combine(first_day, time(), PARIS)
+    end = datetime.combine(last_day + timedelta(days=1), time(), PARIS)
     with uow:
         own = territories_of(uow, cpts_org_id)
         if territory is None:
@@ -133,8 +137,8 @@ def territory_dashboard(
     names = {f.commune: table[f.commune].name for f in facts if f.commune in table}
     return {
         "territory": territory,
-        "from": start.isoformat(),
-        "to": end.isoformat(),
+        "from": first_day.isoformat(),
+        "to": last_day.isoformat(),
         **dashboard(facts, names, small_cell_threshold=small_cell_threshold),
     }
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 from limits import RateLimitItem, parse_many
@@ -28,6 +30,7 @@ from shared.fhir.outcome import outcome_from_error
 # Bodies above this are parsed for the checks in a worker thread, so the event loop keeps answering.
 _THREAD_THRESHOLD = 32_768
 _FORM_TYPES = (b"application/x-www-form-urlencoded", b"multipart/form-data")
+_ELEMENT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -59,11 +62,32 @@ class RequestTimeout(RelaisError):
 
 # --- JSON shape ---------------------------------------------------------------------------------
 
+class DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DuplicateKey(key)
+            seen.add(key)
+    return document
+
+
 def check_json(body: bytes, limits: RequestLimits) -> None:
-    """Raise PayloadTooLarge/Unprocessable if a JSON body breaks a limit; return quietly for non-JSON
-    (the route then answers its own 400). Iterative: no recursion however deep the document."""
+    """Raise PayloadTooLarge/Unprocessable if a JSON body breaks a limit, BadRequest if an object repeats a key
+    (a parser would keep either value); return quietly for non-JSON (the route then answers its own 400)."""
     try:
-        document = json.loads(body)
+        document = json.loads(body, object_pairs_hook=_unique_keys)
+    except DuplicateKey as exc:
+        # Element names are echoed; any other key is not (it could be anything the sender typed).
+        name = exc.key if _ELEMENT_NAME.fullmatch(exc.key) else "(a member)"
+        raise BadRequest(f"the JSON object member {name!r} appears twice in one object", expression=[name]) from None
     except RecursionError as exc:  # the C parser recurses: deeper than the interpreter allows
         raise Unprocessable(f"JSON nested deeper than {limits.max_json_depth} levels",
                             issue_code="too-costly") from exc
@@ -107,10 +131,25 @@ def _check_string(value: str, limits: RequestLimits, where: str) -> None:
 
 # --- the ASGI guard -----------------------------------------------------------------------------
 
+class AddressBlocks(Protocol):
+    def address_blocked(self, address: str) -> int | None: ...
+
+
+class AnyAddressBlock:
+    """Blocked if any of these budgets is spent: a door that serves several services checks them all."""
+
+    def __init__(self, budgets: Sequence[AddressBlocks]) -> None:
+        self.budgets = list(budgets)
+
+    def address_blocked(self, address: str) -> int | None:
+        waits = [wait for budget in self.budgets if (wait := budget.address_blocked(address)) is not None]
+        return max(waits) if waits else None
+
+
 class RequestGuard:
     """Reads the body under a deadline and the size cap, checks its shape, then replays it to the app."""
 
-    def __init__(self, app: ASGIApp, limits: RequestLimits, rate_limits: RateLimits | None = None) -> None:
+    def __init__(self, app: ASGIApp, limits: RequestLimits, rate_limits: AddressBlocks | None = None) -> None:
         self.app = app
         self.limits = limits
         self.rate_limits = rate_limits
@@ -183,7 +222,8 @@ def _maybe_json(scope: Scope, body: bytes) -> bool:
     content_type = dict(scope.get("headers") or []).get(b"content-type", b"").lower()
     if content_type.startswith(_FORM_TYPES):
         return False
-    return body.lstrip()[:1] in (b"{", b"[")
+    # json.loads reads a UTF-8 BOM, so must the guard, or a body behind one skips every check.
+    return body.lstrip().removeprefix(b"\xef\xbb\xbf").lstrip()[:1] in (b"{", b"[")
 
 
 async def _refuse(error: RelaisError, scope: Scope, receive: Receive, send: Send) -> None:

@@ -65,6 +65,7 @@ def protocol_with_header_timeout(seconds: float) -> type[HeaderDeadlineProtocol]
 
 def server_config(app: Any, *, host: str, port: int, settings: Any, log_level: str = "warning") -> uvicorn.Config:
     """The uvicorn configuration every Relais entry point uses (relais run, relais serve, tests)."""
+    trusted_proxies = list(getattr(settings, "trusted_proxies", None) or [])
     return uvicorn.Config(
         app,
         host=host,
@@ -73,6 +74,9 @@ def server_config(app: Any, *, host: str, port: int, settings: Any, log_level: s
         h11_max_incomplete_event_size=MAX_HEADER_BYTES,
         timeout_keep_alive=5,
         log_level=log_level,
+        # Forwarded headers rewrite the client address that throttling keys on: only from listed proxies.
+        proxy_headers=bool(trusted_proxies),
+        forwarded_allow_ips=",".join(trusted_proxies) or None,
     )
 
 

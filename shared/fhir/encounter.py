@@ -21,7 +21,7 @@ into the equivalent message, which this reader then reads like any other.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
 from shared.errors import Conflict, Forbidden, Unprocessable
@@ -283,6 +283,21 @@ def _referent(msg: MessageBundle, encounter: Encounter, *, tolerant: bool) -> Re
     return None
 
 
+# A planned stay may be announced ahead of time, never by more than this.
+MAX_DAYS_AHEAD = 366
+
+
+def check_message_dates(msg: MessageBundle, encounter: Encounter, today: date | None = None) -> None:
+    """The stay's dates and the message's timestamp are real dates: from 1870 to a year from today (422)."""
+    latest = (today or datetime.now(UTC).date()) + timedelta(days=MAX_DAYS_AHEAD)
+    period = encounter.period
+    for name, value in (("start", period.start if period else None), ("end", period.end if period else None)):
+        if value is not None:
+            check_date(value, f"Encounter.period.{name}", latest=latest)
+    if msg.bundle.timestamp is not None:
+        check_date(msg.bundle.timestamp, "Bundle.timestamp", latest=latest)
+
+
 def focus_encounter(msg: MessageBundle) -> Encounter:
     encounter = next((r for r in msg.focus if isinstance(r, Encounter)), None)
     if encounter is None:  # the kernel checks the focus type; kept for a clear message if that changes
@@ -307,6 +322,7 @@ def read_encounter_message(
             expression=["Encounter.identifier"],
         )
     check_text(f"{key.system}|{key.value}", "Encounter.identifier", MAX_ENCOUNTER_KEY)
+    check_message_dates(msg, encounter)
     if not encounter.status:
         raise Unprocessable("Encounter.status is required", expression=["Encounter.status"])
     patient = _bundled(msg, encounter.subject, Patient)

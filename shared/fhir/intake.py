@@ -30,6 +30,7 @@ __all__ = [
     "MessageBundle",
     "check_codes",
     "check_content_type",
+    "check_unique_full_urls",
     "event_type_for",
     "forwardable",
     "parse_json",
@@ -284,6 +285,7 @@ def _check_shape(data: dict[str, Any]) -> None:
         raise _fail("The first entry of a message Bundle must be a MessageHeader", "Bundle.entry[0].resource")
     if not isinstance(data.get("id"), str) or not data["id"].strip():
         raise _fail("Bundle.id is required: it is the message id used to detect duplicates", "Bundle.id")
+    check_unique_full_urls(entries, "Bundle")
     for i, entry in enumerate(entries):
         resource = entry.get("resource") if isinstance(entry, dict) else None
         if isinstance(resource, dict) and model_class(str(resource.get("resourceType", ""))) is None:
@@ -291,6 +293,19 @@ def _check_shape(data: dict[str, Any]) -> None:
                 f"Unknown resourceType {resource.get('resourceType')!r} in entry {i}",
                 f"Bundle.entry[{i}].resource.resourceType",
             )
+
+
+def check_unique_full_urls(entries: Any, root: str) -> None:
+    """FHIR bdl-7: no two entries of a Bundle share a fullUrl (a reference to it would name either)."""
+    seen: set[str] = set()
+    for i, entry in enumerate(entries if isinstance(entries, list) else []):
+        full_url = entry.get("fullUrl") if isinstance(entry, dict) else None
+        if not isinstance(full_url, str):
+            continue
+        if full_url in seen:
+            raise _fail(f"entry {i} repeats the fullUrl of an earlier entry (fullUrls are unique in a Bundle)",
+                        f"{root}.entry[{i}].fullUrl")
+        seen.add(full_url)
 
 
 def _empty_element(node: Any, path: str) -> str | None:

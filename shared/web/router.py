@@ -46,6 +46,7 @@ SIGNIN_COOKIE = "relais_signin"
 SECURE_SIGNIN_COOKIE = "__Host-relais_signin"
 SIGNIN_COOKIE_SECONDS = 1800
 FORM = "application/x-www-form-urlencoded"
+MAX_FORM_FIELDS = 10
 
 
 def _template(name: str) -> Template:
@@ -60,10 +61,17 @@ def _redirect(location: str) -> RedirectResponse:
     return RedirectResponse(location, status_code=303, headers={"Cache-Control": "no-store"})
 
 
+class FormTooLarge(ValueError):
+    """A page form with more fields than any of ours has."""
+
+
 async def _form(request: Request) -> dict[str, str]:
     if request.headers.get("content-type", "").split(";")[0].strip().lower() != FORM:
         return {}
-    fields = parse_qs((await request.body()).decode("utf-8", "replace"), max_num_fields=10)
+    try:
+        fields = parse_qs((await request.body()).decode("utf-8", "replace"), max_num_fields=MAX_FORM_FIELDS)
+    except ValueError as exc:  # parse_qs refuses more than max_num_fields with a bare ValueError
+        raise FormTooLarge from exc
     return {key: values[0] for key, values in fields.items()}
 
 
@@ -80,6 +88,11 @@ def web_router(
     def session_of(request: Request) -> tuple[str, Principal] | None:
         session_id = request.cookies.get(config.cookie_name)
         principal = store.authenticate(session_id) if session_id else None
+        if session_id and principal is None:
+            # A session id that names no live session is a failed authentication, on the pages too.
+            rate_limits = getattr(request.app.state, "rate_limits", None)
+            if rate_limits is not None:
+                rate_limits.failed_authentication(request.client.host if request.client else "unknown")
         return (session_id, principal) if session_id and principal else None
 
     def home_of(principal: Principal) -> str:
@@ -156,7 +169,11 @@ def web_router(
             response = render_signin("Trop de tentatives : réessayez dans quelques minutes.", 429)
             response.headers["Retry-After"] = str(wait)
             return response
-        form = await _form(request)
+        try:
+            form = await _form(request)
+        except FormTooLarge:
+            throttle.failed(address)
+            return render_signin("Formulaire invalide.", 400)
         nonce = request.cookies.get(signin_cookie, "")
         if (
             request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none")
@@ -169,7 +186,7 @@ def web_router(
         if principal is None:
             throttle.failed(address)
             return render_signin("Jeton inconnu ou révoqué.", 401)
-        throttle.succeeded(address)
+        # Success clears nothing: a guesser holding one valid token must not reset the count of its guesses.
         previous = request.cookies.get(config.cookie_name)
         if previous:
             # A fresh id at every sign-in: a session id planted before sign-in is never promoted (fixation).
@@ -185,7 +202,10 @@ def web_router(
 
     @router.post("/signout")
     async def signout(request: Request) -> Response:
-        form = await _form(request)
+        try:
+            form = await _form(request)
+        except FormTooLarge:
+            return _html("<!doctype html><title>Refusé</title><p>Formulaire invalide.</p>", 400)
         session_id = request.cookies.get(config.cookie_name)
         if session_id:
             if not csrf_matches(session_id, form.get("csrf")):

@@ -196,7 +196,3 @@ class SignInThrottle:
             if len(self._failures) > 10_000:  # bounded memory under a spray of addresses
                 self._failures.clear()
             self._failures.setdefault(key, deque()).append(self._clock())
-
-    def succeeded(self, key: str) -> None:
-        with self._lock:
-            self._failures.pop(key, None)

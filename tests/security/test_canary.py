@@ -27,6 +27,8 @@ from shared.logs import install_log_policy
 from tests import factories as f
 from tests.infra.wait import wait_for
 
+pytestmark = pytest.mark.attack
+
 HOSPITAL, TEAM, CPTS, DAC, SAS = f.DEFAULT_FINESS, "msp-canary", "cpts-88", "dac-88", "sas-88"
 POSTAL = "88800"  # Vittel, INSEE 88516
 NIR_A = make_nir(2, 51, 4, "88", 516, 131)

@@ -29,6 +29,8 @@ from shared.identifiers import make_finess, make_nir, patient_key
 from shared.settings import RelaisSettings
 from tests import factories as f
 
+pytestmark = pytest.mark.attack
+
 FHIR = "application/fhir+json"
 ORGS = {
     "h1": (Role.HOSPITAL, make_finess("75000011")),
@@ -105,12 +107,17 @@ class Relais:
         raise AssertionError(f"discharge did not mirror {count} care teams within {deadline}s")
 
 
-@pytest.fixture(scope="module")
-def relais(tmp_path_factory) -> Iterator[Relais]:
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def relais(request, tmp_path_factory) -> Iterator[Relais]:
     data_dir = tmp_path_factory.mktemp("circle")
     patch = pytest.MonkeyPatch()
     patch.setenv("RELAIS_DATA_DIR", str(data_dir))
     patch.setenv("RELAIS_ENVIRONMENT", "test")
+    if request.param == "postgres":  # the circle is read from each service's store: both stores hold it
+        url = request.getfixturevalue("postgres").create_database(f"t_{uuid.uuid4().hex[:16]}")
+        for name in SERVICE_NAMES:
+            patch.setenv(f"RELAIS_{name.upper()}_DATABASE_URL", url)
+            patch.setenv(f"RELAIS_{name.upper()}_DATABASE_SCHEMA", name)
     settings = RelaisSettings()
     directory = Directory(settings.resolved_auth_url, settings.auth_database_schema)
     tokens = {who: directory.add(role, org, who.upper()) for who, (role, org) in ORGS.items()}

@@ -18,6 +18,8 @@ from tests.infra.brokers import free_port
 from tests.infra.wait import wait_for
 from tests.security.test_web_sessions import kernel_app
 
+pytestmark = pytest.mark.attack
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = [
     "--headless",

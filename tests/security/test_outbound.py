@@ -20,6 +20,8 @@ from shared.outbound import (
 )
 from tests.security.servers import ScriptedServer, answer
 
+pytestmark = pytest.mark.attack
+
 LOOPBACK = parse_networks(["127.0.0.0/8", "::1/128"])
 ERROR_CLASSES = {"timeout", "refused", "tls", "dns", "blocked_address", "too_large", "connection"}
 

@@ -6,11 +6,14 @@ import secrets
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import pytest
 
 from shared.api.limits import RateLimits
 from shared.auth import Directory
 from shared.events import Role
 from tests.security.conftest import build_app, live_server
+
+pytestmark = pytest.mark.attack
 
 
 def test_an_organisation_over_its_budget_gets_429_with_retry_after(tmp_path):

@@ -13,6 +13,8 @@ from shared.errors import PayloadTooLarge, Unprocessable
 from tests import factories as f
 from tests.security.conftest import PROCESS, build_app, live_server
 
+pytestmark = pytest.mark.attack
+
 FHIR = {"Content-Type": "application/fhir+json"}
 
 

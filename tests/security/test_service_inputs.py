@@ -21,6 +21,8 @@ from shared.settings import AdmissionsSettings, NotificationsSettings, ServiceSe
 from tests import factories as f
 from tests.unit.test_notifications_service import subscription
 
+pytestmark = pytest.mark.attack
+
 FHIR = "application/fhir+json"
 
 

@@ -21,6 +21,8 @@ from shared.settings import NotificationsSettings
 from tests.security.servers import ScriptedServer, answer
 from tests.unit.test_notifications_service import publish, subscription
 
+pytestmark = pytest.mark.attack
+
 FHIR = "application/fhir+json"
 LOOPBACK = {"outbound_allowed_networks": ["127.0.0.0/8"], "outbound_allow_http": True}
 

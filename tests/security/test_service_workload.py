@@ -30,6 +30,8 @@ from tests.security.conftest import live_server
 from tests.unit import test_discharge_handlers as handlers_suite
 from tests.unit.test_notifications_service import Receiver, publish
 
+pytestmark = pytest.mark.attack
+
 harness = handlers_suite.harness  # the discharge service on SQLite with a fake clock
 FHIR = {"Content-Type": "application/fhir+json"}
 

@@ -18,6 +18,8 @@ from shared.settings import RelaisSettings
 from shared.web.install import install_web
 from shared.web.sessions import SessionConfig, SessionStore, csrf_token
 
+pytestmark = pytest.mark.attack
+
 
 def kernel_app(directory: Directory, settings: RelaisSettings):
     router = APIRouter(prefix="/discharge")

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 from fastapi.testclient import TestClient
 
 from shared.api.app import create_service_app
 from shared.bus.worker import WORKER_RESTARTS, SupervisedWorker
 from tests.infra.wait import wait_for as poll
+
+pytestmark = pytest.mark.attack
 
 
 def wait_for(condition, seconds: float = 10.0) -> None:

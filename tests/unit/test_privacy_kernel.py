@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from services.snp.domain import dashboard, suppress_small_cells
+from services.snp.dashboard import dashboard, hidden_keys
 from shared.communes import communes_for_postal_code
 from shared.contracts import About, build_notification
 from shared.events import TOPIC_NOTIFY_CPTS, EventType, Role
@@ -101,29 +101,27 @@ def test_no_hospital_identifier_reaches_a_minimised_or_organisational_recipient(
 def test_a_dashboard_cell_of_one_request_is_suppressed():
     facts = [fact("2h", "88516", 60, hour=9)] + [fact("48h", "88114", 60, hour=13) for _ in range(6)]
     board = dashboard(facts)  # default threshold: 5
-    by_commune = {row["key"]: row for row in board["by_commune"]}
-    assert by_commune["88516"]["suppressed"] is True and by_commune["88516"]["requests"] is None
-    # Secondary suppression: the total minus the visible cell would give the single one away.
-    assert by_commune["88114"]["requests"] is None
-    suppressed_hours = [row for row in board["by_hour"] if row.get("suppressed")]
-    assert suppressed_hours and all(row["requests"] is None for row in suppressed_hours)
-    assert all(row["requests"] in (None, 0) or row["requests"] >= 5 for row in board["by_hour"])
+    # Issue 19: a hidden cell keeps no label; secondary suppression hides 88114 too (7 - 6 would give 1 away).
+    assert [row for row in board["by_commune"] if not row.get("suppressed")] == []
+    (hidden,) = board["by_commune"]
+    assert hidden["key"] is None and hidden["name"] is None and hidden["requests"] is None
+    assert all(row["requests"] is None or row["requests"] >= 5 for row in board["by_hour"])
+    assert all(row["hour"] is None for row in board["by_hour"] if row.get("suppressed"))
     assert all(row.get("requests") is None for row in board["by_urgency"] if row.get("suppressed"))
 
 
-def test_cells_at_the_threshold_are_shown_and_empty_hours_stay_zero():
-    rows = [{"key": "a", "requests": 5, "placed": 1}, {"key": "b", "requests": 7, "placed": 7}]
-    assert suppress_small_cells(rows, 5) == rows
-    hours = suppress_small_cells([{"hour": 0, "requests": 0}, {"hour": 1, "requests": 6}], 5)
-    assert hours == [{"hour": 0, "requests": 0}, {"hour": 1, "requests": 6}]
+def test_cells_at_the_threshold_are_shown_and_empty_cells_are_not_listed():
+    assert hidden_keys({"a": 5, "b": 7}, 5) == set()
+    assert hidden_keys({0: 0, 1: 6}, 5) == set()
+    board = dashboard([fact("48h", "88114", 60, hour=13) for _ in range(6)])
+    assert board["by_hour"] == [{"hour": 14, "requests": 6}]  # 13:00 UTC is 14:00 in Paris
 
 
 def test_suppressed_cells_together_reach_the_threshold():
-    rows = [{"key": k, "requests": n} for k, n in (("a", 1), ("b", 2), ("c", 9), ("d", 20))]
-    shaped = {row["key"]: row for row in suppress_small_cells(rows, 5)}
-    hidden = [row for row in rows if shaped[row["key"]].get("suppressed")]
-    assert {row["key"] for row in hidden} == {"a", "b", "c"}
-    assert sum(row["requests"] for row in hidden) >= 5
+    counts = {"a": 1, "b": 2, "c": 9, "d": 20}
+    hidden = hidden_keys(counts, 5)
+    assert hidden == {"a", "b", "c"}
+    assert sum(counts[key] for key in hidden) >= 5
 
 
 def test_the_threshold_is_a_setting(monkeypatch):

@@ -6,18 +6,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from services.snp.dashboard import Fact, dashboard, percentile
 from services.snp.domain import (
     AppointmentStatus,
-    Fact,
     SlotCandidate,
     Urgency,
     can_move,
     communes,
-    dashboard,
     deadline_for,
     haversine_km,
     parse_status,
-    percentile,
     placement_order,
 )
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import datetime
 from typing import Annotated, Any, cast
 from urllib.parse import urlencode
 
@@ -26,6 +26,8 @@ from shared.events import Role
 from shared.fhir.intake import check_content_type, parse_json, parse_message_bundle
 from shared.fhir.nde import NDE_ADMISSION_ENDPOINT, declaration_command, declaration_paths, declared
 from shared.routing import DISCHARGE_EVENTS
+from shared.search import DateRange, SearchSpec
+from shared.validation import check_datetime
 
 
 def _bus(request: Request) -> MessageBus:
@@ -41,8 +43,11 @@ def _parameters(request: Request, body: RawBody) -> dict[str, Any]:
     if data.get("resourceType") != "Parameters":
         return {k: v for k, v in data.items() if k != "resourceType"}
     values: dict[str, Any] = {}
-    for parameter in data.get("parameter") or []:
-        if not isinstance(parameter, dict) or "name" not in parameter:
+    parameters = data.get("parameter") or []
+    if not isinstance(parameters, list):
+        raise BadRequest("Parameters.parameter must be a list", expression=["Parameters.parameter"])
+    for parameter in parameters:
+        if not isinstance(parameter, dict) or not isinstance(parameter.get("name"), str):
             raise BadRequest("each Parameters.parameter needs a name", expression=["Parameters.parameter"])
         value = next((v for k, v in parameter.items() if k.startswith("value")), None)
         values[str(parameter["name"])] = value
@@ -57,86 +62,38 @@ Cpts = Annotated[Principal, Depends(require_role(Role.CPTS))]
 Params = Annotated[dict[str, Any], Depends(_parameters)]
 
 
-def _datetime(value: Any, name: str) -> datetime | None:
+def _completed_at(value: Any) -> datetime | None:
+    """When a follow-up was done: an aware dateTime within the kernel's window (the domain refuses the future)."""
     if value is None:
         return None
-    try:
-        moment = datetime.fromisoformat(str(value))
-    except ValueError as exc:
-        raise BadRequest(f"{name} is not a dateTime", expression=[f"Parameters.{name}"]) from exc
-    if moment.tzinfo is None:
-        raise BadRequest(f"{name} needs a time zone", expression=[f"Parameters.{name}"])
-    return moment
+    return check_datetime(value if isinstance(value, str) else str(value), "Parameters.completedAt")
 
 
 router = APIRouter(prefix="/discharge/fhir", tags=["discharge"])
 
-SEARCH_PARAMETERS = frozenset({"status", "code", "_lastUpdated", "_count", "_offset"})
+TASK_SEARCH = SearchSpec(
+    tokens=frozenset({"status", "code"}),
+    dates=frozenset({"_lastUpdated"}),
+    default_count=views.DEFAULT_COUNT,
+    max_count=views.MAX_COUNT,
+)
 _TASK_STATUSES = frozenset(
     {"requested", "accepted", "rejected", "cancelled", "failed", "in-progress", "completed", "received", "ready"}
 )
 
 
-def _bound(value: str) -> tuple[str, datetime, bool]:
-    """(prefix, moment, whole_day) of one `_lastUpdated` value; a bare date covers its whole day (UTC)."""
-    prefix, rest = (value[:2], value[2:]) if value[:2] in ("ge", "gt", "le", "lt", "eq") else ("eq", value)
-    try:
-        if len(rest) == 10:
-            return prefix, datetime.combine(date.fromisoformat(rest), time(), UTC), True
-        moment = datetime.fromisoformat(rest.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise BadRequest("_lastUpdated is not a date or dateTime", expression=["_lastUpdated"]) from exc
-    if moment.tzinfo is None:
-        raise BadRequest("_lastUpdated needs a time zone", expression=["_lastUpdated"])
-    return prefix, moment, False
-
-
 def task_query(params: list[tuple[str, str]]) -> views.TaskQuery:
-    """Parse the search parameters; an unknown one is a 400 (FHIR strict handling), never silently ignored."""
-    unknown = sorted({name for name, _ in params} - SEARCH_PARAMETERS)
-    if unknown:
-        raise BadRequest(f"unknown search parameter(s): {', '.join(unknown)[:200]}", expression=unknown[:5])
-    statuses: set[str] = set()
+    """Parse the search parameters with the kernel's parser; an unknown one is a 400, never silently ignored."""
+    search = TASK_SEARCH.parse(params)
+    statuses = frozenset(search.tokens.get("status", ()))
+    if not statuses <= _TASK_STATUSES:
+        raise BadRequest("status is not a Task status", expression=["status"])
     codes: list[tuple[str | None, str]] = []
-    start: datetime | None = None
-    end: datetime | None = None
-    count, offset = views.DEFAULT_COUNT, 0
-    for name, value in params:
-        if name == "status":
-            wanted = {v.strip() for v in value.split(",") if v.strip()}
-            if not wanted <= _TASK_STATUSES:
-                raise BadRequest("status is not a Task status", expression=["status"])
-            statuses |= wanted
-        elif name == "code":
-            for token in (v.strip() for v in value.split(",") if v.strip()):
-                system, bar, code = token.rpartition("|")
-                codes.append((system if bar and system else None, code))
-        elif name == "_lastUpdated":
-            prefix, moment, whole_day = _bound(value)
-            after = moment + timedelta(days=1) if whole_day else moment
-            if prefix in ("ge", "eq"):
-                start = max(start, moment) if start else moment
-            if prefix == "gt":
-                start = max(start, after) if start else after
-            if prefix in ("le", "eq"):
-                limit = after if whole_day else moment + timedelta(microseconds=1)
-                end = min(end, limit) if end else limit
-            if prefix == "lt":
-                end = min(end, moment) if end else moment
-        else:
-            number = _integer(value, name)
-            if name == "_count":
-                # A server may return fewer than asked (FHIR search): a huge _count is capped, not honoured.
-                count = min(max(number, 1), views.MAX_COUNT)
-            else:
-                offset = min(max(number, 0), 10_000)
-    return views.TaskQuery(frozenset(statuses), tuple(codes), start, end, count, offset)
-
-
-def _integer(value: str, name: str) -> int:
-    if not value.isdigit() or len(value) > 12:
-        raise BadRequest(f"{name} must be a non-negative integer", expression=[name])
-    return int(value)
+    for token in search.tokens.get("code", ()):
+        system, bar, code = token.rpartition("|")
+        codes.append((system if bar and system else None, code))
+    updated = search.dates.get("_lastUpdated", DateRange())
+    return views.TaskQuery(statuses, tuple(codes), updated.start, updated.end, search.count, search.offset)
 
 
 @router.get(
@@ -227,7 +184,7 @@ def cancel(task_id: str, principal: Hospital, params: Params, bus: Bus) -> FhirR
     "/Task/{task_id}/$complete", summary="The team records a follow-up item as done", response_class=FhirResponse
 )
 def complete(task_id: str, principal: Team, params: Params, bus: Bus) -> FhirResponse:
-    done_at = _datetime(params.get("completedAt"), "completedAt")
+    done_at = _completed_at(params.get("completedAt"))
     command = CompleteFollowup(task_id, principal.organisation_id, done_at)
     return FhirResponse(bus.handle(command))
 

@@ -13,7 +13,8 @@ from sqlalchemy.exc import IntegrityError
 from services.snp import views
 from services.snp.adapters.orm import AppointmentRow
 from services.snp.commands import ChangeAppointmentStatus, WithdrawSlot
-from services.snp.entrypoints.parsing import period_bound, publish_command, request_command, status_of
+from services.snp.domain import PARIS
+from services.snp.entrypoints.parsing import period_day, publish_command, request_command, status_of
 from services.snp.entrypoints.sas import booking_command, slot_search
 from services.snp.messagebus import MessageBus
 from services.snp.resources import appointment_resource, publish_response, service_request_resource
@@ -21,7 +22,7 @@ from services.snp.uow import SnpUnitOfWork
 from shared.api.body import RawBody
 from shared.api.responses import FhirResponse
 from shared.auth import Principal, require_role
-from shared.errors import BadRequest
+from shared.errors import BadRequest, Unprocessable
 from shared.events import Role
 from shared.fhir.intake import check_content_type, parse_json
 from shared.validation import check_date_range
@@ -52,6 +53,7 @@ Cpts = Annotated[Principal, Depends(require_role(Role.CPTS))]
 router = APIRouter(prefix="/snp")
 # A dashboard period longer than this is refused (422): a year of facts is the largest useful view.
 DASHBOARD_MAX_DAYS = 400
+DASHBOARD_DEFAULT_DAYS = 7
 
 
 def _publish(bus: MessageBus, data: dict, principal: Principal) -> FhirResponse:
@@ -172,15 +174,21 @@ def get_dashboard(
     start: Annotated[str | None, Query(alias="from")] = None,
     end: Annotated[str | None, Query(alias="to")] = None,
 ) -> JSONResponse:
-    to = period_bound(end, bus.deps.clock(), end=True)
-    since = period_bound(start, to - timedelta(days=7))
-    if since >= to:
-        raise BadRequest("`from` must be before `to`")
-    check_date_range(since.date(), to.date(), "period", max_days=DASHBOARD_MAX_DAYS)
+    # The day in progress is never shown: reading it twice a moment apart would difference one request out.
+    yesterday = bus.deps.clock().astimezone(PARIS).date() - timedelta(days=1)
+    asked_first, asked_last = period_day(start, "from"), period_day(end, "to")
+    if asked_first and asked_last and asked_first > asked_last:
+        raise BadRequest("`from` must not be after `to`", expression=["from"])
+    last = min(asked_last or yesterday, yesterday)
+    first = asked_first or last - timedelta(days=DASHBOARD_DEFAULT_DAYS - 1)
+    if first > last:
+        raise Unprocessable("the dashboard covers whole days that are over: `from` must be yesterday or before",
+                            expression=["from"])
+    check_date_range(first, last, "period", max_days=DASHBOARD_MAX_DAYS)
     threshold = bus.deps.settings.small_cell_threshold
-    return JSONResponse(
-        views.territory_dashboard(uow, principal.organisation_id, territory, since, to, small_cell_threshold=threshold)
-    )
+    board = views.territory_dashboard(uow, principal.organisation_id, territory, first, last,
+                                      small_cell_threshold=threshold)
+    return JSONResponse(board)
 
 
 @router.get(

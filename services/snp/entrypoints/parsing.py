@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -17,7 +17,6 @@ from services.snp.commands import (
 )
 from services.snp.domain import (
     INSEE_COMMUNE_SYSTEM,
-    PARIS,
     REASON_CATEGORIES,
     REASON_SYSTEM,
     SLOT_TYPE_SYSTEM,
@@ -287,6 +286,9 @@ def publish_command(data: dict[str, Any], org_id: str) -> PublishAvailability:
 def request_command(data: dict[str, Any], sas_org_id: str) -> RequestSnp:
     """A ServiceRequest from the SAS. Free text (note, text, reason text) is never read, so never kept."""
     request = validated(ServiceRequest, data, "ServiceRequest")
+    identifier = next((i.value for i in request.identifier or [] if i.value), None)
+    # The request's identifier column holds 100 characters: longer is refused, not cut (PostgreSQL would fail).
+    check_text(identifier, "ServiceRequest.identifier", 100)
     subject = request.subject.identifier if request.subject else None
     if subject is None or not subject.value:
         raise Unprocessable(
@@ -315,7 +317,6 @@ def request_command(data: dict[str, Any], sas_org_id: str) -> RequestSnp:
             f"{INSEE_COMMUNE_SYSTEM}, INSEE code)",
             expression=["ServiceRequest.locationCode"],
         )
-    identifier = next((i.value for i in request.identifier or [] if i.value), None)
     return RequestSnp(
         sas_org_id, identifier, system, value, communes[0].strip(), Urgency(urgencies[0]), reasons[0]
     )
@@ -345,20 +346,16 @@ def status_of(data: dict[str, Any]) -> AppointmentStatus:
         ) from None
 
 
-def period_bound(value: str | None, default: datetime, *, end: bool = False) -> datetime:
-    """A dashboard period bound: a date (the whole local day) or a date-time (Paris when no offset)."""
+def period_day(value: str | None, field: str) -> date | None:
+    """A dashboard period bound: a whole Paris day `YYYY-MM-DD` within the kernel's window (no times of day:
+    a window of seconds would single a request out)."""
     if not value:
-        return default
-    field = "to" if end else "from"
+        return None
     check_text(value, field, 40)
+    if len(value) != 10:
+        raise BadRequest(f"{field} is a whole day, YYYY-MM-DD (the dashboard counts whole days)", expression=[field])
     try:
-        if len(value) == 10:
-            # Within 1870-2200: the day after 9999-12-31, or 0001-01-01 in UTC, would overflow.
-            day = check_date(date.fromisoformat(value), field)
-            # A date means the whole local day; `to=2026-11-22` includes the 22nd.
-            return datetime.combine(day + timedelta(days=1) if end else day, time(), tzinfo=PARIS)
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        day = date.fromisoformat(value)
     except ValueError:
-        raise BadRequest(f"{field} is not an ISO date or date-time", expression=[field]) from None
-    check_date(moment.date(), field)
-    return moment if moment.tzinfo else moment.replace(tzinfo=PARIS)
+        raise BadRequest(f"{field} is not an ISO date", expression=[field]) from None
+    return check_date(day, field)

@@ -120,11 +120,13 @@
       }
       var d = result.body;
       var share = d.share_placed_within_deadline;
+      // Totals under the small-cell threshold come as null (docs/privacy.md, "Dashboard periods").
+      var count = function (x) { return x === null || x === undefined ? "—" : x; };
       R.tiles("snp-tiles", [
-        ["Demandes SNP", d.requests],
+        ["Demandes SNP", count(d.requests)],
         ["Placées dans le délai", share === null || share === undefined ? "—" : Math.round(share * 1000) / 10 + " %"],
-        ["Non honorés", d.noshows],
-        ["Non placées", d.unplaced, d.unplaced > 0]
+        ["Non honorés", count(d.noshows)],
+        ["Non placées", count(d.unplaced), d.unplaced > 0]
       ]);
     });
   }

@@ -4,15 +4,24 @@
   var R = Relais;
   var $ = function (id) { return document.getElementById(id); };
 
+  function count(x) { return x === null || x === undefined ? "—" : x; }
   function pct(x) { return x === null || x === undefined ? "—" : Math.round(x * 1000) / 10 + " %"; }
   function minutes(x) {
     if (x === null || x === undefined) { return "—"; }
     return x >= 120 ? (Math.round(x / 6) / 10) + " h" : Math.round(x) + " min";
   }
 
-  function hours(rows) {
+  // Hidden cells come as one row with no label: no hour, no commune (see docs/privacy.md).
+  var HIDDEN = "Autres (petits effectifs)";
+  function labelled(name) { return function (r) { return r.suppressed ? HIDDEN : name(r); }; }
+
+  function hours(shown) {
     var box = $("by-hour");
     box.textContent = "";
+    var counts = {};
+    shown.forEach(function (r) { if (r.hour !== null && r.hour !== undefined) { counts[r.hour] = r.requests; } });
+    var rows = [];
+    for (var hour = 0; hour < 24; hour += 1) { rows.push({ hour: hour, requests: counts[hour] || 0 }); }
     var max = Math.max.apply(null, rows.map(function (r) { return r.requests; }).concat([1]));
     var colW = 30, h = 160, base = 140;
     var chart = R.svg("svg", { viewBox: "0 0 " + (rows.length * colW + 20) + " " + h, width: "100%", role: "img" });
@@ -30,19 +39,23 @@
 
   function render(d) {
     $("territory").value = d.territory;
+    var delay = d.time_to_appointment_minutes || {};
+    if (d.suppressed) {
+      R.status("Totaux masqués : un jour de la période compte moins de " + d.small_cell_threshold + " demandes.");
+    }
     R.tiles("tiles", [
-      ["Demandes", d.requests],
+      ["Demandes", count(d.requests)],
       ["Placées dans le délai", pct(d.share_placed_within_deadline)],
-      ["Délai médian jusqu'au RDV", minutes(d.time_to_appointment_minutes.median)],
-      ["90e centile", minutes(d.time_to_appointment_minutes.p90)],
-      ["Non honorés (no-show)", d.noshows],
-      ["Non placées", d.unplaced, d.unplaced > 0]
+      ["Délai médian jusqu'au RDV", minutes(delay.median)],
+      ["90e centile", minutes(delay.p90)],
+      ["Non honorés (no-show)", count(d.noshows)],
+      ["Non placées", count(d.unplaced), d.unplaced > 0]
     ]);
     var urgencyNames = { "2h": "Sous 2 h", "same-day": "Dans la journée", "48h": "Sous 48 h" };
     R.hbars("by-urgency", d.by_urgency, "requests", "placed_within_deadline",
-            function (r) { return urgencyNames[r.key] || r.key; });
-    R.hbars("by-commune", d.by_commune, "requests", "placed_within_deadline", function (r) { return r.name; });
-    R.hbars("by-effecteur", d.by_effecteur, "placed", "noshows", function (r) { return r.key; });
+            labelled(function (r) { return urgencyNames[r.key] || r.key; }));
+    R.hbars("by-commune", d.by_commune, "requests", "placed_within_deadline", labelled(function (r) { return r.name; }));
+    R.hbars("by-effecteur", d.by_effecteur, "placed", "noshows", labelled(function (r) { return r.key; }));
     hours(d.by_hour);
     R.loaded();
   }
