@@ -143,3 +143,5 @@ NDE_CHANNEL = ChannelKind(
     header_field="Subscription.channel.header",
     reach=Reach.PATIENT,
 )
+# A mail names its patient (by INS), so it carries only what its organisation has in full; teams register it.
+MSSANTE_CHANNEL = ChannelKind("mssante", family="MSSanté addresses", address_field="address", reach=Reach.PATIENT)

@@ -20,6 +20,7 @@ from services.notifications.deps import NotificationsDeps
 from services.notifications.mssante.orm import MailChannelRow, MailReceiptRow
 from services.notifications.uow import NotificationsUnitOfWork
 from shared.auth import Directory, Principal
+from shared.channels import MSSANTE_CHANNEL, check_channel, mailbox_validator, may_receive
 from shared.errors import Forbidden, Unprocessable
 from shared.events import Role
 from shared.mssante_address import MssanteAddressError, check_mssante_address
@@ -114,12 +115,9 @@ def check_events(events: Any, default: list[str]) -> tuple[str, ...]:
 
 def set_address(command: SetMailAddress, uow: NotificationsUnitOfWork, deps: NotificationsDeps) -> MailChannel:
     _team_only(command.principal)
-    if not isinstance(command.address, str):
-        raise Unprocessable("address must be a string", expression=["address"])
-    try:
-        address = check_mssante_address(command.address, deps.settings.mssante_domains)
-    except MssanteAddressError as exc:
-        raise Unprocessable(str(exc), expression=["address"]) from None
+    address = check_channel(
+        MSSANTE_CHANNEL, command.address, None, mailbox_validator(deps.settings.mssante_domains)
+    ).address
     events = check_events(command.events, deps.settings.mssante_events)
     org = command.principal.organisation_id
     directory = _directory(deps)
@@ -175,7 +173,7 @@ def queue_mail(row: NotificationRow, uow: NotificationsUnitOfWork, deps: Notific
     settings = deps.settings
     if not settings.mssante_smtp_url or deps.directory is None:
         return
-    if row.role != Role.TEAM.value or row.detail != "full":
+    if row.role != Role.TEAM.value or not may_receive(MSSANTE_CHANNEL, row.role, row.detail):
         return  # the care-circle rule: a mail names a patient, so full-detail team recipients only
     address = deps.directory.mssante_address(row.recipient_org_id)
     if address is None:
