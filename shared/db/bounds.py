@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import String, event, inspect
 from sqlalchemy.orm import Mapper
 from sqlalchemy.orm import Session as OrmSession
+from sqlalchemy.types import TypeDecorator
 
 from shared.errors import Unprocessable
 
@@ -26,8 +27,10 @@ def _bounded_columns(cls: type) -> tuple[tuple[str, int | None], ...]:
     columns: list[tuple[str, int | None]] = []
     for attr in mapper.column_attrs:
         for column in attr.columns:
-            if isinstance(column.type, String):
-                columns.append((attr.key, column.type.length))
+            # SQLModel's AutoString is a TypeDecorator over String: judge what is stored, not the wrapper.
+            stored = column.type.impl_instance if isinstance(column.type, TypeDecorator) else column.type
+            if isinstance(stored, String):
+                columns.append((attr.key, stored.length))
     _COLUMNS[cls] = tuple(columns)
     return _COLUMNS[cls]
 
