@@ -97,6 +97,6 @@ def send_with_hapi(
         raise HapiUnavailable(f"HapiSender failed ({result.returncode}):\n{result.stderr[-3000:]}")
     acks = []
     for line in result.stdout.splitlines():
-        parts = line.split("\t") + ["", "", ""]
+        parts = [*line.split("\t"), "", "", ""]
         acks.append(Ack(parts[0], parts[1], parts[2], parts[3]))
     return acks

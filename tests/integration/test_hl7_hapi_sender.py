@@ -49,7 +49,7 @@ def sent(request, tmp_path_factory) -> Iterator[tuple[Hl7Relais, dict[str, Ack]]
 
 @pytest.mark.parametrize("path", FILES, ids=[str(p.relative_to(EXAMPLES)) for p in FILES])
 def test_each_published_example_gets_its_expected_ack_from_the_hapi_sender(sent, path):
-    relais, acks = sent
+    _relais, acks = sent
     ack = acks.get(str(path))
     assert ack is not None, f"HAPI printed no ACK for {path}"
     code, field = expected(path)
