@@ -71,7 +71,7 @@ def client_tls(relais: Hl7Relais, common_name: str = HOSPITAL) -> ClientTls:
     return ClientTls(folder / "ca.pem", folder / "cert.pem", folder / "key.der")
 
 
-def _server_tls(workdir: Path, ca: trustme.CA) -> dict[str, Path]:
+def _server_tls(workdir: Path, ca: trustme.CA) -> dict[str, Any]:
     server = ca.issue_cert("127.0.0.1", "localhost", key_type=trustme.KeyType.RSA)
     paths = {"tls_cert": workdir / "server.pem", "tls_key": workdir / "server.key", "tls_ca": workdir / "ca.pem"}
     server.cert_chain_pems[0].write_to_path(str(paths["tls_cert"]))
