@@ -82,6 +82,7 @@ _EVENT_CODES: dict[Action, tuple[str, str]] = {
 }
 # PV1-2 (patient class, PAM France) to the Encounter class the FHIR door takes.
 _CLASSES = {"I": "IMP", "O": "AMB", "E": "EMER", "R": "AMB"}
+_CLASS_DISPLAYS = {"IMP": "inpatient encounter", "AMB": "ambulatory", "EMER": "emergency"}
 _GENDERS = {"M": "male", "F": "female", "U": "unknown", "O": "other", "A": "other", "I": "unknown"}
 # PID-32 statuses under which PAM France lets the INS identify the patient beyond the hospital.
 QUALIFIED_IDENTITY = frozenset({"VALI"})
@@ -224,7 +225,7 @@ def _encounter(msg: Hl7Message, action: Action) -> dict[str, Any]:
         "resourceType": "Encounter",
         "id": "encounter",
         "status": status.get(action, "in-progress"),
-        "class": {"system": V3_ACT_CODE, "code": code},
+        "class": {"system": V3_ACT_CODE, "code": code, "display": _CLASS_DISPLAYS[code]},
         "subject": {"reference": "Patient/patient"},
         "serviceProvider": {"reference": "Organization/hospital"},
     }
