@@ -67,7 +67,8 @@ def relais(workdir: Path) -> Iterator[Running]:
 
 def _prepare(r: Running) -> None:
     assert r.call("PUT", "/admissions/territories/75014", "admin", {"cpts": CPTS, "dac": DAC}).status_code == 200
-    assert r.call("POST", "/admissions/fhir/CareTeam", TEAM, f.careteam_resource(postal_code="75014")).status_code == 202
+    enrolled = r.call("POST", "/admissions/fhir/CareTeam", TEAM, f.careteam_resource(postal_code="75014"))
+    assert enrolled.status_code == 202, enrolled.text
     referral = {"patient": {"system": f.INS_NIR_TEST, "value": f.DEFAULT_NIR}, "dac": DAC}
     referred = r.call("POST", "/admissions/dac-cases", TEAM, referral)
     assert referred.status_code == 201, referred.text
