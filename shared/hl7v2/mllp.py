@@ -98,6 +98,11 @@ class MllpServer:
 
         async def close() -> None:
             server.close()
+            # Open connections end here: their frames in flight are either answered or never acknowledged.
+            others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in others:
+                task.cancel()
+            await asyncio.gather(*others, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 5)
             loop.stop()
