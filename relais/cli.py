@@ -96,6 +96,12 @@ def serve(
     if service not in SERVICE_NAMES:
         raise typer.BadParameter(f"choose one of {', '.join(SERVICE_NAMES)}", param_hint="SERVICE")
     instance = bootstrapper(service)()
+    if service == "admissions":
+        from services.admissions.entrypoints.hl7 import attach_distributed_mllp
+
+        # The HL7 v2 door is hosted by admissions (docs/hl7v2.md): on when RELAIS_MLLP_PORT is set.
+        if attach_distributed_mllp(instance):
+            console.print("HL7 v2 over MLLP: RELAIS_MLLP_PORT (discharges forwarded to the discharge service)")
     run_server(instance.app, host=host, port=port, settings=instance.runtime.settings)
 
 
