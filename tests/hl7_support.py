@@ -123,7 +123,10 @@ class MllpClient:
     def receive(self) -> bytes | None:
         """The next ACK's content, or None when the server closed the connection."""
         while END not in self.buffer:
-            chunk = self.sock.recv(65536)
+            try:
+                chunk = self.sock.recv(65536)
+            except ConnectionResetError:
+                return None
             if not chunk:
                 return None
             self.buffer += chunk
