@@ -59,11 +59,17 @@ class Senders:
         self._lock = threading.Lock()
         self._loaded_at = float("-inf")
         self._bindings: list[Hl7Binding] = []
+        self._hospitals: frozenset[str] = frozenset()
 
     def bindings(self) -> list[Hl7Binding]:
         with self._lock:
             if time.monotonic() - self._loaded_at > self.refresh_seconds:
                 self._bindings = self.directory.hl7_bindings()
+                # Only a hospital may send (a binding left on an organisation of another role counts for nothing).
+                self._hospitals = frozenset(
+                    b.organisation_id for b in self._bindings
+                    if (found := self.directory.get(b.organisation_id)) is not None and found.role is Role.HOSPITAL
+                )
                 self._loaded_at = time.monotonic()
             return self._bindings
 
@@ -86,8 +92,7 @@ class Senders:
 
     def bind(self, peer: Peer, facility: str) -> Hl7Binding | None:
         for binding in self.candidates(peer):
-            principal = self.directory.get(binding.organisation_id)
-            if principal is not None and principal.role is Role.HOSPITAL and facility in binding.facilities:
+            if binding.organisation_id in self._hospitals and facility in binding.facilities:
                 return binding
         return None
 
