@@ -23,6 +23,8 @@ from typing import Any
 
 from shared.hl7v2.door import Hl7Door, Peer
 from shared.hl7v2.settings import MllpSettings, server_tls_context
+from shared.hl7v2.store import ACK_TABLE
+from shared.retention import PurgeRule, RetentionWorker
 
 __all__ = ["END", "START", "MllpServer", "certificate_hospital", "frame", "listener_worker"]
 
@@ -189,8 +191,14 @@ async def _close(writer: asyncio.StreamWriter) -> None:
 
 def listener_worker(door: Hl7Door, settings: MllpSettings) -> Callable[[threading.Event], None]:
     """A supervised worker (shared.runtime) running the listener until the service stops."""
+    retention = RetentionWorker(
+        door.store.engine, [PurgeRule("hl7_ack", ACK_TABLE, "created_at", settings.ack_retention_days)], source="hl7v2"
+    )
+
     def run(stop: threading.Event) -> None:
         server = MllpServer(door, settings, server_tls_context(settings))
+        purging = threading.Thread(target=retention.run, args=(stop,), name="hl7v2-retention", daemon=True)
+        purging.start()
         port = server.start()
         log.info("MLLP listener on %s:%s (%s)", settings.host, port, "TLS" if settings.tls else "plain")
         try:

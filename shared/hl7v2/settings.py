@@ -30,6 +30,8 @@ class MllpSettings(BaseSettings):
     tls_ca: Path | None = None
     # How long the directory's HL7 bindings are cached (a new facility or network is seen after this long).
     bindings_refresh_seconds: float = Field(default=30.0, ge=0)
+    # Stored ACKs answer resends of the same MSH-10; after this many days a resend is processed as new (0: never).
+    ack_retention_days: float = Field(default=90.0, ge=0)
 
     @model_validator(mode="after")
     def _tls_complete(self) -> MllpSettings:

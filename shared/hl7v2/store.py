@@ -2,7 +2,8 @@
 
 The row is written after the message's own commit (the handlers store their answer under the message id, so a
 resend between that commit and this row is replayed by the handler, not processed twice). An AR is never stored:
-it means "fix it and send again", and the fixed message comes with the same control id.
+it means "fix it and send again", and the fixed message comes with the same control id. Rows older than
+RELAIS_MLLP_ACK_RETENTION_DAYS are purged (shared.hl7v2.mllp.listener_worker).
 
 The table lives in the hosting service's database, created at start when missing (like the directory's HL7
 tables) so that it needs no Alembic revision in a history other services' branches also extend.
@@ -13,7 +14,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from sqlalchemy import Column, DateTime, Engine, MetaData, String, Table, Text, delete, insert, select
+from sqlalchemy import Column, DateTime, Engine, MetaData, String, Table, Text, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from shared.db.engine import create_tables
@@ -63,7 +64,3 @@ class AckStore:
         except IntegrityError:
             return self.get(sender_org_id, control_id) or acks
         return acks
-
-    def purge(self, older_than: datetime) -> int:
-        with self.engine.begin() as connection:
-            return connection.execute(delete(self.table).where(self.table.c.created_at < older_than)).rowcount

@@ -166,3 +166,22 @@ def test_every_trigger_of_the_table_is_documented():
     page = (Path(__file__).resolve().parents[2] / "docs" / "hl7v2.md").read_text(encoding="utf-8")
     for trigger in pam.TRIGGERS:
         assert f"| {trigger} " in page, trigger
+
+
+def test_stored_acks_are_purged_after_their_retention(relais):
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    from shared.hl7v2.store import ACK_TABLE
+    from shared.retention import PurgeRule, RetentionWorker
+
+    send(relais, pam_message("A28", "OLD-1"))
+    send(relais, pam_message("A28", "NEW-1"))
+    engine = relais.door.store.engine
+    with engine.begin() as connection:
+        old = datetime.now(UTC) - timedelta(days=100)
+        connection.execute(update(ACK_TABLE).where(ACK_TABLE.c.control_id == "OLD-1").values(created_at=old))
+    RetentionWorker(engine, [PurgeRule("hl7_ack", ACK_TABLE, "created_at", 90)]).run_once()
+    assert relais.door.store.get(f.DEFAULT_FINESS, "OLD-1") is None
+    assert relais.door.store.get(f.DEFAULT_FINESS, "NEW-1") is not None
