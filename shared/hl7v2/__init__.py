@@ -7,7 +7,6 @@ mllp: the listener. docs/hl7v2.md describes them for hospitals.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from shared.doors import Door
@@ -27,11 +26,10 @@ def build_hl7_door(runtime: Runtime, admissions: Door[Any], discharge: Door[Any]
     def door_for(action: pam.Action) -> Door[Any]:
         return discharge if action in pam.DISCHARGE_ACTIONS else admissions
 
-    chooser: Callable[[pam.Action], Door[Any]] = door_for
     return Hl7Door(
         Senders(runtime.directory, settings.bindings_refresh_seconds),
         AckStore(runtime.engine),
-        chooser,
+        door_for,
         runtime.record_refusal,
         settings.max_message_bytes,
     )

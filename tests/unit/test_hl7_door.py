@@ -185,3 +185,15 @@ def test_stored_acks_are_purged_after_their_retention(relais):
     RetentionWorker(engine, [PurgeRule("hl7_ack", ACK_TABLE, "created_at", 90)]).run_once()
     assert relais.door.store.get(f.DEFAULT_FINESS, "OLD-1") is None
     assert relais.door.store.get(f.DEFAULT_FINESS, "NEW-1") is not None
+
+
+def test_two_hospitals_may_use_the_same_control_id(relais):
+    from shared.events import Role
+    from shared.identifiers import make_finess
+
+    other = make_finess("13000001")
+    relais.directory.add(Role.HOSPITAL, other, "CH Autre", hl7_facilities=["CH-AUTRE"], hl7_networks=["127.0.0.1/32"])
+    relais.door.senders.refresh()
+    assert msa(send(relais, pam_message("A01", "SAME-ID")))[1] == "AA"
+    assert msa(send(relais, pam_message("A01", "SAME-ID", facility="CH-AUTRE")))[1] == "AA"
+    assert admissions(relais) == 2  # one stay per hospital: the id is unique per sender only
