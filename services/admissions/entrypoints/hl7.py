@@ -1,6 +1,7 @@
 """The admissions service's doors of the HL7 v2 listener (admissions hosts it: docs/hl7v2.md).
 
-- `admissions_door`: the equivalent FHIR message read into an admission command, handled here.
+- `admissions_door`: the equivalent FHIR message read into an admission command, handled here (the same door as
+  the FHIR `$process-message` route's, `admissions_fhir_door`).
 - `forwarding_discharge_door` (distributed mode): a discharge is read and checked by the shared reader here, then
   written to this service's outbox for the discharge service (topic relais.mllp.discharge); the ACK follows the
   commit of that row. In the embedded mode the discharge service's own door is used instead (relais/hl7.py).
@@ -9,6 +10,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +21,7 @@ from services.admissions.messagebus import MessageBus
 from shared.doors import Caller, Door, hospital_door
 from shared.events import TOPIC_HL7_DISCHARGE
 from shared.fhir.encounter import read_encounter_message
-from shared.fhir.intake import parse_message_bundle
+from shared.fhir.intake import MessageBundle, parse_message_bundle
 from shared.hl7v2 import build_hl7_door
 from shared.hl7v2.mllp import listener_worker
 from shared.hl7v2.settings import MllpSettings
@@ -32,16 +34,26 @@ FORWARDED_EVENT = "hl7v2.discharge-message"
 log = logging.getLogger(__name__)
 
 
-def admissions_door(bus: MessageBus) -> Door[commands.AdmissionMessage]:
+def admissions_fhir_door(
+    bus: MessageBus,
+    content_type: str | None = FHIR_JSON,
+    name: str = "fhir-admissions",
+    parse: Callable[[bytes, str | None, int], MessageBundle] = parse_message_bundle,
+) -> Door[commands.AdmissionMessage]:
+    """The admissions door of the kernel: a FHIR message (posted, or read from a v2 message) into a command."""
     settings = bus.deps.settings
 
     def read(raw: bytes, caller: Caller) -> commands.AdmissionMessage:
-        message = parse_message_bundle(raw, FHIR_JSON, settings.max_body_bytes)
+        message = parse(raw, content_type, settings.max_body_bytes)
         return intake.admission_command(message, caller.organisation_id)
 
     return hospital_door(
-        "hl7v2-admissions", read, bus.handle, record_refusal=bus.deps.record_refusal, max_bytes=settings.max_body_bytes
+        name, read, bus.handle, record_refusal=bus.deps.record_refusal, max_bytes=settings.max_body_bytes
     )
+
+
+def admissions_door(bus: MessageBus) -> Door[commands.AdmissionMessage]:
+    return admissions_fhir_door(bus, FHIR_JSON, "hl7v2-admissions")
 
 
 @dataclass(frozen=True)

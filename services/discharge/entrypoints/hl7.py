@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from services.discharge.commands import DischargeMessage
 from services.discharge.intake import discharge_command
@@ -19,21 +20,31 @@ from shared.bus.worker import Handler
 from shared.doors import Caller, Door, hospital_door
 from shared.errors import RelaisError
 from shared.events import TOPIC_HL7_DISCHARGE, Role
-from shared.fhir.intake import parse_message_bundle
+from shared.fhir.intake import MessageBundle, parse_message_bundle
 
 FHIR_JSON = "application/fhir+json"
 
 
-def discharge_door(bus: MessageBus) -> Door[DischargeMessage]:
+def discharge_fhir_door(
+    bus: MessageBus,
+    content_type: str | None = FHIR_JSON,
+    name: str = "fhir-discharge",
+    parse: Callable[[bytes, str | None, int], MessageBundle] = parse_message_bundle,
+) -> Door[DischargeMessage]:
+    """The discharge door of the kernel: a FHIR message (posted, or read from a v2 message) into a command."""
     settings = bus.deps.settings
 
     def read(raw: bytes, caller: Caller) -> DischargeMessage:
-        message = parse_message_bundle(raw, FHIR_JSON, settings.max_body_bytes)
+        message = parse(raw, content_type, settings.max_body_bytes)
         return discharge_command(message, caller.organisation_id, settings.max_followups)
 
     return hospital_door(
-        "hl7v2-discharge", read, bus.handle, record_refusal=bus.deps.record_refusal, max_bytes=settings.max_body_bytes
+        name, read, bus.handle, record_refusal=bus.deps.record_refusal, max_bytes=settings.max_body_bytes
     )
+
+
+def discharge_door(bus: MessageBus) -> Door[DischargeMessage]:
+    return discharge_fhir_door(bus, FHIR_JSON, "hl7v2-discharge")
 
 
 def forwarded_handlers(bus: MessageBus) -> dict[str, Handler]:
