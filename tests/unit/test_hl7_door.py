@@ -197,3 +197,32 @@ def test_two_hospitals_may_use_the_same_control_id(relais):
     assert msa(send(relais, pam_message("A01", "SAME-ID")))[1] == "AA"
     assert msa(send(relais, pam_message("A01", "SAME-ID", facility="CH-AUTRE")))[1] == "AA"
     assert admissions(relais) == 2  # one stay per hospital: the id is unique per sender only
+
+
+def test_many_connections_at_once_each_get_their_acks_in_order(relais):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one_sender(n: int) -> list[str]:
+        client = MllpClient(relais.port, timeout=60)
+        controls = [f"C{n}-{i}" for i in range(4)]
+        for i, control in enumerate(controls):  # sent back to back, before reading any ACK
+            client.send(pam_message("A01", control, nda=f"NDA-C{n}-{i}").encode())
+        answered = [msa(client.receive())[2] for _ in controls]
+        client.close()
+        return answered
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        results = list(pool.map(one_sender, range(20)))
+    assert results == [[f"C{n}-{i}" for i in range(4)] for n in range(20)]
+    assert admissions(relais) == 80
+
+
+def test_connections_beyond_the_limit_are_closed(tmp_path):
+    with started_relais(tmp_path, max_connections=2) as running:
+        held = [MllpClient(running.port), MllpClient(running.port)]
+        assert msa(held[0].exchange(pam_message("A28", "HELD-0").encode()))[1] == "AA"
+        assert msa(held[1].exchange(pam_message("A28", "HELD-1").encode()))[1] == "AA"
+        extra = MllpClient(running.port)
+        assert extra.exchange(pam_message("A28", "EXTRA").encode()) is None
+        for client in [*held, extra]:
+            client.close()
