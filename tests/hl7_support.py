@@ -176,6 +176,7 @@ def pam_message(
     original_trigger: str = "",
     ack_modes: tuple[str, str] = ("", ""),
     family: str = "MARTIN",
+    expected_discharge: str = "",
 ) -> str:
     """A PAM France 2.11 ADT message (CR separators), shaped as the ANS examples; the INS is the test INS-NIR."""
     structure = {"A03": "ADT_A03", "A11": "ADT_A09", "A13": "ADT_A01", "A02": "ADT_A02"}.get(trigger, "ADT_A01")
@@ -188,6 +189,7 @@ def pam_message(
         f"&ISO^INS^^20101207||{family}^JEANNE^JEANNE^^^^L||19550314|F|||12 rue de la Paix^^PARIS^^{postal_code}^FRA^H"
         f"|||||S||{nda}^^^{facility}&1.2.250.1.71.4.2.2&ISO^AN|||||||1|||||N||{identity_status}|20240502083000",
         _pv1(facility, nda, admitted, discharged),
+        *([f"PV2|||||||||{expected_discharge}"] if expected_discharge else []),
         f"ZBE|MVT-{control_id}^{facility}^1.2.250.1.71.4.2.2^ISO|{discharged or admitted}||{zbe_action}|N|"
         f"{original_trigger}|^^^^^^UF^^^1234||HMS",
     ]

@@ -92,6 +92,8 @@ NOT_STATED = "non précisé (HL7 v2)"
 PARIS = ZoneInfo("Europe/Paris")
 _ID_NAMESPACE = uuid.UUID("5b1f0e3a-7c2d-4e8f-9a1b-3c4d5e6f7a8b")
 V3_ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+# PV2-9, the expected discharge date, as R4 can carry it: the R5 element Encounter.plannedEndDate as an extension.
+PLANNED_END = "http://hl7.org/fhir/5.0/StructureDefinition/extension-Encounter.plannedEndDate"
 
 # Which v2 field each FHIR path of the equivalent message came from: an error names the field (ERR-2).
 FIELD_OF = {
@@ -233,6 +235,9 @@ def _encounter(msg: Hl7Message, action: Action) -> dict[str, Any]:
         encounter["identifier"] = [key]
     if period := _period(msg, action):
         encounter["period"] = period
+    expected = hl7_instant(msg.value(msg.segment("PV2"), 9), "PV2-9")
+    if expected and action not in DISCHARGE_ACTIONS:
+        encounter["extension"] = [{"url": PLANNED_END, "valueDateTime": expected}]
     if action in (Action.DISCHARGE, Action.REVISE_DISCHARGE):
         disposition = msg.value(pv1, 36)
         encounter["hospitalization"] = {"dischargeDisposition": {"text": disposition or NOT_STATED}}

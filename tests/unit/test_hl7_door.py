@@ -226,3 +226,11 @@ def test_connections_beyond_the_limit_are_closed(tmp_path):
         assert extra.exchange(pam_message("A28", "EXTRA").encode()) is None
         for client in [*held, extra]:
             client.close()
+
+
+def test_the_expected_discharge_date_travels_with_the_admission(relais):
+    message = parse_message(pam_message("A01", "PV2-1", expected_discharge="20240510120000").encode())
+    bundle = pam.message_bundle(message, pam.read_facts(message), pam.Action.ADMIT, f.DEFAULT_FINESS)
+    encounter = bundle["entry"][1]["resource"]
+    assert encounter["extension"] == [{"url": pam.PLANNED_END, "valueDateTime": "2024-05-10T12:00:00+02:00"}]
+    assert msa(send(relais, pam_message("A01", "PV2-2", expected_discharge="20240510120000")))[1] == "AA"
