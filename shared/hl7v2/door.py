@@ -25,7 +25,7 @@ from typing import Any
 from shared.audit import RefusalRecorder
 from shared.auth import Directory, Hl7Binding
 from shared.doors import Caller, Door
-from shared.errors import RelaisError, Unprocessable
+from shared.errors import Conflict, RelaisError, Unprocessable
 from shared.events import Role
 from shared.hl7v2 import pam
 from shared.hl7v2.ack import AckOutcome, acks_for
@@ -183,6 +183,11 @@ class Hl7Door:
             return AckOutcome("AA", f"{facts.trigger}: nothing to route")
         try:
             self._run(message, facts, action, caller)
+        except Conflict as exc:
+            if action is not pam.Action.MOVE or exc.expression != ["Bundle.id"]:
+                raise
+            # This message id was recorded as the stay's admission (below); its ACK was lost: the same answer.
+            self._run(message, facts, pam.Action.ADMIT, caller)
         except Unprocessable as exc:
             if not _unknown_stay(exc):
                 raise

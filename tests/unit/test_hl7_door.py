@@ -80,6 +80,18 @@ def test_a_transfer_of_a_stay_relais_never_heard_of_records_the_stay(relais):
     assert admissions(relais) == 1
 
 
+def test_a_transfer_recorded_as_the_stay_whose_ack_was_lost_gets_aa_again(relais):
+    from sqlalchemy import delete
+
+    from shared.hl7v2.store import ACK_TABLE
+
+    assert msa(send(relais, pam_message("A02", "MOVE-LOST")))[1] == "AA"
+    with relais.door.store.engine.begin() as connection:  # a crash between the commit and the ACK row
+        connection.execute(delete(ACK_TABLE))
+    assert msa(send(relais, pam_message("A02", "MOVE-LOST")))[1] == "AA"
+    assert admissions(relais) == 1
+
+
 @pytest.mark.parametrize("trigger", ["A05", "A21", "A22", "A28", "A31", "A38", "A44", "A52", "A53", "A54", "A55"])
 def test_a_pam_message_relais_takes_no_action_on_is_still_aa(relais, trigger):
     assert msa(send(relais, pam_message(trigger, f"NOOP-{trigger}")))[1] == "AA"
