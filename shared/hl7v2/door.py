@@ -135,19 +135,22 @@ class Hl7Door:
         if binding is None:
             self.refuse(peer, None, "unbound sending facility", facility=header.sending_facility[:100])
             return self._encode(header, acks_for(header, AckOutcome("AR", "sending facility not bound", "MSH-4")))
-        stored = self.store.get(binding.organisation_id, header.control_id)
-        if stored is not None:
-            return self._encode(header, stored)
-        caller = Caller(binding.organisation_id, Role.HOSPITAL, peer.channel, peer.address)
         try:
-            outcome = self._outcome(frame, caller)
+            return self._encode(header, self._acks(frame, header, binding.organisation_id, peer))
         except Exception as exc:  # noqa: BLE001 - transient (database, bus): no ACK, so the sender sends again
             log.warning("hl7v2: no ACK for a message of %s: %s", binding.organisation_id, type(exc).__name__)
             return None
+
+    def _acks(self, frame: bytes, header: Hl7Header, hospital: str, peer: Peer) -> list[str]:
+        """The stored ACKs of this control id, else the message's outcome, stored unless it is an AR."""
+        stored = self.store.get(hospital, header.control_id)
+        if stored is not None:
+            return stored
+        outcome = self._outcome(frame, Caller(hospital, Role.HOSPITAL, peer.channel, peer.address))
         acks = acks_for(header, outcome)
         if outcome.code != "AR":
-            acks = self.store.put(binding.organisation_id, header.control_id, outcome.code, acks)
-        return self._encode(header, acks)
+            acks = self.store.put(hospital, header.control_id, outcome.code, acks)
+        return acks
 
     @staticmethod
     def _encode(header: Hl7Header, acks: list[str]) -> list[bytes]:

@@ -139,6 +139,8 @@ class MllpServer:
             pass  # the peer went away, or overran a deadline: nothing half-processed
         except asyncio.LimitOverrunError:
             await loop.run_in_executor(self._executor, self._refuse, peer, "MLLP frame larger than the limit")
+        except Exception as exc:  # noqa: BLE001 - e.g. the directory unreachable: closed, the sender sends again
+            log.warning("hl7v2: connection closed on %s", type(exc).__name__)  # the class only: no message text
         finally:
             self._connections -= 1
             await _close(writer)
