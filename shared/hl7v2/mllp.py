@@ -126,9 +126,13 @@ class MllpServer:
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = self._peer(writer)
         loop = asyncio.get_running_loop()
-        admitted = self._connections < self.settings.max_connections and await loop.run_in_executor(
-            self._executor, self._admit, peer
-        )
+        try:
+            admitted = self._connections < self.settings.max_connections and await loop.run_in_executor(
+                self._executor, self._admit, peer
+            )
+        except Exception as exc:  # noqa: BLE001 - the directory unreachable: refused for now, the sender retries
+            log.warning("hl7v2: connection refused on %s", type(exc).__name__)
+            admitted = False
         if not admitted:
             await _close(writer)
             return
