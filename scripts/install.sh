@@ -4,7 +4,8 @@
 #   scripts/install.sh           runtime install: .venv + pip install -e .
 #   scripts/install.sh --test    also the test extras and the real parts the tests start:
 #                                Apache Kafka 4 jars (Maven, pinned in tests/infra/kafka/pom.xml,
-#                                copied to .cache/kafka-VERSION/), PostgreSQL, Java 17 and Maven when missing.
+#                                copied to .cache/kafka-VERSION/), HAPI HL7 v2 jars (tests/infra/hl7/pom.xml,
+#                                .cache/hapi-VERSION/), PostgreSQL, Java 17 and Maven when missing.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -15,7 +16,7 @@ for arg in "$@"; do
   case "$arg" in
     --test) WITH_TEST=1 ;;
     -h|--help)
-      sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *)
@@ -89,6 +90,14 @@ else
   echo "install.sh: Java 17 or later not found; the Apache Kafka 4 tests need it." >&2
   echo "            Install a JRE (e.g. 'sudo apt-get install -y default-jre-headless')." >&2
 fi
+# javac compiles the HL7 v2 tests' HAPI sender (tests/infra/hl7/HapiSender.java): a JDK, not only a JRE.
+if command -v javac >/dev/null 2>&1; then
+  say "javac found: $(javac -version 2>&1 | head -n 1)"
+elif is_root && command -v apt-get >/dev/null 2>&1; then
+  apt_install default-jdk-headless
+else
+  echo "install.sh: javac not found; the HL7 v2 tests compile their HAPI sender with it (a JDK 17+)." >&2
+fi
 if command -v mvn >/dev/null 2>&1; then
   say "Maven found: $(mvn -v 2>/dev/null | head -n 1)"
 elif is_root && command -v apt-get >/dev/null 2>&1; then
@@ -119,6 +128,19 @@ elif command -v mvn >/dev/null 2>&1; then
   say "fetching GreenMail $GREENMAIL_VERSION with Maven into $GREENMAIL_HOME_DIR"
   mvn -B -q -f tests/infra/greenmail/pom.xml dependency:copy-dependencies \
     -DoutputDirectory="$GREENMAIL_HOME_DIR" -DincludeScope=runtime
+fi
+
+# --- HAPI HL7 v2 (the hospital's MLLP sender of the HL7 v2 tests, pinned in tests/infra/hl7/pom.xml) ----------
+HAPI_VERSION="$(sed -n 's:.*<hapi.version>\(.*\)</hapi.version>.*:\1:p' tests/infra/hl7/pom.xml)"
+HAPI_HOME_DIR="$ROOT/.cache/hapi-$HAPI_VERSION"
+if [ -f "$HAPI_HOME_DIR/fetched" ]; then
+  say "HAPI HL7 v2 $HAPI_VERSION already in $HAPI_HOME_DIR/libs"
+elif command -v mvn >/dev/null 2>&1; then
+  say "fetching HAPI HL7 v2 $HAPI_VERSION with Maven into $HAPI_HOME_DIR/libs"
+  mvn -B -q -f tests/infra/hl7/pom.xml dependency:copy-dependencies \
+    -DoutputDirectory="$HAPI_HOME_DIR/libs" -DincludeScope=runtime
+  echo "$HAPI_VERSION" > "$HAPI_HOME_DIR/fetched"
+  say "HAPI HL7 v2 $HAPI_VERSION: $(ls "$HAPI_HOME_DIR/libs" | wc -l) jars (the tests compile their sender with javac)"
 fi
 
 # --- Chromium (the CPTS dashboard page is tested in headless Chromium driven by Playwright) ----

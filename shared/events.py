@@ -57,6 +57,8 @@ TOPIC_CARETEAM = "relais.careteam"
 TOPIC_RECEIPTS = "relais.receipts"
 # Registry updates other services ask admissions to make (keyed by patient pseudonym): admissions consumes it.
 TOPIC_REGISTRY_UPDATES = "relais.registry.updates"
+# HL7 v2 discharges the admissions-hosted MLLP door forwards to the discharge service (distributed mode).
+TOPIC_HL7_DISCHARGE = "relais.mllp.discharge"
 TOPIC_NOTIFY_TEAM = "relais.notify.team"
 TOPIC_NOTIFY_CPTS = "relais.notify.cpts"
 TOPIC_NOTIFY_DAC = "relais.notify.dac"

@@ -12,6 +12,7 @@ from services.discharge.deps import Clock, Deps
 from services.discharge.domain import Policy
 from services.discharge.entrypoints.api import nde_router, router
 from services.discharge.entrypoints.consumers import careteam_handlers
+from services.discharge.entrypoints.hl7 import forwarded_handlers
 from services.discharge.entrypoints.timers import TimerWorker
 from services.discharge.messagebus import MessageBus
 from services.discharge.uow import DischargeUnitOfWork
@@ -87,7 +88,8 @@ def bootstrap(
         organisation=runtime.directory.get,
     )
     messagebus = MessageBus(partial(_unit_of_work, runtime), deps)
-    consumer = runtime.add_consumer(careteam_handlers(messagebus))
+    # The care-team mirror, and the HL7 v2 discharges the admissions-hosted MLLP door forwards (docs/hl7v2.md).
+    consumer = runtime.add_consumer({**careteam_handlers(messagebus), **forwarded_handlers(messagebus)})
     timers = TimerWorker(messagebus, interval=settings.timer_interval_seconds)
     runtime.extra_workers.append(timers.run)
     app = service_app(

@@ -64,7 +64,8 @@ def test_each_relais_service_is_wired_to_kafka_postgres_and_its_health_route(com
     assert service["build"]["dockerfile"] == "deploy/Dockerfile"
     assert service["command"][:3] == ["relais", "serve", name]
     assert service["command"][3:] == ["--host", "0.0.0.0", "--port", "8000"]
-    assert service["ports"] == [f"{RELAIS_SERVICES[name]}:8000"]
+    mllp = ["2575:2575"] if name == "admissions" else []  # admissions hosts the HL7 v2 door (docs/hl7v2.md)
+    assert service["ports"] == [f"{RELAIS_SERVICES[name]}:8000", *mllp]
     env = _env(service)
     assert env["RELAIS_ENVIRONMENT"] == "production"
     assert env["RELAIS_SECRET_KEY"].startswith("${RELAIS_SECRET_KEY:?")

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from shared import events
+from shared.hl7v2.settings import MllpSettings
 from shared.settings import SETTINGS_BY_SERVICE, RelaisSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -264,7 +265,9 @@ def test_each_deployment_serves_its_service_with_probes_on_its_own_prefix(manife
     container = _container(_deployment(manifests, service))
     assert container["image"].split(":")[0] == "relais"
     assert container["command"] == ["relais", "serve", service, "--host", "0.0.0.0", "--port", "8000"]
-    assert {port["name"]: port["containerPort"] for port in container["ports"]} == {"http": 8000, "liveness": 8081}
+    mllp = {"mllp": 2575} if service == "admissions" else {}  # admissions hosts the HL7 v2 door (docs/hl7v2.md)
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert ports == {"http": 8000, "liveness": 8081, **mllp}
     # Liveness from the probe process (RELAIS_LIVENESS_PORT), which a busy service cannot delay.
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "liveness"}
     assert _env(container)["RELAIS_LIVENESS_PORT"]["value"] == "8081"
@@ -298,6 +301,7 @@ def test_every_env_name_is_read_by_the_settings(manifests):
     known = {f"RELAIS_{name.upper()}" for name in settings_fields if isinstance(name, str)}
     known |= {name for name in settings_fields if isinstance(name, str) and name.isupper()}
     known |= {"RELAIS_LOG_LEVEL", "RELAIS_SERVICE"}  # relais/cli.py; the image's healthcheck
+    known |= {f"RELAIS_MLLP_{name.upper()}" for name in MllpSettings.model_fields}  # the HL7 v2 listener
     for (kind, name), obj in manifests.items():
         if kind == "ConfigMap":
             names = set(obj["data"])

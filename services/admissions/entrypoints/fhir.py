@@ -9,11 +9,13 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field, ValidationError
 
 from services.admissions import cercle, commands, intake, views
+from services.admissions.entrypoints.hl7 import admissions_fhir_door
 from services.admissions.messagebus import MessageBus
 from services.admissions.uow import AdmissionsUnitOfWork
 from shared.api.body import RawBody
 from shared.api.responses import FhirResponse
 from shared.auth import Principal, audit_refusal, require_role
+from shared.doors import Caller
 from shared.errors import BadRequest, Forbidden, Unprocessable
 from shared.events import Role
 from shared.fhir.encounter import patient_identity
@@ -64,13 +66,8 @@ router = APIRouter(prefix="/admissions", tags=["admissions"])
 )
 def process_message(request: Request, principal: Hospital, bus: Bus, body: RawBody) -> FhirResponse:
     # A plain `def`: parsing a large Bundle runs in the threadpool, never on the event loop.
-    message = parse_message_bundle(body, request.headers.get("content-type"), bus.deps.settings.max_body_bytes)
-    try:
-        command = intake.admission_command(message, principal.organisation_id)
-    except Forbidden:
-        audit_refusal(request, principal, "another hospital's message")
-        raise
-    return FhirResponse(bus.handle(command))
+    door = admissions_fhir_door(bus, request.headers.get("content-type"), parse=parse_message_bundle)
+    return FhirResponse(door(body, Caller(principal.organisation_id, principal.role, "fhir", request.url.path)))
 
 
 # --- NdE event declaration (ANS Notification d'évènements, flux 3) ---------------------------------------

@@ -16,12 +16,14 @@ from services.discharge.commands import (
     CompleteFollowup,
     DeclineHandoff,
 )
+from services.discharge.entrypoints.hl7 import discharge_fhir_door
 from services.discharge.intake import discharge_command
 from services.discharge.messagebus import MessageBus
 from shared.api.body import RawBody
 from shared.api.responses import FhirResponse
 from shared.auth import Principal, audit_refusal, current_principal, require_role
-from shared.errors import BadRequest, Forbidden
+from shared.doors import Caller as DoorCaller
+from shared.errors import BadRequest
 from shared.events import Role
 from shared.fhir.intake import check_content_type, parse_json, parse_message_bundle
 from shared.fhir.nde import NDE_ADMISSION_ENDPOINT, declaration_command, declaration_paths, declared
@@ -118,13 +120,8 @@ def search_tasks(request: Request, principal: Caller, bus: Bus) -> FhirResponse:
 )
 def process_message(request: Request, principal: Hospital, bus: Bus, body: RawBody) -> FhirResponse:
     # A plain `def`: parsing a large Bundle runs in the threadpool, never on the event loop.
-    msg = parse_message_bundle(body, request.headers.get("content-type"), bus.deps.settings.max_body_bytes)
-    try:
-        command = discharge_command(msg, principal.organisation_id, bus.deps.settings.max_followups)
-    except Forbidden:
-        audit_refusal(request, principal, "another hospital's message")
-        raise
-    return FhirResponse(bus.handle(command))
+    door = discharge_fhir_door(bus, request.headers.get("content-type"), parse=parse_message_bundle)
+    return FhirResponse(door(body, DoorCaller(principal.organisation_id, principal.role, "fhir", request.url.path)))
 
 
 nde_router = APIRouter(prefix="/discharge/nde/fhir", tags=["NdE"])
