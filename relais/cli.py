@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -16,6 +16,9 @@ from shared.auth import Directory
 from shared.events import Role
 from shared.logs import configure_logging
 from shared.settings import SETTINGS_BY_SERVICE, RelaisSettings
+
+if TYPE_CHECKING:
+    from shared.directory.importer import ImportReport
 
 app = typer.Typer(help="Relais: the ville–hôpital coordination backend.", no_args_is_help=True)
 org_app = typer.Typer(help="Organisations and their API tokens.", no_args_is_help=True)
@@ -333,6 +336,80 @@ def disclosures(
         table.add_row(row.at.isoformat(), row.org_id, row.role, row.event, row.detail, row.channel, row.notification_id)
     console.print(f"patient key {key}: {len(rows)} disclosure(s)")
     console.print(table)
+
+
+# --- the health directory (docs/directory.md) ---------------------------------------------------------------
+
+directory_app = typer.Typer(
+    help="The health directory: organisations and their members, from the public extractions.", no_args_is_help=True
+)
+app.add_typer(directory_app, name="directory")
+
+
+@directory_app.command("import")
+def directory_import(
+    rpps: Annotated[
+        Path | None,
+        typer.Option(help="Annuaire Santé PS_LibreAcces_Personne_activite file", exists=True, dir_okay=False),
+    ] = None,
+    finess: Annotated[
+        Path | None,
+        typer.Option(
+            help="FINESS etalab establishments extraction (etalab_cs1100507_stock)", exists=True, dir_okay=False
+        ),
+    ] = None,
+    prune: Annotated[
+        bool, typer.Option(help="Delete stored organisations the files no longer name (a full extraction only)")
+    ] = False,
+) -> None:
+    """Load the public directory extractions (idempotent: a re-import updates), then print what changed."""
+    import time
+
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+    from shared.directory.extracts import NotAnExtraction
+    from shared.directory.importer import import_directory
+
+    if rpps is None and finess is None:
+        raise typer.BadParameter("give --rpps FILE, --finess FILE or both")
+    settings = RelaisSettings()
+    directory = _directory()
+    total = sum(path.stat().st_size for path in (rpps, finess) if path is not None)
+    started = time.perf_counter()
+    columns = ("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("reading the extractions", total=total)
+        try:
+            report = import_directory(
+                directory.engine,
+                finess=finess,
+                rpps=rpps,
+                mssante_domains=settings.mssante_domains,
+                prune=prune,
+                on_bytes=lambda size: progress.advance(task, size),
+            )
+        except NotAnExtraction as exc:
+            console.print(f"[red]{exc}[/]")
+            raise typer.Exit(1) from None
+    directory.clear_cache()
+    _print_import_report(report, time.perf_counter() - started)
+
+
+def _print_import_report(report: ImportReport, seconds: float) -> None:
+    table = Table("", "added", "changed", "unchanged", "removed")
+    for label, counts in (("organisations", report.organisations), ("members", report.members)):
+        table.add_row(label, str(counts.added), str(counts.changed), str(counts.unchanged), str(counts.removed))
+    console.print(table)
+    console.print(
+        f"{report.lines} lines in {seconds:.1f} s; {report.skipped} not kept (categories and practitioners Relais "
+        f"does not route to); {report.registered_renamed} registered organisation(s) renamed from the directory"
+    )
+    if report.absent and not report.organisations.removed:
+        console.print(f"{report.absent} stored organisation(s) absent from these files (kept; --prune deletes them)")
+    if report.malformed_count:
+        console.print(f"[yellow]{report.malformed_count} malformed line(s), not imported:[/]")
+        for item in report.malformed[:20]:
+            console.print(f"  {item.file} line {item.line}: {item.reason}")
 
 
 if __name__ == "__main__":
