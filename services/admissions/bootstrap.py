@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import cast
 
 from services.admissions.deps import Clock, Deps, system_clock
-from services.admissions.entrypoints import fhir
+from services.admissions.entrypoints import fhir, teams
 from services.admissions.entrypoints.consumers import registry_update_handlers
 from services.admissions.entrypoints.workers import TeamChangeExpiry
 from services.admissions.messagebus import MessageBus
 from services.admissions.uow import AdmissionsUnitOfWork
 from shared.auth import Directory
 from shared.bus.base import Bus
+from shared.directory.lookup import DirectoryLookup
 from shared.fhir.encounter import PatientIdentity
 from shared.fhir.nde import DECLARATION_PROFILE
 from shared.identifiers import patient_key
@@ -59,7 +60,7 @@ def bootstrap(
             "Hospital admissions as FHIR messages, routed to the patient's treating team (full), the DAC "
             "(open case) or the CPTS (minimised, no team); and the registry of treating teams (CareTeam)."
         ),
-        routers=[fhir.router, fhir.nde_router],
+        routers=[fhir.router, fhir.nde_router, teams.router],
         resources=RESOURCES,
         messaging=True,
     )
@@ -80,6 +81,7 @@ def bootstrap(
         return cast(AdmissionsUnitOfWork, runtime.unit_of_work(AdmissionsUnitOfWork))
 
     app.state.bus = MessageBus(unit_of_work, deps)
+    app.state.directory_lookup = DirectoryLookup(runtime.directory.engine)
     runtime.add_consumer(registry_update_handlers(app.state.bus))
     expiry = TeamChangeExpiry(app.state.bus, interval=settings.team_change_interval_seconds)
     runtime.extra_workers.append(expiry.run)

@@ -27,7 +27,7 @@ from shared.directory.extracts import (
     read_finess,
     read_rpps,
 )
-from shared.directory.tables import DIRECTORY_MEMBER, DIRECTORY_ORGANISATION, create_directory_tables
+from shared.directory.tables import DIRECTORY_MEMBER, DIRECTORY_ORGANISATION, create_directory_tables, folded
 from shared.mssante_address import MssanteAddressError, check_mssante_address
 
 BATCH = 2000
@@ -129,6 +129,7 @@ def _organisation_row(record: OrganisationRecord, role: str | None, domains: Seq
         "id": record.id,
         "id_system": record.id_system,
         "name": record.name,
+        "search_name": folded(record.name),
         "address": record.address,
         "postal_code": record.postal_code,
         "commune": record.commune,

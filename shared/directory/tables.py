@@ -7,6 +7,8 @@ address and commune from the import.
 
 from __future__ import annotations
 
+import unicodedata
+
 from sqlalchemy import Column, DateTime, Index, MetaData, String, Table
 from sqlalchemy.engine import Engine
 
@@ -20,6 +22,7 @@ DIRECTORY_ORGANISATION = Table(
     Column("id", String(100), primary_key=True),
     Column("id_system", String(20), nullable=False),  # finess | siret | rpps-structure
     Column("name", String(300), nullable=False),
+    Column("search_name", String(300), nullable=False, index=True),  # folded: lower case, no accents
     Column("address", String(300), nullable=True),
     Column("postal_code", String(10), nullable=True, index=True),
     Column("commune", String(5), nullable=True, index=True),  # INSEE code (COG)
@@ -45,6 +48,12 @@ DIRECTORY_MEMBER = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Index("ix_directory_member_rpps", "rpps"),
 )
+
+
+def folded(text: str) -> str:
+    """Lower case without accents, so "epinal" finds "ÉPINAL" (the search and the stored name fold alike)."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    return " ".join("".join(c for c in decomposed if not unicodedata.combining(c)).lower().split())
 
 
 def create_directory_tables(engine: Engine) -> None:
