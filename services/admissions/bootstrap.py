@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import cast
 
 from services.admissions.deps import Clock, Deps, system_clock
-from services.admissions.entrypoints import fhir, teams
+from services.admissions.entrypoints import fhir, panels, teams
 from services.admissions.entrypoints.consumers import registry_update_handlers
 from services.admissions.entrypoints.workers import TeamChangeExpiry
 from services.admissions.messagebus import MessageBus
@@ -60,7 +60,7 @@ def bootstrap(
             "Hospital admissions as FHIR messages, routed to the patient's treating team (full), the DAC "
             "(open case) or the CPTS (minimised, no team); and the registry of treating teams (CareTeam)."
         ),
-        routers=[fhir.router, fhir.nde_router, teams.router],
+        routers=[fhir.router, fhir.nde_router, teams.router, panels.router],
         resources=RESOURCES,
         messaging=True,
     )
