@@ -64,7 +64,7 @@ def _enrol_chunk(
     keys = [item.key for item in chunk]
     own = panels.own_careteams(cmd.team_org_id, keys)
     listed = panels.listed(cmd.team_org_id, keys)
-    facts = ChunkFacts.read(uow.session, keys)
+    facts = ChunkFacts.read(uow.session, [key for key in keys if key not in own])  # what the handler will read
     reports = []
     for item in chunk:
         known = own.get(item.key)
