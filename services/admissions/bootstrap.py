@@ -7,6 +7,7 @@ from typing import cast
 from services.admissions.deps import Clock, Deps, system_clock
 from services.admissions.entrypoints import fhir, panels, teams
 from services.admissions.entrypoints.consumers import registry_update_handlers
+from services.admissions.entrypoints.panel_worker import PanelExpiry
 from services.admissions.entrypoints.workers import TeamChangeExpiry
 from services.admissions.messagebus import MessageBus
 from services.admissions.uow import AdmissionsUnitOfWork
@@ -85,4 +86,5 @@ def bootstrap(
     runtime.add_consumer(registry_update_handlers(app.state.bus))
     expiry = TeamChangeExpiry(app.state.bus, interval=settings.team_change_interval_seconds)
     runtime.extra_workers.append(expiry.run)
+    runtime.extra_workers.append(PanelExpiry(app.state.bus, interval=settings.panel_interval_seconds).run)
     return Service(runtime, app)
