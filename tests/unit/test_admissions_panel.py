@@ -188,3 +188,26 @@ def test_a_list_not_confirmed_within_the_period_ages_out(service):
 
     assert count(service, "select count(*) from admissions_panel_member") == 1
     assert count(service, "select count(*) from admissions_careteam where status = 'active'") == 1
+
+
+def notices(service) -> list[dict]:
+    import json
+
+    with service.runtime.engine.connect() as connection:
+        rows = connection.execute(text("select value from outbox where event_type = 'careteam.expiring'")).scalars()
+        return [json.loads(value)["data"] for value in rows]
+
+
+def test_the_team_is_told_once_before_a_patient_ages_out_of_its_list(service):
+    service.client.put("/admissions/fhir/Group/patients", json=group(NIRS[0]), headers=auth(service, "team"))
+    service.clock.now += timedelta(days=340)  # within the 30-day notice, before the 365-day period
+
+    assert service.app.state.bus.handle(commands.ExpirePanels()) == 0
+    service.app.state.bus.handle(commands.ExpirePanels())
+
+    told = notices(service)
+    assert [(n["recipient"], n["detail"]) for n in told] == [("msp-lilas", "full")]
+    careteam = next(e["resource"] for e in told[0]["payload"]["entry"] if e["resource"]["resourceType"] == "CareTeam")
+    assert careteam["period"]["end"].startswith("2027-12-01")
+    service.clock.now += timedelta(days=30)
+    assert service.app.state.bus.handle(commands.ExpirePanels()) == 1

@@ -49,6 +49,16 @@ class PanelRepository(Repository):
         )
         return list(self.session.execute(query).scalars())
 
+    def unwarned_since(self, before: datetime, limit: int) -> list[PanelMemberRow]:
+        """Entries confirmed before `before` whose team has not been told they will age out."""
+        query = (
+            select(PanelMemberRow)
+            .where(col(PanelMemberRow.confirmed_at) < before, col(PanelMemberRow.warned_at).is_(None))
+            .order_by(col(PanelMemberRow.confirmed_at))
+            .limit(limit)
+        )
+        return list(self.session.execute(query).scalars())
+
     def remove(self, team_org_id: str, patient_key: str) -> None:
         self.session.execute(
             delete(PanelMemberRow).where(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy.exc import IntegrityError
@@ -20,11 +20,17 @@ from services.admissions.adapters.panels import PanelMemberRow, PanelRepository
 from services.admissions.commands import EndEnrolment, EnrolPatient, ExpirePanels, PanelLine, UpdatePanel
 from services.admissions.deps import Deps
 from services.admissions.handlers.careteams import end_enrolment, enrol_patient
+from services.admissions.handlers.context import instant, notify, patient_context
 from services.admissions.handlers.panel_uow import ChunkFacts, Prefetched, Savepoint
 from services.admissions.panels import LineReport, Outcome, report_outcome
 from services.admissions.uow import AdmissionsUnitOfWork
+from services.admissions.views import render
+from shared.contracts import About
 from shared.errors import RelaisError
+from shared.events import EventType
+from shared.fhir.builders import RELAIS_ENDPOINT, message_bundle
 from shared.fhir.encounter import PatientIdentity
+from shared.routing import route
 
 CHUNK = 250  # lines per transaction: commits amortised, a crash loses at most one uncommitted chunk (never half a line)
 T = TypeVar("T")
@@ -167,8 +173,53 @@ def update_panel(cmd: UpdatePanel, uow: AdmissionsUnitOfWork, deps: Deps) -> dic
     return report_outcome(reports)
 
 
+def _tell_team(uow: AdmissionsUnitOfWork, row: PanelMemberRow, leaves_at: datetime, now: datetime) -> None:
+    """The team hears, on its own channels, that a patient of its list leaves it at `leaves_at` unless confirmed."""
+    careteam = uow.careteams.get(row.careteam_id)
+    if careteam is None or careteam.status != "active":
+        return  # a request still waiting: the team is not the patient's treating team yet
+    event = EventType.CARETEAM_EXPIRING
+    resource = {**render(uow, careteam).resource}
+    resource["period"] = {**resource.get("period", {}), "end": instant(leaves_at)}
+
+    def full(message_id: str) -> dict[str, Any]:
+        return message_bundle(
+            event, source_endpoint=RELAIS_ENDPOINT, focus=[resource], message_id=message_id, timestamp=instant(now)
+        )
+
+    notify(
+        uow,
+        route(event, patient_context(uow, row.patient_key, None, None)),
+        event,
+        source_id=f"{careteam.id}:{instant(leaves_at)}",  # one notice per confirmation
+        about=About(patient_key=row.patient_key, reference=f"CareTeam/{careteam.id}"),
+        sender=None,
+        occurred_at=instant(now),
+        now=now,
+        full=full,
+    )
+
+
+def _notices(cmd: ExpirePanels, uow: AdmissionsUnitOfWork, deps: Deps) -> int:
+    now = deps.clock()
+    period = timedelta(days=deps.settings.panel_confirmation_days)
+    notice = timedelta(days=min(deps.settings.panel_notice_days, deps.settings.panel_confirmation_days))
+    with uow:
+        due = PanelRepository(uow.session).unwarned_since(now - period + notice, cmd.limit)
+        for row in due:
+            confirmed = row.confirmed_at if row.confirmed_at.tzinfo else row.confirmed_at.replace(tzinfo=UTC)  # SQLite
+            _tell_team(uow, row, confirmed + period, now)
+            row.warned_at = now
+            uow.session.add(row)
+        uow.commit()
+    return len(due)
+
+
 def expire_panels(cmd: ExpirePanels, uow: AdmissionsUnitOfWork, deps: Deps) -> int:
-    """Patients no upload confirmed within the period leave their team's list (and the team's care); how many."""
+    """Teams are told of the patients that will age out within the notice period; then patients no upload confirmed
+    within the period leave their team's list (and the team's care). How many left."""
+    if deps.settings.panel_notice_days > 0:
+        _notices(cmd, uow, deps)
     before = deps.clock() - timedelta(days=deps.settings.panel_confirmation_days)
     with uow:
         due = [
