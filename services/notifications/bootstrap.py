@@ -18,6 +18,7 @@ from services.notifications.messagebus import MessageBus
 from services.notifications.uow import NotificationsUnitOfWork
 from shared.auth import Directory
 from shared.bus.base import Bus
+from shared.directory.lookup import DirectoryLookup
 from shared.outbound import GuardedClient
 from shared.retention import RetentionWorker
 from shared.runtime import build_runtime
@@ -49,7 +50,7 @@ def bootstrap(
     def unit_of_work() -> NotificationsUnitOfWork:
         return cast(NotificationsUnitOfWork, runtime.unit_of_work(NotificationsUnitOfWork))
 
-    deps = NotificationsDeps(settings=settings)
+    deps = NotificationsDeps(settings=settings, names=DirectoryLookup(runtime.directory.engine).names)
     messagebus = MessageBus(unit_of_work, deps)
     wakeup = threading.Event()
     runtime.add_consumer(notification_handlers(messagebus, wakeup))

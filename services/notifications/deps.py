@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
@@ -19,12 +19,18 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def no_names(ids: Iterable[str]) -> Mapping[str, str]:
+    return {}
+
+
 @dataclass(frozen=True)
 class NotificationsDeps:
     settings: NotificationsSettings
     clock: Clock = utcnow
     # Jitter of retry delays (tests pin it).
     rand: Callable[[], float] = field(default=random.random)
+    # Organisation id -> display name (the directory's), shown beside ids in feeds and webhook bodies.
+    names: Callable[[Iterable[str]], Mapping[str, str]] = no_names
 
     @cached_property
     def outbound(self) -> OutboundPolicy:

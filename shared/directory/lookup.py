@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
+from cachetools import TTLCache
 from sqlalchemy import and_, func, select
 from sqlalchemy.engine import Connection, Engine
 
@@ -78,21 +80,31 @@ def _escaped(text: str) -> str:
 
 
 class DirectoryLookup:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, cache_seconds: float = 60.0) -> None:
         self.engine = engine
         create_directory_tables(engine)
+        # Names change with an import or `relais org update`: a minute late is fine, a query per notification is not.
+        self._names: TTLCache[str, str | None] = TTLCache(maxsize=10_000, ttl=cache_seconds)
+        self._lock = threading.Lock()
 
     def names(self, ids: Iterable[str]) -> dict[str, str]:
         """Display names: a registered organisation's own (which an import keeps current), else the directory's."""
-        wanted = list(dict.fromkeys(ids))[:MAX_IDS]
-        if not wanted:
-            return {}
-        table = DIRECTORY_ORGANISATION
-        with self.engine.connect() as connection:
-            found = dict(connection.execute(select(table.c.id, table.c.name).where(table.c.id.in_(wanted))).all())
-            query = select(organisations.c.id, organisations.c.name).where(organisations.c.id.in_(wanted))
-            found.update(dict(connection.execute(query).all()))
-        return {key: str(value) for key, value in found.items()}
+        wanted = [i for i in dict.fromkeys(ids) if i][:MAX_IDS]
+        with self._lock:
+            known = {i: self._names[i] for i in wanted if i in self._names}
+        missing = [i for i in wanted if i not in known]
+        if missing:
+            table = DIRECTORY_ORGANISATION
+            with self.engine.connect() as connection:
+                query = select(table.c.id, table.c.name).where(table.c.id.in_(missing))
+                found = dict(connection.execute(query).all())
+                query = select(organisations.c.id, organisations.c.name).where(organisations.c.id.in_(missing))
+                found.update(dict(connection.execute(query).all()))
+            with self._lock:
+                for organisation_id in missing:
+                    name = found.get(organisation_id)
+                    known[organisation_id] = self._names[organisation_id] = str(name) if name is not None else None
+        return {key: value for key, value in known.items() if value is not None}
 
     def commune_of(self, organisation_id: str) -> str | None:
         table = DIRECTORY_ORGANISATION
