@@ -395,6 +395,27 @@ def directory_import(
     _print_import_report(report, time.perf_counter() - started)
 
 
+@directory_app.command("add")
+def directory_add(
+    id: Annotated[str, typer.Option("--id", help="The organisation's id (as registered with `relais org add`)")],
+    name: Annotated[str, typer.Option(help="Display name")],
+    role: Annotated[Role, typer.Option(help="The organisation's role")],
+    commune: Annotated[str, typer.Option(help="INSEE code of its commune (where a CPTS finds it)")],
+    postal_code: Annotated[str | None, typer.Option(help="Its postal code (default: the commune's first)")] = None,
+    address: Annotated[str | None, typer.Option(help="Street address")] = None,
+) -> None:
+    """Add or replace a directory entry by hand, for an organisation the public extractions lack."""
+    from shared.directory.entries import set_entry
+
+    try:
+        set_entry(
+            _directory().engine, id, name=name, role=role, insee=commune, postal_code=postal_code, address=address
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--commune/--postal-code") from None
+    console.print(f"[green]directory entry set[/] {id} ({name}, {commune})")
+
+
 def _print_import_report(report: ImportReport, seconds: float) -> None:
     table = Table("", "added", "changed", "unchanged", "removed")
     for label, counts in (("organisations", report.organisations), ("members", report.members)):

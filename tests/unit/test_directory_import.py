@@ -182,3 +182,26 @@ def test_the_command_prints_what_changed_and_the_malformed_line_numbers(tmp_path
     assert "organisations │ 0     │ 0       │ 4 " in again.output.replace("┃", "│")
     refused = runner.invoke(app, ["directory", "import"])
     assert refused.exit_code != 0
+
+
+def test_an_entry_typed_by_hand_is_found_and_survives_a_pruning_import(tmp_path: Path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from relais.cli import app
+
+    monkeypatch.setenv("RELAIS_DATA_DIR", str(tmp_path))
+    runner = CliRunner()
+    added = runner.invoke(
+        app, ["directory", "add", "--id", "msp-lamarche", "--name", "MSP de Lamarche", "--role", "team",
+              "--commune", "88258"],
+    )  # fmt: skip
+    refused = runner.invoke(
+        app, ["directory", "add", "--id", "x", "--name", "X", "--role", "team", "--commune", "99999"]
+    )
+    assert added.exit_code == 0, added.output
+    assert refused.exit_code != 0
+    directory = Directory(f"sqlite:///{tmp_path / 'auth.sqlite'}")
+    import_directory(directory.engine, finess=write_finess(tmp_path / "f.csv", [CHU]), prune=True)
+    entry = _organisation(directory, "msp-lamarche")
+    assert (entry.name, entry.role, entry.commune, entry.postal_code) == ("MSP de Lamarche", "team", "88258", "88320")
+    directory.close()
