@@ -23,12 +23,42 @@
     return found ? found.valueString || "" : "";
   }
 
+  // Teams picked by name (GET /admissions/teams, the CPTS's territory): the label shown -> the team's id.
+  var picked = {};
+  var lists = 0;
+
+  function teamPicker() {
+    lists += 1;
+    var list = R.el("datalist", { id: "teams-" + lists });
+    var input = R.el("input", { type: "search", "class": "team", maxlength: "100", list: list.id,
+                                autocomplete: "off", placeholder: "nom de l'équipe (ou son identifiant)" });
+    var timer = null;
+    input.addEventListener("input", function () {
+      var text = input.value.trim();
+      window.clearTimeout(timer);
+      if (text.length < 2 || picked[text]) { return; }
+      timer = window.setTimeout(function () {
+        R.api("GET", "/admissions/teams?_count=10&name=" + encodeURIComponent(text)).then(function (result) {
+          if (!result.ok || !result.body) { return; }
+          list.textContent = "";
+          (result.body.teams || []).filter(function (t) { return t.registered; }).forEach(function (t) {
+            var where = t.commune && t.commune.display ? " — " + t.commune.display : "";
+            var label = t.name + where;
+            picked[label] = t.id;
+            list.appendChild(R.el("option", { value: label }));
+          });
+        });
+      }, 250);
+    });
+    return { input: input, list: list, team: function () { var v = input.value.trim(); return picked[v] || v; } };
+  }
+
   function assignRow(task) {
-    var team = R.el("input", { type: "text", "class": "team", maxlength: "100", placeholder: "identifiant de l'équipe" });
+    var picker = teamPicker();
     var button = R.el("button", { type: "button", "class": "assign", text: "Proposer" });
     button.addEventListener("click", function () {
-      var value = team.value.trim();
-      if (!value) { R.status("Indiquez l'identifiant de l'équipe.", true); return; }
+      var value = picker.team();
+      if (!value) { R.status("Choisissez une équipe dans la liste.", true); return; }
       button.disabled = true;
       R.api("POST", "/discharge/fhir/Task/" + encodeURIComponent(task.id) + "/$assign",
             { resourceType: "Parameters", parameter: [{ name: "team", valueString: value }] })
@@ -44,7 +74,7 @@
       .filter(Boolean).join(" · ");
     return R.el("tr", { "data-task": task.id }, [
       R.cell(R.when(task.authoredOn)), R.cell(reason), R.cell(facts || "—"),
-      R.el("td", {}, [R.el("div", { "class": "actions" }, [team, button])])
+      R.el("td", {}, [R.el("div", { "class": "actions" }, [picker.input, picker.list, button])])
     ]);
   }
 

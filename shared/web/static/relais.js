@@ -113,6 +113,7 @@ var Relais = (function () {
       event: param(resource, "event"),
       detail: param(resource, "detail"),
       sender: param(resource, "sender"),
+      senderName: param(resource, "sender-name"),
       subject: param(resource, "subject"),
       received: param(resource, "received"),
       read: param(resource, "read"),

@@ -79,7 +79,7 @@
       R.el("button", { type: "button", "class": "secondary ack", text: "Marquer comme lue" })
     ]);
     var row = R.el("tr", { "data-notification": n.id, "class": n.read ? "read" : "unread" }, [
-      R.cell(R.when(n.received)), R.cell(R.eventLabel(n.event)), R.cell(n.sender || "—"), read
+      R.cell(R.when(n.received)), R.cell(R.eventLabel(n.event)), R.cell(n.senderName || n.sender || "—"), read
     ]);
     var button = row.querySelector("button.ack");
     if (button) {
@@ -133,5 +133,47 @@
     }).catch(function (error) { R.status("Échec : " + error.message, true); });
   }
 
+  // The team's patient list (docs/directory.md): a CSV posted as is; the answer says what became of each line.
+  var PANEL = "/admissions/fhir/Group/patientele/$add";
+  var OUTCOMES = { enrolled: "inscrits", "already-yours": "déjà dans votre patientèle",
+                   "change-requested": "changements d'équipe demandés", refused: "refusés" };
+
+  function uploadPanel(event) {
+    event.preventDefault();
+    var file = document.getElementById("panel-file").files[0];
+    if (!file) { R.status("Choisissez un fichier CSV.", true); return; }
+    if (file.size > 900000) { R.status("Fichier trop volumineux : envoyez-le en plusieurs parties.", true); return; }
+    var meta = document.querySelector('meta[name="csrf-token"]');
+    R.status("Envoi de la liste…");
+    file.arrayBuffer().then(function (content) {
+      return fetch(PANEL, { method: "POST", credentials: "same-origin", cache: "no-store", body: content,
+        headers: { "Content-Type": "text/csv", Accept: "application/fhir+json",
+                   "X-CSRF-Token": meta ? meta.getAttribute("content") : "" } });
+    }).then(function (response) {
+      return response.json().then(function (body) { return { ok: response.ok, status: response.status, body: body }; });
+    }).then(function (result) {
+      if (!result.ok) { throw new Error(R.diagnostics(result)); }
+      var counts = {}, refused = [];
+      (result.body.issue || []).slice(1).forEach(function (issue) {
+        var code = issue.details && issue.details.coding && issue.details.coding[0].code;
+        counts[code] = (counts[code] || 0) + 1;
+        if (code === "refused") { refused.push(issue); }
+      });
+      var summary = document.getElementById("panel-summary");
+      summary.textContent = Object.keys(OUTCOMES).filter(function (c) { return counts[c]; })
+        .map(function (c) { return counts[c] + " " + OUTCOMES[c]; }).join(", ") || "Aucune ligne.";
+      summary.hidden = false;
+      fill("panel-refused", refused.slice(0, 200).map(function (issue) {
+        return R.el("tr", {}, [R.cell((issue.expression || [""])[0]), R.cell(issue.diagnostics || "")]);
+      }));
+      document.getElementById("panel-refused").hidden = refused.length === 0;
+      R.status("Liste envoyée.");
+    }).catch(function (error) { R.status("Échec : " + error.message, true); });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    var form = document.getElementById("panel-form");
+    if (form) { form.addEventListener("submit", uploadPanel); }
+  });
   document.addEventListener("DOMContentLoaded", load);
 })();
