@@ -356,7 +356,8 @@ def test_a_team_uploads_its_patient_list_from_its_worklist(seeded, browser, tmp_
     page.wait_for_selector("#status:has-text('Liste envoyée')", timeout=20_000)
 
     assert page.inner_text("#panel-summary") == "1 inscrits, 1 refusés"
-    assert page.locator("#panel-refused tbody tr").first.inner_text().startswith("line 3")
+    refused = page.locator("#panel-refused tbody tr").first.inner_text()
+    assert refused.startswith("ligne 3") and "NIR invalide" in refused  # in French, as the whole page
     screenshot(page, "worklist-panel.png", tmp_path)
     assert not blocked and not errors
     context.close()

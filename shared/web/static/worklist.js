@@ -138,6 +138,29 @@
   var OUTCOMES = { enrolled: "inscrits", "already-yours": "déjà dans votre patientèle",
                    "change-requested": "changements d'équipe demandés", refused: "refusés" };
 
+  // Why a line was refused, in French (the API's reasons are English: services/admissions/panels.py).
+  var LINE_REASONS = [
+    [/^the same patient as line (\d+)/, function (m) { return "même patient que la ligne " + m[1]; }],
+    [/^birth date does not match/, "la date de naissance ne correspond pas au NIR"],
+    [/^NIR is not valid/, "NIR invalide (15 caractères, les 2 derniers étant la clé)"],
+    [/formula/, "nom ou prénom commençant comme une formule de tableur (=, +, -, @)"],
+    [/is empty$/, "nom ou prénom manquant"],
+    [/printable characters$/, "nom ou prénom trop long ou illisible"],
+    [/^birth date is not/, "date de naissance illisible (AAAA-MM-JJ ou JJ/MM/AAAA)"],
+    [/^postal code/, "code postal invalide (5 chiffres)"],
+    [/^longer than/, "ligne trop longue"],
+    [/columns;/, "colonnes manquantes (NIR ; nom ; prénom ; date de naissance ; code postal)"],
+    [/concurrently/, "inscription en cours de modification : renvoyez la liste"]
+  ];
+
+  function lineReason(text) {
+    for (var i = 0; i < LINE_REASONS.length; i += 1) {
+      var found = LINE_REASONS[i][0].exec(text || "");
+      if (found) { var say = LINE_REASONS[i][1]; return typeof say === "function" ? say(found) : say; }
+    }
+    return "ligne refusée";
+  }
+
   function uploadPanel(event) {
     event.preventDefault();
     var file = document.getElementById("panel-file").files[0];
@@ -164,7 +187,8 @@
         .map(function (c) { return counts[c] + " " + OUTCOMES[c]; }).join(", ") || "Aucune ligne.";
       summary.hidden = false;
       fill("panel-refused", refused.slice(0, 200).map(function (issue) {
-        return R.el("tr", {}, [R.cell((issue.expression || [""])[0]), R.cell(issue.diagnostics || "")]);
+        var where = (issue.expression || [""])[0].replace(/^line /, "ligne ");
+        return R.el("tr", {}, [R.cell(where), R.cell(lineReason(issue.diagnostics))]);
       }));
       document.getElementById("panel-refused").hidden = refused.length === 0;
       R.status("Liste envoyée.");
