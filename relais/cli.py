@@ -358,6 +358,14 @@ def directory_import(
             help="FINESS etalab establishments extraction (etalab_cs1100507_stock)", exists=True, dir_okay=False
         ),
     ] = None,
+    mssante: Annotated[
+        Path | None,
+        typer.Option(
+            help="Annuaire Santé Extraction_Correspondance_MSSante file (with --rpps): members' own MSSanté boxes",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
     prune: Annotated[
         bool, typer.Option(help="Delete stored organisations the files no longer name (a full extraction only)")
     ] = False,
@@ -372,9 +380,11 @@ def directory_import(
 
     if rpps is None and finess is None:
         raise typer.BadParameter("give --rpps FILE, --finess FILE or both")
+    if mssante is not None and rpps is None:
+        raise typer.BadParameter("--mssante completes the members of --rpps: give both", param_hint="--mssante")
     settings = RelaisSettings()
     directory = _directory()
-    total = sum(path.stat().st_size for path in (rpps, finess) if path is not None)
+    total = sum(path.stat().st_size for path in (rpps, finess, mssante) if path is not None)
     started = time.perf_counter()
     columns = ("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True) as progress:
@@ -384,6 +394,7 @@ def directory_import(
                 directory.engine,
                 finess=finess,
                 rpps=rpps,
+                mssante=mssante,
                 mssante_domains=settings.mssante_domains,
                 prune=prune,
                 on_bytes=lambda size: progress.advance(task, size),

@@ -156,3 +156,28 @@ def doctor(
 
 def hospital(body: str, name: str = "CENTRE HOSPITALIER EMILE DURKHEIM") -> Establishment:
     return Establishment(make_finess(body), name, "355")
+
+
+# The Extraction_Correspondance_MSSante header, column for column, as published.
+MSSANTE_HEADER = (
+    "Type de BAL", "Adresse BAL", "Type Identifiant PP", "Identifiant PP", "Identification nationale PP",
+    "Type identifiant structure", "Identification Structure", "Service de rattachement", "Civilité d'exercice",
+    "Nom d'exercice", "Prénom d'exercice", "Catégorie profession", "Libellé de catégorie profession",
+    "Code Profession", "Libellé Profession", "Code savoir-faire", "Libellé savoir-faire", "Dématérialisation",
+    "Raison Sociale structure BAL", "Enseigne commerciale structure BAL", "L2COMPLEMENTLOCALISATION",
+    "L3COMPLEMENTDISTRIBUTION", "L4NUMEROVOIE", "L4COMPLEMENTNUMEROVOIE", "NL4TYPEVOIE", "L4LIBELLEVOIE",
+    "L5LIEUDITMENTION", "L6LIGNEACHEMINEMENT", "Code postal", "Département", "Pays",
+)  # fmt: skip
+
+
+def write_mssante(path: Path, boxes: list[tuple[str, str, str, str]]) -> Path:
+    """(kind PER|ORG, address, RPPS or "", structure id or "") per box."""
+    lines = ["|".join(MSSANTE_HEADER)]
+    for kind, address, rpps, structure in boxes:
+        values = dict.fromkeys(MSSANTE_HEADER, "")
+        values.update({"Type de BAL": kind, "Adresse BAL": address, "Identifiant PP": rpps,
+                       "Identification nationale PP": "8" + rpps if rpps else "",
+                       "Identification Structure": structure})  # fmt: skip
+        lines.append("|".join(values[name] for name in MSSANTE_HEADER))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

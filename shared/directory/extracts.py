@@ -299,3 +299,53 @@ def read_rpps(
             continue
         found = rpps_records({key: _clean(fields[at]) for key, at in index.items()})
         yield Malformed(name, number, found) if isinstance(found, str) else found
+
+
+# Annuaire Santé "Extraction_Correspondance_MSSante": one MSSanté box a line, a header line, pipe-separated.
+MSSANTE_COLUMNS = {
+    "kind": "Type de BAL",  # PER: a practitioner's own box; ORG: an organisation's
+    "address": "Adresse BAL",
+    "person": "Identification nationale PP",  # "8" + RPPS
+    "structure": "Identification Structure",
+}
+
+
+@dataclass(frozen=True)
+class Mailbox:
+    kind: str  # PER | ORG
+    address: str
+    rpps: str | None
+    structure: str | None
+
+
+def read_mssante(path: Path, on_bytes: Callable[[int], None] | None = None) -> Iterator[Mailbox | Malformed | None]:
+    """Each mailbox of the extraction; None for a box Relais does not keep (an application's, no owner)."""
+    name = path.name
+    lines = read_lines(path, on_bytes)
+    first = next(lines, None)
+    if first is None or first[1] is None:
+        raise NotAnExtraction(f"{name} line 1: empty, or not an Extraction_Correspondance_MSSante header")
+    separator = separator_of(first[1])
+    headers = [_clean(field).lower() for field in first[1].split(separator)]
+    index = {key: headers.index(title.lower()) for key, title in MSSANTE_COLUMNS.items() if title.lower() in headers}
+    if set(index) != set(MSSANTE_COLUMNS):
+        raise NotAnExtraction(f"{name} line 1: not an Extraction_Correspondance_MSSante header")
+    width = max(index.values()) + 1
+    for number, line in lines:
+        if line is None:
+            yield Malformed(name, number, f"longer than {MAX_LINE_BYTES} bytes")
+            continue
+        fields = line.split(separator)
+        if not line.strip():
+            continue
+        if len(fields) < width:
+            yield Malformed(name, number, f"{len(fields)} fields, the header names {len(headers)}")
+            continue
+        row = {key: _clean(fields[at]) for key, at in index.items()}
+        person = row["person"]
+        rpps = person[1:] if len(person) == 12 and person.startswith(RPPS_TYPE) and person.isdigit() else None
+        kind = row["kind"].upper()
+        if kind not in ("PER", "ORG") or not row["address"] or (kind == "PER" and rpps is None):
+            yield None
+            continue
+        yield Mailbox(kind, row["address"], rpps, row["structure"] or None)

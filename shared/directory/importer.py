@@ -25,6 +25,7 @@ from shared.directory.extracts import (
     MemberRecord,
     OrganisationRecord,
     read_finess,
+    read_mssante,
     read_rpps,
 )
 from shared.directory.tables import DIRECTORY_MEMBER, DIRECTORY_ORGANISATION, create_directory_tables, folded
@@ -118,9 +119,44 @@ def _role(record: OrganisationRecord, professions: set[str]) -> str | None:
     return "team" if professions & PRIMARY_CARE_PROFESSIONS else None
 
 
-def _organisation_row(record: OrganisationRecord, role: str | None, domains: Sequence[str]) -> dict[str, Any]:
-    mssante = None
-    if record.email:
+@dataclass
+class _Mailboxes:
+    people: dict[str, str] = field(default_factory=dict)  # RPPS -> the practitioner's own box
+    structures: dict[str, str] = field(default_factory=dict)  # structure id as the extraction writes it -> box
+
+    def of_structure(self, record: OrganisationRecord) -> str | None:
+        # The extraction names a structure as the Annuaire Santé does: bare, or with its IDNST type ("1" FINESS...).
+        typed = {"finess": "1", "siret": "3"}.get(record.id_system, "")
+        return self.structures.get(record.id) or (self.structures.get(typed + record.id) if typed else None)
+
+
+def read_mailboxes(
+    path: Path | None, report: ImportReport, domains: Sequence[str], on_bytes: Callable[[int], None] | None = None
+) -> _Mailboxes:
+    boxes = _Mailboxes()
+    for item in read_mssante(path, on_bytes) if path is not None else ():
+        report.lines += 1
+        if isinstance(item, Malformed):
+            report.add_malformed(item)
+            continue
+        try:
+            address = check_mssante_address(item.address, domains) if item is not None else None
+        except MssanteAddressError:
+            address = None  # outside the MSSanté domains allowed here
+        if item is None or address is None:
+            report.skipped += 1
+        elif item.kind == "PER" and item.rpps:
+            boxes.people.setdefault(item.rpps, address)
+        elif item.structure:
+            boxes.structures.setdefault(item.structure, address)
+    return boxes
+
+
+def _organisation_row(
+    record: OrganisationRecord, role: str | None, domains: Sequence[str], boxes: _Mailboxes
+) -> dict[str, Any]:
+    mssante = boxes.of_structure(record)
+    if record.email and mssante is None:
         try:
             mssante = check_mssante_address(record.email, domains)
         except MssanteAddressError:
@@ -142,9 +178,9 @@ def _organisation_row(record: OrganisationRecord, role: str | None, domains: Seq
     return row
 
 
-def _member_row(record: MemberRecord) -> dict[str, Any]:
+def _member_row(record: MemberRecord, boxes: _Mailboxes) -> dict[str, Any]:
     row = {key: value for key, value in zip(MemberRecord.__dataclass_fields__, astuple(record), strict=True)}
-    row["mssante"] = None
+    row["mssante"] = boxes.people.get(record.rpps)
     row["digest"] = _digest(row.values())
     return row
 
@@ -245,6 +281,7 @@ def import_directory(
     *,
     finess: Path | None = None,
     rpps: Path | None = None,
+    mssante: Path | None = None,
     mssante_domains: Sequence[str] = ("mssante.fr",),
     prune: bool = False,
     on_bytes: Callable[[int], None] | None = None,
@@ -253,13 +290,14 @@ def import_directory(
     create_directory_tables(engine)
     report = ImportReport()
     collected = collect(finess, rpps, report, on_bytes)
+    boxes = read_mailboxes(mssante, report, mssante_domains, on_bytes)
     organisation_rows = {
         organisation_id: _organisation_row(
-            record, _role(record, collected.professions.get(organisation_id, set())), mssante_domains
+            record, _role(record, collected.professions.get(organisation_id, set())), mssante_domains, boxes
         )
         for organisation_id, record in collected.organisations.items()
     }
-    member_rows = {key: _member_row(member) for key, member in collected.members.items()}
+    member_rows = {key: _member_row(member, boxes) for key, member in collected.members.items()}
     sources = {name for name, path in (("finess", finess), ("rpps", rpps)) if path is not None}
     now = datetime.now(UTC)
     with engine.begin() as connection:

@@ -205,3 +205,30 @@ def test_an_entry_typed_by_hand_is_found_and_survives_a_pruning_import(tmp_path:
     entry = _organisation(directory, "msp-lamarche")
     assert (entry.name, entry.role, entry.commune, entry.postal_code) == ("MSP de Lamarche", "team", "88258", "88320")
     directory.close()
+
+
+def test_members_and_structures_get_their_mssante_boxes_from_the_mssante_extraction(
+    directory: Directory, tmp_path: Path
+):
+    from tests.directory_factories import write_mssante
+
+    activities = _activities()
+    rpps = write_rpps(tmp_path / "rpps.txt", activities)
+    boxes = write_mssante(
+        tmp_path / "Extraction_Correspondance_MSSante.txt",
+        [
+            ("PER", "prenom1.nom1@medecin.mssante.fr", activities[0].rpps, ""),
+            ("PER", "someone@gmail.com", activities[1].rpps, ""),  # not an MSSanté domain: not kept
+            ("ORG", "accueil@chu.mssante.fr", "", "1" + CHU.finess),
+            ("APP", "robot@app.mssante.fr", "", ""),
+        ],
+    )
+    finess = write_finess(tmp_path / "finess.csv", [CHU])
+
+    report = import_directory(directory.engine, finess=finess, rpps=rpps, mssante=boxes)
+    again = import_directory(directory.engine, finess=finess, rpps=rpps, mssante=boxes)
+
+    members = {m.rpps: m.mssante for m in _members(directory, "R10000000001")}
+    assert members == {activities[0].rpps: "prenom1.nom1@medecin.mssante.fr", activities[1].rpps: None}
+    assert _organisation(directory, CHU.finess).mssante == "accueil@chu.mssante.fr"
+    assert report.skipped >= 2 and (again.members.changed, again.organisations.changed) == (0, 0)
