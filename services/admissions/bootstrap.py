@@ -36,6 +36,15 @@ RESOURCES = (
         ],
     },
     {"type": "Consent", "interaction": [{"code": "create"}]},
+    # A team's patient list (Da Vinci Member Attribution shape): PUT replaces it, $add and $remove change it.
+    {
+        "type": "Group",
+        "interaction": [{"code": "update"}],
+        "operation": [
+            {"name": "add", "definition": "https://relais.example.org/fhir/OperationDefinition/Group-add"},
+            {"name": "remove", "definition": "https://relais.example.org/fhir/OperationDefinition/Group-remove"},
+        ],
+    },
     {"type": "MessageHeader", "interaction": []},
     # NdE declarations of an admission (ADM), at /admissions/nde/fhir/CommunicationRequest.
     {"type": "CommunicationRequest", "supportedProfile": [DECLARATION_PROFILE], "interaction": [{"code": "create"}]},
