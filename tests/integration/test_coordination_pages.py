@@ -361,3 +361,18 @@ def test_a_team_uploads_its_patient_list_from_its_worklist(seeded, browser, tmp_
     screenshot(page, "worklist-panel.png", tmp_path)
     assert not blocked and not errors
     context.close()
+
+
+def test_the_worklist_names_the_teams_patients_and_the_hospital(seeded, browser):
+    jeanne = seeded.territory.people["jeanne"]
+    hospital = seeded.territory.org("hospital")
+    context, page, blocked, errors = open_page(browser, seeded.base)
+    sign_in(page, seeded.base, seeded.tokens["msp-monthureux"])
+    page.wait_for_selector("body[data-loaded=true]", timeout=20_000)
+
+    followups = page.inner_text("#followups")
+    assert jeanne.family.upper() in followups.upper() and jeanne.nir in followups  # the name beside the INS
+    assert hospital.name in page.inner_text("#notifications")  # the sender's name, not its FINESS
+    assert seeded.territory.people["marcel"].family not in page.content()  # another team's patient
+    assert not blocked and not errors
+    context.close()

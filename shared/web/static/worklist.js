@@ -17,6 +17,30 @@
     if (!found) { return ""; }
     return found.valueString || (found.valueContactPoint && found.valueContactPoint.value) || "";
   }
+  // Names from the team's own full-detail notifications (it is in the patient's care circle): INS -> name and
+  // birth date, sender id -> name. A minimised notification carries neither, so a patient proposed by the CPTS
+  // stays unnamed until the team accepts.
+  var people = {}, senders = {};
+  function learnNames(notifications) {
+    notifications.forEach(function (n) {
+      if (n.sender && n.senderName) { senders[n.sender] = n.senderName; }
+      var bundle = n.payload;
+      if (n.detail !== "full" || !bundle || bundle.resourceType !== "Bundle") { return; }
+      (bundle.entry || []).forEach(function (entry) {
+        var r = entry.resource, name = r && r.resourceType === "Patient" && (r.name || [])[0];
+        if (!name) { return; }
+        var label = [(name.given || []).join(" "), name.family].filter(Boolean).join(" ");
+        (r.identifier || []).forEach(function (i) { if (i.value && label) { people[i.value] = { name: label, born: r.birthDate }; } });
+      });
+    });
+  }
+  function patient(task) {
+    var value = ins(task), known = people[value];
+    if (!known) { return value; }
+    var born = known.born ? ", né(e) le " + known.born.split("-").reverse().join("/") : "";
+    return known.name + born + " · INS " + value;
+  }
+  function hospital(task) { var id = requester(task); return senders[id] || id; }
   function due(task) { return task.restriction && task.restriction.period && task.restriction.period.end; }
 
   function act(button, url, body) {
@@ -55,10 +79,10 @@
     var when = R.cell(R.when(task.authoredOn));
     // Proposed by the CPTS: until the team accepts it sees an age band and a commune, not who the patient is.
     var who = task.basedOn ? ["Orienté par la CPTS", input(task, "age_band") && input(task, "age_band") + " ans",
-                              input(task, "commune")].filter(Boolean).join(" · ") : ins(task);
+                              input(task, "commune")].filter(Boolean).join(" · ") : patient(task);
     if (task.priority === "urgent") { when.appendChild(document.createTextNode(" ")); when.appendChild(R.tag("complexe", "urgent")); }
     return R.el("tr", { "data-task": task.id }, [
-      when, R.cell(who), R.cell(requester(task)), R.cell(hospitalRef || "—"), R.cell(R.when(due(task))),
+      when, R.cell(who), R.cell(hospital(task)), R.cell(hospitalRef || "—"), R.cell(R.when(due(task))),
       R.el("td", {}, [R.el("div", { "class": "actions" }, [accept, decline, reason, confirm])])
     ]);
   }
@@ -70,7 +94,7 @@
     else if (business === "overdue" || (end && new Date(end) < now)) { state = R.tag("en retard", "late"); }
     else { state = R.tag("à faire"); }
     return R.el("tr", { "data-task": task.id }, [
-      R.cell(R.when(end)), R.cell(task.description || "suivi"), R.cell(ins(task)), R.el("td", {}, [state])
+      R.cell(R.when(end)), R.cell(task.description || "suivi"), R.cell(patient(task)), R.el("td", {}, [state])
     ]);
   }
 
@@ -101,6 +125,7 @@
     R.status("Chargement…");
     return R.feed().then(function (resources) {
       var notifications = resources.map(R.notification);
+      learnNames(notifications);
       return R.tasks("status=requested&_count=200", notifications).then(function (tasks) {
         var now = new Date(), soon = new Date(now.getTime() + SOON_DAYS * 86400000);
         var mine = document.body.getAttribute("data-organisation");
