@@ -269,6 +269,8 @@ def test_the_cpts_board_finds_a_team_of_its_territory_by_name(seeded, browser, t
     page.wait_for_selector("body[data-loaded=true]", timeout=20_000)
     rows = page.locator("#orientations tbody tr")  # Paul's orientation: the next test assigns it
     assert rows.count() >= 1
+    pauls = seeded.territory.people["paul"].commune
+    assert pauls.name in page.inner_text("#orientations")  # by name, not its INSEE code
     picker = rows.first.locator("input.team")
     picker.fill("lamar")
     option = rows.first.locator("datalist option")

@@ -108,3 +108,18 @@ def test_bad_parameters_get_a_400_operation_outcome(service, params):
 
 def test_a_team_may_not_search_the_directory(service):
     assert find(service, "team", name="lilas").status_code == 403
+
+
+def test_any_organisation_reads_commune_names_by_insee_code(service):
+    answer = service.client.get(
+        "/admissions/communes?code=88160&code=88413&code=99999&code=x",
+        headers={"Authorization": f"Bearer {service.tokens['team']}"},
+    )
+    assert answer.json()["communes"] == [
+        {"code": "88160", "display": "Épinal"},
+        {"code": "88413", "display": "Saint-Dié-des-Vosges"},
+    ]
+    too_many = "&".join(f"code={i:05d}" for i in range(101))
+    headers = {"Authorization": f"Bearer {service.tokens['team']}"}
+    assert service.client.get(f"/admissions/communes?{too_many}", headers=headers).status_code == 400
+    assert service.client.get("/admissions/communes?code=88160").status_code == 401

@@ -10,12 +10,15 @@ from fastapi.responses import Response
 from services.admissions import teams
 from services.admissions.entrypoints.fhir import Uow
 from shared.api.responses import FhirResponse
-from shared.auth import Principal, require_role
+from shared.auth import Principal, current_principal, require_role
+from shared.communes import commune as commune_of
 from shared.directory.lookup import DirectoryLookup, communes_named
 from shared.errors import BadRequest
 from shared.events import Role
 
 Finder = Annotated[Principal, Depends(require_role(Role.CPTS, Role.DAC, Role.HOSPITAL, Role.ADMIN))]
+Caller = Annotated[Principal, Depends(current_principal)]
+MAX_COMMUNES = 100
 
 router = APIRouter(prefix="/admissions", tags=["directory"])
 
@@ -49,3 +52,17 @@ def find_teams(
     found, more = lookup.search_teams(name=name, communes=communes, scope=scope, limit=limit)
     body = {"teams": [teams.team_view(team) for team in found], "count": len(found), "more": more}
     return FhirResponse(body, media_type="application/json")
+
+
+@router.get("/communes", summary="Names of communes by INSEE code (the national reference table): what pages show")
+def commune_names(
+    principal: Caller,
+    code: Annotated[list[str] | None, Query(description=f"INSEE codes, at most {MAX_COMMUNES}")] = None,
+) -> Response:
+    del principal  # any organisation: public reference data, but not an open endpoint
+    codes = list(dict.fromkeys(code or []))
+    if not codes or len(codes) > MAX_COMMUNES:
+        raise BadRequest(f"give 1 to {MAX_COMMUNES} code parameters", expression=["code"])
+    found = [(c, commune_of(c)) for c in codes if len(c) == 5]
+    names = [{"code": c, "display": place.name} for c, place in found if place is not None]
+    return FhirResponse({"communes": names}, media_type="application/json")

@@ -18,6 +18,32 @@
     document.getElementById(id + "-empty").hidden = rows.length > 0;
   }
 
+  // Communes arrive as INSEE codes (minimised data): the page shows their names, the code kept in a title.
+  function communeCell(code, text) {
+    var cell = R.cell(text || code || "—");
+    if (code) { cell.setAttribute("data-commune", code); }
+    return cell;
+  }
+
+  function nameCommunes() {
+    var cells = Array.prototype.slice.call(document.querySelectorAll("[data-commune]"));
+    var codes = cells.map(function (c) { return c.getAttribute("data-commune"); })
+      .filter(function (code, i, all) { return all.indexOf(code) === i; }).slice(0, 100);
+    if (!codes.length) { return Promise.resolve(); }
+    var query = codes.map(function (code) { return "code=" + encodeURIComponent(code); }).join("&");
+    return R.api("GET", "/admissions/communes?" + query).then(function (result) {
+      if (!result.ok || !result.body) { return; }
+      var names = {};
+      (result.body.communes || []).forEach(function (c) { names[c.code] = c.display; });
+      cells.forEach(function (cell) {
+        var code = cell.getAttribute("data-commune");
+        if (!names[code]) { return; }
+        cell.textContent = cell.textContent.replace(code, names[code]);
+        cell.title = "code INSEE " + code;
+      });
+    });
+  }
+
   function inputOf(task, name) {
     var found = (task.input || []).filter(function (i) { return i.type && i.type.text === name; })[0];
     return found ? found.valueString || "" : "";
@@ -73,7 +99,7 @@
     var facts = [inputOf(task, "commune"), inputOf(task, "age_band") ? inputOf(task, "age_band") + " ans" : ""]
       .filter(Boolean).join(" · ");
     return R.el("tr", { "data-task": task.id }, [
-      R.cell(R.when(task.authoredOn)), R.cell(reason), R.cell(facts || "—"),
+      R.cell(R.when(task.authoredOn)), R.cell(reason), communeCell(inputOf(task, "commune"), facts),
       R.el("td", {}, [R.el("div", { "class": "actions" }, [picker.input, picker.list, button])])
     ]);
   }
@@ -167,12 +193,12 @@
       var escalated = notifications.filter(function (n) { return n.event === "followup.missed"; }).reverse();
       fill("failed-handoffs", failed.slice(0, 50).map(function (n) {
         return R.el("tr", { "data-notification": n.id }, [
-          R.cell(R.when(n.received)), R.cell(R.eventLabel(n.event)), R.cell(part(n, "commune") || "—"), R.cell(age(n))
+          R.cell(R.when(n.received)), R.cell(R.eventLabel(n.event)), communeCell(part(n, "commune")), R.cell(age(n))
         ]);
       }));
       fill("escalated", escalated.slice(0, 50).map(function (n) {
         return R.el("tr", { "data-notification": n.id }, [
-          R.cell(R.when(n.received)), R.cell(part(n, "commune") || "—"), R.cell(age(n)),
+          R.cell(R.when(n.received)), communeCell(part(n, "commune")), R.cell(age(n)),
           R.cell(n.read ? "lu" : "non lu")
         ]);
       }));
@@ -185,6 +211,8 @@
           ["Suivis escaladés", escalated.length, escalated.length > 0],
           ["Signalements reçus", notifications.length]
         ]);
+        return nameCommunes().catch(function () { return null; });
+      }).then(function () {
         R.status("");
         R.loaded();
       });
