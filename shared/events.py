@@ -36,6 +36,7 @@ class EventType(StrEnum):
     CARETEAM_CHANGED = "careteam.changed"
     CARETEAM_ASSIGNED = "careteam.assigned"
     CARETEAM_CHANGE_REQUESTED = "careteam.change-requested"
+    CARETEAM_EXPIRING = "careteam.expiring"
     TERRITORY_CHANGED = "territory.changed"
     NOTIFICATION_READ = "notification.read"
 
@@ -191,6 +192,13 @@ CATALOGUE: dict[EventType, EventSpec] = {
             "Another team asked to become the patient's treating team: the current team accepts or declines.",
             TOPIC_CARETEAM,
             "Task",
+            "CareTeam",
+        ),
+        _spec(
+            _E.CARETEAM_EXPIRING,
+            "A patient of the team's list no upload confirmed lately: the patient leaves the list (and the team's "
+            "care) at the CareTeam's period end unless a new upload confirms it.",
+            TOPIC_CARETEAM,
             "CareTeam",
         ),
         _spec(

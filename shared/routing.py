@@ -198,6 +198,8 @@ ROUTING_TABLE: tuple[Rule, ...] = (
     Rule(EventType.SNP_EXPIRED, Role.CPTS, Detail.MINIMISED),  # unplaced within 48 h: the CPTS reorients
     # another team asks for the patient: only the current team, which answers, hears of it
     Rule(EventType.CARETEAM_CHANGE_REQUESTED, Role.TEAM, Detail.FULL, HAS_TEAM),
+    # a patient of a team's list is about to age out: the team, which confirms it by uploading its list again
+    Rule(EventType.CARETEAM_EXPIRING, Role.TEAM, Detail.FULL, HAS_TEAM),
 )
 
 

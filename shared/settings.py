@@ -228,6 +228,17 @@ class AdmissionsSettings(ServiceSettings):
     team_change_quiet_hours: float = Field(
         default=168.0, ge=0, validation_alias=_env("admissions", "TEAM_CHANGE_QUIET_HOURS")
     )
+    # A team's patient list (panel): lines per request, how long an upload's confirmation lasts, the notice before.
+    panel_max_members: int = Field(
+        default=10_000, ge=1, le=100_000, validation_alias=_env("admissions", "PANEL_MAX_MEMBERS")
+    )
+    panel_confirmation_days: float = Field(
+        default=365.0, gt=0, validation_alias=_env("admissions", "PANEL_CONFIRMATION_DAYS")
+    )
+    panel_notice_days: float = Field(default=30.0, ge=0, validation_alias=_env("admissions", "PANEL_NOTICE_DAYS"))
+    panel_interval_seconds: float = Field(
+        default=3600.0, gt=0, validation_alias=_env("admissions", "PANEL_INTERVAL_SECONDS")
+    )
 
 
 class DischargeSettings(ServiceSettings):

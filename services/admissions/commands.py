@@ -140,3 +140,34 @@ def command_for(event_type: EventType) -> type[AdmissionMessage]:
         EventType.ADMISSION_CANCELLED: CancelAdmission,
     }
     return commands[event_type]
+
+
+# --- a team's patient list (panel) ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PanelLine:
+    """One patient of an uploaded list, or why its line cannot be read (never quoting the line)."""
+
+    position: str  # where it was: "Group.member[3]" or "line 4"
+    patient: PatientIdentity | None = None
+    postal_code: str | None = None
+    refused: str | None = None
+
+
+@dataclass(frozen=True)
+class UpdatePanel:
+    """A team's list: `add` enrols (or confirms) each line, `replace` also lets go of the group's other patients,
+    `remove` lets go of the lines' patients."""
+
+    team_org_id: str
+    group_id: str
+    mode: str  # add | replace | remove
+    lines: tuple[PanelLine, ...]
+
+
+@dataclass(frozen=True)
+class ExpirePanels:
+    """Patients not confirmed by an upload within the configured period leave their team's list."""
+
+    limit: int = 500

@@ -23,6 +23,7 @@ from services.notifications.mssante.wiring import with_mail_channel
 from services.notifications.uow import NotificationsUnitOfWork
 from shared.auth import Directory
 from shared.bus.base import Bus
+from shared.directory.lookup import DirectoryLookup
 from shared.outbound import GuardedClient
 from shared.retention import RetentionWorker
 from shared.runtime import build_runtime
@@ -55,7 +56,9 @@ def bootstrap(
     def unit_of_work() -> NotificationsUnitOfWork:
         return cast(NotificationsUnitOfWork, runtime.unit_of_work(NotificationsUnitOfWork))
 
-    deps = NotificationsDeps(settings=settings, directory=runtime.directory)
+    deps = NotificationsDeps(
+        settings=settings, directory=runtime.directory, names=DirectoryLookup(runtime.directory.engine).names
+    )
     messagebus = MessageBus(unit_of_work, deps, {**HANDLERS, **MAIL_HANDLERS})
     wakeup = threading.Event()
     runtime.add_consumer(notification_handlers(messagebus, wakeup))

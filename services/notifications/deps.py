@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
@@ -20,6 +20,10 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def no_names(ids: Iterable[str]) -> Mapping[str, str]:
+    return {}
+
+
 @dataclass(frozen=True)
 class NotificationsDeps:
     settings: NotificationsSettings
@@ -28,6 +32,8 @@ class NotificationsDeps:
     rand: Callable[[], float] = field(default=random.random)
     # The organisation directory (MSSanté addresses live there); None in tests that need no mail channel.
     directory: Directory | None = None
+    # Organisation id -> display name (the directory's), shown beside ids in feeds and webhook bodies.
+    names: Callable[[Iterable[str]], Mapping[str, str]] = no_names
 
     @cached_property
     def outbound(self) -> OutboundPolicy:

@@ -22,6 +22,7 @@ from fhir.resources.R4B.contactpoint import ContactPoint
 from fhir.resources.R4B.documentreference import DocumentReference
 from fhir.resources.R4B.encounter import Encounter
 from fhir.resources.R4B.endpoint import Endpoint
+from fhir.resources.R4B.group import Group
 from fhir.resources.R4B.humanname import HumanName
 from fhir.resources.R4B.identifier import Identifier
 from fhir.resources.R4B.location import Location
@@ -67,6 +68,7 @@ __all__ = [
     "Encounter",
     "Endpoint",
     "FHIRAbstractModel",
+    "Group",
     "HumanName",
     "Identifier",
     "Location",

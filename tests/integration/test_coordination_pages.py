@@ -251,6 +251,35 @@ def test_the_pages_carry_a_strict_content_security_policy(seeded):
         assert client.get("/discharge/app/static/..%2Fsessions.py").status_code == 404
 
 
+def test_the_cpts_board_finds_a_team_of_its_territory_by_name(seeded, browser, tmp_path):
+    from shared.auth import Directory
+    from shared.directory.importer import import_directory
+    from shared.settings import RelaisSettings
+    from tests.directory_factories import doctor, write_rpps
+
+    team = seeded.territory.org("msp-lamarche")
+    settings = RelaisSettings()  # the seeded territory's data directory (RELAIS_DATA_DIR)
+    directory = Directory(settings.resolved_auth_url, settings.auth_database_schema)
+    practice = doctor(1, team.id, team.name, commune="88258", postal_code="88320")
+    import_directory(directory.engine, rpps=write_rpps(tmp_path / "rpps.txt", [practice]))
+    directory.close()
+    seeded.scenario.expect("cpts", "orientation.requested")
+    context, page, blocked, errors = open_page(browser, seeded.base)
+    sign_in(page, seeded.base, seeded.tokens["cpts"])
+    page.wait_for_selector("body[data-loaded=true]", timeout=20_000)
+    rows = page.locator("#orientations tbody tr")  # Paul's orientation: the next test assigns it
+    assert rows.count() >= 1
+    pauls = seeded.territory.people["paul"].commune
+    assert pauls.name in page.inner_text("#orientations")  # by name, not its INSEE code
+    picker = rows.first.locator("input.team")
+    picker.fill("lamar")
+    option = rows.first.locator("datalist option")
+    wait_for(lambda: option.count() == 1, timeout=20, message="the team picker's options")
+    assert option.first.get_attribute("value").startswith(team.name)
+    assert not blocked and not errors
+    context.close()
+
+
 def _orientation(seeded: Seeded, reason: str) -> dict[str, Any]:
     response = httpx.get(
         f"{seeded.base}/discharge/fhir/Task",
@@ -309,5 +338,43 @@ def test_the_cpts_assigns_a_team_from_the_board_and_that_team_accepts_from_its_w
     sign_in(page, seeded.base, seeded.tokens["msp-lamarche"])
     page.wait_for_selector("body[data-loaded=true]", timeout=20_000)
     assert handoff not in page.content() and paul.nir not in page.content()
+    assert not blocked and not errors
+    context.close()
+
+
+def test_a_team_uploads_its_patient_list_from_its_worklist(seeded, browser, tmp_path):
+    from shared.identifiers import make_nir
+
+    nir = make_nir(2, 47, 6, "88", 258, 901)
+    upload = tmp_path / "patientele.csv"
+    rows = ["NIR;Nom;Prénom;Naissance;Code postal", f"{nir};THOMAS;Alice;1947-06-02;88320", "123;X;Y;1947-06-02;88320"]
+    upload.write_text("\n".join(rows) + "\n")
+    context, page, blocked, errors = open_page(browser, seeded.base)
+    sign_in(page, seeded.base, seeded.tokens["msp-lamarche"])
+    page.wait_for_selector("body[data-loaded=true]", timeout=20_000)
+
+    page.set_input_files("#panel-file", str(upload))
+    page.click("#panel-form button[type=submit]")
+    page.wait_for_selector("#status:has-text('Liste envoyée')", timeout=20_000)
+
+    assert page.inner_text("#panel-summary") == "1 inscrits, 1 refusés"
+    refused = page.locator("#panel-refused tbody tr").first.inner_text()
+    assert refused.startswith("ligne 3") and "NIR invalide" in refused  # in French, as the whole page
+    screenshot(page, "worklist-panel.png", tmp_path)
+    assert not blocked and not errors
+    context.close()
+
+
+def test_the_worklist_names_the_teams_patients_and_the_hospital(seeded, browser):
+    jeanne = seeded.territory.people["jeanne"]
+    hospital = seeded.territory.org("hospital")
+    context, page, blocked, errors = open_page(browser, seeded.base)
+    sign_in(page, seeded.base, seeded.tokens["msp-monthureux"])
+    page.wait_for_selector("body[data-loaded=true]", timeout=20_000)
+
+    followups = page.inner_text("#followups")
+    assert jeanne.family.upper() in followups.upper() and jeanne.nir in followups  # the name beside the INS
+    assert hospital.name in page.inner_text("#notifications")  # the sender's name, not its FINESS
+    assert seeded.territory.people["marcel"].family not in page.content()  # another team's patient
     assert not blocked and not errors
     context.close()

@@ -212,5 +212,5 @@ def test_consent_dac_case_and_territory_endpoints(service, client):
 def test_metadata_lists_the_registry_and_messaging(client):
     statement = client.get("/admissions/metadata").json()
     types = {r["type"] for r in statement["rest"][0]["resource"]}
-    assert types == {"CareTeam", "Consent", "MessageHeader", "CommunicationRequest"}  # the NdE declaration door
+    assert types == {"CareTeam", "Consent", "Group", "MessageHeader", "CommunicationRequest"}  # NdE door; patient lists
     assert statement["messaging"]

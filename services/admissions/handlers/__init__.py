@@ -13,12 +13,14 @@ from services.admissions.commands import (
     CloseDacCase,
     EndEnrolment,
     EnrolPatient,
+    ExpirePanels,
     ExpireTeamChanges,
     RecordAdmission,
     RecordConsent,
     ReferToDac,
     ReviseAdmission,
     SetTerritory,
+    UpdatePanel,
 )
 from services.admissions.deps import Deps
 from services.admissions.handlers.admissions import amend_admission, record_admission
@@ -30,6 +32,7 @@ from services.admissions.handlers.careteams import (
     enrol_patient,
     expire_team_changes,
 )
+from services.admissions.handlers.panels import expire_panels, update_panel
 from services.admissions.handlers.registry import close_dac_case, record_consent, refer_to_dac, set_territory
 from services.admissions.uow import AdmissionsUnitOfWork
 
@@ -49,6 +52,8 @@ HANDLERS: dict[type, Handler] = {
     RecordConsent: record_consent,
     SetTerritory: set_territory,
     AssignTreatingTeam: assign_treating_team,
+    UpdatePanel: update_panel,
+    ExpirePanels: expire_panels,
 }
 
 __all__ = ["HANDLERS", "Handler"]

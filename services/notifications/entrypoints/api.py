@@ -110,6 +110,7 @@ def feed(
             cursor=next_cursor,
             self_url=f"{base}?{after_part}limit={size}",
             next_url=f"{base}?after={next_cursor}&limit={size}",
+            names=bus.deps.names({caller.organisation_id, *(row.sender_org_id for row in rows if row.sender_org_id)}),
         )
     )
 

@@ -5,7 +5,7 @@ feed is a `collection` Bundle of those, with the next cursor in `link[next]` and
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -53,8 +53,10 @@ def _scalar_part(name: str, value: Any) -> dict[str, Any]:
     return {"name": name, "valueString": str(value)}
 
 
-def notification_parameters(n: Any) -> dict[str, Any]:
-    """A stored notification as an (unvalidated) Parameters dict; validated with its enclosing Bundle."""
+def notification_parameters(n: Any, names: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """A stored notification as an (unvalidated) Parameters dict; validated with its enclosing Bundle. `names`
+    gives the organisations' display names, set beside their ids (organisation data: every detail level gets them)."""
+    names = names or {}
     params: list[dict[str, Any]] = [
         {"name": "id", "valueString": n.id},
         {"name": "cursor", "valueString": str(n.seq)},
@@ -63,8 +65,12 @@ def notification_parameters(n: Any) -> dict[str, Any]:
         {"name": "detail", "valueCode": n.detail},
         {"name": "recipient", "valueIdentifier": _org(n.recipient_org_id)},
     ]
+    if n.recipient_org_id in names:
+        params.append({"name": "recipient-name", "valueString": names[n.recipient_org_id]})
     if n.sender_org_id:
         params.append({"name": "sender", "valueIdentifier": _org(n.sender_org_id)})
+        if n.sender_org_id in names:
+            params.append({"name": "sender-name", "valueString": names[n.sender_org_id]})
     if n.patient_key:
         params.append({"name": "patient-key", "valueString": n.patient_key})
     if n.subject:
@@ -88,13 +94,19 @@ def notification_parameters(n: Any) -> dict[str, Any]:
     }
 
 
-def notification_resource(n: Any) -> dict[str, Any]:
+def notification_resource(n: Any, names: Mapping[str, str] | None = None) -> dict[str, Any]:
     """One notification as a validated Parameters resource (the answer to `$ack`)."""
-    return to_json(Parameters.model_validate(notification_parameters(n)))
+    return to_json(Parameters.model_validate(notification_parameters(n, names)))
 
 
 def feed_bundle(
-    notifications: Sequence[Any], *, cursor: int, self_url: str, next_url: str, bundle_id: str | None = None
+    notifications: Sequence[Any],
+    *,
+    cursor: int,
+    self_url: str,
+    next_url: str,
+    bundle_id: str | None = None,
+    names: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     return validated_bundle(
         {
@@ -104,12 +116,14 @@ def feed_bundle(
             "type": "collection",
             "timestamp": instant(datetime.now(UTC)),
             "link": [{"relation": "self", "url": self_url}, {"relation": "next", "url": next_url}],
-            "entry": [{"fullUrl": full_url(n.id), "resource": notification_parameters(n)} for n in notifications],
+            "entry": [
+                {"fullUrl": full_url(n.id), "resource": notification_parameters(n, names)} for n in notifications
+            ],
         }
     )
 
 
-def webhook_body(notification: Any) -> dict[str, Any]:
+def webhook_body(notification: Any, names: Mapping[str, str] | None = None) -> dict[str, Any]:
     """What a webhook receives: a one-entry collection Bundle, the same shape as a feed page."""
     return validated_bundle(
         {
@@ -118,7 +132,7 @@ def webhook_body(notification: Any) -> dict[str, Any]:
             "meta": {"tag": [{"system": CURSOR_TAG_SYSTEM, "code": str(notification.seq)}]},
             "type": "collection",
             "timestamp": instant(datetime.now(UTC)),
-            "entry": [{"fullUrl": full_url(notification.id), "resource": notification_parameters(notification)}],
+            "entry": [{"fullUrl": full_url(notification.id), "resource": notification_parameters(notification, names)}],
         }
     )
 

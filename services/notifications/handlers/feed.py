@@ -67,7 +67,7 @@ def _store(notification: Notification, uow: NotificationsUnitOfWork, deps: Notif
                 kind="notification",
                 dedup_key=f"n:{row.id}",
                 url=webhook.url,
-                body=fhir.webhook_body(row),
+                body=fhir.webhook_body(row, deps.names([row.recipient_org_id, row.sender_org_id or ""])),
                 notification_id=row.id,
                 now=now,
             )

@@ -18,17 +18,73 @@
     document.getElementById(id + "-empty").hidden = rows.length > 0;
   }
 
+  // Communes arrive as INSEE codes (minimised data): the page shows their names, the code kept in a title.
+  function communeCell(code, text) {
+    var cell = R.cell(text || code || "—");
+    if (code) { cell.setAttribute("data-commune", code); }
+    return cell;
+  }
+
+  function nameCommunes() {
+    var cells = Array.prototype.slice.call(document.querySelectorAll("[data-commune]"));
+    var codes = cells.map(function (c) { return c.getAttribute("data-commune"); })
+      .filter(function (code, i, all) { return all.indexOf(code) === i; }).slice(0, 100);
+    if (!codes.length) { return Promise.resolve(); }
+    var query = codes.map(function (code) { return "code=" + encodeURIComponent(code); }).join("&");
+    return R.api("GET", "/admissions/communes?" + query).then(function (result) {
+      if (!result.ok || !result.body) { return; }
+      var names = {};
+      (result.body.communes || []).forEach(function (c) { names[c.code] = c.display; });
+      cells.forEach(function (cell) {
+        var code = cell.getAttribute("data-commune");
+        if (!names[code]) { return; }
+        cell.textContent = cell.textContent.replace(code, names[code]);
+        cell.title = "code INSEE " + code;
+      });
+    });
+  }
+
   function inputOf(task, name) {
     var found = (task.input || []).filter(function (i) { return i.type && i.type.text === name; })[0];
     return found ? found.valueString || "" : "";
   }
 
+  // Teams picked by name (GET /admissions/teams, the CPTS's territory): the label shown -> the team's id.
+  var picked = {};
+  var lists = 0;
+
+  function teamPicker() {
+    lists += 1;
+    var list = R.el("datalist", { id: "teams-" + lists });
+    var input = R.el("input", { type: "search", "class": "team", maxlength: "100", list: list.id,
+                                autocomplete: "off", placeholder: "nom de l'équipe (ou son identifiant)" });
+    var timer = null;
+    input.addEventListener("input", function () {
+      var text = input.value.trim();
+      window.clearTimeout(timer);
+      if (text.length < 2 || picked[text]) { return; }
+      timer = window.setTimeout(function () {
+        R.api("GET", "/admissions/teams?_count=10&name=" + encodeURIComponent(text)).then(function (result) {
+          if (!result.ok || !result.body) { return; }
+          list.textContent = "";
+          (result.body.teams || []).filter(function (t) { return t.registered; }).forEach(function (t) {
+            var where = t.commune && t.commune.display ? " — " + t.commune.display : "";
+            var label = t.name + where;
+            picked[label] = t.id;
+            list.appendChild(R.el("option", { value: label }));
+          });
+        });
+      }, 250);
+    });
+    return { input: input, list: list, team: function () { var v = input.value.trim(); return picked[v] || v; } };
+  }
+
   function assignRow(task) {
-    var team = R.el("input", { type: "text", "class": "team", maxlength: "100", placeholder: "identifiant de l'équipe" });
+    var picker = teamPicker();
     var button = R.el("button", { type: "button", "class": "assign", text: "Proposer" });
     button.addEventListener("click", function () {
-      var value = team.value.trim();
-      if (!value) { R.status("Indiquez l'identifiant de l'équipe.", true); return; }
+      var value = picker.team();
+      if (!value) { R.status("Choisissez une équipe dans la liste.", true); return; }
       button.disabled = true;
       R.api("POST", "/discharge/fhir/Task/" + encodeURIComponent(task.id) + "/$assign",
             { resourceType: "Parameters", parameter: [{ name: "team", valueString: value }] })
@@ -43,8 +99,8 @@
     var facts = [inputOf(task, "commune"), inputOf(task, "age_band") ? inputOf(task, "age_band") + " ans" : ""]
       .filter(Boolean).join(" · ");
     return R.el("tr", { "data-task": task.id }, [
-      R.cell(R.when(task.authoredOn)), R.cell(reason), R.cell(facts || "—"),
-      R.el("td", {}, [R.el("div", { "class": "actions" }, [team, button])])
+      R.cell(R.when(task.authoredOn)), R.cell(reason), communeCell(inputOf(task, "commune"), facts),
+      R.el("td", {}, [R.el("div", { "class": "actions" }, [picker.input, picker.list, button])])
     ]);
   }
 
@@ -139,12 +195,12 @@
       var escalated = notifications.filter(function (n) { return n.event === "followup.missed"; }).reverse();
       fill("failed-handoffs", failed.slice(0, 50).map(function (n) {
         return R.el("tr", { "data-notification": n.id }, [
-          R.cell(R.when(n.received)), R.cell(R.eventLabel(n.event)), R.cell(part(n, "commune") || "—"), R.cell(age(n))
+          R.cell(R.when(n.received)), R.cell(R.eventLabel(n.event)), communeCell(part(n, "commune")), R.cell(age(n))
         ]);
       }));
       fill("escalated", escalated.slice(0, 50).map(function (n) {
         return R.el("tr", { "data-notification": n.id }, [
-          R.cell(R.when(n.received)), R.cell(part(n, "commune") || "—"), R.cell(age(n)),
+          R.cell(R.when(n.received)), communeCell(part(n, "commune")), R.cell(age(n)),
           R.cell(n.read ? "lu" : "non lu")
         ]);
       }));
@@ -157,6 +213,8 @@
           ["Suivis escaladés", escalated.length, escalated.length > 0],
           ["Signalements reçus", notifications.length]
         ]);
+        return nameCommunes().catch(function () { return null; });
+      }).then(function () {
         R.status("");
         R.loaded();
       });

@@ -17,9 +17,28 @@ var Relais = (function () {
     box.className = isError ? "error" : "";
   }
 
+  // People read French (docs/coordination.md): the API's English diagnostics stay for developers; a page says in
+  // French what happened, from the few diagnostics a person can act on, else from the HTTP status.
+  var KNOWN_ERRORS = [
+    [/^team must name/i, "choisissez une équipe inscrite dans Relais"],
+    [/cannot be \w+ed now|concurrently/i, "la tâche a changé entre-temps : rechargez la page"],
+    [/lines? in one request|members in one request/i, "liste trop longue : envoyez-la en plusieurs fois"],
+    [/no patient line/i, "le fichier ne contient aucun patient"]
+  ];
+  var STATUS_ERRORS = {
+    400: "la demande est invalide", 401: "session terminée, reconnectez-vous",
+    403: "cette action n'est pas permise à votre organisation", 404: "introuvable (ou déjà traité)",
+    409: "conflit : l'élément a changé entre-temps, rechargez la page", 413: "envoi trop volumineux",
+    415: "format non pris en charge", 422: "données refusées", 429: "trop de demandes : réessayez dans un instant"
+  };
+
   function diagnostics(result) {
     var issue = result.body && result.body.issue && result.body.issue[0];
-    return (issue && (issue.diagnostics || issue.code)) || ("erreur " + result.status);
+    var text = (issue && issue.diagnostics) || "";
+    for (var i = 0; i < KNOWN_ERRORS.length; i += 1) {
+      if (KNOWN_ERRORS[i][0].test(text)) { return KNOWN_ERRORS[i][1]; }
+    }
+    return STATUS_ERRORS[result.status] || ("erreur " + result.status + " du service");
   }
 
   // Every call carries the session cookie (same origin) and, for writes, the page's CSRF token.
@@ -113,6 +132,7 @@ var Relais = (function () {
       event: param(resource, "event"),
       detail: param(resource, "detail"),
       sender: param(resource, "sender"),
+      senderName: param(resource, "sender-name"),
       subject: param(resource, "subject"),
       received: param(resource, "received"),
       read: param(resource, "read"),

@@ -17,6 +17,30 @@
     if (!found) { return ""; }
     return found.valueString || (found.valueContactPoint && found.valueContactPoint.value) || "";
   }
+  // Names from the team's own full-detail notifications (it is in the patient's care circle): INS -> name and
+  // birth date, sender id -> name. A minimised notification carries neither, so a patient proposed by the CPTS
+  // stays unnamed until the team accepts.
+  var people = {}, senders = {};
+  function learnNames(notifications) {
+    notifications.forEach(function (n) {
+      if (n.sender && n.senderName) { senders[n.sender] = n.senderName; }
+      var bundle = n.payload;
+      if (n.detail !== "full" || !bundle || bundle.resourceType !== "Bundle") { return; }
+      (bundle.entry || []).forEach(function (entry) {
+        var r = entry.resource, name = r && r.resourceType === "Patient" && (r.name || [])[0];
+        if (!name) { return; }
+        var label = [(name.given || []).join(" "), name.family].filter(Boolean).join(" ");
+        (r.identifier || []).forEach(function (i) { if (i.value && label) { people[i.value] = { name: label, born: r.birthDate }; } });
+      });
+    });
+  }
+  function patient(task) {
+    var value = ins(task), known = people[value];
+    if (!known) { return value; }
+    var born = known.born ? ", né(e) le " + known.born.split("-").reverse().join("/") : "";
+    return known.name + born + " · INS " + value;
+  }
+  function hospital(task) { var id = requester(task); return senders[id] || id; }
   function due(task) { return task.restriction && task.restriction.period && task.restriction.period.end; }
 
   function act(button, url, body) {
@@ -55,10 +79,10 @@
     var when = R.cell(R.when(task.authoredOn));
     // Proposed by the CPTS: until the team accepts it sees an age band and a commune, not who the patient is.
     var who = task.basedOn ? ["Orienté par la CPTS", input(task, "age_band") && input(task, "age_band") + " ans",
-                              input(task, "commune")].filter(Boolean).join(" · ") : ins(task);
+                              input(task, "commune")].filter(Boolean).join(" · ") : patient(task);
     if (task.priority === "urgent") { when.appendChild(document.createTextNode(" ")); when.appendChild(R.tag("complexe", "urgent")); }
     return R.el("tr", { "data-task": task.id }, [
-      when, R.cell(who), R.cell(requester(task)), R.cell(hospitalRef || "—"), R.cell(R.when(due(task))),
+      when, R.cell(who), R.cell(hospital(task)), R.cell(hospitalRef || "—"), R.cell(R.when(due(task))),
       R.el("td", {}, [R.el("div", { "class": "actions" }, [accept, decline, reason, confirm])])
     ]);
   }
@@ -70,7 +94,7 @@
     else if (business === "overdue" || (end && new Date(end) < now)) { state = R.tag("en retard", "late"); }
     else { state = R.tag("à faire"); }
     return R.el("tr", { "data-task": task.id }, [
-      R.cell(R.when(end)), R.cell(task.description || "suivi"), R.cell(ins(task)), R.el("td", {}, [state])
+      R.cell(R.when(end)), R.cell(task.description || "suivi"), R.cell(patient(task)), R.el("td", {}, [state])
     ]);
   }
 
@@ -105,7 +129,7 @@
       R.el("button", { type: "button", "class": "secondary ack", text: "Marquer comme lue" })
     ]);
     var row = R.el("tr", { "data-notification": n.id, "class": n.read ? "read" : "unread" }, [
-      R.cell(R.when(n.received)), event, R.cell(n.sender || "—"), read
+      R.cell(R.when(n.received)), event, R.cell(n.senderName || n.sender || "—"), read
     ]);
     var button = row.querySelector("button.ack");
     if (button) {
@@ -127,6 +151,7 @@
     R.status("Chargement…");
     return Promise.all([R.feed(), mailReceipts()]).then(function (loaded) {
       var notifications = loaded[0].map(R.notification), mail = loaded[1];
+      learnNames(notifications);
       return R.tasks("status=requested&_count=200", notifications).then(function (tasks) {
         var now = new Date(), soon = new Date(now.getTime() + SOON_DAYS * 86400000);
         var mine = document.body.getAttribute("data-organisation");
@@ -159,5 +184,71 @@
     }).catch(function (error) { R.status("Échec : " + error.message, true); });
   }
 
+  // The team's patient list (docs/directory.md): a CSV posted as is; the answer says what became of each line.
+  var PANEL = "/admissions/fhir/Group/patientele/$add";
+  var OUTCOMES = { enrolled: "inscrits", "already-yours": "déjà dans votre patientèle",
+                   "change-requested": "changements d'équipe demandés", refused: "refusés" };
+
+  // Why a line was refused, in French (the API's reasons are English: services/admissions/panels.py).
+  var LINE_REASONS = [
+    [/^the same patient as line (\d+)/, function (m) { return "même patient que la ligne " + m[1]; }],
+    [/^birth date does not match/, "la date de naissance ne correspond pas au NIR"],
+    [/^NIR is not valid/, "NIR invalide (15 caractères, les 2 derniers étant la clé)"],
+    [/formula/, "nom ou prénom commençant comme une formule de tableur (=, +, -, @)"],
+    [/is empty$/, "nom ou prénom manquant"],
+    [/printable characters$/, "nom ou prénom trop long ou illisible"],
+    [/^birth date is not/, "date de naissance illisible (AAAA-MM-JJ ou JJ/MM/AAAA)"],
+    [/^postal code/, "code postal invalide (5 chiffres)"],
+    [/^longer than/, "ligne trop longue"],
+    [/columns;/, "colonnes manquantes (NIR ; nom ; prénom ; date de naissance ; code postal)"],
+    [/concurrently/, "inscription en cours de modification : renvoyez la liste"]
+  ];
+
+  function lineReason(text) {
+    for (var i = 0; i < LINE_REASONS.length; i += 1) {
+      var found = LINE_REASONS[i][0].exec(text || "");
+      if (found) { var say = LINE_REASONS[i][1]; return typeof say === "function" ? say(found) : say; }
+    }
+    return "ligne refusée";
+  }
+
+  function uploadPanel(event) {
+    event.preventDefault();
+    var file = document.getElementById("panel-file").files[0];
+    if (!file) { R.status("Choisissez un fichier CSV.", true); return; }
+    if (file.size > 900000) { R.status("Fichier trop volumineux : envoyez-le en plusieurs parties.", true); return; }
+    var meta = document.querySelector('meta[name="csrf-token"]');
+    R.status("Envoi de la liste…");
+    file.arrayBuffer().then(function (content) {
+      return fetch(PANEL, { method: "POST", credentials: "same-origin", cache: "no-store", body: content,
+        headers: { "Content-Type": "text/csv", Accept: "application/fhir+json",
+                   "X-CSRF-Token": meta ? meta.getAttribute("content") : "" } });
+    }).then(function (response) {
+      return response.json().then(function (body) { return { ok: response.ok, status: response.status, body: body }; });
+    }).then(function (result) {
+      if (!result.ok) { throw new Error(R.diagnostics(result)); }
+      var counts = {}, refused = [];
+      (result.body.issue || []).slice(1).forEach(function (issue) {
+        var code = issue.details && issue.details.coding && issue.details.coding[0].code;
+        counts[code] = (counts[code] || 0) + 1;
+        if (code === "refused") { refused.push(issue); }
+      });
+      var summary = document.getElementById("panel-summary");
+      summary.textContent = Object.keys(OUTCOMES).filter(function (c) { return counts[c]; })
+        .map(function (c) { return counts[c] + " " + OUTCOMES[c]; }).join(", ") || "Aucune ligne.";
+      summary.hidden = false;
+      fill("panel-refused", refused.slice(0, 200).map(function (issue) {
+        var where = (issue.expression || [""])[0].replace(/^line /, "ligne ");
+        return R.el("tr", {}, [R.cell(where), R.cell(lineReason(issue.diagnostics))]);
+      }));
+      document.getElementById("panel-refused").hidden = refused.length === 0;
+      R.status("Liste envoyée.");
+    }).catch(function (error) { R.status("Échec : " + error.message, true); });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    var form = document.getElementById("panel-form");
+    if (form) { form.addEventListener("submit", uploadPanel); }
+  });
   document.addEventListener("DOMContentLoaded", load);
 })();
