@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -54,6 +55,9 @@ def find_teams(
     return FhirResponse(body, media_type="application/json")
 
 
+INSEE_CODE = re.compile(r"^(?:[0-9]{2}|2A|2B)[0-9]{3}$")
+
+
 @router.get("/communes", summary="Names of communes by INSEE code (the national reference table): what pages show")
 def commune_names(
     principal: Caller,
@@ -63,6 +67,8 @@ def commune_names(
     codes = list(dict.fromkeys(code or []))
     if not codes or len(codes) > MAX_COMMUNES:
         raise BadRequest(f"give 1 to {MAX_COMMUNES} code parameters", expression=["code"])
-    found = [(c, commune_of(c)) for c in codes if len(c) == 5]
+    if not all(INSEE_CODE.fullmatch(c) for c in codes):
+        raise BadRequest("each code is an INSEE commune code (5 characters: digits, 2A or 2B)", expression=["code"])
+    found = [(c, commune_of(c)) for c in codes]
     names = [{"code": c, "display": place.name} for c, place in found if place is not None]
     return FhirResponse({"communes": names}, media_type="application/json")
