@@ -21,6 +21,8 @@ app = typer.Typer(help="Relais: the ville–hôpital coordination backend.", no_
 org_app = typer.Typer(help="Organisations and their API tokens.", no_args_is_help=True)
 db_app = typer.Typer(help="Databases and migrations.", no_args_is_help=True)
 outbox_app = typer.Typer(help="Outbox rows the bus could never take.", no_args_is_help=True)
+member_app = typer.Typer(help="The people (RPPS) who act for an organisation in the pages.", no_args_is_help=True)
+org_app.add_typer(member_app, name="member")
 app.add_typer(org_app, name="org")
 app.add_typer(db_app, name="db")
 app.add_typer(outbox_app, name="outbox")
@@ -217,6 +219,35 @@ def org_rotate(
     token = _directory().rotate(id)
     console.print(f"[green]rotated[/] the token of {id}. Its new token, shown once:")
     typer.echo(token)
+
+
+@member_app.command("add")
+def org_member_add(
+    id: Annotated[str, typer.Option("--id", help="The organisation the person acts for")],
+    rpps: Annotated[str, typer.Option(help="The person's RPPS (11 digits), as Pro Santé Connect names them")],
+    name: Annotated[str, typer.Option(help="The person's name, as shown in the pages and the audit")],
+) -> None:
+    """Let a person (by RPPS) sign in to the pages with Pro Santé Connect and act for this organisation."""
+    from shared.errors import Conflict, NotFound
+    from shared.members import Members
+
+    try:
+        Members(_directory()).add(id, rpps, name)
+    except (Conflict, NotFound, ValueError) as exc:
+        console.print(f"[red]{getattr(exc, 'diagnostics', exc)}[/]")
+        raise typer.Exit(1) from None
+    console.print(f"[green]added[/] {name} (RPPS {rpps}) to {id}")
+
+
+@member_app.command("list")
+def org_member_list(id: Annotated[str, typer.Option("--id", help="The organisation")]) -> None:
+    """The people who may act for an organisation."""
+    from shared.members import Members
+
+    table = Table("rpps", "name")
+    for membership in Members(_directory()).of(id):
+        table.add_row(membership.rpps, membership.name)
+    console.print(table)
 
 
 @org_app.command("list")

@@ -6,9 +6,14 @@ from datetime import timedelta
 
 from fastapi import FastAPI
 
+from shared.acting import ActingMiddleware
 from shared.auth import Directory
+from shared.members import Members
 from shared.settings import RelaisSettings
+from shared.web.oidc import OidcClient
+from shared.web.oidc_routes import people_router
 from shared.web.pages import services_with_pages
+from shared.web.people import PersonSessionStore
 from shared.web.router import web_router
 from shared.web.sessions import SessionConfig, SessionStore, throttle_for
 
@@ -24,9 +29,18 @@ def session_config(settings: RelaisSettings) -> SessionConfig:
 
 def install_web(app: FastAPI, service: str, directory: Directory, settings: RelaisSettings) -> SessionStore:
     """Every service accepts the session cookie; the services with pages also serve them and the sign-in."""
-    store = SessionStore(directory, session_config(settings))
+    store = PersonSessionStore(directory, session_config(settings))
     app.state.sessions = store
+    # The person a session names reaches the audit rows its request writes.
+    app.add_middleware(ActingMiddleware)
     if service in services_with_pages():
         throttle = throttle_for(directory, settings.signin_max_failures, settings.signin_window_seconds)
+        client = OidcClient(settings) if settings.oidc_configured else None
+        # First: its sign-in page, and its refusal of token sign-in when that is off, win over the router's.
+        app.include_router(
+            people_router(
+                service, directory, store, throttle, Members(directory), client, settings.resolved_token_signin
+            )
+        )
         app.include_router(web_router(service, directory, store, throttle))
     return store
