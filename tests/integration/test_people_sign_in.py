@@ -89,6 +89,7 @@ def world(tmp_path_factory) -> Iterator[World]:
                 for step in (
                     scenario.start_feeds, scenario.set_territories, scenario.enrol_patients,
                     scenario.wait_for_mirrors, scenario.admit_jeanne, scenario.discharge_jeanne,
+                    scenario.paul_without_team,  # an orientation waiting for the CPTS
                 ):
                     step()
                 yield World(url, data, territory, tokens, scenario, provider, other)
@@ -136,18 +137,73 @@ def test_a_doctor_of_an_msp_signs_in_with_the_provider_accepts_a_handoff_and_the
     assert accepted[-1]["organisation_id"] == world.territory.org("msp-monthureux").id
     signed_in = [r for r in world.audit("discharge") if r["detail"].get("reason") == "signed-in"]
     assert signed_in[-1]["detail"]["person"]["rpps"] == MEDECIN
+
+    # She opens the discharge's notification to read it: the referent and the follow-ups the hospital planned.
+    proposed = page.locator("#notifications tbody tr", has_text="Relais proposé").first
+    proposed.locator("button.open").click()
+    page.wait_for_selector("#reading:not([hidden])", timeout=20_000)
+    reading = page.inner_text("#reading")
+    assert "Référent hospitalier" in reading and "Suivis prévus" in reading
+    assert page.evaluate("document.activeElement.id") == "reading-title"
+    page.click("#reading-close")
+
+    # She marks a follow-up done today: it leaves the open list, and the audit names her.
+    page.wait_for_selector("#followups tbody tr", timeout=20_000)
+    followup = page.locator("#followups tbody tr").first
+    task_id = followup.get_attribute("data-task")
+    followup.locator("button.done").click()
+    page.wait_for_selector(f"#followups tbody tr[data-task='{task_id}'] >> nth=0", state="detached", timeout=20_000)
+    done = [r for r in world.audit("discharge") if r["action"] == "followup.complete"]
+    assert done and done[-1]["detail"]["person"] == {"rpps": MEDECIN, "name": "Anne Médecin"}
     # The provider's development pages import a web font, unreachable here; nothing else may fail.
     assert not [error for error in errors if "ERR_NAME_NOT_RESOLVED" not in error]
     context.close()
 
 
-def test_a_cpts_coordinator_lands_on_the_board_as_herself(world, browser):  # noqa: F811
+def test_a_cpts_coordinator_proposes_a_team_and_sees_the_orientation_accepted(world, browser):  # noqa: F811
     context, page, _, _ = open_page(browser, world.base)
     page.unroute("**/*")
     sign_in_as(page, world.base, "coordinatrice")
     page.wait_for_url(f"{world.base}/discharge/app/board", timeout=20_000)
+    page.wait_for_selector("body[data-loaded=true]", timeout=20_000)
     assert page.inner_text("#person") == "Claire Coordinatrice"
     assert page.inner_text("#organisation") == world.territory.org("cpts").name
+    waiting = page.locator("#orientations tbody tr[data-state=requested]").first
+    orientation = waiting.get_attribute("data-task")
+    lamarche = world.territory.org("msp-lamarche")
+    waiting.locator("input.team").fill(lamarche.id)
+    waiting.locator("button.assign").click()
+    page.wait_for_selector("#status:has-text('Équipe proposée')", timeout=20_000)
+    row = page.locator(f"#orientations tr[data-task='{orientation}']")
+    assert row.get_attribute("data-state") == "in-progress" and f"Proposée à {lamarche.id}" in row.inner_text()
+    assigned = [r for r in world.audit("discharge") if r["action"] == "orientation.assign"]
+    assert assigned[-1]["detail"]["person"]["rpps"] == COORDINATRICE
+
+    # The team accepts (through the API, with its token): the board shows the orientation accepted, still listed.
+    task = httpx.get(f"{world.base}/discharge/fhir/Task/{orientation}",
+                     headers={"Authorization": f"Bearer {world.tokens['cpts']}"}).json()
+    handoff = next(o["valueReference"]["reference"] for o in task["output"] if o["type"]["text"] == "handoff")
+    accepted = httpx.post(f"{world.base}/discharge/fhir/{handoff}/$accept",
+                          headers={"Authorization": f"Bearer {world.tokens['msp-lamarche']}"})
+    assert accepted.status_code == 200, accepted.text
+    page.reload()
+    page.wait_for_selector("body[data-loaded=true]", timeout=20_000)
+    row = page.locator(f"#orientations tr[data-task='{orientation}']")
+    assert row.get_attribute("data-state") == "completed" and f"Acceptée par {lamarche.id}" in row.inner_text()
+    context.close()
+
+
+def test_the_hospital_sees_its_handoffs_and_their_states(world, browser):  # noqa: F811
+    context, page, _, errors = open_page(browser, world.base)
+    page.goto(f"{world.base}/discharge/app/signin")
+    page.fill("#token", world.tokens["hospital"])
+    page.click("#signin")
+    page.wait_for_url(f"{world.base}/discharge/app/hospital", timeout=20_000)
+    page.wait_for_selector("body[data-loaded=true]", timeout=20_000)
+    rows = page.locator("#hospital-handoffs tbody tr")
+    assert rows.count() >= 1
+    assert world.territory.people["jeanne"].nir in page.inner_text("#hospital-handoffs")
+    assert not errors
     context.close()
 
 

@@ -23,12 +23,34 @@
     return found ? found.valueString || "" : "";
   }
 
-  function assignRow(task) {
-    var team = R.el("input", { type: "text", "class": "team", maxlength: "100", placeholder: "identifiant de l'équipe" });
+  function outputTeam(task) {
+    var found = (task.output || []).filter(function (o) {
+      return o.type && (o.type.text === "proposed-team" || o.type.text === "treating-team");
+    })[0];
+    return found && found.valueReference && found.valueReference.identifier
+      ? found.valueReference.identifier.value : "";
+  }
+
+  // Each oriented patient stays on the board with its state until the orientation is closed.
+  function stateOf(task) {
+    var coded = task.statusReason && task.statusReason.coding && task.statusReason.coding[0];
+    var reason = (coded && (REASONS[coded.code] || coded.code)) || "";
+    if (task.status === "in-progress") { return R.tag("Proposée à " + (outputTeam(task) || "une équipe") + ", en attente", "late"); }
+    if (task.status === "completed") { return R.tag("Acceptée par " + (outputTeam(task) || "l'équipe"), "good"); }
+    if (task.businessStatus && task.businessStatus.text === "returned") {
+      return R.tag("À orienter de nouveau : " + (reason || "retour"), "bad");
+    }
+    return R.tag("À orienter");
+  }
+
+  function assignForm(task) {
+    var label = "Équipe à proposer (identifiant)";
+    var team = R.el("input", { type: "text", "class": "team", maxlength: "100", placeholder: "identifiant de l'équipe",
+                               "aria-label": label });
     var button = R.el("button", { type: "button", "class": "assign", text: "Proposer" });
     button.addEventListener("click", function () {
       var value = team.value.trim();
-      if (!value) { R.status("Indiquez l'identifiant de l'équipe.", true); return; }
+      if (!value) { R.status("Indiquez l'identifiant de l'équipe.", true); team.focus(); return; }
       button.disabled = true;
       R.api("POST", "/discharge/fhir/Task/" + encodeURIComponent(task.id) + "/$assign",
             { resourceType: "Parameters", parameter: [{ name: "team", valueString: value }] })
@@ -38,33 +60,42 @@
         })
         .catch(function (error) { button.disabled = false; R.status("Échec : " + error.message, true); });
     });
+    return R.el("div", { "class": "actions" }, [team, button]);
+  }
+
+  function assignRow(task) {
     var coded = task.statusReason && task.statusReason.coding && task.statusReason.coding[0];
     var reason = (coded && (REASONS[coded.code] || coded.code)) || "—";
     var facts = [inputOf(task, "commune"), inputOf(task, "age_band") ? inputOf(task, "age_band") + " ans" : ""]
       .filter(Boolean).join(" · ");
-    return R.el("tr", { "data-task": task.id }, [
-      R.cell(R.when(task.authoredOn)), R.cell(reason), R.cell(facts || "—"),
-      R.el("td", {}, [R.el("div", { "class": "actions" }, [team, button])])
+    return R.el("tr", { "data-task": task.id, "data-state": task.status }, [
+      R.cell(R.when(task.authoredOn)), R.cell(reason), R.cell(facts || "—"), R.el("td", { "class": "state" }, [stateOf(task)]),
+      R.el("td", {}, task.status === "requested" ? [assignForm(task)] : [])
     ]);
   }
 
   function orientationQueue() {
-    return R.api("GET", "/discharge/fhir/Task?code=orientation&status=requested&_count=100").then(function (result) {
-      var unavailable = document.getElementById("orientations-unavailable");
-      if (result.status === 404 || result.status === 405 || result.status === 400) {
-        unavailable.hidden = false;
-        document.getElementById("orientations-empty").hidden = true;
-        document.querySelector("#orientations").hidden = true;
-        return null;
-      }
-      var bundle = R.must(result);
-      var tasks = (bundle.entry || []).map(function (e) { return e.resource; })
-        .filter(function (t) { return t && t.resourceType === "Task" && R.taskCode(t) === "orientation"; });
-      unavailable.hidden = true;
-      document.querySelector("#orientations").hidden = false;
-      fill("orientations", tasks.map(assignRow));
-      return tasks;
-    });
+    return R.api("GET", "/discharge/fhir/Task?code=orientation&status=requested,in-progress,completed&_count=100")
+      .then(function (result) {
+        var unavailable = document.getElementById("orientations-unavailable");
+        if (result.status === 404 || result.status === 405 || result.status === 400) {
+          unavailable.hidden = false;
+          document.getElementById("orientations-empty").hidden = true;
+          document.querySelector("#orientations").hidden = true;
+          return null;
+        }
+        var bundle = R.must(result);
+        var order = { requested: 0, "in-progress": 1, completed: 2 };
+        var tasks = (bundle.entry || []).map(function (e) { return e.resource; })
+          .filter(function (t) { return t && t.resourceType === "Task" && R.taskCode(t) === "orientation"; })
+          .sort(function (a, b) {
+            return (order[a.status] - order[b.status]) || (a.authoredOn || "").localeCompare(b.authoredOn || "");
+          });
+        unavailable.hidden = true;
+        document.querySelector("#orientations").hidden = false;
+        fill("orientations", tasks.map(assignRow));
+        return tasks.filter(function (t) { return t.status === "requested"; });
+      });
   }
 
   function orientationStates() {
