@@ -25,6 +25,7 @@
                                 String(r.requests)));
       }
     });
+    R.describe(chart, rows.map(function (r) { return r.hour + " h : " + r.requests; }));
     box.appendChild(chart);
   }
 
