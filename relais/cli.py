@@ -102,12 +102,15 @@ def demo(
     keep_running: Annotated[
         bool, typer.Option(help="In-process mode: leave the territory running and print sign-in tokens for the pages")
     ] = False,
+    port: Annotated[int, typer.Option(help="In-process mode: the loopback port to serve on (0: a free one)")] = 0,
 ) -> None:
     """Seed a Vosges territory, play patient journeys over HTTP, show what each organisation received."""
     from relais.demo import DemoError, run_demo
 
     if keep_running and url:
         raise typer.BadParameter("--keep-running keeps the in-process territory; it does not apply to --url")
+    if port and url:
+        raise typer.BadParameter("--port is where the in-process territory listens; it does not apply to --url")
     try:
         run_demo(
             urls=url,
@@ -116,6 +119,7 @@ def demo(
             timeout=timeout,
             console=console,
             keep_running=keep_running,
+            port=port,
         )
     except DemoError as exc:
         console.print(f"[red]demo failed:[/] {exc}")
@@ -152,6 +156,24 @@ def _checked_mssante(address: str | None) -> str | None:
         return check_mssante_address(address, RelaisSettings().mssante_domains)
     except MssanteAddressError as exc:
         raise typer.BadParameter(str(exc), param_hint="--mssante") from None
+
+
+@app.command()
+def example(
+    path: Annotated[Path, typer.Argument(help="An example message, e.g. docs/examples/discharge.json")],
+) -> None:
+    """Print an example message with its dates moved so that its stay ended yesterday (pipe it to curl)."""
+    import json
+    from datetime import date
+
+    from relais.examples import dated
+
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        console.print(f"[red]cannot read {path}[/]: {type(exc).__name__}")
+        raise typer.Exit(1) from None
+    typer.echo(json.dumps(dated(document, date.today()), ensure_ascii=False, indent=2))
 
 
 @org_app.command("add")
@@ -216,7 +238,13 @@ def org_rotate(
     id: Annotated[str, typer.Option("--id", help="The organisation whose token to replace")],
 ) -> None:
     """Replace an organisation's token; the old one stops working at once (within the 30 s cache)."""
-    token = _directory().rotate(id)
+    from shared.errors import NotFound
+
+    try:
+        token = _directory().rotate(id)
+    except NotFound:
+        console.print(f"[red]{id} is not registered[/]: register it with `relais org add --id {id} …`.")
+        raise typer.Exit(1) from None
     console.print(f"[green]rotated[/] the token of {id}. Its new token, shown once:")
     typer.echo(token)
 

@@ -28,6 +28,7 @@ def run_demo(
     console: Any = None,
     keep_running: bool = False,
     stop: threading.Event | None = None,
+    port: int = 0,
 ) -> dict[str, Received]:
     """Seed the territory and play the journeys, in-process (default) or against running services (`urls`).
 
@@ -78,7 +79,7 @@ def run_demo(
         try:
             with ExitStack() as stack:
                 with console.status("starting Relais in this process (migrating each service's database)"):
-                    url, directory = stack.enter_context(embedded_relais(where))
+                    url, directory = stack.enter_context(embedded_relais(where, port=port))
                 settings = RelaisSettings()
                 bus = f"Kafka at {settings.kafka_bootstrap_servers}" if settings.uses_kafka else "the embedded log"
                 console.print(f"Relais in this process on {url}: data in {where}, bus: {bus}")
