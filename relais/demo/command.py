@@ -52,6 +52,10 @@ def run_demo(
         scenario = Scenario(http, territory, tokens, timeout=timeout, run_tag=run_tag)
         received = _progress_and_table(scenario, console)
         console.print(received_table(received))
+        if keep_running and not urls:
+            # Something for the newcomer to do on the CPTS board: one orientation left waiting.
+            with console.status("Louise (no treating team) leaves hospital: her orientation waits for the CPTS"):
+                scenario.leave_orientation_waiting()
         return received
 
     if urls:
