@@ -23,7 +23,7 @@ from shared.members import Members
 from shared.settings import RelaisSettings
 from shared.web.oidc import OidcClient, SignInFailed
 from tests.infra.oidc import Client, OidcProvider, client, free_port, oidc_provider, psc_user
-from tests.integration.test_coordination_pages import browser, open_page  # noqa: F401 - the shared fixture
+from tests.integration.test_coordination_pages import browser, open_page, screenshot  # noqa: F401 - shared
 
 MEDECIN, COORDINATRICE, DOUBLE, INCONNU = "10001234567", "10009876543", "10005555555", "10007777777"
 USERS = {
@@ -118,10 +118,14 @@ def sign_in_as(page, base: str, login: str, service: str = "discharge") -> None:
     through_provider(page, login)
 
 
-def test_a_doctor_of_an_msp_signs_in_with_the_provider_accepts_a_handoff_and_the_audit_names_her(world, browser):  # noqa: F811
+def test_a_doctor_of_an_msp_signs_in_with_the_provider_accepts_a_handoff_and_the_audit_names_her(
+    world, browser, tmp_path  # noqa: F811
+):
     jeanne = world.scenario.handoffs["jeanne"]
     context, page, _blocked, errors = open_page(browser, world.base)
     page.unroute("**/*")  # the provider's pages live on another loopback port
+    page.goto(f"{world.base}/discharge/app/signin")
+    screenshot(page, "signin-people.png", tmp_path)
     sign_in_as(page, world.base, "medecin")
     page.wait_for_url(f"{world.base}/discharge/app/worklist", timeout=20_000)
     page.wait_for_selector("body[data-loaded=true]", timeout=20_000)
@@ -139,12 +143,15 @@ def test_a_doctor_of_an_msp_signs_in_with_the_provider_accepts_a_handoff_and_the
     assert signed_in[-1]["detail"]["person"]["rpps"] == MEDECIN
 
     # She opens the discharge's notification to read it: the referent and the follow-ups the hospital planned.
-    proposed = page.locator("#notifications tbody tr", has_text="Relais proposé").first
-    proposed.locator("button.open").click()
+    discharge = page.locator("#notifications tbody tr", has_text="Sortie").first
+    discharge.locator("button.open").click()
     page.wait_for_selector("#reading:not([hidden])", timeout=20_000)
     reading = page.inner_text("#reading")
-    assert "Référent hospitalier" in reading and "Suivis prévus" in reading
+    diagnosis = world.territory.people["jeanne"].conditions[0][1]
+    assert diagnosis in reading and "Dr Claire HUMBERT" in reading
+    assert "Suivis prévus" in reading and "Consultation du médecin traitant" in reading
     assert page.evaluate("document.activeElement.id") == "reading-title"
+    screenshot(page, "worklist-reading.png", tmp_path)
     page.click("#reading-close")
 
     # She marks a follow-up done today: it leaves the open list, and the audit names her.
@@ -160,7 +167,7 @@ def test_a_doctor_of_an_msp_signs_in_with_the_provider_accepts_a_handoff_and_the
     context.close()
 
 
-def test_a_cpts_coordinator_proposes_a_team_and_sees_the_orientation_accepted(world, browser):  # noqa: F811
+def test_a_cpts_coordinator_proposes_a_team_and_sees_the_orientation_accepted(world, browser, tmp_path):  # noqa: F811
     context, page, _, _ = open_page(browser, world.base)
     page.unroute("**/*")
     sign_in_as(page, world.base, "coordinatrice")
@@ -190,10 +197,11 @@ def test_a_cpts_coordinator_proposes_a_team_and_sees_the_orientation_accepted(wo
     page.wait_for_selector("body[data-loaded=true]", timeout=20_000)
     row = page.locator(f"#orientations tr[data-task='{orientation}']")
     assert row.get_attribute("data-state") == "completed" and f"Acceptée par {lamarche.id}" in row.inner_text()
+    screenshot(page, "board-states.png", tmp_path)
     context.close()
 
 
-def test_the_hospital_sees_its_handoffs_and_their_states(world, browser):  # noqa: F811
+def test_the_hospital_sees_its_handoffs_and_their_states(world, browser, tmp_path):  # noqa: F811
     context, page, _, errors = open_page(browser, world.base)
     page.goto(f"{world.base}/discharge/app/signin")
     page.fill("#token", world.tokens["hospital"])
@@ -203,15 +211,17 @@ def test_the_hospital_sees_its_handoffs_and_their_states(world, browser):  # noq
     rows = page.locator("#hospital-handoffs tbody tr")
     assert rows.count() >= 1
     assert world.territory.people["jeanne"].nir in page.inner_text("#hospital-handoffs")
+    screenshot(page, "hospital.png", tmp_path)
     assert not errors
     context.close()
 
 
-def test_a_person_of_two_organisations_picks_the_one_she_acts_for(world, browser):  # noqa: F811
+def test_a_person_of_two_organisations_picks_the_one_she_acts_for(world, browser, tmp_path):  # noqa: F811
     context, page, _, _ = open_page(browser, world.base)
     page.unroute("**/*")
     sign_in_as(page, world.base, "double")
     page.wait_for_selector("input[name=organisation]", timeout=20_000)
+    screenshot(page, "choose-organisation.png", tmp_path)
     offered = page.locator("input[name=organisation]")
     assert sorted(offered.nth(i).get_attribute("value") for i in range(offered.count())) == sorted(
         [world.territory.org("msp-monthureux").id, world.territory.org("msp-lamarche").id]

@@ -27,7 +27,8 @@ var RelaisReading = (function () {
       (i.valueReference && (i.valueReference.display || i.valueReference.reference)) || "";
   }
 
-  function section(title, items) {
+  function section(title, found) {
+    var items = found.filter(function (item, i) { return item && found.indexOf(item) === i; });
     var list = R.el("ul", {}, items.map(function (item) { return R.el("li", { text: item }); }));
     return R.el("section", { "class": "reading-part" }, [
       R.el("h3", { text: title }),
