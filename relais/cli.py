@@ -200,7 +200,8 @@ def org_add(
     except Conflict:
         console.print(
             f"[red]{id} is already registered[/] (or one of its HL7 facilities is another's): "
-            f"change it with `relais org update --id {id}`, or get a new token with `relais org rotate --id {id}`."
+            f"change it with `relais org update --id {id}`, or get a new token with `relais org rotate --id {id}`.",
+            soft_wrap=True,  # one line, whatever the terminal's width
         )
         raise typer.Exit(1) from None
     console.print(f"[green]registered[/] {role.value} {id} ({name}). Its token, shown once:")
@@ -243,7 +244,7 @@ def org_rotate(
     try:
         token = _directory().rotate(id)
     except NotFound:
-        console.print(f"[red]{id} is not registered[/]: register it with `relais org add --id {id} …`.")
+        console.print(f"[red]{id} is not registered[/]: register it with `relais org add --id {id} …`.", soft_wrap=True)
         raise typer.Exit(1) from None
     console.print(f"[green]rotated[/] the token of {id}. Its new token, shown once:")
     typer.echo(token)

@@ -29,7 +29,8 @@ def session_config(settings: RelaisSettings) -> SessionConfig:
 
 def install_web(app: FastAPI, service: str, directory: Directory, settings: RelaisSettings) -> SessionStore:
     """Every service accepts the session cookie; the services with pages also serve them and the sign-in."""
-    store = PersonSessionStore(directory, session_config(settings))
+    members = Members(directory)
+    store = PersonSessionStore(directory, session_config(settings), members=members)
     app.state.sessions = store
     # The person a session names reaches the audit rows its request writes.
     app.add_middleware(ActingMiddleware)
@@ -39,7 +40,7 @@ def install_web(app: FastAPI, service: str, directory: Directory, settings: Rela
         # First: its sign-in page, and its refusal of token sign-in when that is off, win over the router's.
         app.include_router(
             people_router(
-                service, directory, store, throttle, Members(directory), client, settings.resolved_token_signin
+                service, directory, store, throttle, members, client, settings.resolved_token_signin
             )
         )
         app.include_router(web_router(service, directory, store, throttle))

@@ -9,6 +9,7 @@ from sqlalchemy import Column, MetaData, String, Table, delete, insert, select
 
 from shared.acting import Person, note_person
 from shared.auth import Directory, Principal, hash_token
+from shared.members import MembershipSource
 from shared.web.sessions import SessionConfig, SessionStore, web_sessions
 
 metadata = MetaData()
@@ -24,8 +25,15 @@ SESSION_PEOPLE = Table(
 class PersonSessionStore(SessionStore):
     """A session store whose sessions may name the person acting (and tell the audit who that is)."""
 
-    def __init__(self, directory: Directory, config: SessionConfig | None = None, clock=None) -> None:
+    def __init__(
+        self,
+        directory: Directory,
+        config: SessionConfig | None = None,
+        clock=None,
+        members: MembershipSource | None = None,
+    ) -> None:
         super().__init__(directory, config, clock)
+        self.members = members
         metadata.create_all(self.engine)
 
     def open_for(self, principal: Principal, person: Person) -> str:
@@ -55,5 +63,10 @@ class PersonSessionStore(SessionStore):
         if row is None:
             return principal
         person = Person(row.rpps, row.name)
+        acts_for = self.members.organisations_for(person.rpps) if self.members is not None else [principal]
+        if principal.organisation_id not in {organisation.organisation_id for organisation in acts_for}:
+            # No longer a member (removed, or the organisation deactivated): the session ends now.
+            self.close(session_id)
+            return None
         note_person(person)
         return replace(principal, person=person)

@@ -80,3 +80,22 @@ def test_with_token_sign_in_off_a_valid_token_opens_no_session(tmp_path):
         refused = client.post("/discharge/app/signin", data={"token": token, "csrf": "x"}, follow_redirects=False)
         assert refused.status_code == 403 and "relais_session" not in refused.cookies
     directory.close()
+
+
+@pytest.mark.attack
+def test_a_person_removed_from_the_organisation_loses_the_session_at_once(tmp_path):
+    from shared.acting import Person
+    from shared.auth import Directory
+    from shared.web.people import PersonSessionStore
+
+    directory = Directory(f"sqlite:///{tmp_path / 'auth.sqlite'}")
+    directory.add("team", "msp-a", "MSP A")
+    members = Members(directory)
+    members.add("msp-a", "10001234567", "Anne")
+    store = PersonSessionStore(directory, members=members)
+    session = store.open_for(directory.get("msp-a"), Person("10001234567", "Anne"))
+    principal = store.authenticate(session)
+    assert principal is not None and principal.person == Person("10001234567", "Anne")
+    assert members.remove("msp-a", "10001234567")
+    assert store.authenticate(session) is None
+    directory.close()
