@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from authlib.integrations.requests_client import OAuth2Session
+from joserfc.jwk import RSAKey
 from sqlalchemy import create_engine, text
 
 from relais.demo import RelaisHttp, Scenario, Territory, embedded_relais, load_territory, register
@@ -32,6 +33,7 @@ USERS = {
     "double": psc_user(DOUBLE, "Paul", "Deux-Cabinets", ["880000001", "880000003"]),
     "inconnu": psc_user(INCONNU, "Ines", "Inconnue", ["880000009"]),
 }
+CLIENT_KEY = RSAKey.generate_key(2048, parameters={"kid": "relais-1", "alg": "RS256"}, private=True)
 OIDC_ENV = ("RELAIS_OIDC_ISSUER", "RELAIS_OIDC_CLIENT_ID", "RELAIS_OIDC_CLIENT_SECRET", "RELAIS_OIDC_REDIRECT_URL")
 
 
@@ -66,9 +68,15 @@ def world(tmp_path_factory) -> Iterator[World]:
     base = f"http://127.0.0.1:{port}"
     relais = client([f"{base}/discharge/app/oidc/callback", f"{base}/snp/app/oidc/callback"])
     other = client([f"{base}/elsewhere/callback"], client_id="another-service")
+    signed = client([f"{base}/discharge/app/oidc/callback"], client_id="relais-private-key-jwt")
+    signed.extra = {
+        "token_endpoint_auth_method": "private_key_jwt",
+        "token_endpoint_auth_signing_alg": "RS256",
+        "jwks": {"keys": [CLIENT_KEY.as_dict(private=False)]},
+    }
     saved = {name: os.environ.get(name) for name in (*OIDC_ENV, "RELAIS_DATA_DIR")}
     try:
-        with oidc_provider([relais, other], USERS) as provider:
+        with oidc_provider([relais, other, signed], USERS) as provider:
             os.environ.update(
                 RELAIS_OIDC_ISSUER=provider.issuer,
                 RELAIS_OIDC_CLIENT_ID=relais.client_id,
@@ -314,3 +322,25 @@ def test_an_id_token_the_provider_issued_for_another_service_is_refused(world, b
     with pytest.raises(SignInFailed) as refused:
         relais.validate_id_token(token["id_token"], nonce)
     assert refused.value.reason == "id-token"
+
+
+def test_relais_signs_its_token_request_with_a_private_key_when_configured(world, browser, tmp_path):  # noqa: F811
+    """private_key_jwt: no client secret; the provider knows the public key and checks the signed assertion."""
+    key_file = tmp_path / "relais-oidc.pem"
+    key_file.write_bytes(CLIENT_KEY.as_pem(private=True))
+    settings = RelaisSettings(
+        oidc_issuer=world.provider.issuer, oidc_client_id="relais-private-key-jwt", oidc_client_secret=None,
+        oidc_private_key_file=key_file, oidc_redirect_url=f"{world.base}/{{service}}/app/oidc/callback",
+    )
+    relais = OidcClient(settings)
+    authorization = relais.authorization("discharge")
+    context, page, _, _ = open_page(browser, world.base)
+    page.unroute("**/*")
+    page.route("**/discharge/app/oidc/callback**", lambda route: route.fulfill(status=204))
+    page.goto(authorization.url)
+    with page.expect_request(lambda r: "/discharge/app/oidc/callback" in r.url) as redirected:
+        through_provider(page, "medecin")
+    code = httpx.URL(redirected.value.url).params["code"]
+    context.close()
+    identity = relais.sign_in("discharge", code, authorization.code_verifier, authorization.nonce)
+    assert identity.rpps == MEDECIN and identity.structures == ("880000001",)

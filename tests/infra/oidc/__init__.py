@@ -11,7 +11,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,8 @@ class Client:
     client_id: str
     client_secret: str
     redirect_uris: list[str]
+    # More client metadata for the provider, e.g. token_endpoint_auth_method and jwks for private_key_jwt.
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -81,6 +83,7 @@ def oidc_provider(clients: list[Client], users: dict[str, dict[str, Any]], port:
                 "redirect_uris": client.redirect_uris,
                 "grant_types": ["authorization_code"],
                 "response_types": ["code"],
+                **client.extra,
             }
             for client in clients
         ],
