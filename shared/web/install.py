@@ -16,6 +16,7 @@ from shared.web.pages import services_with_pages
 from shared.web.people import PersonSessionStore
 from shared.web.router import web_router
 from shared.web.sessions import SessionConfig, SessionStore, throttle_for
+from shared.web.teams import teams_router
 
 
 def session_config(settings: RelaisSettings) -> SessionConfig:
@@ -43,5 +44,6 @@ def install_web(app: FastAPI, service: str, directory: Directory, settings: Rela
                 service, directory, store, throttle, members, client, settings.resolved_token_signin
             )
         )
+        app.include_router(teams_router(service, directory, store))
         app.include_router(web_router(service, directory, store, throttle))
     return store

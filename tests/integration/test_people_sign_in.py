@@ -186,7 +186,9 @@ def test_a_cpts_coordinator_proposes_a_team_and_sees_the_orientation_accepted(wo
     waiting = page.locator("#orientations tbody tr[data-state=requested]").first
     orientation = waiting.get_attribute("data-task")
     lamarche = world.territory.org("msp-lamarche")
-    waiting.locator("input.team").fill(lamarche.id)
+    # By name: the field suggests the directory's teams; the name alone is enough.
+    assert page.locator(f"#teams-list option[value='{lamarche.name} ({lamarche.id})']").count() == 1
+    waiting.locator("input.team").fill(lamarche.name)
     waiting.locator("button.assign").click()
     page.wait_for_selector("#status:has-text('Équipe proposée')", timeout=20_000)
     row = page.locator(f"#orientations tr[data-task='{orientation}']")
@@ -344,3 +346,15 @@ def test_relais_signs_its_token_request_with_a_private_key_when_configured(world
     context.close()
     identity = relais.sign_in("discharge", code, authorization.code_verifier, authorization.nonce)
     assert identity.rpps == MEDECIN and identity.structures == ("880000001",)
+
+
+@pytest.mark.attack
+def test_the_team_names_are_for_a_signed_in_cpts_only(world, browser):  # noqa: F811
+    assert httpx.get(f"{world.base}/discharge/app/teams").status_code == 401
+    context, page, _, _ = open_page(browser, world.base)
+    page.goto(f"{world.base}/discharge/app/signin")
+    page.fill("#token", world.tokens["msp-lamarche"])
+    page.click("#signin")
+    page.wait_for_url(f"{world.base}/discharge/app/worklist", timeout=20_000)
+    assert page.evaluate("fetch('/discharge/app/teams').then(r => r.status)") == 403
+    context.close()

@@ -43,14 +43,32 @@
     return R.tag("À orienter");
   }
 
+  // The teams of the directory, by name: the field suggests "Name (id)" and sends the id.
+  function loadTeams() {
+    return R.api("GET", "/discharge/app/teams").then(function (result) {
+      var list = document.getElementById("teams-list");
+      if (!list || !result.ok || !Array.isArray(result.body)) { return; }
+      list.textContent = "";
+      teams = result.body;
+      teams.forEach(function (t) { list.appendChild(R.el("option", { value: t.name + " (" + t.id + ")" })); });
+    }).catch(function () { /* the id still works without suggestions */ });
+  }
+  var teams = [];
+  function teamId(value) {
+    var named = /\(([^()]+)\)\s*$/.exec(value);
+    if (named) { return named[1].trim(); }
+    var same = teams.filter(function (t) { return t.name.toLowerCase() === value.toLowerCase(); });
+    return same.length === 1 ? same[0].id : value;
+  }
+
   function assignForm(task) {
-    var label = "Équipe à proposer (identifiant)";
-    var team = R.el("input", { type: "text", "class": "team", maxlength: "100", placeholder: "identifiant de l'équipe",
-                               "aria-label": label });
+    var label = "Équipe à proposer (nom ou identifiant)";
+    var team = R.el("input", { type: "text", "class": "team", maxlength: "200", placeholder: "nom ou identifiant de l'équipe",
+                               "aria-label": label, list: "teams-list", autocomplete: "off" });
     var button = R.el("button", { type: "button", "class": "assign", text: "Proposer" });
     button.addEventListener("click", function () {
-      var value = team.value.trim();
-      if (!value) { R.status("Indiquez l'identifiant de l'équipe.", true); team.focus(); return; }
+      var value = teamId(team.value.trim());
+      if (!value) { R.status("Indiquez l'équipe.", true); team.focus(); return; }
       button.disabled = true;
       R.api("POST", "/discharge/fhir/Task/" + encodeURIComponent(task.id) + "/$assign",
             { resourceType: "Parameters", parameter: [{ name: "team", valueString: value }] })
@@ -178,7 +196,7 @@
         ]);
       }));
       byDay(notifications);
-      return Promise.all([orientationQueue(), orientationStates(), snpSummary()]).then(function (found) {
+      return Promise.all([orientationQueue(), orientationStates(), snpSummary(), loadTeams()]).then(function (found) {
         var queue = found[0];
         R.tiles("tiles", [
           ["Orientations en attente", queue ? queue.length : "—", queue && queue.length > 0],
