@@ -175,8 +175,10 @@ var Relais = (function () {
     var max = Math.max.apply(null, rows.map(function (r) { return r[main]; }).concat([1]));
     // Room for the longest label on the left and for "masqué (petit effectif)" on the right: nothing is cut.
     var longest = Math.max.apply(null, rows.map(function (r) { return String(label(r)).length; }).concat([8]));
-    var rowH = 24, left = Math.min(Math.max(150, longest * 8 + 12), 320), width = 420, h = rows.length * rowH + 6;
-    var chart = svg("svg", { viewBox: "0 0 " + (left + width + 190) + " " + h, width: "100%", role: "img" });
+    var rowH = 24, left = Math.min(Math.max(120, longest * 7 + 12), 300), width = 260, h = rows.length * rowH + 6;
+    var full = left + width + 160;
+    // Drawn at its own size (shrunk only on a narrow screen), so the text stays at the page's reading size.
+    var chart = svg("svg", { viewBox: "0 0 " + full + " " + h, width: String(full), "class": "chart", role: "img" });
     var said = [];
     rows.forEach(function (r, i) {
       var y = i * rowH + 3, w = (r[main] / max) * width;
