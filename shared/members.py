@@ -16,6 +16,7 @@ from sqlalchemy import Column, DateTime, ForeignKey, MetaData, String, Table, de
 from sqlalchemy.exc import IntegrityError
 
 from shared.auth import Directory, Principal, organisations
+from shared.db.engine import create_tables
 from shared.errors import Conflict, NotFound
 from shared.events import Role
 
@@ -61,7 +62,7 @@ class Members:
 
     def __init__(self, directory: Directory) -> None:
         self.engine = directory.engine
-        metadata.create_all(self.engine)
+        create_tables(self.engine, metadata)  # serialised on PostgreSQL, as the kernel's tables
 
     def add(self, organisation_id: str, rpps: str, name: str) -> None:
         if not RPPS.match(rpps):

@@ -16,6 +16,7 @@ from sqlalchemy.engine import Engine
 from shared.acting import Person
 from shared.auth import hash_token
 from shared.clock import utcnow
+from shared.db.engine import create_tables
 from shared.web.oidc import Authorization
 
 metadata = MetaData()
@@ -43,7 +44,7 @@ class PendingLogins:
     def __init__(self, engine: Engine, lifetime: timedelta) -> None:
         self.engine = engine
         self.lifetime = lifetime
-        metadata.create_all(engine)
+        create_tables(engine, metadata)  # serialised on PostgreSQL, as the kernel's tables
 
     def start(self, authorization: Authorization) -> None:
         now = utcnow()

@@ -9,6 +9,7 @@ from sqlalchemy import Column, MetaData, String, Table, delete, insert, select
 
 from shared.acting import Person, note_person
 from shared.auth import Directory, Principal, hash_token
+from shared.db.engine import create_tables
 from shared.members import MembershipSource
 from shared.web.sessions import SessionConfig, SessionStore, web_sessions
 
@@ -34,7 +35,7 @@ class PersonSessionStore(SessionStore):
     ) -> None:
         super().__init__(directory, config, clock)
         self.members = members
-        metadata.create_all(self.engine)
+        create_tables(self.engine, metadata)  # serialised on PostgreSQL, as the kernel's tables
 
     def open_for(self, principal: Principal, person: Person) -> str:
         session_id = self.open(principal)
