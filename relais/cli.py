@@ -24,6 +24,8 @@ app = typer.Typer(help="Relais: the ville–hôpital coordination backend.", no_
 org_app = typer.Typer(help="Organisations and their API tokens.", no_args_is_help=True)
 db_app = typer.Typer(help="Databases and migrations.", no_args_is_help=True)
 outbox_app = typer.Typer(help="Outbox rows the bus could never take.", no_args_is_help=True)
+member_app = typer.Typer(help="The people (RPPS) who act for an organisation in the pages.", no_args_is_help=True)
+org_app.add_typer(member_app, name="member")
 app.add_typer(org_app, name="org")
 app.add_typer(db_app, name="db")
 app.add_typer(outbox_app, name="outbox")
@@ -124,12 +126,15 @@ def demo(
     keep_running: Annotated[
         bool, typer.Option(help="In-process mode: leave the territory running and print sign-in tokens for the pages")
     ] = False,
+    port: Annotated[int, typer.Option(help="In-process mode: the loopback port to serve on (0: a free one)")] = 0,
 ) -> None:
     """Seed a Vosges territory, play patient journeys over HTTP, show what each organisation received."""
     from relais.demo import DemoError, run_demo
 
     if keep_running and url:
         raise typer.BadParameter("--keep-running keeps the in-process territory; it does not apply to --url")
+    if port and url:
+        raise typer.BadParameter("--port is where the in-process territory listens; it does not apply to --url")
     try:
         run_demo(
             urls=url,
@@ -138,6 +143,7 @@ def demo(
             timeout=timeout,
             console=console,
             keep_running=keep_running,
+            port=port,
         )
     except DemoError as exc:
         console.print(f"[red]demo failed:[/] {exc}")
@@ -176,6 +182,24 @@ def _checked_mssante(address: str | None) -> str | None:
         raise typer.BadParameter(str(exc), param_hint="--mssante") from None
 
 
+@app.command()
+def example(
+    path: Annotated[Path, typer.Argument(help="An example message, e.g. docs/examples/discharge.json")],
+) -> None:
+    """Print an example message with its dates moved so that its stay ended yesterday (pipe it to curl)."""
+    import json
+    from datetime import date
+
+    from relais.examples import dated
+
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        console.print(f"[red]cannot read {path}[/]: {type(exc).__name__}")
+        raise typer.Exit(1) from None
+    typer.echo(json.dumps(dated(document, date.today()), ensure_ascii=False, indent=2))
+
+
 @org_app.command("add")
 def org_add(
     role: Annotated[Role, typer.Option(help="The organisation's role")],
@@ -200,7 +224,8 @@ def org_add(
     except Conflict:
         console.print(
             f"[red]{id} is already registered[/] (or one of its HL7 facilities is another's): "
-            f"change it with `relais org update --id {id}`, or get a new token with `relais org rotate --id {id}`."
+            f"change it with `relais org update --id {id}`, or get a new token with `relais org rotate --id {id}`.",
+            soft_wrap=True,  # one line, whatever the terminal's width
         )
         raise typer.Exit(1) from None
     console.print(f"[green]registered[/] {role.value} {id} ({name}). Its token, shown once:")
@@ -238,9 +263,44 @@ def org_rotate(
     id: Annotated[str, typer.Option("--id", help="The organisation whose token to replace")],
 ) -> None:
     """Replace an organisation's token; the old one stops working at once (within the 30 s cache)."""
-    token = _directory().rotate(id)
+    from shared.errors import NotFound
+
+    try:
+        token = _directory().rotate(id)
+    except NotFound:
+        console.print(f"[red]{id} is not registered[/]: register it with `relais org add --id {id} …`.", soft_wrap=True)
+        raise typer.Exit(1) from None
     console.print(f"[green]rotated[/] the token of {id}. Its new token, shown once:")
     typer.echo(token)
+
+
+@member_app.command("add")
+def org_member_add(
+    id: Annotated[str, typer.Option("--id", help="The organisation the person acts for")],
+    rpps: Annotated[str, typer.Option(help="The person's RPPS (11 digits), as Pro Santé Connect names them")],
+    name: Annotated[str, typer.Option(help="The person's name, as shown in the pages and the audit")],
+) -> None:
+    """Let a person (by RPPS) sign in to the pages with Pro Santé Connect and act for this organisation."""
+    from shared.errors import Conflict, NotFound
+    from shared.members import Members
+
+    try:
+        Members(_directory()).add(id, rpps, name)
+    except (Conflict, NotFound, ValueError) as exc:
+        console.print(f"[red]{getattr(exc, 'diagnostics', exc)}[/]")
+        raise typer.Exit(1) from None
+    console.print(f"[green]added[/] {name} (RPPS {rpps}) to {id}")
+
+
+@member_app.command("list")
+def org_member_list(id: Annotated[str, typer.Option("--id", help="The organisation")]) -> None:
+    """The people who may act for an organisation."""
+    from shared.members import Members
+
+    table = Table("rpps", "name")
+    for membership in Members(_directory()).of(id):
+        table.add_row(membership.rpps, membership.name)
+    console.print(table)
 
 
 @org_app.command("list")

@@ -5,7 +5,8 @@
 #   scripts/install.sh --test    also the test extras and the real parts the tests start:
 #                                Apache Kafka 4 jars (Maven, pinned in tests/infra/kafka/pom.xml,
 #                                copied to .cache/kafka-VERSION/), HAPI HL7 v2 jars (tests/infra/hl7/pom.xml,
-#                                .cache/hapi-VERSION/), PostgreSQL, Java 17 and Maven when missing.
+#                                .cache/hapi-VERSION/), GreenMail, PostgreSQL, Java 17 and Maven when missing,
+#                                Chromium, and the Node peers of tests/infra/oidc (npm ci).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -150,6 +151,17 @@ elif is_root && command -v apt-get >/dev/null 2>&1; then
   apt_install chromium
 else
   echo "install.sh: /usr/bin/chromium not found; the dashboard page test needs Debian's chromium." >&2
+fi
+
+# --- Node peers of the tests: oidc-provider (the OpenID provider) and axe-core, pinned by their lock file ----
+if command -v npm >/dev/null 2>&1; then
+  say "installing the tests' Node peers (tests/infra/oidc: oidc-provider, axe-core)"
+  npm ci --prefix tests/infra/oidc --no-audit --no-fund
+elif is_root && command -v apt-get >/dev/null 2>&1; then
+  apt_install nodejs npm
+  npm ci --prefix tests/infra/oidc --no-audit --no-fund
+else
+  echo "install.sh: npm not found; the sign-in tests start oidc-provider (Node) and inject axe-core." >&2
 fi
 
 say "done; run the tests with: $VENV/bin/pytest"

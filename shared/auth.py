@@ -17,6 +17,7 @@ from sqlalchemy import Boolean, Column, DateTime, ForeignKey, MetaData, String, 
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
+from shared.acting import Person
 from shared.api.limits import RateLimits
 from shared.db.engine import create_tables, make_engine
 from shared.errors import Conflict, Forbidden, NotFound, Unauthorized
@@ -65,6 +66,8 @@ class Principal:
     organisation_id: str
     role: Role
     name: str
+    # Set for a page session opened by a person (OpenID Connect); None for machine tokens and token sign-in.
+    person: Person | None = None
 
 
 @dataclass(frozen=True)

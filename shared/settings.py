@@ -57,6 +57,19 @@ class RelaisSettings(BaseSettings):
     # Failed sign-ins allowed per client address in the window before 429 (RELAIS_SIGNIN_*).
     signin_max_failures: int = Field(default=10, ge=1)
     signin_window_seconds: float = Field(default=900.0, gt=0)
+    # Sign-in with the organisation's token on the pages: for development; unset means "not in production".
+    token_signin: bool | None = None
+    # People sign in with OpenID Connect in the Pro Santé Connect profile (RELAIS_OIDC_*; docs/operations.md).
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+    oidc_client_secret: str | None = None
+    # Instead of a secret: a PEM private key whose public half the provider knows (private_key_jwt).
+    oidc_private_key_file: Path | None = None
+    # The callback registered with the provider: https://HOST/discharge/app/oidc/callback (one per service).
+    oidc_redirect_url: str | None = None
+    oidc_scopes: str = "openid scope_all"
+    oidc_acr: str = "eidas1"
+    oidc_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
 
     # --- abuse resistance (docs/security.md) ---
     # Outbound calls: networks (CIDR, comma-separated) reachable besides public addresses; empty everywhere by
@@ -149,6 +162,16 @@ class RelaisSettings(BaseSettings):
         if self.outbound_allow_http is None:
             return self.environment == "development"
         return self.outbound_allow_http
+
+    @property
+    def resolved_token_signin(self) -> bool:
+        if self.token_signin is None:
+            return self.environment != "production"
+        return self.token_signin
+
+    @property
+    def oidc_configured(self) -> bool:
+        return bool(self.oidc_issuer and self.oidc_client_id and self.oidc_redirect_url)
 
     @property
     def uses_kafka(self) -> bool:

@@ -28,6 +28,7 @@ def run_demo(
     console: Any = None,
     keep_running: bool = False,
     stop: threading.Event | None = None,
+    port: int = 0,
 ) -> dict[str, Received]:
     """Seed the territory and play the journeys, in-process (default) or against running services (`urls`).
 
@@ -51,6 +52,10 @@ def run_demo(
         scenario = Scenario(http, territory, tokens, timeout=timeout, run_tag=run_tag)
         received = _progress_and_table(scenario, console)
         console.print(received_table(received))
+        if keep_running and not urls:
+            # Something for the newcomer to do on the CPTS board: one orientation left waiting.
+            with console.status("Louise (no treating team) leaves hospital: her orientation waits for the CPTS"):
+                scenario.leave_orientation_waiting()
         return received
 
     if urls:
@@ -78,7 +83,7 @@ def run_demo(
         try:
             with ExitStack() as stack:
                 with console.status("starting Relais in this process (migrating each service's database)"):
-                    url, directory = stack.enter_context(embedded_relais(where))
+                    url, directory = stack.enter_context(embedded_relais(where, port=port))
                 settings = RelaisSettings()
                 bus = f"Kafka at {settings.kafka_bootstrap_servers}" if settings.uses_kafka else "the embedded log"
                 console.print(f"Relais in this process on {url}: data in {where}, bus: {bus}")

@@ -15,15 +15,15 @@ import httpx
 from relais.demo.client import wait_until
 
 
-def _free_socket() -> socket.socket:
+def _free_socket(port: int = 0) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", port))
     return sock
 
 
 @contextmanager
-def embedded_relais(data_dir: Path, startup_timeout: float = 120.0) -> Iterator[tuple[str, Any]]:
+def embedded_relais(data_dir: Path, startup_timeout: float = 120.0, port: int = 0) -> Iterator[tuple[str, Any]]:
     """Every service in this process (as `relais run`), served by uvicorn in a thread on a free loopback port.
 
     Configuration comes from the environment like `relais run`: SQLite and the embedded log under
@@ -41,7 +41,7 @@ def embedded_relais(data_dir: Path, startup_timeout: float = 120.0) -> Iterator[
     settings = RelaisSettings()
     directory = Directory(settings.resolved_auth_url, settings.auth_database_schema)
     services = [bootstrapper(name)(directory=directory) for name in SERVICE_NAMES]
-    sock = _free_socket()
+    sock = _free_socket(port)  # 0: a free one
     port = sock.getsockname()[1]
     server = uvicorn.Server(
         uvicorn.Config(combined_app(services), host="127.0.0.1", port=port, log_level="warning", lifespan="on")

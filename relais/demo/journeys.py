@@ -322,6 +322,12 @@ class Scenario:
         subject = self.encounter_key("paul").replace(self.nda("paul"), nda)
         self.expect("msp-lamarche", "admission.recorded", subject=subject)
 
+    def leave_orientation_waiting(self) -> None:
+        """Louise (no treating team) leaves hospital: her orientation waits on the CPTS's board (`--keep-running`)."""
+        self._admit("louise")
+        self._discharge("louise")
+        self.expect("cpts", "orientation.requested", count=2)
+
     def _treats(self, key: str, nir: str) -> bool:
         bundle = self.http.call("admissions", "GET", "/fhir/CareTeam", self.tokens[key], params={"status": "active"})
         return any(

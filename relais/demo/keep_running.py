@@ -17,6 +17,7 @@ def _serve_until_stopped(
     for key in ("cpts", "msp-lamarche", "msp-monthureux", "hospital"):
         org = territory.org(key)
         console.print(f"  {org.name} ({org.role}): {tokens[key]}")
+    console.print("The CPTS board has one orientation waiting (Louise, discharged without a treating team).")
     console.print("Press Ctrl-C to stop.")
     try:
         while not stop.wait(1.0):

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
+from shared.acting import person_detail
 from shared.bus.envelope import DEFAULT_MAX_MESSAGE_BYTES, Envelope, encoded_envelope
 from shared.clock import utcnow
 from shared.db import bounds
@@ -70,6 +71,11 @@ class AuditLog:
         resource: str | None = None,
         detail: dict[str, Any] | None = None,
     ) -> None:
+        person = person_detail()
+        if person is not None:
+            # The person a page session acts for (Pro Santé Connect) rides in the row's detail: older rows,
+            # machine tokens and bus consumers simply have no "person".
+            detail = {**(detail or {}), "person": person}
         self._session.add(
             AuditEntry.bounded(
                 at=utcnow(),

@@ -29,12 +29,18 @@ PAGES: tuple[Page, ...] = (
     Page("discharge", "worklist", "Liste de travail de l'équipe", "worklist.html", "worklist.js",
          frozenset({Role.TEAM})),
     Page("discharge", "board", "Tableau de bord de la CPTS", "board.html", "board.js", frozenset({Role.CPTS})),
+    Page("discharge", "hospital", "Relais de l'établissement", "hospital.html", "hospital.js",
+         frozenset({Role.HOSPITAL})),
     Page("snp", "dashboard", "Soins non programmés", "snp-dashboard.html", "snp-dashboard.js",
          frozenset({Role.CPTS})),
 )
 
 # Where each role lands after signing in; a role without pages lands on its service's app home.
-HOME: dict[Role, str] = {Role.TEAM: "/discharge/app/worklist", Role.CPTS: "/discharge/app/board"}
+HOME: dict[Role, str] = {
+    Role.TEAM: "/discharge/app/worklist",
+    Role.CPTS: "/discharge/app/board",
+    Role.HOSPITAL: "/discharge/app/hospital",
+}
 
 ROLE_LABELS: dict[Role, str] = {
     Role.HOSPITAL: "Établissement de santé",

@@ -130,6 +130,7 @@ def web_router(
         body = layout.substitute(
             title=escape(title),
             organisation=escape(principal.name),
+            person=escape(principal.person.name) if principal.person else "",
             organisation_id=escape(principal.organisation_id),
             role=escape(principal.role.value),
             role_label=escape(ROLE_LABELS.get(principal.role, principal.role.value)),

@@ -310,7 +310,10 @@ def test_the_cpts_assigns_a_team_from_the_board_and_that_team_accepts_from_its_w
     row.locator("input.team").fill(team.id)
     row.locator("button.assign").click()
     page.wait_for_selector("#status:has-text('Équipe proposée')", timeout=20_000)
-    assert page.locator(f"#orientations tr[data-task='{orientation['id']}']").count() == 0
+    # Issue 22: the oriented patient stays on the board, with its state, until the orientation is closed.
+    row = page.locator(f"#orientations tr[data-task='{orientation['id']}']")
+    assert row.get_attribute("data-state") == "in-progress" and f"Proposée à {team.id}" in row.inner_text()
+    assert row.locator("button.assign").count() == 0
     content = page.content()
     for person in seeded.territory.people.values():
         assert person.nir not in content and person.family not in content

@@ -76,15 +76,55 @@
         });
       }, 250);
     });
-    return { input: input, list: list, team: function () { var v = input.value.trim(); return picked[v] || v; } };
+    return { input: input, list: list, team: function () { var v = input.value.trim(); return picked[v] || teamId(v); } };
   }
 
-  function assignRow(task) {
+  function outputTeam(task) {
+    var found = (task.output || []).filter(function (o) {
+      return o.type && (o.type.text === "proposed-team" || o.type.text === "treating-team");
+    })[0];
+    return found && found.valueReference && found.valueReference.identifier
+      ? found.valueReference.identifier.value : "";
+  }
+
+  // Each oriented patient stays on the board with its state until the orientation is closed.
+  function stateOf(task) {
+    var coded = task.statusReason && task.statusReason.coding && task.statusReason.coding[0];
+    var reason = (coded && (REASONS[coded.code] || coded.code)) || "";
+    if (task.status === "in-progress") { return R.tag("Proposée à " + (outputTeam(task) || "une équipe") + ", en attente", "late"); }
+    if (task.status === "completed") { return R.tag("Acceptée par " + (outputTeam(task) || "l'équipe"), "good"); }
+    if (task.businessStatus && task.businessStatus.text === "returned") {
+      return R.tag("À orienter de nouveau : " + (reason || "retour"), "bad");
+    }
+    return R.tag("À orienter");
+  }
+
+  // The teams of the directory, by name: the field suggests "Name (id)" and sends the id.
+  function loadTeams() {
+    return R.api("GET", "/discharge/app/teams").then(function (result) {
+      var list = document.getElementById("teams-list");
+      if (!list || !result.ok || !Array.isArray(result.body)) { return; }
+      list.textContent = "";
+      teams = result.body;
+      teams.forEach(function (t) { list.appendChild(R.el("option", { value: t.name + " (" + t.id + ")" })); });
+    }).catch(function () { /* the id still works without suggestions */ });
+  }
+  var teams = [];
+  function teamId(value) {
+    var named = /\(([^()]+)\)\s*$/.exec(value);
+    if (named) { return named[1].trim(); }
+    var same = teams.filter(function (t) { return t.name.toLowerCase() === value.toLowerCase(); });
+    return same.length === 1 ? same[0].id : value;
+  }
+
+  function assignForm(task) {
     var picker = teamPicker();
+    var team = picker.input;
+    team.setAttribute("aria-label", "Équipe à proposer (nom ou identifiant)");
     var button = R.el("button", { type: "button", "class": "assign", text: "Proposer" });
     button.addEventListener("click", function () {
       var value = picker.team();
-      if (!value) { R.status("Choisissez une équipe dans la liste.", true); return; }
+      if (!value) { R.status("Indiquez l'équipe.", true); team.focus(); return; }
       button.disabled = true;
       R.api("POST", "/discharge/fhir/Task/" + encodeURIComponent(task.id) + "/$assign",
             { resourceType: "Parameters", parameter: [{ name: "team", valueString: value }] })
@@ -94,33 +134,43 @@
         })
         .catch(function (error) { button.disabled = false; R.status("Échec : " + error.message, true); });
     });
+    return R.el("div", { "class": "actions" }, [team, picker.list, button]);
+  }
+
+  function assignRow(task) {
     var coded = task.statusReason && task.statusReason.coding && task.statusReason.coding[0];
     var reason = (coded && (REASONS[coded.code] || coded.code)) || "—";
     var facts = [inputOf(task, "commune"), inputOf(task, "age_band") ? inputOf(task, "age_band") + " ans" : ""]
       .filter(Boolean).join(" · ");
-    return R.el("tr", { "data-task": task.id }, [
+    return R.el("tr", { "data-task": task.id, "data-state": task.status }, [
       R.cell(R.when(task.authoredOn)), R.cell(reason), communeCell(inputOf(task, "commune"), facts),
-      R.el("td", {}, [R.el("div", { "class": "actions" }, [picker.input, picker.list, button])])
+      R.el("td", { "class": "state" }, [stateOf(task)]),
+      R.el("td", {}, task.status === "requested" ? [assignForm(task)] : [])
     ]);
   }
 
   function orientationQueue() {
-    return R.api("GET", "/discharge/fhir/Task?code=orientation&status=requested&_count=100").then(function (result) {
-      var unavailable = document.getElementById("orientations-unavailable");
-      if (result.status === 404 || result.status === 405 || result.status === 400) {
-        unavailable.hidden = false;
-        document.getElementById("orientations-empty").hidden = true;
-        document.querySelector("#orientations").hidden = true;
-        return null;
-      }
-      var bundle = R.must(result);
-      var tasks = (bundle.entry || []).map(function (e) { return e.resource; })
-        .filter(function (t) { return t && t.resourceType === "Task" && R.taskCode(t) === "orientation"; });
-      unavailable.hidden = true;
-      document.querySelector("#orientations").hidden = false;
-      fill("orientations", tasks.map(assignRow));
-      return tasks;
-    });
+    return R.api("GET", "/discharge/fhir/Task?code=orientation&status=requested,in-progress,completed&_count=100")
+      .then(function (result) {
+        var unavailable = document.getElementById("orientations-unavailable");
+        if (result.status === 404 || result.status === 405 || result.status === 400) {
+          unavailable.hidden = false;
+          document.getElementById("orientations-empty").hidden = true;
+          document.querySelector("#orientations").hidden = true;
+          return null;
+        }
+        var bundle = R.must(result);
+        var order = { requested: 0, "in-progress": 1, completed: 2 };
+        var tasks = (bundle.entry || []).map(function (e) { return e.resource; })
+          .filter(function (t) { return t && t.resourceType === "Task" && R.taskCode(t) === "orientation"; })
+          .sort(function (a, b) {
+            return (order[a.status] - order[b.status]) || (a.authoredOn || "").localeCompare(b.authoredOn || "");
+          });
+        unavailable.hidden = true;
+        document.querySelector("#orientations").hidden = false;
+        fill("orientations", tasks.map(assignRow));
+        return tasks.filter(function (t) { return t.status === "requested"; });
+      });
   }
 
   function orientationStates() {
@@ -205,7 +255,7 @@
         ]);
       }));
       byDay(notifications);
-      return Promise.all([orientationQueue(), orientationStates(), snpSummary()]).then(function (found) {
+      return Promise.all([orientationQueue(), orientationStates(), snpSummary(), loadTeams()]).then(function (found) {
         var queue = found[0];
         R.tiles("tiles", [
           ["Orientations en attente", queue ? queue.length : "—", queue && queue.length > 0],

@@ -193,8 +193,13 @@ var Relais = (function () {
     box.textContent = "";
     if (!rows.length) { box.appendChild(el("p", { "class": "empty", text: "Aucune donnée sur la période." })); return; }
     var max = Math.max.apply(null, rows.map(function (r) { return r[main]; }).concat([1]));
-    var rowH = 24, left = 150, width = 420, h = rows.length * rowH + 6;
-    var chart = svg("svg", { viewBox: "0 0 " + (left + width + 60) + " " + h, width: "100%", role: "img" });
+    // Room for the longest label on the left and for "masqué (petit effectif)" on the right: nothing is cut.
+    var longest = Math.max.apply(null, rows.map(function (r) { return String(label(r)).length; }).concat([8]));
+    var rowH = 24, left = Math.min(Math.max(120, longest * 7 + 12), 300), width = 260, h = rows.length * rowH + 6;
+    var full = left + width + 160;
+    // Drawn at its own size (shrunk only on a narrow screen), so the text stays at the page's reading size.
+    var chart = svg("svg", { viewBox: "0 0 " + full + " " + h, width: String(full), "class": "chart", role: "img" });
+    var said = [];
     rows.forEach(function (r, i) {
       var y = i * rowH + 3, w = (r[main] / max) * width;
       chart.appendChild(svg("text", { x: left - 6, y: y + 15, "text-anchor": "end" }, label(r)));
@@ -206,8 +211,21 @@ var Relais = (function () {
       // A suppressed cell (too few to publish without singling someone out) shows no number.
       var shown = r.suppressed ? "masqué (petit effectif)" : (part ? r[main] + " / " + r[part] : String(r[main]));
       chart.appendChild(svg("text", { x: left + w + 6, y: y + 15 }, shown));
+      said.push(label(r) + " : " + shown);
     });
+    describe(chart, said);
     box.appendChild(chart);
+    if (rows.some(function (r) { return r.suppressed; })) {
+      box.appendChild(el("p", { "class": "help", text: "« Masqué » : l'effectif est trop petit pour être publié "
+        + "sans risque de reconnaître un patient ; il reste compté dans les totaux." }));
+    }
+  }
+
+  // A chart is an image to assistive technologies: it says its values in words.
+  function describe(chart, said) {
+    var text = said.join(" ; ") || "Aucune donnée";
+    chart.setAttribute("aria-label", text);
+    chart.insertBefore(svg("title", {}, text), chart.firstChild);
   }
 
   // Stacked columns: one column per label, one colour per series.
@@ -235,6 +253,7 @@ var Relais = (function () {
         chart.appendChild(svg("text", { x: x + (colW - 6) / 2, y: top - 3, "text-anchor": "middle" }, String(totals[i])));
       }
     });
+    describe(chart, labels.map(function (label, i) { return label + " : " + totals[i]; }));
     box.appendChild(chart);
     var legend = el("div", { "class": "legend" });
     series.forEach(function (s, k) {
@@ -263,6 +282,6 @@ var Relais = (function () {
   return {
     api: api, must: must, el: el, svg: svg, when: when, param: param, feed: feed, notification: notification,
     tasks: tasks, taskCode: taskCode, tiles: tiles, cell: cell, tag: tag, hbars: hbars, columns: columns,
-    status: status, loaded: loaded, eventLabel: eventLabel, diagnostics: diagnostics
+    status: status, loaded: loaded, eventLabel: eventLabel, diagnostics: diagnostics, describe: describe
   };
 })();

@@ -24,9 +24,14 @@
     for (var hour = 0; hour < 24; hour += 1) { rows.push({ hour: hour, requests: counts[hour] || 0 }); }
     var max = Math.max.apply(null, rows.map(function (r) { return r.requests; }).concat([1]));
     var colW = 30, h = 160, base = 140;
-    var chart = R.svg("svg", { viewBox: "0 0 " + (rows.length * colW + 20) + " " + h, width: "100%", role: "img" });
+    var full = rows.length * colW + 20;
+    var chart = R.svg("svg", { viewBox: "0 0 " + full + " " + h, width: String(full), "class": "chart", role: "img" });
     rows.forEach(function (r, i) {
       var bh = (r.requests / max) * 120, x = 10 + i * colW;
+      if (r.suppressed) {
+        // A hidden hour is marked, not left looking empty; the note below says why.
+        chart.appendChild(R.svg("text", { x: x + (colW - 6) / 2, y: base - 3, "text-anchor": "middle" }, "m."));
+      }
       chart.appendChild(R.svg("rect", { x: x, y: base - bh, width: colW - 6, height: bh, fill: "#2f6fb3" }));
       chart.appendChild(R.svg("text", { x: x + (colW - 6) / 2, y: base + 14, "text-anchor": "middle" }, String(r.hour)));
       if (r.requests) {
@@ -34,7 +39,12 @@
                                 String(r.requests)));
       }
     });
+    R.describe(chart, rows.map(function (r) { return r.hour + " h : " + (r.suppressed ? "masqué" : r.requests); }));
     box.appendChild(chart);
+    if (rows.some(function (r) { return r.suppressed; })) {
+      box.appendChild(R.el("p", { "class": "help", text: "« m. » : heure masquée, l'effectif est trop petit pour être "
+        + "publié sans risque de reconnaître un patient ; elle reste comptée dans les totaux." }));
+    }
   }
 
   function render(d) {

@@ -87,14 +87,30 @@
     ]);
   }
 
+  function today() { return new Date().toLocaleDateString("sv-SE", { timeZone: "Europe/Paris" }); }
+
+  // The day it was done (today by default, never later): today's completion keeps the current time.
+  function completedAt(day) {
+    return day === today() ? new Date().toISOString() : day + "T12:00:00+00:00";
+  }
+
   function followupRow(task, now) {
     var end = due(task), state;
     var business = task.businessStatus && task.businessStatus.text;
     if (business === "overdue-escalated") { state = R.tag("en retard, CPTS prévenue", "bad"); }
     else if (business === "overdue" || (end && new Date(end) < now)) { state = R.tag("en retard", "late"); }
     else { state = R.tag("à faire"); }
+    var day = R.el("input", { type: "date", "class": "done-on", value: today(), max: today(),
+                              "aria-label": "Date de réalisation : " + (task.description || "suivi") });
+    var done = R.el("button", { type: "button", "class": "done", text: "Marquer fait" });
+    done.addEventListener("click", function () {
+      if (!day.value) { R.status("Indiquez la date de réalisation.", true); day.focus(); return; }
+      act(done, "/discharge/fhir/Task/" + encodeURIComponent(task.id) + "/$complete",
+          { resourceType: "Parameters", parameter: [{ name: "completedAt", valueDateTime: completedAt(day.value) }] });
+    });
     return R.el("tr", { "data-task": task.id }, [
-      R.cell(R.when(end)), R.cell(task.description || "suivi"), R.cell(patient(task)), R.el("td", {}, [state])
+      R.cell(R.when(end)), R.cell(task.description || "suivi"), R.cell(patient(task)), R.el("td", {}, [state]),
+      R.el("td", {}, [R.el("div", { "class": "actions" }, [day, done])])
     ]);
   }
 
@@ -128,8 +144,12 @@
     var read = n.read ? R.cell("lue le " + R.when(n.read)) : R.el("td", {}, [
       R.el("button", { type: "button", "class": "secondary ack", text: "Marquer comme lue" })
     ]);
+    var open = R.el("button", { type: "button", "class": "secondary open", text: "Lire",
+                                "aria-label": "Lire : " + R.eventLabel(n.event) + ", " + R.when(n.received) });
+    open.addEventListener("click", function () { RelaisReading.open(n, open); });
     var row = R.el("tr", { "data-notification": n.id, "class": n.read ? "read" : "unread" }, [
-      R.cell(R.when(n.received)), event, R.cell(n.senderName || n.sender || "—"), read
+      R.cell(R.when(n.received)), event, R.cell(n.senderName || n.sender || "—"),
+      R.el("td", {}, [open]), read
     ]);
     var button = row.querySelector("button.ack");
     if (button) {
