@@ -101,8 +101,18 @@ def _loaders(base: str, token: str, bodies: list[bytes], connections: int, stop:
 
 
 def main(seconds: float = 20.0, connections: int = 4, conditions: int = 994, inline: bool = False) -> dict[str, float]:
+    saved_env, saved_threshold = dict(os.environ), offload.OFFLOAD_FROM_BYTES
     if inline:
         offload.OFFLOAD_FROM_BYTES = 1 << 40  # every body parsed in the serving process
+    try:
+        return _measure(seconds, connections, conditions, inline)
+    finally:
+        offload.OFFLOAD_FROM_BYTES = saved_threshold
+        os.environ.clear()
+        os.environ.update(saved_env)
+
+
+def _measure(seconds: float, connections: int, conditions: int, inline: bool) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as data_dir:
         services, tokens = _start(data_dir)
         bodies = [_large_admission(conditions) for _ in range(connections * 4)]
