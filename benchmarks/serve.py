@@ -1,15 +1,17 @@
 """Serve one benchmark target under uvicorn on a loopback port (started by benchmarks/harness.Server).
 
-    python benchmarks/serve.py admissions|notifications|bare PORT
+    python benchmarks/serve.py admissions|notifications|lean|bare PORT
 
 Services are configured by the environment, as `relais serve` is (RELAIS_DATA_DIR, KAFKA_BOOTSTRAP_SERVERS...).
 `bare` is a FastAPI app with one endpoint that reads the same body and answers a small JSON: the ceiling
-the intake rate is compared with.
+the intake rate is compared with. `lean` is the essential work alone (benchmarks/lean.py), the reference the
+intake must reach 70 % of.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -32,8 +34,6 @@ def bare_app() -> FastAPI:
 
 
 def service_app(name: str) -> FastAPI:
-    import os
-
     from relais.services import bootstrapper
 
     # Only for profiling: the HTTP path alone, without the relay and consumers competing in the process.
@@ -43,7 +43,14 @@ def service_app(name: str) -> FastAPI:
 def main() -> None:
     target, port = sys.argv[1], int(sys.argv[2])
     logging.basicConfig(level=logging.WARNING)
-    app = bare_app() if target == "bare" else service_app(target)
+    if target == "bare":
+        app = bare_app()
+    elif target == "lean":
+        from benchmarks.lean import lean_app
+
+        app = lean_app(Path(os.environ["RELAIS_DATA_DIR"]) / "lean.sqlite")
+    else:
+        app = service_app(target)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="on")
 
 

@@ -24,10 +24,16 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
+import threading
 import uuid
+from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine, inspect
 
+from shared.db import migrate
+from shared.db.engine import make_engine
 from tests.infra.attack_replay import AttackReplay, replaying_attacks
 from tests.infra.brokers import ExternalKafka, TansuBroker, sweep_stale_tmpdirs
 from tests.infra.kafka4 import Kafka4Cluster, KafkaUnavailable
@@ -74,6 +80,47 @@ def _infra_session_cleanup():
     sweep_stale_tmpdirs()
     yield
     _STARTED.clear()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _migrated_sqlite_templates(tmp_path_factory):
+    """A new, empty SQLite file is migrated once per service and session, then copied (SQLite's backup API):
+    the same schema and Alembic version as a migration gives, without running Alembic for every test."""
+    original = migrate.upgrade
+    templates = tmp_path_factory.mktemp("migrated-templates")
+    lock = threading.Lock()
+
+    def upgrade(service: str, engine: Engine, schema: str | None = None, revision: str = "head") -> None:
+        if not _empty_sqlite_file(engine) or schema or revision != "head":
+            original(service, engine, schema, revision)
+            return
+        template = templates / f"{service}.sqlite"
+        with lock:
+            if not template.exists():
+                template_engine = make_engine(f"sqlite:///{template}")
+                original(service, template_engine)
+                template_engine.dispose()
+        source = sqlite3.connect(template)
+        target = engine.raw_connection()
+        try:
+            driver = target.driver_connection
+            assert isinstance(driver, sqlite3.Connection)
+            source.backup(driver)
+        finally:
+            target.close()
+            source.close()
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(migrate, "upgrade", upgrade)
+    yield
+    patch.undo()
+
+
+def _empty_sqlite_file(engine: Engine) -> bool:
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        return False
+    return not Path(database).exists() or not inspect(engine).get_table_names()
 
 
 @pytest.fixture(autouse=True)

@@ -61,6 +61,8 @@ class AdmissionFacts:
     has_reason: bool
     focus: dict[str, Any] = field(repr=False)
     resources: tuple[dict[str, Any], ...] = field(default=(), repr=False)
+    # The fhir.resources models focus and resources were read from, validated at intake (same order).
+    models: tuple[Any, ...] = field(default=(), repr=False, compare=False)
 
 
 @dataclass(frozen=True)

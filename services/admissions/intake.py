@@ -46,6 +46,7 @@ def admission_facts(msg: MessageBundle, caller_org_id: str) -> AdmissionFacts:
     forwarded = forwardable(msg)
     focus = next(data for resource, data in forwarded if resource is encounter)
     resources = tuple(data for resource, data in forwarded if resource is not encounter)
+    models = (encounter, *(resource for resource, _ in forwarded if resource is not encounter))
     return AdmissionFacts(
         hospital_org_id=read.hospital_org_id,
         encounter_key=read.encounter_key,
@@ -60,6 +61,7 @@ def admission_facts(msg: MessageBundle, caller_org_id: str) -> AdmissionFacts:
         has_reason=bool(msg.all("Condition")),
         focus=focus,
         resources=resources,
+        models=models,
     )
 
 

@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.api.responses import FhirResponse
 from shared.errors import BadRequest, PayloadTooLarge, RelaisError, TooManyRequests, Unprocessable
+from shared.fhir.offload import off_the_lock
 from shared.fhir.outcome import outcome_from_error
 
 # Bodies above this are parsed for the checks in a worker thread, so the event loop keeps answering.
@@ -163,7 +164,8 @@ class RequestGuard:
             body, pending = await self._read_body(scope, receive)
             if body and _maybe_json(scope, body):
                 if len(body) > _THREAD_THRESHOLD:
-                    await anyio.to_thread.run_sync(check_json, body, self.limits)
+                    # Off the event loop, and a large body off this process's interpreter lock too.
+                    await anyio.to_thread.run_sync(off_the_lock, len(body), check_json, body, self.limits)
                 else:
                     check_json(body, self.limits)
         except RelaisError as error:

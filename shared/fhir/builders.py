@@ -10,7 +10,7 @@ from shared.clock import now_instant
 from shared.events import RELAIS_EVENT_SYSTEM, EventType, spec
 from shared.fhir.full_urls import full_url_for, is_uuid
 from shared.fhir.intake import check_codes
-from shared.fhir.models import Bundle, MessageHeader, to_json
+from shared.fhir.models import Bundle, MessageHeader, Resource, to_json
 
 RELAIS_ENDPOINT = "https://relais.example.org/fhir"  # default MessageHeader.source.endpoint of Relais
 # Task.code of every Task Relais serves (handoff, orientation, follow-up, change of treating team).
@@ -37,10 +37,22 @@ def _destinations(destination: str | dict | Sequence[str | dict] | None) -> list
     return [d if isinstance(d, dict) else {"endpoint": d} for d in items]
 
 
-def _validated(bundle: dict[str, Any]) -> dict[str, Any]:
+def _validated(bundle: dict[str, Any], known: Sequence[Resource] = ()) -> dict[str, Any]:
     # building wrong FHIR is a programming error: fail loudly here, not at the receiver
-    model = Bundle.model_validate(bundle)
-    bad_codes = check_codes(model, "Bundle")
+    entries = bundle["entry"]
+    if known:
+        # Entries 1..len(known) are resources validated (model and codes) at intake: the Bundle is validated
+        # around those models rather than from their JSON again (fhir.resources takes a model as it is).
+        shell = [{"fullUrl": e["fullUrl"], "resource": m} for e, m in zip(entries[1:], known, strict=False)]
+        model = Bundle.model_validate({**bundle, "entry": [entries[0], *shell, *entries[1 + len(known) :]]})
+        unchecked = {id(m) for m in known}
+        bad_codes = check_codes(model.model_copy(update={"entry": None}), "Bundle")
+        for i, entry in enumerate(model.entry or []):
+            if entry.resource is not None and id(entry.resource) not in unchecked:
+                bad_codes += check_codes(entry.resource, f"Bundle.entry[{i}].resource")
+    else:
+        model = Bundle.model_validate(bundle)
+        bad_codes = check_codes(model, "Bundle")
     if bad_codes:
         raise ValueError(f"Built Bundle has invalid codes: {bad_codes}")
     # Serialising the model costs more than validating it: when the dict we validated is already plain
@@ -74,6 +86,7 @@ def message_bundle(
     message_id: str | None = None,
     timestamp: str | None = None,
     sender_event: dict[str, Any] | None = None,
+    validated_models: Sequence[Resource] = (),
 ) -> dict[str, Any]:
     """A validated FHIR message Bundle: MessageHeader first (Relais event code), then focus and extras.
 
@@ -82,12 +95,16 @@ def message_bundle(
 
     `sender` is either a Reference dict or a resource dict (then bundled and referenced).
     Bundle.id and MessageHeader.id are both the message id.
+    `validated_models`: the models focus and extra_resources were read from (same order), already validated
+    at intake, so they are not validated again from their JSON.
     """
     if not focus:
         raise ValueError("a message needs at least one focus resource")
     mid = message_id or new_id()
     focus_entries = [_entry(r) for r in focus]
     extra_entries = [_entry(r) for r in extra_resources]
+    if validated_models and len(validated_models) != len(focus_entries) + len(extra_entries):
+        raise ValueError("validated_models must match focus and extra_resources one to one")
     header: dict[str, Any] = {
         "resourceType": "MessageHeader",
         "id": mid,
@@ -122,7 +139,8 @@ def message_bundle(
                 *focus_entries,
                 *extra_entries,
             ],
-        }
+        },
+        validated_models,
     )
 
 

@@ -22,6 +22,7 @@ from shared.errors import BadRequest, PayloadTooLarge, Unprocessable, Unsupporte
 from shared.events import EventType, event_type_for, spec
 from shared.fhir.full_urls import full_url_for
 from shared.fhir.models import Bundle, MessageHeader, Resource, model_class, to_json
+from shared.fhir.offload import off_the_lock
 from shared.fhir.outcome import issue, outcome_from_validation_error
 from shared.minimise import MAX_VALUE_LENGTH, MAX_VALUE_WORDS
 
@@ -35,6 +36,7 @@ __all__ = [
     "forwardable",
     "parse_json",
     "parse_message_bundle",
+    "read_message_bundle",
     "resolve_reference",
     "usable_commune",
     "usable_postal_code",
@@ -158,6 +160,7 @@ class MessageBundle:
     resources_by_reference: dict[str, Resource] = field(default_factory=dict)
     focus: list[Resource] = field(default_factory=list)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    _received: dict[int, tuple[Any, dict[str, Any]]] | None = field(default=None, init=False, repr=False, compare=False)
 
     def resource(self, ref: str | None) -> Resource | None:
         return resolve_reference(ref, self.resources_by_reference)
@@ -182,13 +185,19 @@ class MessageBundle:
 
         Cheaper than serialising the model again (which costs more than validating it).
         """
-        raw_entries = self.raw.get("entry") if self.raw else None
-        for i, entry in enumerate(self.bundle.entry or []):
-            if entry.resource is resource and isinstance(raw_entries, list) and i < len(raw_entries):
-                raw = raw_entries[i].get("resource") if isinstance(raw_entries[i], dict) else None
-                if isinstance(raw, dict):
-                    return raw
-        return to_json(resource)
+        if self._received is None:
+            # Indexed once: looking each resource up by position made a 1,000-entry Bundle cost O(n²).
+            raw_entries = self.raw.get("entry") if self.raw else None
+            raw_entries = raw_entries if isinstance(raw_entries, list) else []
+            self._received = {
+                id(entry.resource): (entry.resource, raw_entries[i]["resource"])
+                for i, entry in enumerate(self.bundle.entry or [])
+                if i < len(raw_entries) and isinstance(raw_entries[i], dict)
+                and isinstance(raw_entries[i].get("resource"), dict)
+            }
+        found = self._received.get(id(resource))
+        # The model is kept beside its JSON, so an id reused after a copy (pickle) never matches another.
+        return found[1] if found is not None and found[0] is resource else to_json(resource)
 
     @property
     def header_id(self) -> str | None:
@@ -375,10 +384,18 @@ def _resolve_focus(
 
 
 def parse_message_bundle(body: bytes, content_type: str | None, max_bytes: int = 1_000_000) -> MessageBundle:
-    """Validated MessageBundle from a `$process-message` request body, or the RelaisError to return."""
+    """Validated MessageBundle from a `$process-message` request body, or the RelaisError to return.
+
+    A large body is read in a worker process (shared/fhir/offload.py), so it never holds this process.
+    """
     if len(body) > max_bytes:
         raise PayloadTooLarge(f"Body is {len(body)} bytes; the limit is {max_bytes}")
     check_content_type(content_type)
+    return off_the_lock(len(body), read_message_bundle, body)
+
+
+def read_message_bundle(body: bytes) -> MessageBundle:
+    """The MessageBundle in a body whose size and media type were checked (JSON, shape, R4B, event, focus)."""
     data = parse_json(body)
     _check_shape(data)
     _check_no_empty_elements(data)

@@ -6,6 +6,8 @@ import ast
 import json
 from pathlib import Path
 
+import pytest
+
 from shared.events import RELAIS_EVENT_SYSTEM, EventType
 from shared.fhir import intake
 from shared.fhir.builders import message_bundle, message_response
@@ -85,3 +87,40 @@ def test_intake_and_the_builders_do_not_import_each_other():
     imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     assert "shared.fhir.builders" not in imported
     assert "shared.fhir.full_urls" in imported
+
+
+def test_a_bundle_built_around_models_validated_at_intake_is_the_same_bundle():
+    received = parse_message_bundle(body(admission_message()), "application/fhir+json")
+    pairs = intake.forwardable(received)
+    resources, models = [data for _, data in pairs], [model for model, _ in pairs]
+
+    def build(validated_models=()):
+        return message_bundle(
+            EventType.ADMISSION_RECORDED, source_endpoint="https://relais.example.org/fhir", focus=resources[:1],
+            extra_resources=resources[1:], sender=hospital(org_id="o1"),
+            message_id="6a1f0c3e-2b4d-4e5f-8a9b-0c1d2e3f4a5b",
+            timestamp="2024-05-02T08:00:00Z", validated_models=validated_models,
+        )
+
+    assert build(models) == build()
+
+
+def test_models_that_do_not_match_the_resources_one_to_one_are_refused():
+    received = parse_message_bundle(body(admission_message()), "application/fhir+json")
+    pairs = intake.forwardable(received)
+    with pytest.raises(ValueError, match="one to one"):
+        message_bundle(
+            EventType.ADMISSION_RECORDED, source_endpoint="https://relais.example.org/fhir", focus=[pairs[0][1]],
+            validated_models=[model for model, _ in pairs],
+        )
+
+
+def test_a_bad_code_in_a_resource_not_validated_at_intake_is_still_caught():
+    received = parse_message_bundle(body(admission_message()), "application/fhir+json")
+    pairs = intake.forwardable(received)
+    sender = {**hospital(org_id="o1"), "telecom": [{"system": "pager-of-the-future", "value": "1"}]}
+    with pytest.raises(ValueError):
+        message_bundle(
+            EventType.ADMISSION_RECORDED, source_endpoint="https://relais.example.org/fhir", focus=[pairs[0][1]],
+            sender=sender, validated_models=[pairs[0][0]],
+        )

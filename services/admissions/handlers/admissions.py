@@ -48,6 +48,7 @@ def _notify(
             message_id=message_id,
             timestamp=instant(now),
             sender_event=cmd.request_header.get("eventCoding"),
+            validated_models=facts.models,
         )
 
     notify(
