@@ -3,34 +3,14 @@ the care-team and territory mirrors, and the minimised facts the CPTS dashboard 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Column, DateTime, Index, Text, text
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy import Column, Index, Text, text
 from sqlmodel import Field, SQLModel
 
-from shared.db.tables import KERNEL_TABLES
+from shared.db.tables import KERNEL_TABLES, UtcDateTime
 from shared.mirrors import CareTeamMirror, MirrorTables, TerritoryMirror
-
-
-class UtcDateTime(TypeDecorator):
-    """Stored in UTC, read back timezone-aware on every database (SQLite forgets the offset)."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to a UTC column")
-        return value.astimezone(UTC)
-
-    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _ts(nullable: bool = False) -> Any:
