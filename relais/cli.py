@@ -1,35 +1,30 @@
-"""The `relais` command: run, serve, org, db."""
+"""The `relais` command: run, serve, demo, example, purge, disclosures; the org, directory, db and outbox groups."""
 
 from __future__ import annotations
 
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from relais.cli_common import console
+from relais.cli_common import directory as _directory
+from relais.cli_directory import directory_app
+from relais.cli_org import org_app
 from relais.services import SERVICE_NAMES, bootstrapper
-from shared.auth import Directory
-from shared.events import Role
 from shared.logs import configure_logging
 from shared.settings import SETTINGS_BY_SERVICE, RelaisSettings
 
-if TYPE_CHECKING:
-    from shared.directory.importer import ImportReport
-
 app = typer.Typer(help="Relais: the ville–hôpital coordination backend.", no_args_is_help=True)
-org_app = typer.Typer(help="Organisations and their API tokens.", no_args_is_help=True)
 db_app = typer.Typer(help="Databases and migrations.", no_args_is_help=True)
 outbox_app = typer.Typer(help="Outbox rows the bus could never take.", no_args_is_help=True)
-member_app = typer.Typer(help="The people (RPPS) who act for an organisation in the pages.", no_args_is_help=True)
-org_app.add_typer(member_app, name="member")
 app.add_typer(org_app, name="org")
+app.add_typer(directory_app, name="directory")
 app.add_typer(db_app, name="db")
 app.add_typer(outbox_app, name="outbox")
-console = Console()
 
 
 def _configure_logging() -> None:
@@ -39,11 +34,6 @@ def _configure_logging() -> None:
     # Migrations narrate every step at INFO; keep the console for what an operator needs.
     if level != "DEBUG":
         logging.getLogger("alembic").setLevel(logging.WARNING)
-
-
-def _directory() -> Directory:
-    settings = RelaisSettings()
-    return Directory(settings.resolved_auth_url, settings.auth_database_schema)
 
 
 @app.command()
@@ -150,38 +140,6 @@ def demo(
         raise typer.Exit(1) from None
 
 
-Hl7Facilities = Annotated[
-    list[str] | None, typer.Option("--hl7-facility", help="Hospital: an HL7 v2 sending facility (MSH-4); repeatable")
-]
-Hl7Networks = Annotated[
-    list[str] | None,
-    typer.Option("--hl7-network", help="Hospital: a network its plain-MLLP sender connects from (CIDR); repeatable"),
-]
-Mssante = Annotated[str | None, typer.Option("--mssante", help="The organisation's MSSanté address")]
-
-
-def _checked_networks(networks: list[str] | None) -> list[str] | None:
-    from ipaddress import ip_network
-
-    for network in networks or ():
-        try:
-            ip_network(network, strict=False)
-        except ValueError:
-            raise typer.BadParameter(f"{network!r} is not a network (CIDR)", param_hint="--hl7-network") from None
-    return networks
-
-
-def _checked_mssante(address: str | None) -> str | None:
-    if address is None:
-        return None
-    from shared.mssante_address import MssanteAddressError, check_mssante_address
-
-    try:
-        return check_mssante_address(address, RelaisSettings().mssante_domains)
-    except MssanteAddressError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--mssante") from None
-
-
 @app.command()
 def example(
     path: Annotated[Path, typer.Argument(help="An example message, e.g. docs/examples/discharge.json")],
@@ -198,118 +156,6 @@ def example(
         console.print(f"[red]cannot read {path}[/]: {type(exc).__name__}")
         raise typer.Exit(1) from None
     typer.echo(json.dumps(dated(document, date.today()), ensure_ascii=False, indent=2))
-
-
-@org_app.command("add")
-def org_add(
-    role: Annotated[Role, typer.Option(help="The organisation's role")],
-    id: Annotated[str, typer.Option("--id", help="Identifier (a hospital's FINESS, a team's FINESS or SIRET...)")],
-    name: Annotated[str, typer.Option(help="Display name")],
-    hl7_facility: Hl7Facilities = None,
-    hl7_network: Hl7Networks = None,
-    mssante: Mssante = None,
-) -> None:
-    """Register an organisation and print its bearer token (shown once, stored hashed)."""
-    from shared.errors import Conflict
-
-    try:
-        token = _directory().add(
-            role,
-            id,
-            name,
-            hl7_facilities=hl7_facility or (),
-            hl7_networks=_checked_networks(hl7_network) or (),
-            mssante=_checked_mssante(mssante),
-        )
-    except Conflict:
-        console.print(
-            f"[red]{id} is already registered[/] (or one of its HL7 facilities is another's): "
-            f"change it with `relais org update --id {id}`, or get a new token with `relais org rotate --id {id}`.",
-            soft_wrap=True,  # one line, whatever the terminal's width
-        )
-        raise typer.Exit(1) from None
-    console.print(f"[green]registered[/] {role.value} {id} ({name}). Its token, shown once:")
-    typer.echo(token)
-
-
-@org_app.command("update")
-def org_update(
-    id: Annotated[str, typer.Option("--id", help="The organisation to change")],
-    name: Annotated[str | None, typer.Option(help="New display name")] = None,
-    hl7_facility: Hl7Facilities = None,
-    hl7_network: Hl7Networks = None,
-    mssante: Mssante = None,
-) -> None:
-    """Change an organisation's name, HL7 v2 facilities and networks (each list given replaces the stored one),
-    or MSSanté address ("" removes it). Its token is unchanged."""
-    from shared.errors import Conflict, NotFound
-
-    try:
-        _directory().update(
-            id,
-            name=name,
-            hl7_facilities=hl7_facility,
-            hl7_networks=_checked_networks(hl7_network),
-            mssante=_checked_mssante(mssante) if mssante else mssante,
-        )
-    except (Conflict, NotFound) as exc:
-        console.print(f"[red]{exc.diagnostics}[/]")
-        raise typer.Exit(1) from None
-    console.print(f"[green]updated[/] {id}")
-
-
-@org_app.command("rotate")
-def org_rotate(
-    id: Annotated[str, typer.Option("--id", help="The organisation whose token to replace")],
-) -> None:
-    """Replace an organisation's token; the old one stops working at once (within the 30 s cache)."""
-    from shared.errors import NotFound
-
-    try:
-        token = _directory().rotate(id)
-    except NotFound:
-        console.print(f"[red]{id} is not registered[/]: register it with `relais org add --id {id} …`.", soft_wrap=True)
-        raise typer.Exit(1) from None
-    console.print(f"[green]rotated[/] the token of {id}. Its new token, shown once:")
-    typer.echo(token)
-
-
-@member_app.command("add")
-def org_member_add(
-    id: Annotated[str, typer.Option("--id", help="The organisation the person acts for")],
-    rpps: Annotated[str, typer.Option(help="The person's RPPS (11 digits), as Pro Santé Connect names them")],
-    name: Annotated[str, typer.Option(help="The person's name, as shown in the pages and the audit")],
-) -> None:
-    """Let a person (by RPPS) sign in to the pages with Pro Santé Connect and act for this organisation."""
-    from shared.errors import Conflict, NotFound
-    from shared.members import Members
-
-    try:
-        Members(_directory()).add(id, rpps, name)
-    except (Conflict, NotFound, ValueError) as exc:
-        console.print(f"[red]{getattr(exc, 'diagnostics', exc)}[/]")
-        raise typer.Exit(1) from None
-    console.print(f"[green]added[/] {name} (RPPS {rpps}) to {id}")
-
-
-@member_app.command("list")
-def org_member_list(id: Annotated[str, typer.Option("--id", help="The organisation")]) -> None:
-    """The people who may act for an organisation."""
-    from shared.members import Members
-
-    table = Table("rpps", "name")
-    for membership in Members(_directory()).of(id):
-        table.add_row(membership.rpps, membership.name)
-    console.print(table)
-
-
-@org_app.command("list")
-def org_list() -> None:
-    """List registered organisations (never their tokens)."""
-    table = Table("id", "role", "name")
-    for principal in _directory().list():
-        table.add_row(principal.organisation_id, principal.role.value, principal.name)
-    console.print(table)
 
 
 @db_app.command("upgrade")
@@ -417,112 +263,6 @@ def disclosures(
         table.add_row(row.at.isoformat(), row.org_id, row.role, row.event, row.detail, row.channel, row.notification_id)
     console.print(f"patient key {key}: {len(rows)} disclosure(s)")
     console.print(table)
-
-
-# --- the health directory (docs/directory.md) ---------------------------------------------------------------
-
-directory_app = typer.Typer(
-    help="The health directory: organisations and their members, from the public extractions.", no_args_is_help=True
-)
-app.add_typer(directory_app, name="directory")
-
-
-@directory_app.command("import")
-def directory_import(
-    rpps: Annotated[
-        Path | None,
-        typer.Option(help="Annuaire Santé PS_LibreAcces_Personne_activite file", exists=True, dir_okay=False),
-    ] = None,
-    finess: Annotated[
-        Path | None,
-        typer.Option(
-            help="FINESS etalab establishments extraction (etalab_cs1100507_stock)", exists=True, dir_okay=False
-        ),
-    ] = None,
-    mssante: Annotated[
-        Path | None,
-        typer.Option(
-            help="Annuaire Santé Extraction_Correspondance_MSSante file (with --rpps): members' own MSSanté boxes",
-            exists=True,
-            dir_okay=False,
-        ),
-    ] = None,
-    prune: Annotated[
-        bool, typer.Option(help="Delete stored organisations the files no longer name (a full extraction only)")
-    ] = False,
-) -> None:
-    """Load the public directory extractions (idempotent: a re-import updates), then print what changed."""
-    import time
-
-    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
-
-    from shared.directory.extracts import NotAnExtraction
-    from shared.directory.importer import import_directory
-
-    if rpps is None and finess is None:
-        raise typer.BadParameter("give --rpps FILE, --finess FILE or both")
-    if mssante is not None and rpps is None:
-        raise typer.BadParameter("--mssante completes the members of --rpps: give both", param_hint="--mssante")
-    settings = RelaisSettings()
-    directory = _directory()
-    total = sum(path.stat().st_size for path in (rpps, finess, mssante) if path is not None)
-    started = time.perf_counter()
-    columns = ("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("reading the extractions", total=total)
-        try:
-            report = import_directory(
-                directory.engine,
-                finess=finess,
-                rpps=rpps,
-                mssante=mssante,
-                mssante_domains=settings.mssante_domains,
-                prune=prune,
-                on_bytes=lambda size: progress.advance(task, size),
-            )
-        except NotAnExtraction as exc:
-            console.print(f"[red]{exc}[/]")
-            raise typer.Exit(1) from None
-    directory.clear_cache()
-    _print_import_report(report, time.perf_counter() - started)
-
-
-@directory_app.command("add")
-def directory_add(
-    id: Annotated[str, typer.Option("--id", help="The organisation's id (as registered with `relais org add`)")],
-    name: Annotated[str, typer.Option(help="Display name")],
-    role: Annotated[Role, typer.Option(help="The organisation's role")],
-    commune: Annotated[str, typer.Option(help="INSEE code of its commune (where a CPTS finds it)")],
-    postal_code: Annotated[str | None, typer.Option(help="Its postal code (default: the commune's first)")] = None,
-    address: Annotated[str | None, typer.Option(help="Street address")] = None,
-) -> None:
-    """Add or replace a directory entry by hand, for an organisation the public extractions lack."""
-    from shared.directory.entries import set_entry
-
-    try:
-        set_entry(
-            _directory().engine, id, name=name, role=role, insee=commune, postal_code=postal_code, address=address
-        )
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--commune/--postal-code") from None
-    console.print(f"[green]directory entry set[/] {id} ({name}, {commune})")
-
-
-def _print_import_report(report: ImportReport, seconds: float) -> None:
-    table = Table("", "added", "changed", "unchanged", "removed")
-    for label, counts in (("organisations", report.organisations), ("members", report.members)):
-        table.add_row(label, str(counts.added), str(counts.changed), str(counts.unchanged), str(counts.removed))
-    console.print(table)
-    console.print(
-        f"{report.lines} lines in {seconds:.1f} s; {report.skipped} not kept (categories and practitioners Relais "
-        f"does not route to); {report.registered_renamed} registered organisation(s) renamed from the directory"
-    )
-    if report.absent and not report.organisations.removed:
-        console.print(f"{report.absent} stored organisation(s) absent from these files (kept; --prune deletes them)")
-    if report.malformed_count:
-        console.print(f"[yellow]{report.malformed_count} malformed line(s), not imported:[/]")
-        for item in report.malformed[:20]:
-            console.print(f"  {item.file} line {item.line}: {item.reason}")
 
 
 if __name__ == "__main__":
