@@ -47,16 +47,18 @@ def sent(request, tmp_path_factory) -> Iterator[tuple[Hl7Relais, dict[str, Ack]]
         yield relais, {ack.path: ack for ack in acks}
 
 
-@pytest.mark.parametrize("path", FILES, ids=[str(p.relative_to(EXAMPLES)) for p in FILES])
-def test_each_published_example_gets_its_expected_ack_from_the_hapi_sender(sent, path):
-    _relais, acks = sent
-    ack = acks.get(str(path))
-    assert ack is not None, f"HAPI printed no ACK for {path}"
-    code, field = expected(path)
-    assert ack.code == code, ack
-    assert ack.control_id == control_id(path)  # MSA-2 echoes MSH-10
-    if field:
-        assert ack.error_field == field
+if FILES:  # the published examples sit beside the repository (../shared/conformance) where a machine has them
+
+    @pytest.mark.parametrize("path", FILES, ids=[str(p.relative_to(EXAMPLES)) for p in FILES])
+    def test_each_published_example_gets_its_expected_ack_from_the_hapi_sender(sent, path):
+        _relais, acks = sent
+        ack = acks.get(str(path))
+        assert ack is not None, f"HAPI printed no ACK for {path}"
+        code, field = expected(path)
+        assert ack.code == code, ack
+        assert ack.control_id == control_id(path)  # MSA-2 echoes MSH-10
+        if field:
+            assert ack.error_field == field
 
 
 def control_id(path: Path) -> str:

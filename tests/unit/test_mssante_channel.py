@@ -277,16 +277,18 @@ CONFORMANCE = Path(__file__).resolve().parents[2].parent / "shared" / "conforman
 DAVINCI = sorted((CONFORMANCE / "davinci-alerts" / "input-examples").glob("*.json"))
 
 
-@pytest.mark.parametrize("path", DAVINCI, ids=[p.name for p in DAVINCI])
-def test_a_published_notification_bundle_gives_a_mail_with_a_parseable_zip(path):
-    bundle = json.loads(path.read_text())
-    letter = read_letter({"id": "n-1", "event": "discharge.recorded", "payload": bundle})
-    mail = build_mail(letter, sender=RELAIS, recipient=TEAM_ADDRESS)
-    (attachment,) = mail.iter_attachments()
-    archive = zipfile.ZipFile(io.BytesIO(attachment.get_content()))
-    etree.fromstring(archive.read("IHE_XDM/SUBSET01/METADATA.XML"))
-    cda = etree.fromstring(archive.read("IHE_XDM/SUBSET01/DOC0001.XML"))
-    assert cda.tag == "{urn:hl7-org:v3}ClinicalDocument"
+if DAVINCI:  # the published examples sit beside the repository (../shared/conformance) where a machine has them
+
+    @pytest.mark.parametrize("path", DAVINCI, ids=[p.name for p in DAVINCI])
+    def test_a_published_notification_bundle_gives_a_mail_with_a_parseable_zip(path):
+        bundle = json.loads(path.read_text())
+        letter = read_letter({"id": "n-1", "event": "discharge.recorded", "payload": bundle})
+        mail = build_mail(letter, sender=RELAIS, recipient=TEAM_ADDRESS)
+        (attachment,) = mail.iter_attachments()
+        archive = zipfile.ZipFile(io.BytesIO(attachment.get_content()))
+        etree.fromstring(archive.read("IHE_XDM/SUBSET01/METADATA.XML"))
+        cda = etree.fromstring(archive.read("IHE_XDM/SUBSET01/DOC0001.XML"))
+        assert cda.tag == "{urn:hl7-org:v3}ClinicalDocument"
 
 
 @pytest.mark.parametrize("changes, setting", [
