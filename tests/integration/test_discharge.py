@@ -328,6 +328,10 @@ def test_two_replicas_racing_fire_each_deadline_exactly_once(world):
             t.join(timeout=60)
         # Per item: two escalation levels and the reminder before the deadline; the background workers may take some.
         assert len(fired) == 2 and sum(fired) <= 3 * len(items)
+        # A level the other replica scheduled during the race is due at once: later passes fire what is left.
+        for _ in range(4):
+            if first.timers.run_once() == 0:
+                break
         with first.unit_of_work() as uow:
             rows = (
                 uow.session.execute(select(TimerRow).where(TimerRow.kind == "followup-missed"))
